@@ -1,0 +1,1 @@
+//! Augmentation pipelines (issue 3).

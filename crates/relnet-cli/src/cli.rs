@@ -1,0 +1,80 @@
+//! Command-line definitions.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use relnet_core::device::DeviceSpec;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "relnet",
+    version,
+    about = "Self-supervised relational reasoning (Patacchiola & Storkey, NeurIPS 2020) and baselines, on burn",
+    long_about = "relnet learns image representations without labels by self-supervised relational reasoning, \
+runs the paper's baselines beside it and evaluates them.\n\n\
+Datasets are looked for under the data root: --data-root, else $RELNET_DATA, else ./data. \
+The `synthetic` dataset is generated in memory and needs no download."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Datasets: list, inspect, download, preview.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Check a compute device: `relnet device --device cuda:0`.
+    Device(DeviceArgs),
+}
+
+/// Where datasets live.
+#[derive(Args, Debug, Clone)]
+pub struct DataRootArg {
+    /// Folder holding the datasets (default: $RELNET_DATA, else ./data).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// List the registered datasets and whether each is found under the data root.
+    List(DataRootArg),
+    /// Print splits, counts, image size, classes and per-channel mean/std computed from the data.
+    Info {
+        /// Dataset name (see `relnet data list`), e.g. cifar10, mnist, synthetic, folder:/path.
+        name: String,
+        /// Only these splits (default: all of the dataset's splits).
+        #[arg(long = "split", value_name = "SPLIT")]
+        splits: Vec<String>,
+        #[command(flatten)]
+        root: DataRootArg,
+    },
+    /// Fetch a dataset's official archive into the data root (needs internet).
+    Download {
+        name: String,
+        /// Base URL used instead of the official host (a local mirror or file:///dir).
+        #[arg(long, env = "RELNET_DOWNLOAD_MIRROR", value_name = "URL")]
+        mirror: Option<String>,
+        #[command(flatten)]
+        root: DataRootArg,
+    },
+    /// Write a PNG grid of sample images, one row per class (at most 20 rows).
+    Preview(crate::data_cmd::PreviewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", env = "RELNET_DEVICE")]
+    pub device: DeviceSpec,
+}
+
+pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Data(d) => crate::data_cmd::run(d, out, err),
+        Command::Device(a) => crate::device_cmd::run(a, out),
+    }
+}

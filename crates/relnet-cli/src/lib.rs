@@ -1,0 +1,37 @@
+//! The `relnet` command-line tool. `run` is the whole program, callable in-process by tests.
+
+mod cli;
+mod data_cmd;
+mod device_cmd;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::Parser;
+
+pub use cli::Cli;
+
+/// Runs `relnet` with `args` (the first is the program name), writing to `out` and `err`.
+/// Returns the process exit code: 0 success, 1 failure, 2 bad usage.
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let text = e.render().ansi().to_string();
+            let _ = if code == 0 { write!(out, "{text}") } else { write!(err, "{text}") };
+            return code;
+        }
+    };
+    match cli::dispatch(cli, out, err) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! relnet-core: the data layer, typed configs, device selection and (later) the relational
+//! objective and the training loop.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+
+pub use error::{DataError, DataResult};

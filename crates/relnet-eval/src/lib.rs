@@ -1,0 +1,1 @@
+//! Evaluators: linear probe, fine-tune, retrieval (issue 5 and later).
