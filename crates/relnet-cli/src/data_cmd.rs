@@ -40,7 +40,7 @@ fn list(root: &DataRoot, out: &mut dyn Write) -> anyhow::Result<()> {
         let info = registry::lookup(name)?;
         let status = match info.locate(root) {
             Ok(_) if matches!(info.source, registry::Source::Generated) => "built in".to_string(),
-            Ok(loc) => format!("found ({loc:?})"),
+            Ok(loc) => format!("found at {}", loc.path().display()),
             Err(_) => "not found".to_string(),
         };
         writeln!(out, "{name:<14} {:>4} classes  {}  {status}", info.num_classes.unwrap_or(0), size_str(info.image_size))?;

@@ -13,8 +13,6 @@ use std::process::Command;
 use super::registry::{DataRoot, DatasetInfo, Source};
 use crate::error::{DataError, DataResult};
 
-/// Environment variable: a base URL used instead of the official host.
-pub const MIRROR_ENV: &str = "RELNET_DOWNLOAD_MIRROR";
 
 /// What a download did.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,7 +52,7 @@ pub fn download(
         return Ok(Outcome::NothingToDownload);
     }
     if let Ok(loc) = info.locate(root) {
-        return Ok(Outcome::AlreadyPresent(location_path(&loc)));
+        return Ok(Outcome::AlreadyPresent(loc.path().to_path_buf()));
     }
     let r = root.path();
     std::fs::create_dir_all(r).map_err(|e| DataError::io(r, "cannot create the data root", e))?;
@@ -100,14 +98,6 @@ pub fn download(
     // Check it reads: a wrong archive is reported now, not at training time.
     info.locate(root)?;
     Ok(Outcome::Downloaded(dest))
-}
-
-fn location_path(loc: &super::registry::Location) -> PathBuf {
-    use super::registry::Location::*;
-    match loc {
-        CifarBinary(p) | CifarFolder(p) | Cifar100Binary(p) | Stl10(p) | Tiny(p) | ImageFolder(p) | Idx(p) => p.clone(),
-        Generated => PathBuf::new(),
-    }
 }
 
 fn fetch(url: &str, dest: &Path, log: &mut dyn FnMut(&str)) -> DataResult<()> {

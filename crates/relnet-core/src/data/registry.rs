@@ -336,6 +336,17 @@ pub enum Location {
     Generated,
 }
 
+impl Location {
+    /// The folder the dataset was found in (empty for generated data).
+    pub fn path(&self) -> &Path {
+        use Location::*;
+        match self {
+            CifarBinary(p) | CifarFolder(p) | Cifar100Binary(p) | Stl10(p) | Tiny(p) | ImageFolder(p) | Idx(p) => p,
+            Generated => Path::new(""),
+        }
+    }
+}
+
 impl DatasetInfo {
     fn missing(&self, looked_for: Vec<PathBuf>) -> DataError {
         DataError::Missing { dataset: self.id.name(), looked_for, help: format!("How to obtain it: {}", self.help) }
