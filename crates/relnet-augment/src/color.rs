@@ -53,6 +53,9 @@ pub fn adjust_saturation(img: &mut RgbImage, f: f32) {
 }
 
 /// PIL's RGB -> HSV (each channel 8-bit).
+///
+/// Same arithmetic as Pillow's `rgb2hsv_row`, written to avoid libm calls in the hot loop:
+/// `fmod(h / 6 + 1, 1)` is an exact subtraction here because the argument lies in [5/6, 11/6].
 #[inline]
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
     let maxc = r.max(g).max(b);
@@ -62,18 +65,24 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
     }
     let cr = (maxc - minc) as f32;
     let s = cr / maxc as f32;
-    let rc = (maxc - r) as f32 / cr;
-    let gc = (maxc - g) as f32 / cr;
-    let bc = (maxc - b) as f32 / cr;
     let h = if r == maxc {
-        bc - gc
+        (maxc - b) as f32 / cr - (maxc - g) as f32 / cr
     } else if g == maxc {
-        2.0 + rc - bc
+        2.0 + (maxc - r) as f32 / cr - (maxc - b) as f32 / cr
     } else {
-        4.0 + gc - rc
+        4.0 + (maxc - g) as f32 / cr - (maxc - r) as f32 / cr
     };
-    let h = (h / 6.0 + 1.0) % 1.0;
-    [((h * 255.0) as i32).clamp(0, 255) as u8, ((s * 255.0) as i32).clamp(0, 255) as u8, maxc]
+    let x = h as f64 / 6.0 + 1.0;
+    let h = (if x >= 1.0 { x - 1.0 } else { x }) as f32;
+    // `(int)(v * 255.0)` of non-negative values: truncation, clipped to 255.
+    [((h * 255.0) as i32).min(255) as u8, ((s * 255.0) as i32).min(255) as u8, maxc]
+}
+
+/// C's `round` (half away from zero) for non-negative values, without a libm call.
+#[inline]
+fn round_pos(x: f32) -> i32 {
+    let t = x as i32;
+    if x - t as f32 >= 0.5 { t + 1 } else { t }
 }
 
 /// PIL's HSV -> RGB.
@@ -83,11 +92,11 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
         return [v, v, v];
     }
     let hf = h as f32 * 6.0 / 255.0;
-    let i = hf.floor() as i32;
+    let i = hf as i32; // floor: hf >= 0
     let f = hf - i as f32;
     let fs = s as f32 / 255.0;
     let vf = v as f32;
-    let c8 = |x: f32| (x.round() as i32).clamp(0, 255) as u8;
+    let c8 = |x: f32| round_pos(x).clamp(0, 255) as u8;
     let p = c8(vf * (1.0 - fs));
     let q = c8(vf * (1.0 - fs * f));
     let t = c8(vf * (1.0 - fs * (1.0 - f)));

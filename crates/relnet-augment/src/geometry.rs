@@ -10,12 +10,7 @@ use crate::{AugError, AugRng, Transform, check_prob};
 pub fn hflip(img: &mut RgbImage) {
     let w = img.width;
     for row in img.data.chunks_exact_mut(w * 3) {
-        for x in 0..w / 2 {
-            let (a, b) = (x * 3, (w - 1 - x) * 3);
-            for c in 0..3 {
-                row.swap(a + c, b + c);
-            }
-        }
+        row.as_chunks_mut::<3>().0.reverse();
     }
 }
 

@@ -82,5 +82,12 @@ emit("resize_3x2", img.resize((3, 2), Image.BILINEAR))
 emit("crop_1_1_4_3_resize_7x7", img.crop((1, 1, 5, 4)).resize((7, 7), Image.BILINEAR))
 big = Image.fromarray(source(32, 32), "RGB")
 emit("big_resize_20x20", big.resize((20, 20), Image.BILINEAR))
+# Many colours through hue shifts: 32x32 pseudo-random pixels (same formula as `noise()` in golden.rs).
+noise = np.array([[[(x * 7919 + y * 104729 + c * 1299709 + x * y * 31) % 256 for c in range(3)]
+                   for x in range(32)] for y in range(32)], dtype=np.uint8)
+noise_img = Image.fromarray(noise, "RGB")
+emit("noise", noise)
+for f in (-0.2, 0.13, 0.0):
+    emit(f"noise_hue_{f}", hue(noise_img, f))
 m = inverse_affine((3.0, 2.5), 12.0, (1, -1), 1.05, (7.0, 0.0))
 emit("affine_12_1_-1_1.05_7", img.transform((6, 5), Image.AFFINE, m, Image.BILINEAR, fillcolor=0))
