@@ -1,1 +1,13 @@
-//! Backbones and heads (issue 4).
+//! relnet-models: the backbones and heads of the paper, each with `new(&Device)` (or a kind's
+//! `init(&Device)`), generic over the device.
+
+pub mod backbone;
+pub mod conv4;
+pub mod heads;
+pub mod layers;
+pub mod params;
+pub mod resnet34;
+pub mod resnet_cifar;
+
+pub use backbone::{Backbone, BackboneKind, global_avg_pool};
+pub use heads::{LocalDiscriminator, MlpHead, PriorDiscriminator, linear_head};

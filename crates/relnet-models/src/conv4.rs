@@ -1,0 +1,73 @@
+//! Conv-4: four blocks conv3x3 (no bias) -> BN -> ReLU -> AvgPool 2x2, channels 3-8-16-32-64,
+//! no pool after block 4, then global average pooling: 64-d features, 24,648 parameters.
+
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::layers::{bn, conv};
+
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+    pub pool: Option<AvgPool2d>,
+}
+
+impl ConvBlock {
+    fn new(cin: usize, cout: usize, pool: bool, device: &Device) -> Self {
+        ConvBlock {
+            conv: conv(cin, cout, 3, 1, 1, device),
+            bn: bn(cout, device),
+            pool: pool.then(|| AvgPool2dConfig::new([2, 2]).init()),
+        }
+    }
+
+    /// conv -> BN -> ReLU (before the pool).
+    pub fn activate(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+
+    pub fn pool(&self, x: Tensor<4>) -> Tensor<4> {
+        match &self.pool {
+            Some(p) => p.forward(x),
+            None => x,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool(self.activate(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Conv4 {
+    pub layer1: ConvBlock,
+    pub layer2: ConvBlock,
+    pub layer3: ConvBlock,
+    pub layer4: ConvBlock,
+}
+
+impl Conv4 {
+    pub const FEATURES: usize = 64;
+
+    pub fn new(device: &Device) -> Self {
+        Conv4 {
+            layer1: ConvBlock::new(3, 8, true, device),
+            layer2: ConvBlock::new(8, 16, true, device),
+            layer3: ConvBlock::new(16, 32, true, device),
+            layer4: ConvBlock::new(32, 64, false, device),
+        }
+    }
+
+    /// The final feature map (before global pooling) and the first conv -> BN -> ReLU map
+    /// (8 channels at full resolution, before the first pool).
+    pub fn forward_maps(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let first = self.layer1.activate(x);
+        let x = self.layer1.pool(first.clone());
+        let x = self.layer4.forward(self.layer3.forward(self.layer2.forward(x)));
+        (x, first)
+    }
+}
