@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod conv4;
 pub mod heads;
+pub mod io;
 pub mod layers;
 pub mod params;
 pub mod resnet34;

@@ -33,8 +33,48 @@ fn shapes_for_32_64_96_inputs() {
             assert_eq!(first.dims(), [2, c, side, side], "{kind} {side}");
         }
     }
+    for kind in [BackboneKind::Resnet32, BackboneKind::Resnet56] {
+        let f = kind.init(&d).forward(Tensor::<4>::zeros([2, 3, 32, 32], &d));
+        assert_eq!(f.dims(), [2, 64], "{kind}");
+    }
     let r34 = BackboneKind::Resnet34.init(&d);
-    let (f, first) = r34.forward_with_first(Tensor::<4>::zeros([1, 3, 64, 64], &d));
-    assert_eq!(f.dims(), [1, 512]);
-    assert_eq!(first.dims(), [1, 64, 32, 32]);
+    for side in [32, 64, 96] {
+        let (f, first) = r34.forward_with_first(Tensor::<4>::zeros([1, 3, side, side], &d));
+        assert_eq!(f.dims(), [1, 512]);
+        assert_eq!(first.dims(), [1, 64, side / 2, side / 2]);
+    }
+}
+
+#[test]
+fn reference_initialisation() {
+    let d = device();
+    d.seed(1);
+    let b = BackboneKind::Resnet8.init(&d);
+    let Backbone::ResNetCifar(r) = &b else { panic!() };
+    // He fan-out normal: std = sqrt(2 / (k * k * out)). layer3's second conv: 3*3*64 = 576.
+    let w = r.layer3[0].conv2.weight.val();
+    let n = w.dims().iter().product::<usize>() as f32;
+    let mean = w.clone().mean().into_scalar::<f32>();
+    let std = ((w - mean).powi_scalar(2).sum().into_scalar::<f32>() / n).sqrt();
+    let want = (2.0f32 / 576.0).sqrt();
+    assert!((std - want).abs() < 0.05 * want, "std {std} vs {want}");
+    assert!(mean.abs() < 0.1 * want);
+    // BatchNorm weight 1, bias 0; convolutions have no bias.
+    assert_eq!(r.bn1.gamma.val().min().into_scalar::<f32>(), 1.0);
+    assert_eq!(r.bn1.beta.val().abs().max().into_scalar::<f32>(), 0.0);
+    assert!(r.conv1.bias.is_none() && r.layer1[0].conv1.bias.is_none());
+}
+
+#[test]
+fn heads_shapes() {
+    let d = device();
+    let x = Tensor::<2>::zeros([6, 64], &d);
+    assert_eq!(MlpHead::relation(64, &d).forward(x.clone()).dims(), [6, 1]);
+    assert_eq!(MlpHead::simclr(64, &d).forward(x.clone()).dims(), [6, 64]);
+    let dc = MlpHead::deepcluster(64, 100, &d);
+    assert_eq!(dc.clone().reset_last(&d).forward(x.clone()).dims(), [6, 100]);
+    assert_eq!(linear_head(64, 4, &d).forward(x.clone()).dims(), [6, 4]);
+    assert_eq!(PriorDiscriminator::new(64, &d).forward(x.clone()).dims(), [6, 1]);
+    let map = Tensor::<4>::zeros([6, 8, 32, 32], &d);
+    assert_eq!(LocalDiscriminator::new(8, 64, &d).forward(x, map).dims(), [6, 1, 32, 32]);
 }
