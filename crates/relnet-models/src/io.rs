@@ -5,8 +5,9 @@
 //! * safetensors with the PyTorch reference's state-dict names (`layer1.conv.weight`,
 //!   `layer1.0.downsample.0.weight`, BN `weight`/`bias`/`running_mean`/`running_var`, linear
 //!   weights transposed): `export_safetensors` / `import_safetensors`. PyTorch loads it into the
-//!   reference module with `load_state_dict(..., strict=False)` (only BN's `num_batches_tracked`
-//!   counters are absent); a state dict saved from PyTorch imports back (extra counters ignored).
+//!   reference module with a strict `load_state_dict` (BatchNorm fills in the absent
+//!   `num_batches_tracked` counters itself); a state dict saved from PyTorch imports back (its
+//!   counters are ignored). Checked both ways by `tests/torch/interop.py`.
 //!
 //! Writes go to a temporary file renamed into place, so a crash never leaves half a file.
 
