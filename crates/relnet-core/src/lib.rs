@@ -6,5 +6,6 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod fsutil;
+pub mod objective;
 
 pub use error::{DataError, DataResult};
