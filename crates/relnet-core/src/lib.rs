@@ -7,5 +7,6 @@ pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod objective;
+pub mod relational;
 
 pub use error::{DataError, DataResult};
