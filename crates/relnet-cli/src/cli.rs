@@ -26,8 +26,19 @@ pub enum Command {
     /// Datasets: list, inspect, download, preview.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Self-supervised pretraining (relational reasoning), writing a backbone artifact.
+    Pretrain(crate::train_cmd::PretrainArgs),
+    /// Evaluate a backbone.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Check a compute device: `relnet device --device cuda:0`.
     Device(DeviceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Linear probe on frozen features; prints `test_accuracy=<percent>` last.
+    Linear(crate::train_cmd::LinearArgs),
 }
 
 /// Where datasets live.
@@ -76,5 +87,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
     match cli.command {
         Command::Data(d) => crate::data_cmd::run(d, out, err),
         Command::Device(a) => crate::device_cmd::run(a, out),
+        Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
+        Command::Eval(EvalCommand::Linear(a)) => crate::train_cmd::linear_cmd(a, out, err),
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod data_cmd;
 mod device_cmd;
+mod train_cmd;
 
 use std::ffi::OsString;
 use std::io::Write;

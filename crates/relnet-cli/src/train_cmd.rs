@@ -1,0 +1,180 @@
+//! `relnet pretrain` and `relnet eval linear`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::anyhow;
+use clap::Args;
+use relnet_core::config;
+use relnet_core::pretrain::{Outcome, PretrainConfig, pretrain};
+use relnet_eval::{LinearConfig, linear_probe};
+
+/// Flags of `relnet pretrain`; each overrides the same key of `--config`.
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// TOML file with any of the keys below (written resolved to <out>/config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// relational, or random (the initialised backbone, the lower bound).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Dataset name (see `relnet data list`); default synthetic.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// conv4, resnet8, resnet32, resnet56 or resnet34.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Augmentations per image K (default 32; 4 on synthetic).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Images per mini-batch M (default 64).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// bce or focal (default focal, as the reference code).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// cat, sum, mean or max (default cat).
+    #[arg(long)]
+    pub aggregation: Option<String>,
+    /// Epochs (default 200; 3 on synthetic).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Adam learning rate (default 1e-3).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Use only the first N images of the pretraining split.
+    #[arg(long, value_name = "N")]
+    pub limit_images: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LinearArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Backbone artifact (backbone.bpk of a pretraining run).
+    #[arg(long, value_name = "FILE")]
+    pub backbone: Option<PathBuf>,
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Probe epochs (default 100).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Mini-batch (default 128).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+struct Flags(toml::Table);
+
+impl Flags {
+    fn set<T: Into<toml::Value>>(&mut self, key: &str, v: Option<T>) {
+        if let Some(v) = v {
+            self.0.insert(key.into(), v.into());
+        }
+    }
+    fn int(&mut self, key: &str, v: Option<impl TryInto<i64>>) {
+        if let Some(v) = v.and_then(|v| v.try_into().ok()) {
+            self.0.insert(key.into(), toml::Value::Integer(v));
+        }
+    }
+    fn path(&mut self, key: &str, v: Option<PathBuf>) {
+        self.set(key, v.map(|p| p.display().to_string()));
+    }
+}
+
+static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// A flag set by Ctrl-C (installed once per process).
+fn stop_flag() -> Arc<AtomicBool> {
+    STOP.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let _ = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                eprintln!("second Ctrl-C: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("Ctrl-C: finishing this step and saving a checkpoint (press again to quit at once)");
+        });
+        flag
+    })
+    .clone()
+}
+
+pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let mut f = Flags(toml::Table::new());
+    f.set("method", a.method);
+    f.set("dataset", a.dataset);
+    f.path("data_root", a.data_root);
+    f.set("backbone", a.backbone);
+    f.int("k", a.k);
+    f.int("batch_size", a.batch_size);
+    f.set("loss", a.loss);
+    f.set("aggregation", a.aggregation);
+    f.int("epochs", a.epochs);
+    f.set("lr", a.lr);
+    f.int("seed", a.seed);
+    f.path("out", a.out);
+    f.int("limit_images", a.limit_images);
+    f.set("device", a.device);
+    let cfg: PretrainConfig = config::resolve(a.config.as_deref(), f.0)?;
+    let cfg = cfg.resolved();
+    writeln!(err, "# relnet pretrain, resolved config\n{}", config::to_toml(&cfg))?;
+    let stop = stop_flag();
+    let outcome = pretrain(&cfg, a.resume, stop, &mut |line: &str| {
+        let _ = writeln!(err, "{line}");
+    })
+    .map_err(|e| anyhow!(e))?;
+    match outcome {
+        Outcome::Finished { backbone } => writeln!(out, "backbone={}", backbone.display())?,
+        Outcome::Interrupted { epoch, batch } => {
+            writeln!(out, "interrupted at epoch {} batch {batch}; resume with --resume", epoch + 1)?;
+            anyhow::bail!("interrupted");
+        }
+    }
+    Ok(())
+}
+
+pub fn linear_cmd(a: LinearArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let mut f = Flags(toml::Table::new());
+    f.path("backbone", a.backbone);
+    f.set("dataset", a.dataset);
+    f.path("data_root", a.data_root);
+    f.int("epochs", a.epochs);
+    f.int("batch_size", a.batch_size);
+    f.set("lr", a.lr);
+    f.int("seed", a.seed);
+    f.set("device", a.device);
+    let cfg: LinearConfig = config::resolve(a.config.as_deref(), f.0)?;
+    writeln!(err, "# relnet eval linear, resolved config\n{}", config::to_toml(&cfg))?;
+    let r = linear_probe(&cfg, &mut |line: &str| {
+        let _ = writeln!(err, "{line}");
+    })
+    .map_err(|e| anyhow!(e))?;
+    writeln!(out, "train_accuracy={:.2}", r.train_accuracy)?;
+    writeln!(out, "test_accuracy={:.2}", r.test_accuracy)?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `relnet pretrain` and `relnet eval linear` end to end on the embedded dataset (kept small).
+
+use relnet_tests::relnet;
+
+fn small(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["pretrain", "--dataset", "synthetic", "--limit-images", "192", "--k", "3", "--batch-size", "32", "--epochs", "2", "--loss", "bce", "--out", out]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(args: &[String]) -> relnet_tests::Run {
+    relnet(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn pretrain_writes_config_metrics_backbone_and_probe_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let r = run(&small(out_s, &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("k = 3") && r.stderr.contains("ETA"), "{}", r.stderr);
+    assert!(out.join("backbone.bpk").is_file() && out.join("config.toml").is_file());
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    assert!(metrics.contains("\"relation_accuracy\""));
+    let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(cfg.contains("epochs = 2") && cfg.contains("loss = \"bce\""), "{cfg}");
+
+    // A second run into the same folder needs --resume; a finished run has nothing to do.
+    let r = run(&small(out_s, &[]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--resume"), "{}", r.stderr);
+    let r = run(&small(out_s, &["--resume"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("already finished"), "{}", r.stderr);
+    // Resuming with other settings is refused.
+    let mut other = small(out_s, &["--resume"]);
+    other[10] = "5".into();
+    let r = run(&other);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("different configuration"), "{}", r.stderr);
+
+    let bb = out.join("backbone.bpk");
+    let r = relnet(&["eval", "linear", "--backbone", bb.to_str().unwrap(), "--dataset", "synthetic", "--epochs", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let last = r.stdout.lines().last().unwrap();
+    let acc: f64 = last.strip_prefix("test_accuracy=").unwrap().parse().unwrap();
+    assert!((0.0..=100.0).contains(&acc));
+    assert!(out.join("linear_synthetic.json").is_file());
+}
+
+#[test]
+fn random_backbone_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rand");
+    let r = relnet(&["pretrain", "--method", "random", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(out.join("backbone.bpk").is_file());
+
+    let r = relnet(&["pretrain", "--k", "1", "--out", dir.path().join("x").to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("`k`") && r.stderr.contains("out of range"), "{}", r.stderr);
+    let r = relnet(&["pretrain", "--method", "byol", "--out", dir.path().join("y").to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("`method`"), "{}", r.stderr);
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "epochs = 2\nbatchsize = 3\n").unwrap();
+    let r = relnet(&["pretrain", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("c.toml") && r.stderr.contains("batchsize"), "{}", r.stderr);
+    let r = relnet(&["eval", "linear", "--backbone", dir.path().join("missing.bpk").to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("missing.bpk"), "{}", r.stderr);
+}
