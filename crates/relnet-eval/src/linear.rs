@@ -73,10 +73,25 @@ pub struct ProbeResult {
     pub config: LinearConfig,
 }
 
-fn accuracy(logits: Tensor<2>, labels: &[i64]) -> f64 {
-    let pred = logits.argmax(1).into_data().try_to_vec::<i64>().unwrap_or_default();
+/// Top-1 accuracy (fraction) of `logits` `[N, C]` against `labels`.
+pub fn accuracy(logits: Tensor<2>, labels: &[i64]) -> f64 {
+    // Convert whatever integer type the backend uses for indices.
+    let pred: Vec<i64> = logits.argmax(1).into_data().iter::<i64>().collect();
+    assert_eq!(pred.len(), labels.len(), "one prediction per label");
     let hits = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
     hits as f64 / labels.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_counts_argmax_hits() {
+        let d = Device::flex();
+        let logits = Tensor::<2>::from_floats([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0], [0.0, 0.0, 9.0], [1.0, 3.0, 2.0]], &d);
+        assert_eq!(accuracy(logits, &[1, 0, 1, 1]), 0.75);
+    }
 }
 
 /// Runs the linear probe and writes `linear_<dataset>.json` beside the backbone.
