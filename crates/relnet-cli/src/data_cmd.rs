@@ -167,19 +167,14 @@ impl RunConfig for PreviewConfig {
 }
 
 fn preview(a: PreviewArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut flags = toml::Table::new();
-    let mut set = |k: &str, v: Option<toml::Value>| {
-        if let Some(v) = v {
-            flags.insert(k.into(), v);
-        }
-    };
-    set("dataset", a.name.map(Into::into));
-    set("split", a.split.map(Into::into));
-    set("per_class", a.per_class.map(|v| toml::Value::Integer(v as i64)));
-    set("scale", a.scale.map(|v| toml::Value::Integer(v as i64)));
-    set("out", a.out.map(|p| p.display().to_string().into()));
-    set("data_root", a.data_root.map(|p| p.display().to_string().into()));
-    let cfg: PreviewConfig = config::resolve(a.config.as_deref(), flags)?;
+    let mut f = crate::flags::Flags::default();
+    f.set("dataset", a.name);
+    f.set("split", a.split);
+    f.int("per_class", a.per_class);
+    f.int("scale", a.scale);
+    f.path("out", a.out);
+    f.path("data_root", a.data_root);
+    let cfg: PreviewConfig = config::resolve(a.config.as_deref(), f.0)?;
     writeln!(err, "# resolved config\n{}", config::to_toml(&cfg))?;
 
     let info = registry::lookup(&cfg.dataset)?;

@@ -3,6 +3,7 @@
 mod cli;
 mod data_cmd;
 mod device_cmd;
+mod flags;
 mod train_cmd;
 
 use std::ffi::OsString;

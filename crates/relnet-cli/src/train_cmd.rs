@@ -11,6 +11,8 @@ use relnet_core::config;
 use relnet_core::pretrain::{Outcome, PretrainConfig, pretrain};
 use relnet_eval::{LinearConfig, linear_probe};
 
+use crate::flags::Flags;
+
 /// Flags of `relnet pretrain`; each overrides the same key of `--config`.
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -87,24 +89,6 @@ pub struct LinearArgs {
     pub device: Option<String>,
 }
 
-struct Flags(toml::Table);
-
-impl Flags {
-    fn set<T: Into<toml::Value>>(&mut self, key: &str, v: Option<T>) {
-        if let Some(v) = v {
-            self.0.insert(key.into(), v.into());
-        }
-    }
-    fn int(&mut self, key: &str, v: Option<impl TryInto<i64>>) {
-        if let Some(v) = v.and_then(|v| v.try_into().ok()) {
-            self.0.insert(key.into(), toml::Value::Integer(v));
-        }
-    }
-    fn path(&mut self, key: &str, v: Option<PathBuf>) {
-        self.set(key, v.map(|p| p.display().to_string()));
-    }
-}
-
 static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
 
 /// A flag set by Ctrl-C (installed once per process).
@@ -125,7 +109,7 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut f = Flags(toml::Table::new());
+    let mut f = Flags::default();
     f.set("method", a.method);
     f.set("dataset", a.dataset);
     f.path("data_root", a.data_root);
@@ -159,7 +143,7 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
 }
 
 pub fn linear_cmd(a: LinearArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut f = Flags(toml::Table::new());
+    let mut f = Flags::default();
     f.path("backbone", a.backbone);
     f.set("dataset", a.dataset);
     f.path("data_root", a.data_root);

@@ -143,10 +143,6 @@ impl<F: FnMut(&str)> Reporter for F {
     }
 }
 
-fn fail(msg: impl Into<String>) -> String {
-    msg.into()
-}
-
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
 /// then checkpoints and returns `Interrupted`.
 pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Outcome, String> {
@@ -156,10 +152,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let ckpt = Checkpoint::new(out);
     let saved = ckpt.progress()?;
     if saved.is_some() && !resume {
-        return Err(fail(format!(
-            "{} already holds a run; pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
+        return Err(format!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display()));
     }
     if resume {
         check_same_config(out, &cfg)?;
@@ -171,7 +164,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let root = DataRoot::resolve(cfg.data_root.as_deref());
     let t = Instant::now();
     let split = info.load(info.pretrain_split, &root).map_err(|e| e.to_string())?;
-    let (mean, std) = info.norm_stats(&root).map_err(|e| e.to_string())?;
+    let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
     let images = Arc::new(split.images);
     let n = cfg.limit_images.unwrap_or(images.len()).min(images.len());
     report.line(&format!("loaded {} {} ({n} images) in {:.1} s", cfg.dataset, info.pretrain_split, t.elapsed().as_secs_f64()));

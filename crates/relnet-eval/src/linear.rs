@@ -101,11 +101,13 @@ pub fn linear_probe(cfg: &LinearConfig, report: &mut dyn FnMut(&str)) -> Result<
     let backbone = backbone.valid();
     let info = lookup(&cfg.dataset).map_err(|e| e.to_string())?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let (mean, std) = info.norm_stats(&root).map_err(|e| e.to_string())?;
     let t = Instant::now();
+    let train = info.load(info.train_split, &root).map_err(|e| e.to_string())?;
+    let (mean, std) = info.norm_stats_reusing(&root, Some(&train)).map_err(|e| e.to_string())?;
+    let test = info.load(info.test_split, &root).map_err(|e| e.to_string())?;
     let mut splits = Vec::new();
-    for split in [info.train_split, info.test_split] {
-        let s = info.load(split, &root).map_err(|e| e.to_string())?;
+    for s in [train, test] {
+        let split = s.split;
         let labels: Vec<i64> = s.images.labels.as_ref().ok_or(format!("{} {split} has no labels", cfg.dataset))?.iter().map(|&l| l as i64).collect();
         let (feats, dim) = super::features::extract(&backbone, &s.images, mean, std, 256, &device)?;
         report(&format!("features of {} {split}: {} x {dim}", cfg.dataset, labels.len()));

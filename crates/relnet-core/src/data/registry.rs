@@ -461,11 +461,24 @@ impl DatasetInfo {
 
     /// The normalisation mean and std: fixed constants, or computed from the train split.
     pub fn norm_stats(&self, root: &DataRoot) -> DataResult<([f32; 3], [f32; 3])> {
+        self.norm_stats_reusing(root, None)
+    }
+
+    /// As [`norm_stats`](Self::norm_stats), reusing `loaded` when it is the train split, so a
+    /// caller that already holds it does not read or generate it a second time.
+    pub fn norm_stats_reusing(&self, root: &DataRoot, loaded: Option<&LoadedSplit>) -> DataResult<([f32; 3], [f32; 3])> {
         match &self.normalization {
             Normalization::Fixed { mean, std } => Ok((*mean, *std)),
             Normalization::FromTrainSplit => {
-                let s = self.load(self.train_split, root)?;
-                let (m, sd) = s.images.channel_stats();
+                let owned;
+                let train = match loaded {
+                    Some(s) if s.split == self.train_split => s,
+                    _ => {
+                        owned = self.load(self.train_split, root)?;
+                        &owned
+                    }
+                };
+                let (m, sd) = train.images.channel_stats();
                 let pick = |v: &[f64], i: usize| v[i.min(v.len() - 1)] as f32;
                 Ok((std::array::from_fn(|i| pick(&m, i)), std::array::from_fn(|i| pick(&sd, i).max(1e-3))))
             }
