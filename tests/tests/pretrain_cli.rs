@@ -26,7 +26,7 @@ fn pretrain_writes_config_metrics_backbone_and_probe_reads_it() {
     assert!(out.join("backbone.bpk").is_file() && out.join("config.toml").is_file());
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
-    assert!(metrics.contains("\"relation_accuracy\""));
+    assert!(metrics.contains("\"metric\":\"relation accuracy\""));
     let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(cfg.contains("epochs = 2") && cfg.contains("loss = \"bce\""), "{cfg}");
 

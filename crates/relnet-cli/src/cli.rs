@@ -26,7 +26,7 @@ pub enum Command {
     /// Datasets: list, inspect, download, preview.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Self-supervised pretraining (relational reasoning), writing a backbone artifact.
+    /// Pretraining with relational reasoning or a baseline method, writing a backbone artifact.
     Pretrain(crate::train_cmd::PretrainArgs),
     /// Evaluate a backbone.
     #[command(subcommand)]

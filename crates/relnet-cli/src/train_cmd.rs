@@ -19,7 +19,8 @@ pub struct PretrainArgs {
     /// TOML file with any of the keys below (written resolved to <out>/config.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// relational, or random (the initialised backbone, the lower bound).
+    /// relational (default), simclr, rotation, deepcluster, deepinfomax, supervised (upper bound,
+    /// uses labels) or random (the initialised backbone, the lower bound).
     #[arg(long)]
     pub method: Option<String>,
     /// Dataset name (see `relnet data list`); default synthetic.
@@ -30,22 +31,37 @@ pub struct PretrainArgs {
     /// conv4, resnet8, resnet32, resnet56 or resnet34.
     #[arg(long)]
     pub backbone: Option<String>,
-    /// Augmentations per image K (default 32; 4 on synthetic).
+    /// Augmentations per image K, relational only (default 32; 4 on synthetic).
     #[arg(long)]
     pub k: Option<usize>,
-    /// Images per mini-batch M (default 64).
+    /// Images per mini-batch M (default 64 for relational, 128 for the other methods).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// bce or focal (default focal, as the reference code).
+    /// Relation loss: bce or focal (default focal, as the reference code).
     #[arg(long)]
     pub loss: Option<String>,
-    /// cat, sum, mean or max (default cat).
+    /// Relation aggregation: cat, sum, mean or max (default cat).
     #[arg(long)]
     pub aggregation: Option<String>,
+    /// SimCLR NT-Xent temperature (default 0.5).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// SimCLR loss form: log-mean (default, the reference code's) or mean-log (standard).
+    #[arg(long, value_name = "FORM")]
+    pub simclr_loss: Option<String>,
+    /// Deep InfoMax prior term: joint (default, the reference's) or adversarial (DIM paper).
+    #[arg(long, value_name = "MODE")]
+    pub dim_prior: Option<String>,
+    /// DeepCluster class weights: reference (default, 1 - count/N) or inverse (N / (k count)).
+    #[arg(long, value_name = "RULE")]
+    pub cluster_weights: Option<String>,
+    /// DeepCluster k-means restarts (default 5).
+    #[arg(long, value_name = "N")]
+    pub kmeans_restarts: Option<usize>,
     /// Epochs (default 200; 3 on synthetic).
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Adam learning rate (default 1e-3).
+    /// Learning rate (default: Adam 1e-3; deepinfomax 1e-4; supervised SGD 0.1).
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long)]
@@ -118,6 +134,11 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
     f.int("batch_size", a.batch_size);
     f.set("loss", a.loss);
     f.set("aggregation", a.aggregation);
+    f.set("temperature", a.temperature);
+    f.set("simclr_loss", a.simclr_loss);
+    f.set("dim_prior", a.dim_prior);
+    f.set("cluster_weights", a.cluster_weights);
+    f.int("kmeans_restarts", a.kmeans_restarts);
     f.int("epochs", a.epochs);
     f.set("lr", a.lr);
     f.int("seed", a.seed);

@@ -86,7 +86,9 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
     let text = toml::to_string(&table).unwrap_or_default();
     let config: C = toml::from_str(&text).map_err(|e| {
         let msg = e.message().trim().to_string();
-        let key = extract_key(&msg).or_else(|| key_at(&text, e.span()));
+        // "unknown field `x`" names the key itself; for a bad value (e.g. "unknown variant `v`")
+        // the span locates its key.
+        let key = if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(&text, e.span()));
         let file = match &key {
             Some(k) if from_flags.contains(k) => None,
             _ => file,
@@ -137,11 +139,19 @@ mod tests {
         epochs: u32,
         lr: f64,
         name: String,
+        method: Kind,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq, Default)]
+    #[serde(rename_all = "lowercase")]
+    enum Kind {
+        #[default]
+        Slow,
     }
 
     impl Default for Demo {
         fn default() -> Self {
-            Demo { epochs: 10, lr: 1e-3, name: "x".into() }
+            Demo { epochs: 10, lr: 1e-3, name: "x".into(), method: Kind::Slow }
         }
     }
 
@@ -162,7 +172,7 @@ mod tests {
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "epochs = 20\nname = \"file\"\n").unwrap();
         let c: Demo = resolve(Some(&f), flags(&[("name", "flag".into())])).unwrap();
-        assert_eq!(c, Demo { epochs: 20, lr: 1e-3, name: "flag".into() });
+        assert_eq!(c, Demo { epochs: 20, lr: 1e-3, name: "flag".into(), method: Kind::Slow });
         let d: Demo = resolve(None, toml::Table::new()).unwrap();
         assert_eq!(d, Demo::default());
         // What is saved reads back to the same config.
@@ -190,6 +200,10 @@ mod tests {
         std::fs::write(&f, "epochs = \"ten\"\n").unwrap();
         let e = resolve::<Demo>(Some(&f), toml::Table::new()).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("`epochs`") && e.contains("invalid type"), "{e}");
+
+        std::fs::write(&f, "method = \"fast\"\n").unwrap();
+        let e = resolve::<Demo>(Some(&f), toml::Table::new()).unwrap_err().to_string();
+        assert!(e.contains("`method`") && e.contains("unknown variant `fast`"), "{e}");
 
         std::fs::write(&f, "epochs = [\n").unwrap();
         let e = resolve::<Demo>(Some(&f), toml::Table::new()).unwrap_err().to_string();

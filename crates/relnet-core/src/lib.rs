@@ -1,15 +1,18 @@
-//! relnet-core: the data layer, typed configs, device selection and (later) the relational
-//! objective and the training loop.
+//! relnet-core: the data layer, typed configs, device selection, the relational
+//! objective, the pretraining methods and their shared training loop.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod features;
 pub mod fsutil;
+pub mod methods;
 pub mod objective;
 pub mod pretrain;
-pub mod relational;
+pub mod trainer;
 
 pub use error::{DataError, DataResult};

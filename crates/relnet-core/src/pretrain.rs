@@ -1,69 +1,88 @@
-//! `relnet pretrain --method relational`: self-supervised relational reasoning, end to end.
-//!
-//! Data order and augmentation draws are functions of (seed, epoch, batch), so a run resumed
-//! from a checkpoint continues exactly where it stopped. Views are built on a background thread
-//! (`relnet_augment::Prefetcher`) while the model trains on the previous batch.
+//! `relnet pretrain`: the run configuration, and the dispatch from a method name to its
+//! implementation (`crate::methods`) trained by the shared loop (`crate::trainer`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use relnet_augment::{Prefetcher, Preset, PresetParams, ViewBatch, build_views};
+use relnet_augment::PresetParams;
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{batches, epoch_order, to_tensor};
-use crate::checkpoint::{Checkpoint, Progress};
+use crate::checkpoint::Checkpoint;
 use crate::config::{ConfigError, RunConfig, check_range};
-use crate::data::registry::lookup;
 use crate::data::DataRoot;
+use crate::data::registry::lookup;
 use crate::device::DeviceSpec;
+use crate::methods::deepcluster::{ClusterWeights, DeepCluster};
+use crate::methods::deepinfomax::{DeepInfomax, PriorMode};
+use crate::methods::relational::Relational;
+use crate::methods::rotation::Rotation;
+use crate::methods::simclr::{NtXent, Simclr};
+use crate::methods::supervised::Supervised;
+use crate::methods::{MethodKind, Views};
 use crate::objective::{Aggregation, RelationLoss};
-use crate::relational::RelationalModel;
+pub use crate::trainer::{EpochMetrics, Outcome, Reporter, fmt_secs};
+use crate::trainer::{Run, train};
 
 /// The resolved configuration of a pretraining run (written to `<out>/config.toml`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// `relational`, or `random` (the initialised backbone saved as is: the lower bound).
-    /// The other baselines are a later issue.
-    pub method: String,
+    /// relational, simclr, rotation, deepcluster, deepinfomax, supervised or random.
+    pub method: MethodKind,
     pub dataset: String,
     pub data_root: Option<PathBuf>,
     pub backbone: BackboneKind,
-    /// Augmentations per image (reference 32; 4 for `synthetic` when unset).
+    /// Augmentations per image for `relational` (reference 32; 4 for `synthetic` when unset).
     pub k: Option<usize>,
-    /// Images per mini-batch M (reference 64).
-    pub batch_size: usize,
+    /// Images per mini-batch (reference: 64 for relational, 128 for the baselines).
+    pub batch_size: Option<usize>,
+    /// Relation loss (relational).
     pub loss: RelationLoss,
+    /// Pair aggregation (relational).
     pub aggregation: Aggregation,
     /// Epochs (reference 200; 3 for `synthetic` when unset).
     pub epochs: Option<usize>,
-    /// Adam learning rate for backbone and head (reference 1e-3).
-    pub lr: f64,
+    /// Learning rate (Adam 1e-3; Deep InfoMax 1e-4; supervised SGD 0.1).
+    pub lr: Option<f64>,
+    /// NT-Xent temperature (simclr).
+    pub temperature: f64,
+    /// NT-Xent form (simclr): `log-mean` (reference code) or `mean-log` (standard).
+    pub simclr_loss: NtXent,
+    /// Prior term (deepinfomax): `joint` (reference) or `adversarial` (DIM paper).
+    pub dim_prior: PriorMode,
+    /// Cluster weights (deepcluster): `reference` (1 - count/N) or `inverse`.
+    pub cluster_weights: ClusterWeights,
+    /// k-means restarts (deepcluster; reference 5).
+    pub kmeans_restarts: usize,
     pub seed: u64,
     pub out: PathBuf,
     pub device: DeviceSpec,
-    /// Use only the first N images of the pretraining split (quick runs, tests).
+    /// Use only the first N images of the training split (quick runs, tests).
     pub limit_images: Option<usize>,
 }
 
 impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
-            method: "relational".into(),
+            method: MethodKind::Relational,
             dataset: "synthetic".into(),
             data_root: None,
             backbone: BackboneKind::Conv4,
             k: None,
-            batch_size: 64,
+            batch_size: None,
             loss: RelationLoss::Focal,
             aggregation: Aggregation::Cat,
             epochs: None,
-            lr: 1e-3,
+            lr: None,
+            temperature: 0.5,
+            simclr_loss: NtXent::LogMean,
+            dim_prior: PriorMode::Joint,
+            cluster_weights: ClusterWeights::Reference,
+            kmeans_restarts: 5,
             seed: 1,
             out: PathBuf::from("runs/pretrain"),
             device: DeviceSpec::Cpu,
@@ -73,12 +92,16 @@ impl Default for PretrainConfig {
 }
 
 impl PretrainConfig {
-    /// Fills dataset-dependent defaults: the reference's K = 32 and 200 epochs, or a small fast
-    /// setting (K = 4, 3 epochs) on the embedded `synthetic` data.
+    /// Fills method- and dataset-dependent defaults: the reference's K = 32 and 200 epochs, or a
+    /// small fast setting (K = 4, 3 epochs) on the embedded `synthetic` data; the method's batch
+    /// size and learning rate.
     pub fn resolved(mut self) -> Self {
         let small = self.dataset == "synthetic";
+        let spec = self.method.spec();
         self.k.get_or_insert(if small { 4 } else { 32 });
         self.epochs.get_or_insert(if small { 3 } else { 200 });
+        self.batch_size.get_or_insert(spec.default_batch);
+        self.lr.get_or_insert(spec.default_lr);
         self
     }
 
@@ -89,24 +112,37 @@ impl PretrainConfig {
     pub fn epochs(&self) -> usize {
         self.epochs.unwrap_or(200)
     }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(self.method.spec().default_batch)
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(self.method.spec().default_lr)
+    }
 }
 
 impl RunConfig for PretrainConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.method != "relational" && self.method != "random" {
-            return Err(ConfigError::key("method", format!("`{}` is not available yet (relational, random)", self.method)));
-        }
         lookup(&self.dataset).map_err(|e| ConfigError::key("dataset", e.to_string()))?;
         if let Some(k) = self.k {
             check_range("k", k, 2, 64)?;
         }
-        check_range("batch_size", self.batch_size, 2, 4096)?;
+        if let Some(b) = self.batch_size {
+            check_range("batch_size", b, 2, 4096)?;
+        }
         if let Some(e) = self.epochs {
             check_range("epochs", e, 1, 100_000)?;
         }
-        if !(self.lr > 0.0 && self.lr <= 1.0) {
-            return Err(ConfigError::key("lr", format!("value {} out of range (allowed (0, 1])", self.lr)));
+        if let Some(lr) = self.lr {
+            if !(lr > 0.0 && lr <= 1.0) {
+                return Err(ConfigError::key("lr", format!("value {lr} out of range (allowed (0, 1])")));
+            }
         }
+        if !(self.temperature > 0.0 && self.temperature <= 100.0) {
+            return Err(ConfigError::key("temperature", format!("value {} out of range (allowed (0, 100])", self.temperature)));
+        }
+        check_range("kmeans_restarts", self.kmeans_restarts, 1, 100)?;
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
         }
@@ -114,43 +150,13 @@ impl RunConfig for PretrainConfig {
     }
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub loss: f64,
-    pub relation_accuracy: f64,
-    pub steps: usize,
-    pub seconds: f64,
-    pub views_per_s: f64,
-}
-
-/// How a run ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Finished { backbone: PathBuf },
-    Interrupted { epoch: usize, batch: usize },
-}
-
-/// Progress lines for the user (ETA, per-epoch summary).
-pub trait Reporter {
-    fn line(&mut self, text: &str);
-}
-
-impl<F: FnMut(&str)> Reporter for F {
-    fn line(&mut self, text: &str) {
-        self(text)
-    }
-}
-
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
 /// then checkpoints and returns `Interrupted`.
 pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Outcome, String> {
     let cfg = cfg.clone().resolved();
-    let (k, m, epochs) = (cfg.k(), cfg.batch_size, cfg.epochs());
+    let spec = cfg.method.spec();
     let out = &cfg.out;
-    let ckpt = Checkpoint::new(out);
-    let saved = ckpt.progress()?;
+    let saved = Checkpoint::new(out).progress()?;
     if saved.is_some() && !resume {
         return Err(format!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display()));
     }
@@ -160,130 +166,70 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
     crate::config::save(&cfg, &out.join("config.toml")).map_err(|e| format!("{}: {e}", out.join("config.toml").display()))?;
 
-    let info = lookup(&cfg.dataset).map_err(|e| e.to_string())?;
-    let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let t = Instant::now();
-    let split = info.load(info.pretrain_split, &root).map_err(|e| e.to_string())?;
-    let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
-    let images = Arc::new(split.images);
-    let n = cfg.limit_images.unwrap_or(images.len()).min(images.len());
-    report.line(&format!("loaded {} {} ({n} images) in {:.1} s", cfg.dataset, info.pretrain_split, t.elapsed().as_secs_f64()));
-    let (h, w) = (images.height, images.width);
-    let pipeline = Arc::new(
-        Preset::Relational
-            .build(&PresetParams { side: w, padding: info.crop_padding, cutout: None, mean, std })
-            .map_err(|e| e.to_string())?,
-    );
-
     let device = cfg.device.device()?.autodiff();
     device.seed(cfg.seed);
-    let mut model = RelationalModel::new(cfg.backbone, cfg.aggregation, &device);
-    if cfg.method == "random" {
+    if cfg.method == MethodKind::Random {
         let backbone = out.join("backbone.bpk");
-        relnet_models::io::save_backbone(&model.valid().backbone, cfg.backbone, &backbone).map_err(|e| e.to_string())?;
+        relnet_models::io::save_backbone(&cfg.backbone.init(&device).valid(), cfg.backbone, &backbone).map_err(|e| e.to_string())?;
         report.line(&format!("random-weights backbone saved to {}", backbone.display()));
         return Ok(Outcome::Finished { backbone });
     }
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let mut start = Progress { epoch: 0, batch: 0, finished: false };
-    if let (true, Some(p)) = (resume, saved) {
-        if p.finished {
-            report.line("run already finished; nothing to do");
-            return Ok(Outcome::Finished { backbone: out.join("backbone.bpk") });
-        }
-        (model, optim) = ckpt.load(model, optim)?;
-        start = p;
-        report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
-    }
-    let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (epochs * q).div_ceil(4)).collect();
 
-    for epoch in start.epoch..epochs {
-        let order = epoch_order(n, cfg.seed, epoch);
-        let plan: Vec<Vec<usize>> = batches(&order, m, 2).into_iter().map(|b| b.to_vec()).collect();
-        let first = if epoch == start.epoch { start.batch } else { 0 };
-        let steps = plan.len();
-        let (imgs, pipe) = (images.clone(), pipeline.clone());
-        let seed = cfg.seed;
-        let mut next = first;
-        let todo: Vec<(usize, Vec<usize>)> = plan.into_iter().enumerate().skip(first).collect();
-        let mut feed = todo.into_iter();
-        let prefetch = Prefetcher::new(2, move || {
-            let (b, idx) = feed.next()?;
-            let refs: Vec<&[u8]> = idx.iter().map(|&i| imgs.image(i)).collect();
-            let view_seed = seed ^ ((epoch as u64) << 32) ^ b as u64;
-            Some((idx.len(), build_views(&pipe, &refs, w, h, k, w, view_seed)))
-        });
-        let t0 = Instant::now();
-        let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
-        for (mb, views) in prefetch {
-            let views: ViewBatch = views;
-            let x = to_tensor(views, &device);
-            let step = model.forward_step(x, mb, k, cfg.aggregation, cfg.loss);
-            let loss_value = step.loss.clone().into_scalar::<f32>();
-            if !loss_value.is_finite() {
-                return Err(format!(
-                    "loss became {loss_value} at epoch {} batch {next}: stopping; the last good checkpoint in {} is kept \
-                     (try a lower --lr)",
-                    epoch + 1,
-                    out.join("checkpoint").display()
-                ));
-            }
-            let grads = GradientsParams::from_grads(step.loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
-            loss_sum += loss_value as f64;
-            acc_sum += step.accuracy as f64;
-            done += 1;
-            next += 1;
-            if done % 20 == 0 || next == steps {
-                let per = t0.elapsed().as_secs_f64() / done as f64;
-                let left = (steps - next) as f64 * per + (epochs - epoch - 1) as f64 * steps as f64 * per;
-                report.line(&format!(
-                    "epoch {}/{epochs} step {next}/{steps} loss {:.4} acc {:.3} | {:.0} views/s | ETA {}",
-                    epoch + 1,
-                    loss_sum / done as f64,
-                    acc_sum / done as f64,
-                    (done * m * k) as f64 / t0.elapsed().as_secs_f64(),
-                    fmt_secs(left)
-                ));
-            }
-            if stop.load(Ordering::SeqCst) && next < steps {
-                ckpt.save(&model, &optim, Progress { epoch, batch: next, finished: false })?;
-                report.line(&format!("interrupted: checkpoint saved at epoch {} batch {next}; continue with --resume", epoch + 1));
-                return Ok(Outcome::Interrupted { epoch, batch: next });
-            }
+    let info = lookup(&cfg.dataset).map_err(|e| e.to_string())?;
+    let root = DataRoot::resolve(cfg.data_root.as_deref());
+    let t = Instant::now();
+    let split_name = if spec.needs_labels { info.train_split } else { info.pretrain_split };
+    let split = info.load(split_name, &root).map_err(|e| e.to_string())?;
+    let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
+    let classes = split.classes.len();
+    let images = Arc::new(split.images);
+    let n = cfg.limit_images.unwrap_or(images.len()).min(images.len());
+    report.line(&format!("loaded {} {split_name} ({n} images) in {:.1} s", cfg.dataset, t.elapsed().as_secs_f64()));
+    let pipeline = Arc::new(
+        spec.preset
+            .build(&PresetParams { side: images.width, padding: info.crop_padding, cutout: None, mean, std })
+            .map_err(|e| e.to_string())?,
+    );
+    let run = Run {
+        spec,
+        backbone: cfg.backbone,
+        out,
+        images: images.clone(),
+        n,
+        classes,
+        mean,
+        std,
+        pipeline,
+        views: match spec.views {
+            Views::K => cfg.k(),
+            Views::Fixed(v) => v,
+        },
+        batch_size: cfg.batch_size(),
+        epochs: cfg.epochs(),
+        lr: cfg.lr(),
+        seed: cfg.seed,
+        device,
+        resume: if resume { saved } else { None },
+    };
+    let b = cfg.backbone;
+    match cfg.method {
+        MethodKind::Relational => train(Relational { backbone: b, aggregation: cfg.aggregation, loss: cfg.loss }, run, stop, report),
+        MethodKind::Simclr => train(Simclr { backbone: b, temperature: cfg.temperature, variant: cfg.simclr_loss }, run, stop, report),
+        MethodKind::Rotation => train(Rotation { backbone: b }, run, stop, report),
+        MethodKind::Deepinfomax => train(DeepInfomax { backbone: b, prior: cfg.dim_prior }, run, stop, report),
+        MethodKind::Deepcluster => {
+            let mut dc = DeepCluster::new(b, cfg.cluster_weights);
+            dc.n_init = cfg.kmeans_restarts;
+            train(dc, run, stop, report)
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            loss: loss_sum / done.max(1) as f64,
-            relation_accuracy: acc_sum / done.max(1) as f64,
-            steps: done,
-            seconds: secs,
-            views_per_s: (done * m * k) as f64 / secs.max(1e-9),
-        };
-        append_metrics(&out.join("metrics.jsonl"), &metrics)?;
-        report.line(&format!(
-            "epoch {}/{epochs} done: loss {:.4} relation accuracy {:.3} in {} ({:.0} views/s)",
-            epoch + 1,
-            metrics.loss,
-            metrics.relation_accuracy,
-            fmt_secs(secs),
-            metrics.views_per_s
-        ));
-        let finished = epoch + 1 == epochs;
-        if milestones.contains(&(epoch + 1)) || stop.load(Ordering::SeqCst) {
-            ckpt.save(&model, &optim, Progress { epoch: epoch + 1, batch: 0, finished })?;
+        MethodKind::Supervised => {
+            let labels = images.labels.as_ref().ok_or(format!("{} {split_name} has no labels", cfg.dataset))?.iter().map(|&l| l as i64).collect();
+            let test = info.load(info.test_split, &root).map_err(|e| e.to_string())?.images;
+            let path = out.join(format!("supervised_{}.json", cfg.dataset.replace([':', '/'], "_")));
+            train(Supervised { backbone: b, labels, test: Some((test, path)) }, run, stop, report)
         }
-        if stop.load(Ordering::SeqCst) && !finished {
-            report.line(&format!("interrupted after epoch {}; continue with --resume", epoch + 1));
-            return Ok(Outcome::Interrupted { epoch: epoch + 1, batch: 0 });
-        }
+        MethodKind::Random => unreachable!("handled above"),
     }
-    let backbone = out.join("backbone.bpk");
-    let trained = model.valid().backbone;
-    relnet_models::io::save_backbone(&trained, cfg.backbone, &backbone).map_err(|e| e.to_string())?;
-    report.line(&format!("backbone saved to {}", backbone.display()));
-    Ok(Outcome::Finished { backbone })
 }
 
 fn check_same_config(out: &Path, cfg: &PretrainConfig) -> Result<(), String> {
@@ -304,20 +250,4 @@ fn check_same_config(out: &Path, cfg: &PretrainConfig) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<(), String> {
-    use std::io::Write;
-    let line = serde_json::to_string(m).map_err(|e| e.to_string())?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{line}").map_err(|e| format!("{}: {e}", path.display()))
-}
-
-pub fn fmt_secs(s: f64) -> String {
-    let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
 }

@@ -43,6 +43,15 @@ impl BackboneKind {
         }
     }
 
+    /// Channels of the first conv -> BN -> ReLU map (Deep InfoMax's local map).
+    pub fn first_channels(self) -> usize {
+        match self {
+            BackboneKind::Conv4 => 8,
+            BackboneKind::Resnet34 => 64,
+            _ => 16,
+        }
+    }
+
     /// Trainable parameters of the reference implementation (BN running statistics excluded).
     pub fn reference_params(self) -> usize {
         match self {

@@ -1,9 +1,49 @@
-//! The relational model: a backbone and a relation head trained together on pairs of views.
+//! Self-supervised relational reasoning (reference section 1): K views of M images through the
+//! backbone, pairs of views of the same image (positives) and of shifted images (negatives)
+//! aggregated and scored by a relation head, BCE or focal loss.
 
 use burn::prelude::*;
+use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
+use super::{Batch, Context, Method, MethodSpec, OptimKind, Views};
 use crate::objective::{Aggregation, RelationLoss, relation_pairs};
+
+pub const SPEC: MethodSpec = MethodSpec {
+    name: "relational",
+    summary: "self-supervised relational reasoning (K views, relation head, BCE or focal loss)",
+    preset: Preset::Relational,
+    views: Views::K,
+    drop_last: false,
+    needs_labels: false,
+    optim: OptimKind::Adam,
+    default_lr: 1e-3,
+    default_batch: 64,
+    metric: "relation accuracy",
+};
+
+/// The method with its settings.
+pub struct Relational {
+    pub backbone: BackboneKind,
+    pub aggregation: Aggregation,
+    pub loss: RelationLoss,
+}
+
+impl Method for Relational {
+    type Model = RelationalModel;
+
+    fn model(&self, _ctx: &Context, device: &Device) -> RelationalModel {
+        RelationalModel::new(self.backbone, self.aggregation, device)
+    }
+
+    fn backbone(model: &RelationalModel) -> &Backbone {
+        &model.backbone
+    }
+
+    fn step(&self, model: &RelationalModel, batch: &Batch) -> StepOutput {
+        model.forward_step(batch.x.clone(), batch.m, batch.k, self.aggregation, self.loss)
+    }
+}
 
 /// Backbone + relation head (reference §1.6).
 #[derive(Module, Debug)]
@@ -12,13 +52,7 @@ pub struct RelationalModel {
     pub head: MlpHead,
 }
 
-/// What one step reports.
-pub struct StepOutput {
-    /// Mean loss over pairs (a scalar tensor on the autodiff device).
-    pub loss: Tensor<1>,
-    /// Fraction of pairs whose rounded sigmoid equals the target.
-    pub accuracy: f32,
-}
+pub use super::StepOutput;
 
 impl RelationalModel {
     pub fn new(kind: BackboneKind, agg: Aggregation, device: &Device) -> Self {

@@ -1,0 +1,165 @@
+//! Deep InfoMax (Hjelm et al. 2019; reference section 4, `deepinfomax`), local-only with a prior
+//! term: alpha (global) 0, beta (local) 1, gamma (prior) 0.1, Adam 1e-4, flip only, last partial
+//! batch dropped.
+//!
+//! Local JSD term: the global feature `y` against the first conv-BN-ReLU map `M` of the same image
+//! (positive) and of the next image in the batch (negative, `M'[i] = M[(i + 1) mod B]`):
+//! `beta * (mean softplus(T(y, M')) + mean softplus(-T(y, M)))`.
+//! Prior term with `D = sigmoid(P(.))` and `u ~ U[0, 1)`:
+//! `-gamma * (mean log D(u) + mean log(1 - D(y)))`.
+//!
+//! `prior = "joint"` (default, the reference's): encoder and discriminators minimise the sum
+//! together, so the encoder also pushes `D(y)` down (not an adversarial game: a quirk of the
+//! implementation the reference took). `prior = "adversarial"`: the encoder receives the
+//! reversed gradient of the prior term (the DIM paper's min-max), through a gradient-reversal
+//! of `y` on its way into `P`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::softplus;
+use relnet_augment::Preset;
+use relnet_models::{Backbone, BackboneKind, LocalDiscriminator, PriorDiscriminator};
+
+use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
+
+pub const SPEC: MethodSpec = MethodSpec {
+    name: "deepinfomax",
+    summary: "Deep InfoMax: local JSD mutual information with the first feature map, prior matching",
+    preset: Preset::Flip,
+    views: Views::Fixed(1),
+    drop_last: true,
+    needs_labels: false,
+    optim: OptimKind::Adam,
+    default_lr: 1e-4,
+    default_batch: 128,
+    metric: "local discriminator accuracy",
+};
+
+pub const BETA: f64 = 1.0;
+pub const GAMMA: f64 = 0.1;
+
+/// How the prior term trains the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorMode {
+    Joint,
+    Adversarial,
+}
+
+impl FromStr for PriorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "joint" => Ok(PriorMode::Joint),
+            "adversarial" => Ok(PriorMode::Adversarial),
+            _ => Err(format!("unknown Deep InfoMax prior mode `{s}` (joint or adversarial)")),
+        }
+    }
+}
+
+impl fmt::Display for PriorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if *self == PriorMode::Joint { "joint" } else { "adversarial" })
+    }
+}
+
+/// The DIM loss from discriminator logits: local scores of positive and negative pairs
+/// (`[B, 1, h, w]`) and prior scores of prior samples and of encoder features (`[B, 1]`).
+pub fn dim_loss(t_pos: Tensor<4>, t_neg: Tensor<4>, p_prior: Tensor<2>, p_feat: Tensor<2>, beta: f64, gamma: f64) -> Tensor<1> {
+    let local = softplus(t_neg, 1.0).mean() + softplus(t_pos.neg(), 1.0).mean();
+    let prior = softplus(p_prior.neg(), 1.0).mean() + softplus(p_feat, 1.0).mean();
+    local.mul_scalar(beta) + prior.mul_scalar(gamma)
+}
+
+/// `M` rolled by one image: row `i` holds `M[(i + 1) mod B]`.
+pub fn next_image(map: Tensor<4>) -> Tensor<4> {
+    let b = map.dims()[0];
+    Tensor::cat(vec![map.clone().slice(1..b), map.slice(0..1)], 0)
+}
+
+#[derive(Module, Debug)]
+pub struct InfomaxModel {
+    pub backbone: Backbone,
+    pub local: LocalDiscriminator,
+    pub prior: PriorDiscriminator,
+}
+
+pub struct DeepInfomax {
+    pub backbone: BackboneKind,
+    pub prior: PriorMode,
+}
+
+impl Method for DeepInfomax {
+    type Model = InfomaxModel;
+
+    fn model(&self, _ctx: &Context, device: &Device) -> InfomaxModel {
+        let f = self.backbone.features();
+        InfomaxModel {
+            backbone: self.backbone.init(device),
+            local: LocalDiscriminator::new(self.backbone.first_channels(), f, device),
+            prior: PriorDiscriminator::new(f, device),
+        }
+    }
+
+    fn backbone(model: &InfomaxModel) -> &Backbone {
+        &model.backbone
+    }
+
+    fn step(&self, model: &InfomaxModel, batch: &Batch) -> StepOutput {
+        let (y, map) = model.backbone.forward_with_first(batch.x.clone());
+        let t_pos = model.local.forward(y.clone(), map.clone());
+        let t_neg = model.local.forward(y.clone(), next_image(map));
+        let u = Tensor::<2>::random(y.dims(), Distribution::Uniform(0.0, 1.0), &y.device());
+        let y_prior = match self.prior {
+            PriorMode::Joint => y,
+            // Same value, reversed gradient towards the encoder.
+            PriorMode::Adversarial => y.clone().detach().mul_scalar(2.0) - y,
+        };
+        let p_prior = model.prior.forward(u);
+        let p_feat = model.prior.forward(y_prior);
+        let right = t_pos.clone().detach().greater_elem(0.0).float().mean().into_scalar::<f32>()
+            + t_neg.clone().detach().lower_elem(0.0).float().mean().into_scalar::<f32>();
+        StepOutput { loss: dim_loss(t_pos, t_neg, p_prior, p_feat, BETA, GAMMA), accuracy: right / 2.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden value from `tests/golden/baselines.py` (closed form, standard library only).
+    #[test]
+    fn dim_loss_golden_value() {
+        let d = Device::flex();
+        let t_pos = Tensor::<4>::from_floats([[[[1.0, -0.5]]], [[[2.0, 0.3]]]], &d);
+        let t_neg = Tensor::<4>::from_floats([[[[-1.0, 0.2]]], [[[0.7, -2.0]]]], &d);
+        let p_prior = Tensor::<2>::from_floats([[0.5], [-1.5]], &d);
+        let p_feat = Tensor::<2>::from_floats([[1.2], [-0.4]], &d);
+        let got = dim_loss(t_pos, t_neg, p_prior, p_feat, BETA, GAMMA).into_scalar::<f32>();
+        assert!((got - GOLDEN).abs() < 1e-5, "{got} vs {GOLDEN}");
+    }
+
+    const GOLDEN: f32 = 1.285_123_5;
+
+    #[test]
+    fn negatives_are_the_next_image() {
+        let d = Device::flex();
+        let m = Tensor::<4>::from_floats([[[[0.0]]], [[[1.0]]], [[[2.0]]]], &d);
+        let v: Vec<f32> = next_image(m).into_data().iter::<f32>().collect();
+        assert_eq!(v, vec![1.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn gradient_reversal_keeps_value_and_flips_gradient() {
+        let d = Device::flex().autodiff();
+        let y = Tensor::<1>::from_floats([0.5, -2.0], &d).require_grad();
+        let r = y.clone().detach().mul_scalar(2.0) - y.clone();
+        assert_eq!(r.clone().into_data().iter::<f32>().collect::<Vec<_>>(), vec![0.5, -2.0]);
+        let grads = r.sum().backward();
+        let g: Vec<f32> = y.grad(&grads).unwrap().into_data().iter::<f32>().collect();
+        assert_eq!(g, vec![-1.0, -1.0]);
+    }
+}
