@@ -1,19 +1,24 @@
 //! `synthetic`: the embedded default dataset, generated procedurally from a seed (no download).
 //!
 //! Ten classes of shapes: disk, ring, square, frame (hollow square), triangle, plus, cross (X),
-//! horizontal stripes, vertical stripes, four dots. Each image draws independently:
-//! * a background colour (uniform RGB) with a linear gradient of random direction and strength
-//!   (up to +-40 levels) and per-pixel noise (+-12 levels);
-//! * a foreground colour (uniform RGB, redrawn until it differs from the background by at least
-//!   120 in RGB distance, so the shape is visible);
-//! * the shape's centre (30-70% of the side in each axis), half-size (22-38% of the side) and a
-//!   rotation of at most +-17 degrees (small enough that plus and cross, or the two stripe
-//!   directions, stay distinct classes);
+//! horizontal stripes, vertical stripes, four dots. Each image is a jittered grid of copies of
+//! its class's shape (2 to 7 copies across, so that any crop still shows the shape) and draws
+//! independently:
+//! * a background and a foreground grey level at least 100 levels apart, each with a random tint
+//!   of +-20 per channel;
+//! * a linear background gradient of random direction and strength (up to +-40 levels) and
+//!   per-pixel noise (+-12 levels);
+//! * the grid's cell size (38-55% of the side), the shape's size in its cell (half-size 36-46%
+//!   of the cell), the grid's offset, and a rotation of at most +-17 degrees (small enough that
+//!   plus and cross, or the two stripe directions, stay distinct classes);
 //! * anti-aliasing by 4 sub-samples per pixel.
 //!
-//! Colour, position, size and background carry no class information: only shape does. A
-//! randomly initialised backbone mostly sees colour statistics, while a self-supervised one
-//! trained with colour jitter and crops must learn shape to relate views of the same image.
+//! Brightness, contrast, tint, scale, offset and background carry no class information: only
+//! shape does. A randomly initialised backbone's pooled features mostly follow brightness and
+//! contrast; relational reasoning, relating crops of one image under colour jitter, has to learn
+//! the shape (measured in the README: 3 epochs lift the linear probe far above random weights).
+//! An earlier version with one shape per image and fully random colours was not learnable in a
+//! minute (crops lost the shape, colour identified the image): 16% against 14% for random weights.
 //!
 //! Labels are balanced (`label = index % 10`) and each image is drawn from its own RNG stream
 //! (seeded by seed, split and index), so a set is identical whatever the thread count.
@@ -60,29 +65,31 @@ pub fn generate(spec: &SyntheticSpec, train: bool) -> ImageSet {
 
 fn render(rng: &mut ChaCha8Rng, class: usize, side: usize, dst: &mut [u8]) {
     let s = side as f32;
-    let bg: [f32; 3] = std::array::from_fn(|_| rng.random_range(0.0..255.0));
-    let mut fg = bg;
-    for _ in 0..32 {
-        fg = std::array::from_fn(|_| rng.random_range(0.0..255.0));
-        let d2: f32 = (0..3).map(|c| (fg[c] - bg[c]).powi(2)).sum();
-        if d2 >= 120.0 * 120.0 {
-            break;
-        }
+    // Grey levels at least 100 apart, each with a small random tint (+-20 per channel).
+    let back_level = rng.random_range(0.0..255.0f32);
+    let mut fore_level = back_level;
+    while (fore_level - back_level).abs() < 100.0 {
+        fore_level = rng.random_range(0.0..255.0f32);
     }
+    let bg: [f32; 3] = std::array::from_fn(|_| back_level + rng.random_range(-20.0..20.0f32));
+    let fg: [f32; 3] = std::array::from_fn(|_| fore_level + rng.random_range(-20.0..20.0f32));
     let grad_angle = rng.random_range(0.0..std::f32::consts::TAU);
     let grad_amp = rng.random_range(0.0..40.0f32);
     let (gx, gy) = (grad_angle.cos() * grad_amp / s, grad_angle.sin() * grad_amp / s);
-    let cx = rng.random_range(0.3..0.7f32) * s;
-    let cy = rng.random_range(0.3..0.7f32) * s;
-    let half = rng.random_range(0.22..0.38f32) * s;
+    // A jittered grid of copies of the class shape: every crop of the image still shows the
+    // shape, at a per-image cell size, offset and rotation.
+    let cell = rng.random_range(0.38..0.55f32) * s;
+    let half = cell * rng.random_range(0.36..0.46f32);
+    let (ox, oy) = (rng.random_range(0.0..cell), rng.random_range(0.0..cell));
     let theta = rng.random_range(-0.3..0.3f32);
     let (sin, cos) = theta.sin_cos();
     const SUB: [(f32, f32); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
     for y in 0..side {
         for x in 0..side {
             let mut cover = 0.0;
-            for (ox, oy) in SUB {
-                let (dx, dy) = (x as f32 + ox - cx, y as f32 + oy - cy);
+            for (sx, sy) in SUB {
+                let (px, py) = (x as f32 + sx - ox, y as f32 + sy - oy);
+                let (dx, dy) = (px - ((px / cell).floor() + 0.5) * cell, py - ((py / cell).floor() + 0.5) * cell);
                 let u = (cos * dx + sin * dy) / half;
                 let v = (-sin * dx + cos * dy) / half;
                 if inside(class, u, v) {
