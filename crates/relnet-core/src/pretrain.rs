@@ -182,8 +182,12 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let split = info.load(split_name, &root).map_err(|e| e.to_string())?;
     let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
     let classes = split.classes.len();
-    let images = Arc::new(split.images);
-    let n = cfg.limit_images.unwrap_or(images.len()).min(images.len());
+    let mut images = split.images;
+    if let Some(limit) = cfg.limit_images {
+        images.truncate(limit);
+    }
+    let n = images.len();
+    let images = Arc::new(images);
     report.line(&format!("loaded {} {split_name} ({n} images) in {:.1} s", cfg.dataset, t.elapsed().as_secs_f64()));
     let pipeline = Arc::new(
         spec.preset

@@ -65,6 +65,15 @@ impl ImageSet {
         self.pixels.is_empty()
     }
 
+    /// Keeps only the first `n` images (and labels).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.pixels.truncate(n * self.image_bytes());
+        if let Some(l) = self.labels.as_mut() {
+            l.truncate(n);
+        }
+    }
+
     /// Bytes per image (`height * width * channels`).
     pub fn image_bytes(&self) -> usize {
         self.height * self.width * self.channels
