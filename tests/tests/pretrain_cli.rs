@@ -76,3 +76,14 @@ fn random_backbone_and_bad_values() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("missing.bpk"), "{}", r.stderr);
 }
+
+#[test]
+fn bench_prints_the_yardstick_lines() {
+    let r = relnet(&["bench", "pretrain", "--dataset", "synthetic", "--k", "2", "--batch-size", "8", "--steps", "1", "--warmup", "0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for key in ["augment_only_views_per_s=", "step_only_views_per_s=", "end_to_end_views_per_s="] {
+        let line = r.stdout.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}: {}", r.stdout));
+        let v: f64 = line[key.len()..].parse().unwrap();
+        assert!(v > 0.0 && v.is_finite(), "{line}");
+    }
+}

@@ -1,8 +1,12 @@
 //! Project automation: `cargo xtask <task>`.
 //!
 //! * `ci`: what `.ci/run` runs: the README's test command, then the type-check of the CUDA path.
+//! * `bench pretrain [FLAGS]`: builds the release binary and runs `relnet bench pretrain FLAGS`
+//!   (augment-only, step-only and end-to-end views/s and peak memory, in the terms of
+//!   `../shared/bench/torch_reference.py speed`); `--features cuda` style cargo flags are not
+//!   forwarded, everything after `pretrain` goes to relnet.
 //!
-//! Later tasks (`bench`, `reproduce`) live here too.
+//! Later tasks (`reproduce`) live here too.
 
 use std::process::{Command, ExitCode};
 
@@ -12,17 +16,28 @@ fn cargo(args: &[&str], envs: &[(&str, &str)]) -> bool {
     Command::new(cargo).args(args).envs(envs.iter().copied()).status().is_ok_and(|s| s.success())
 }
 
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci                      run the test suite and type-check the CUDA build (what .ci/run does)
+  bench pretrain [FLAGS]  pretraining speed: relnet bench pretrain FLAGS in a release build
+                          (e.g. --dataset cifar10 --data-root DIR --backbone conv4 --k 4 --batch-size 64)";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
+    let ok = match args.first().map(String::as_str) {
         Some("ci") => {
-            let ok = cargo(&["test", "--workspace"], &[])
-                && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")]);
-            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            cargo(&["test", "--workspace"], &[]) && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")])
+        }
+        Some("bench") if args.get(1).map(String::as_str) == Some("pretrain") => {
+            let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", "bench", "pretrain"];
+            a.extend(args[2..].iter().map(String::as_str));
+            cargo(&a, &[])
         }
         _ => {
-            eprintln!("usage: cargo xtask <task>\n\ntasks:\n  ci    run the test suite and type-check the CUDA build (what .ci/run does)");
-            ExitCode::from(2)
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
         }
-    }
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

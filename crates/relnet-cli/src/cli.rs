@@ -33,6 +33,16 @@ pub enum Command {
     Eval(EvalCommand),
     /// Check a compute device: `relnet device --device cuda:0`.
     Device(DeviceArgs),
+    /// Speed measurements.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Relational pretraining throughput: augment-only, step-only and end-to-end views/s and peak
+    /// memory, as ../shared/bench/torch_reference.py prints them.
+    Pretrain(crate::bench_cmd::BenchPretrainArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,5 +99,6 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Device(a) => crate::device_cmd::run(a, out),
         Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
         Command::Eval(EvalCommand::Linear(a)) => crate::train_cmd::linear_cmd(a, out, err),
+        Command::Bench(BenchCommand::Pretrain(a)) => crate::bench_cmd::pretrain(a, out, err),
     }
 }

@@ -1,5 +1,6 @@
 //! The `relnet` command-line tool. `run` is the whole program, callable in-process by tests.
 
+mod bench_cmd;
 mod cli;
 mod data_cmd;
 mod device_cmd;

@@ -2,6 +2,7 @@
 //! objective, the pretraining methods and their shared training loop.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
