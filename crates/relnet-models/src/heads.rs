@@ -46,7 +46,12 @@ impl MlpHead {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.fc1.forward(x);
+        self.forward_after_fc1(self.fc1.forward(x))
+    }
+
+    /// The rest of the head from the output of `fc1` (BN, LeakyReLU, `fc2`), for callers that
+    /// compute `fc1` themselves (the relational pairs, projected once per view).
+    pub fn forward_after_fc1(&self, h: Tensor<2>) -> Tensor<2> {
         let h = leaky_relu(self.bn.forward(h), 0.01);
         self.fc2.forward(h)
     }

@@ -7,7 +7,9 @@ use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
 use super::{Batch, Context, Method, MethodSpec, OptimKind, Views};
-use crate::objective::{Aggregation, RelationLoss, relation_pairs};
+use burn::tensor::{Int, TensorData};
+
+use crate::objective::{Aggregation, RelationLoss, pair_indices, relation_pairs, relation_targets};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "relational",
@@ -55,6 +57,48 @@ pub struct RelationalModel {
 pub use super::StepOutput;
 
 impl RelationalModel {
+    /// Relation logits of every pair of the `[M*K, F]` features, in [`relation_pairs`] order.
+    ///
+    /// For cat, sum and mean the head's first layer is linear in each member of a pair, so it is
+    /// applied once per view (`M*K` rows) and the pairs gather its outputs:
+    /// `fc1(cat(a, b)) = a W_a + b W_b + bias`. That is the same function as building the
+    /// `M*K*(K-1)` aggregated pairs and applying `fc1` to them, with `K-1` times fewer
+    /// multiply-adds in that layer. Max is not linear: its pairs are built first.
+    pub fn relation_logits(&self, z: Tensor<2>, m: usize, k: usize, agg: Aggregation) -> Tensor<1> {
+        let device = z.device();
+        let [_, f] = z.dims();
+        let gather = |t: Tensor<2>, idx: Vec<i64>| {
+            let n = idx.len();
+            t.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device))
+        };
+        let w = self.head.fc1.weight.val();
+        let hidden = match agg {
+            Aggregation::Max => {
+                let (pairs, _) = relation_pairs(z, m, k, agg);
+                return self.head.forward(pairs).reshape([m * k * (k - 1)]);
+            }
+            Aggregation::Cat => {
+                let (left, right) = pair_indices(m, k);
+                let a = z.clone().matmul(w.clone().narrow(0, 0, f));
+                let b = z.matmul(w.narrow(0, f, f));
+                gather(a, left) + gather(b, right)
+            }
+            Aggregation::Sum | Aggregation::Mean => {
+                let (left, right) = pair_indices(m, k);
+                let zw = z.matmul(w);
+                let h = gather(zw.clone(), left) + gather(zw, right);
+                if agg == Aggregation::Mean { h.div_scalar(2.0) } else { h }
+            }
+        };
+        let hidden = match &self.head.fc1.bias {
+            Some(b) => hidden + b.val().unsqueeze::<2>(),
+            None => hidden,
+        };
+        let logits = self.head.forward_after_fc1(hidden);
+        let p = logits.dims()[0];
+        logits.reshape([p])
+    }
+
     pub fn new(kind: BackboneKind, agg: Aggregation, device: &Device) -> Self {
         RelationalModel { backbone: kind.init(device), head: MlpHead::relation(agg.head_input(kind.features()), device) }
     }
@@ -62,9 +106,9 @@ impl RelationalModel {
     /// One forward pass over the `M*K` views (augmentation-major), pairs, head, loss.
     pub fn forward_step(&self, views: Tensor<4>, m: usize, k: usize, agg: Aggregation, loss: RelationLoss) -> StepOutput {
         let z = self.backbone.forward(views);
-        let (pairs, targets) = relation_pairs(z, m, k, agg);
-        let [p, _] = pairs.dims();
-        let logits = self.head.forward(pairs).reshape([p]);
+        let logits = self.relation_logits(z, m, k, agg);
+        let p = logits.dims()[0];
+        let targets = relation_targets(m, k, &logits.device());
         let predicted = logits.clone().greater_elem(0.0).float();
         let correct = predicted.equal(targets.clone()).float().sum().into_scalar::<f32>();
         let loss = loss.mean(logits, targets);
@@ -76,6 +120,24 @@ impl RelationalModel {
 mod tests {
     use super::*;
     use burn::optim::{AdamConfig, GradientsParams};
+
+    /// The per-view projection gives the head's output on the explicitly built pairs.
+    #[test]
+    fn projected_pairs_equal_explicit_pairs() {
+        let device = Device::flex();
+        device.seed(11);
+        let (m, k, f) = (6, 4, 64);
+        for agg in [Aggregation::Cat, Aggregation::Sum, Aggregation::Mean, Aggregation::Max] {
+            let model = RelationalModel::new(BackboneKind::Conv4, agg, &device).valid();
+            let z = Tensor::<2>::random([m * k, f], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let fast: Vec<f32> = model.relation_logits(z.clone(), m, k, agg).into_data().iter::<f32>().collect();
+            let (pairs, _) = relation_pairs(z, m, k, agg);
+            let slow: Vec<f32> = model.head.forward(pairs).into_data().iter::<f32>().collect();
+            assert_eq!(fast.len(), m * k * (k - 1));
+            let worst = fast.iter().zip(&slow).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{agg}: max difference {worst}");
+        }
+    }
 
     #[test]
     fn loss_decreases_on_a_fixed_batch() {
