@@ -108,18 +108,34 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> Result
     let fixed = views_of(0, &plan[0]);
     report("step only ...");
     let mut step_secs = 0.0;
+    let mut parts = [0.0f64; 3];
     for s in 0..total {
         let t = Instant::now();
         let x = to_tensor(fixed.clone(), &device);
         let out = model.forward_step(x, m, k, agg, loss);
+        // burn-flex runs eagerly, so each part's time is spent inside it.
+        std::hint::black_box(out.loss.clone().into_scalar::<f32>());
+        let t_fwd = t.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let t_bwd = t.elapsed().as_secs_f64();
         model = optim.step(1e-3, model, grads);
         std::hint::black_box(out.accuracy);
         if s >= cfg.warmup {
-            step_secs += t.elapsed().as_secs_f64();
+            let total = t.elapsed().as_secs_f64();
+            step_secs += total;
+            parts[0] += t_fwd;
+            parts[1] += t_bwd - t_fwd;
+            parts[2] += total - t_bwd;
         }
     }
     let step_only = cfg.steps as f64 * per_step / step_secs;
+    let per = |x: f64| 1000.0 * x / cfg.steps as f64;
+    report(&format!(
+        "step breakdown per step: forward + loss {:.1} ms, backward {:.1} ms, Adam {:.1} ms",
+        per(parts[0]),
+        per(parts[1]),
+        per(parts[2])
+    ));
 
     report("end to end ...");
     let (imgs, pipe, seed) = (images.clone(), pipeline.clone(), cfg.seed);
