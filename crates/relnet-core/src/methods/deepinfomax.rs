@@ -163,3 +163,4 @@ mod tests {
         assert_eq!(g, vec![-1.0, -1.0]);
     }
 }
+
