@@ -26,6 +26,7 @@ pub struct PretrainArgs {
     /// Dataset name (see `relnet data list`); default synthetic.
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Folder holding the datasets (default: $RELNET_DATA, else ./data).
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
     /// conv4, resnet8, resnet32, resnet56 or resnet34.
@@ -64,6 +65,7 @@ pub struct PretrainArgs {
     /// Learning rate (default: Adam 1e-3; deepinfomax 1e-4; supervised SGD 0.1).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Seed of initialisation, data order and augmentations (default 1).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
