@@ -199,7 +199,6 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
         backbone: cfg.backbone,
         out,
         images: images.clone(),
-        n,
         classes,
         mean,
         std,

@@ -61,9 +61,8 @@ pub struct Run<'a> {
     pub spec: MethodSpec,
     pub backbone: BackboneKind,
     pub out: &'a Path,
+    /// The images trained on (already cut to `--limit-images`).
     pub images: Arc<ImageSet>,
-    /// Images used (the first `n` of `images`).
-    pub n: usize,
     pub classes: usize,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -127,7 +126,7 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
     for epoch in start.epoch..epochs {
         model = method.begin_epoch(model, &mut context(&run, epoch, &mut say))?;
         let lr = run.lr_at(epoch);
-        let order = epoch_order(run.n, run.seed, epoch);
+        let order = epoch_order(run.images.len(), run.seed, epoch);
         let plan: Vec<Vec<usize>> = batches(&order, m, if spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
         let first = if epoch == start.epoch { start.batch } else { 0 };
         let steps = plan.len();

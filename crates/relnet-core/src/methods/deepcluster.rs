@@ -13,17 +13,14 @@
 //!   as a loss weight.
 //! - A run resumed in the middle of an epoch re-clusters with the weights it resumed from.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, argmax_accuracy, label_tensor};
+use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
 use crate::cluster::{KMeansConfig, kmeans, l2_normalize, pca_whiten};
 use crate::features::extract;
 
@@ -46,23 +43,6 @@ pub const SPEC: MethodSpec = MethodSpec {
 pub enum ClusterWeights {
     Reference,
     Inverse,
-}
-
-impl FromStr for ClusterWeights {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "reference" => Ok(ClusterWeights::Reference),
-            "inverse" => Ok(ClusterWeights::Inverse),
-            _ => Err(format!("unknown cluster weighting `{s}` (reference or inverse)")),
-        }
-    }
-}
-
-impl fmt::Display for ClusterWeights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if *self == ClusterWeights::Reference { "reference" } else { "inverse" })
-    }
 }
 
 /// Per-cluster loss weights from the cluster sizes.
@@ -159,12 +139,8 @@ impl Method for DeepCluster {
     }
 
     fn step(&self, model: &ClusterModel, batch: &Batch) -> StepOutput {
-        let device = batch.x.device();
         let y: Vec<i64> = batch.indices.iter().map(|&i| self.labels[i]).collect();
-        let logits = model.head.forward(model.backbone.forward(batch.x.clone()));
-        let accuracy = argmax_accuracy(logits.clone().detach(), &y);
-        let loss = CrossEntropyLossConfig::new().with_weights(Some(self.class_weights.clone())).init(&device).forward(logits, label_tensor(&y, &device));
-        StepOutput { loss, accuracy }
+        classification_step(model.head.forward(model.backbone.forward(batch.x.clone())), &y, Some(self.class_weights.clone()))
     }
 }
 

@@ -14,9 +14,6 @@
 //! reversed gradient of the prior term (the DIM paper's min-max), through a gradient-reversal
 //! of `y` on its way into `P`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::softplus;
@@ -47,23 +44,6 @@ pub const GAMMA: f64 = 0.1;
 pub enum PriorMode {
     Joint,
     Adversarial,
-}
-
-impl FromStr for PriorMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "joint" => Ok(PriorMode::Joint),
-            "adversarial" => Ok(PriorMode::Adversarial),
-            _ => Err(format!("unknown Deep InfoMax prior mode `{s}` (joint or adversarial)")),
-        }
-    }
-}
-
-impl fmt::Display for PriorMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if *self == PriorMode::Joint { "joint" } else { "adversarial" })
-    }
 }
 
 /// The DIM loss from discriminator logits: local scores of positive and negative pairs

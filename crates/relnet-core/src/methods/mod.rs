@@ -15,9 +15,6 @@ pub mod rotation;
 pub mod simclr;
 pub mod supervised;
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::Module;
 use burn::prelude::*;
 use relnet_augment::Preset;
@@ -39,16 +36,6 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 7] = [
-        MethodKind::Relational,
-        MethodKind::Simclr,
-        MethodKind::Rotation,
-        MethodKind::Deepcluster,
-        MethodKind::Deepinfomax,
-        MethodKind::Supervised,
-        MethodKind::Random,
-    ];
-
     pub fn spec(self) -> MethodSpec {
         match self {
             MethodKind::Relational => relational::SPEC,
@@ -59,22 +46,6 @@ impl MethodKind {
             MethodKind::Supervised => supervised::SPEC,
             MethodKind::Random => RANDOM,
         }
-    }
-}
-
-impl FromStr for MethodKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        MethodKind::ALL.into_iter().find(|m| m.spec().name == s).ok_or_else(|| {
-            let names: Vec<&str> = MethodKind::ALL.iter().map(|m| m.spec().name).collect();
-            format!("unknown method `{s}` (one of: {})", names.join(", "))
-        })
-    }
-}
-
-impl fmt::Display for MethodKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.spec().name)
     }
 }
 
@@ -181,6 +152,15 @@ pub trait Method {
 /// Labels of `indices` as an int tensor.
 pub(crate) fn label_tensor(labels: &[i64], device: &Device) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(labels.to_vec(), [labels.len()]), device)
+}
+
+/// Cross-entropy of `logits` against `labels` (optionally weighted per class) and the argmax
+/// accuracy: the step of every classification-shaped method (supervised, rotation, DeepCluster).
+pub(crate) fn classification_step(logits: Tensor<2>, labels: &[i64], weights: Option<Vec<f32>>) -> StepOutput {
+    let device = logits.device();
+    let accuracy = argmax_accuracy(logits.clone().detach(), labels);
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new().with_weights(weights).init(&device).forward(logits, label_tensor(labels, &device));
+    StepOutput { loss, accuracy }
 }
 
 /// Fraction of rows whose argmax equals the label.

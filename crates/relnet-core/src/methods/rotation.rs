@@ -3,12 +3,11 @@
 //! cross-entropy, Adam 1e-3.
 
 use burn::nn::Linear;
-use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, linear_head};
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, argmax_accuracy, label_tensor};
+use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "rotation",
@@ -64,12 +63,8 @@ impl Method for Rotation {
     }
 
     fn step(&self, model: &RotationModel, batch: &Batch) -> StepOutput {
-        let device = batch.x.device();
         let (x, y) = rotations(batch.x.clone());
-        let logits = model.head.forward(model.backbone.forward(x));
-        let accuracy = argmax_accuracy(logits.clone().detach(), &y);
-        let loss = CrossEntropyLoss::new(None, &device).forward(logits, label_tensor(&y, &device));
-        StepOutput { loss, accuracy }
+        classification_step(model.head.forward(model.backbone.forward(x)), &y, None)
     }
 }
 

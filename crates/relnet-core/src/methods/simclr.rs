@@ -9,9 +9,6 @@
 //! The self term is masked out of the denominator (the reference subtracts `e^(1/t)`, the same
 //! value when rows are unit vectors).
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
@@ -40,23 +37,6 @@ pub enum NtXent {
     /// `mean(-log ratio)`, the standard one.
     #[serde(rename = "mean-log")]
     MeanLog,
-}
-
-impl FromStr for NtXent {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "log-mean" => Ok(NtXent::LogMean),
-            "mean-log" => Ok(NtXent::MeanLog),
-            _ => Err(format!("unknown NT-Xent variant `{s}` (log-mean or mean-log)")),
-        }
-    }
-}
-
-impl fmt::Display for NtXent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if *self == NtXent::LogMean { "log-mean" } else { "mean-log" })
-    }
 }
 
 /// NT-Xent of projections `[2M, D]` (row `i` pairs with row `(i + M) mod 2M`), and the fraction

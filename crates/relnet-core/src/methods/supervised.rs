@@ -4,7 +4,6 @@
 //! test accuracy (`supervised_<dataset>.json`); the backbone is probed like any other.
 
 use burn::nn::Linear;
-use burn::nn::loss::CrossEntropyLoss;
 use std::path::PathBuf;
 
 use burn::prelude::*;
@@ -15,7 +14,7 @@ use relnet_models::{Backbone, BackboneKind, linear_head};
 use crate::data::ImageSet;
 use crate::features::extract_with;
 use crate::fsutil::write_atomic;
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, argmax_accuracy, label_tensor};
+use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, argmax_accuracy, classification_step};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "supervised",
@@ -69,12 +68,8 @@ impl Method for Supervised {
     }
 
     fn step(&self, model: &SupervisedModel, batch: &Batch) -> StepOutput {
-        let device = batch.x.device();
         let y: Vec<i64> = batch.indices.iter().map(|&i| self.labels[i]).collect();
-        let logits = model.logits(batch.x.clone());
-        let accuracy = argmax_accuracy(logits.clone().detach(), &y);
-        let loss = CrossEntropyLoss::new(None, &device).forward(logits, label_tensor(&y, &device));
-        StepOutput { loss, accuracy }
+        classification_step(model.logits(batch.x.clone()), &y, None)
     }
 
     fn finish(&self, model: &SupervisedModel, ctx: &mut Context) -> Result<(), String> {
