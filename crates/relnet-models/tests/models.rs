@@ -78,3 +78,52 @@ fn heads_shapes() {
     let map = Tensor::<4>::zeros([6, 8, 32, 32], &d);
     assert_eq!(LocalDiscriminator::new(8, 64, &d).forward(x, map).dims(), [6, 1, 32, 32]);
 }
+
+/// The reference's formulation, written out: `y` tiled over the map, concatenated on channels,
+/// three 1x1 convolutions. The split discriminator must compute the same scores.
+#[test]
+fn local_discriminator_equals_tiled_concat_and_1x1_convs() {
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::relu;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let d = device();
+    d.seed(7);
+    let (n, c, f, h, w) = (3, 8, 64, 5, 4);
+    let disc = LocalDiscriminator::new(c, f, &d);
+    let y = Tensor::<2>::random([n, f], Distribution::Normal(0.0, 1.0), &d);
+    let map = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &d);
+
+    // Linear weights are [in, out]; a 1x1 convolution's are [out, in, 1, 1].
+    let as_conv = |weight: Tensor<2>| {
+        let [i, o] = weight.dims();
+        weight.transpose().reshape([o, i, 1, 1])
+    };
+    let opts = || ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    let w0 = Tensor::cat(vec![disc.map_in.weight.val(), disc.global_in.weight.val()], 0);
+    let tiled = y.clone().reshape([n, f, 1, 1]).expand([n, f, h, w]);
+    let x = Tensor::cat(vec![map.clone(), tiled], 1);
+    let x = relu(conv2d(x, as_conv(w0), disc.global_in.bias.as_ref().map(|b| b.val()), opts()));
+    let x = relu(conv2d(x, as_conv(disc.hidden.weight.val()), disc.hidden.bias.as_ref().map(|b| b.val()), opts()));
+    let want = conv2d(x, as_conv(disc.out.weight.val()), disc.out.bias.as_ref().map(|b| b.val()), opts());
+
+    let got = disc.forward(y, map);
+    assert_eq!(got.dims(), [n, 1, h, w]);
+    let diff = (got - want.clone()).abs().max().into_scalar::<f32>();
+    let scale = want.abs().max().into_scalar::<f32>();
+    assert!(scale > 1e-3 && diff < 1e-5 * scale.max(1.0), "max diff {diff} (scale {scale})");
+}
+
+/// The split first layer is initialised like the reference's single 1x1 convolution over C+F
+/// channels: uniform in +-1/sqrt(C+F), weights and bias alike.
+#[test]
+fn local_discriminator_first_layer_init_uses_the_joint_fan_in() {
+    let d = device();
+    let disc = LocalDiscriminator::new(8, 64, &d);
+    let bound = 1.0 / 72f32.sqrt();
+    for t in [disc.map_in.weight.val().flatten::<1>(0, 1), disc.global_in.weight.val().flatten::<1>(0, 1), disc.global_in.bias.clone().unwrap().val()] {
+        let max = t.abs().max().into_scalar::<f32>();
+        assert!(max <= bound && max > 0.8 * bound, "max |w| {max}, bound {bound}");
+    }
+    assert!(disc.map_in.bias.is_none());
+}

@@ -47,15 +47,15 @@ pub enum PriorMode {
 }
 
 /// The DIM loss from discriminator logits: local scores of positive and negative pairs
-/// (`[B, 1, h, w]`) and prior scores of prior samples and of encoder features (`[B, 1]`).
-pub fn dim_loss(t_pos: Tensor<4>, t_neg: Tensor<4>, p_prior: Tensor<2>, p_feat: Tensor<2>, beta: f64, gamma: f64) -> Tensor<1> {
+/// (`[B, positions]`) and prior scores of prior samples and of encoder features (`[B, 1]`).
+pub fn dim_loss(t_pos: Tensor<2>, t_neg: Tensor<2>, p_prior: Tensor<2>, p_feat: Tensor<2>, beta: f64, gamma: f64) -> Tensor<1> {
     let local = softplus(t_neg, 1.0).mean() + softplus(t_pos.neg(), 1.0).mean();
     let prior = softplus(p_prior.neg(), 1.0).mean() + softplus(p_feat, 1.0).mean();
     local.mul_scalar(beta) + prior.mul_scalar(gamma)
 }
 
-/// `M` rolled by one image: row `i` holds `M[(i + 1) mod B]`.
-pub fn next_image(map: Tensor<4>) -> Tensor<4> {
+/// Rolled by one image along the batch axis: row `i` holds row `(i + 1) mod B`.
+pub fn next_image<const D: usize>(map: Tensor<D>) -> Tensor<D> {
     let b = map.dims()[0];
     Tensor::cat(vec![map.clone().slice(1..b), map.slice(0..1)], 0)
 }
@@ -90,8 +90,15 @@ impl Method for DeepInfomax {
 
     fn step(&self, model: &InfomaxModel, batch: &Batch) -> StepOutput {
         let (y, map) = model.backbone.forward_with_first(batch.x.clone());
-        let t_pos = model.local.forward(y.clone(), map.clone());
-        let t_neg = model.local.forward(y.clone(), next_image(map));
+        let n = y.dims()[0];
+        // Positives and negatives share the map's projection; one GEMM scores both.
+        let map_part = model.local.project_map(map);
+        let global_part = model.local.project_global(y.clone());
+        let pos = map_part.clone() + global_part.clone();
+        let neg = next_image(map_part) + global_part;
+        let scores = model.local.score(Tensor::cat(vec![pos, neg], 0));
+        let t_pos = scores.clone().slice(0..n);
+        let t_neg = scores.slice(n..2 * n);
         let u = Tensor::<2>::random(y.dims(), Distribution::Uniform(0.0, 1.0), &y.device());
         let y_prior = match self.prior {
             PriorMode::Joint => y,
@@ -114,8 +121,8 @@ mod tests {
     #[test]
     fn dim_loss_golden_value() {
         let d = Device::flex();
-        let t_pos = Tensor::<4>::from_floats([[[[1.0, -0.5]]], [[[2.0, 0.3]]]], &d);
-        let t_neg = Tensor::<4>::from_floats([[[[-1.0, 0.2]]], [[[0.7, -2.0]]]], &d);
+        let t_pos = Tensor::<2>::from_floats([[1.0, -0.5], [2.0, 0.3]], &d);
+        let t_neg = Tensor::<2>::from_floats([[-1.0, 0.2], [0.7, -2.0]], &d);
         let p_prior = Tensor::<2>::from_floats([[0.5], [-1.5]], &d);
         let p_feat = Tensor::<2>::from_floats([[1.2], [-0.4]], &d);
         let got = dim_loss(t_pos, t_neg, p_prior, p_feat, BETA, GAMMA).into_scalar::<f32>();
