@@ -55,9 +55,30 @@ pub fn dim_loss(t_pos: Tensor<2>, t_neg: Tensor<2>, p_prior: Tensor<2>, p_feat: 
 }
 
 /// Rolled by one image along the batch axis: row `i` holds row `(i + 1) mod B`.
-pub fn next_image<const D: usize>(map: Tensor<D>) -> Tensor<D> {
-    let b = map.dims()[0];
-    Tensor::cat(vec![map.clone().slice(1..b), map.slice(0..1)], 0)
+pub fn next_image<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    let b = t.dims()[0];
+    Tensor::cat(vec![t.clone().slice(1..b), t.slice(0..1)], 0)
+}
+
+/// Rolled the other way: row `i` holds row `(i - 1) mod B`.
+pub fn previous_image<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    let b = t.dims()[0];
+    Tensor::cat(vec![t.clone().slice(b - 1..b), t.slice(0..b - 1)], 0)
+}
+
+/// Local scores `[B, h*w]` of the positive pairs `(y[i], M[i])` and of the negative pairs
+/// `(y[i], M[(i + 1) mod B])`.
+///
+/// Row `j` of the negatives holds the pair `(y[(j - 1) mod B], M[j])`: the same set of pairs as
+/// the reference's rolled map, so the same loss (a mean over all of them), but the roll moves the
+/// `[B, 256]` projection of `y` instead of the `[B, h*w, 256]` projection of the map, and both
+/// terms share the map's projection.
+pub fn local_scores(local: &LocalDiscriminator, y: Tensor<2>, map: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+    let map_part = local.project_map(map);
+    let global_part = local.project_global(y);
+    let t_pos = local.score(map_part.clone() + global_part.clone());
+    let t_neg = local.score(map_part + previous_image(global_part));
+    (t_pos, t_neg)
 }
 
 #[derive(Module, Debug)]
@@ -90,15 +111,7 @@ impl Method for DeepInfomax {
 
     fn step(&self, model: &InfomaxModel, batch: &Batch) -> StepOutput {
         let (y, map) = model.backbone.forward_with_first(batch.x.clone());
-        let n = y.dims()[0];
-        // Positives and negatives share the map's projection; one GEMM scores both.
-        let map_part = model.local.project_map(map);
-        let global_part = model.local.project_global(y.clone());
-        let pos = map_part.clone() + global_part.clone();
-        let neg = next_image(map_part) + global_part;
-        let scores = model.local.score(Tensor::cat(vec![pos, neg], 0));
-        let t_pos = scores.clone().slice(0..n);
-        let t_neg = scores.slice(n..2 * n);
+        let (t_pos, t_neg) = local_scores(&model.local, y.clone(), map);
         let u = Tensor::<2>::random(y.dims(), Distribution::Uniform(0.0, 1.0), &y.device());
         let y_prior = match self.prior {
             PriorMode::Joint => y,
@@ -130,6 +143,40 @@ mod tests {
     }
 
     const GOLDEN: f32 = 1.285_123_5;
+
+    /// The shared-projection scores against the discriminator applied to the reference's
+    /// pairs: positives row by row, negatives as the same multiset as `T(y, M rolled by one)`.
+    #[test]
+    fn local_scores_match_the_reference_pairs() {
+        let d = Device::flex();
+        d.seed(3);
+        let local = LocalDiscriminator::new(8, 16, &d);
+        let y = Tensor::<2>::random([4, 16], Distribution::Normal(0.0, 1.0), &d);
+        let map = Tensor::<4>::random([4, 8, 3, 2], Distribution::Normal(0.0, 1.0), &d);
+        let (t_pos, t_neg) = local_scores(&local, y.clone(), map.clone());
+        let flat = |t: Tensor<4>| t.reshape([4, 6]);
+        let sorted = |t: Tensor<2>| {
+            let mut v: Vec<f32> = t.into_data().iter::<f32>().collect();
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        let close = |a: Vec<f32>, b: Vec<f32>| a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5);
+        let rows = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        assert!(close(rows(t_pos.clone()), rows(flat(local.forward(y.clone(), map.clone())))));
+        let want_neg = flat(local.forward(y.clone(), next_image(map.clone())));
+        assert!(close(sorted(t_neg.clone()), sorted(want_neg)));
+        // Not trivially equal: negatives differ from positives, and rolling the wrong way differs.
+        assert!(!close(sorted(t_neg.clone()), sorted(t_pos)));
+        assert!(!close(sorted(t_neg), sorted(flat(local.forward(y, previous_image(map))))));
+    }
+
+    #[test]
+    fn rolls_by_one_image_both_ways() {
+        let d = Device::flex();
+        let m = Tensor::<4>::from_floats([[[[0.0]]], [[[1.0]]], [[[2.0]]]], &d);
+        let v: Vec<f32> = previous_image(m.clone()).into_data().iter::<f32>().collect();
+        assert_eq!(v, vec![2.0, 0.0, 1.0]);
+    }
 
     #[test]
     fn negatives_are_the_next_image() {
