@@ -1,8 +1,12 @@
 //! Turning u8 images into normalised float batches on a device.
 
+use std::sync::Arc;
+
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use relnet_augment::ViewBatch;
+use relnet_augment::{Pipeline, Prefetcher, ViewBatch, build_views};
+
+use crate::data::ImageSet;
 
 /// A view batch (NCHW f32) as a tensor on `device`.
 pub fn to_tensor(batch: ViewBatch, device: &Device) -> Tensor<4> {
@@ -24,4 +28,30 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 /// reference does (`drop_last=False`) unless it has fewer than `min_last` images.
 pub fn batches(order: &[usize], m: usize, min_last: usize) -> Vec<&[usize]> {
     order.chunks(m).filter(|c| c.len() >= min_last.min(m)).collect()
+}
+
+/// The seed of the augmentation draws of batch `b` in `epoch`: a resumed run redraws the same views.
+pub fn view_seed(seed: u64, epoch: usize, b: usize) -> u64 {
+    seed ^ ((epoch as u64) << 32) ^ b as u64
+}
+
+/// The views (K per image, in `k` blocks) of the planned batches of `epoch`, from batch `first`
+/// on, built on a prefetch thread two batches ahead of the model. Yields `(indices, views)`.
+pub fn view_feed(
+    images: Arc<ImageSet>,
+    pipeline: Arc<Pipeline>,
+    plan: Vec<Vec<usize>>,
+    first: usize,
+    k: usize,
+    epoch: usize,
+    seed: u64,
+) -> Prefetcher<(Vec<usize>, ViewBatch)> {
+    let (w, h) = (images.width, images.height);
+    let mut feed = plan.into_iter().enumerate().skip(first);
+    Prefetcher::new(2, move || {
+        let (b, idx) = feed.next()?;
+        let refs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
+        let views = build_views(&pipeline, &refs, w, h, k, w, view_seed(seed, epoch, b));
+        Some((idx, views))
+    })
 }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams};
-use relnet_augment::{Prefetcher, Preset, PresetParams, build_views};
+use relnet_augment::{Preset, PresetParams, build_views};
 use relnet_models::BackboneKind;
 
-use crate::batch::{batches, epoch_order, to_tensor};
+use crate::batch::{batches, epoch_order, to_tensor, view_feed, view_seed};
 use crate::data::DataRoot;
 use crate::data::registry::lookup;
 use crate::device::DeviceSpec;
@@ -86,7 +86,7 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> Result
     }
     let views_of = |b: usize, idx: &[usize]| {
         let refs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
-        build_views(&pipeline, &refs, w, h, k, w, cfg.seed ^ b as u64)
+        build_views(&pipeline, &refs, w, h, k, w, view_seed(cfg.seed, 0, b))
     };
     let per_step = (m * k) as f64;
 
@@ -138,15 +138,9 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> Result
     ));
 
     report("end to end ...");
-    let (imgs, pipe, seed) = (images.clone(), pipeline.clone(), cfg.seed);
-    let mut feed = plan.clone().into_iter().enumerate();
-    let prefetch = Prefetcher::new(2, move || {
-        let (b, idx) = feed.next()?;
-        let refs: Vec<&[u8]> = idx.iter().map(|&i| imgs.image(i)).collect();
-        Some(build_views(&pipe, &refs, w, h, k, w, seed ^ b as u64))
-    });
+    let prefetch = view_feed(images.clone(), pipeline.clone(), plan.clone(), 0, k, 0, cfg.seed);
     let mut t = Instant::now();
-    for (s, views) in prefetch.enumerate() {
+    for (s, (_, views)) in prefetch.enumerate() {
         if s == cfg.warmup {
             t = Instant::now();
         }

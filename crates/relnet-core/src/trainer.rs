@@ -15,11 +15,11 @@ use burn::module::Module;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use relnet_augment::{Pipeline, Prefetcher, ViewBatch, build_views};
+use relnet_augment::Pipeline;
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{batches, epoch_order, to_tensor};
+use crate::batch::{batches, epoch_order, to_tensor, view_feed};
 use crate::checkpoint::{Checkpoint, Progress};
 use crate::data::ImageSet;
 use crate::methods::{Batch, Context, Method, MethodSpec, OptimKind};
@@ -107,7 +107,6 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
     let spec = run.spec;
     let ckpt = Checkpoint::new(run.out);
     let device = run.device.clone();
-    let (w, h) = (run.images.width, run.images.height);
     let mut say = |s: &str| report.line(s);
     let mut model = method.model(&context(&run, 0, &mut say), &device);
     let mut optim = run.optimizer();
@@ -130,21 +129,11 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
         let plan: Vec<Vec<usize>> = batches(&order, m, if spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
         let first = if epoch == start.epoch { start.batch } else { 0 };
         let steps = plan.len();
-        let (imgs, pipe) = (run.images.clone(), run.pipeline.clone());
-        let seed = run.seed;
         let mut next = first;
-        let mut feed = plan.into_iter().enumerate().skip(first);
-        let prefetch = Prefetcher::new(2, move || {
-            let (b, idx) = feed.next()?;
-            let refs: Vec<&[u8]> = idx.iter().map(|&i| imgs.image(i)).collect();
-            let view_seed = seed ^ ((epoch as u64) << 32) ^ b as u64;
-            let views = build_views(&pipe, &refs, w, h, k, w, view_seed);
-            Some((idx, views))
-        });
+        let prefetch = view_feed(run.images.clone(), run.pipeline.clone(), plan, first, k, epoch, run.seed);
         let t0 = Instant::now();
         let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
         for (indices, views) in prefetch {
-            let views: ViewBatch = views;
             let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
             let out = method.step(&model, &batch);
             let loss_value = out.loss.clone().into_scalar::<f32>();
