@@ -71,7 +71,7 @@ pub struct PretrainArgs {
     /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Use only the first N images of the pretraining split.
+    /// Use only N images of the pretraining split, drawn at random (fixed by --seed).
     #[arg(long, value_name = "N")]
     pub limit_images: Option<usize>,
     /// cpu, cuda or cuda:N.

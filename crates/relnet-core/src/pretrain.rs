@@ -11,6 +11,7 @@ use relnet_augment::PresetParams;
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::epoch_order;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ConfigError, RunConfig, check_range};
 use crate::data::DataRoot;
@@ -61,7 +62,7 @@ pub struct PretrainConfig {
     pub seed: u64,
     pub out: PathBuf,
     pub device: DeviceSpec,
-    /// Use only the first N images of the training split (quick runs, tests).
+    /// Use only N images of the training split, drawn at random (fixed by `seed`; quick runs, tests).
     pub limit_images: Option<usize>,
 }
 
@@ -150,6 +151,19 @@ impl RunConfig for PretrainConfig {
     }
 }
 
+/// The images `--limit-images N` keeps: N of the `total`, drawn without replacement with a
+/// generator fixed by `seed`, in dataset order. Not the first N: dataset files are often sorted
+/// by class (image folders, the CIFAR-10 JPEG copy), where the first N would be one or two classes.
+pub fn limited_subset(total: usize, limit: usize, seed: u64) -> Vec<usize> {
+    if limit >= total {
+        return (0..total).collect();
+    }
+    let mut idx = epoch_order(total, seed ^ 0x0005_EED5_0B5E_7000, 0);
+    idx.truncate(limit);
+    idx.sort_unstable();
+    idx
+}
+
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
 /// then checkpoints and returns `Interrupted`.
 pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Outcome, String> {
@@ -184,7 +198,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let classes = split.classes.len();
     let mut images = split.images;
     if let Some(limit) = cfg.limit_images {
-        images.truncate(limit);
+        images.keep(&limited_subset(images.len(), limit, cfg.seed));
     }
     let n = images.len();
     let images = Arc::new(images);
@@ -253,4 +267,23 @@ fn check_same_config(out: &Path, cfg: &PretrainConfig) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::limited_subset;
+
+    #[test]
+    fn limited_subset_spans_a_class_sorted_set() {
+        // 1,000 images sorted by class, 100 per class: the first 100 would be one class.
+        let got = limited_subset(1000, 100, 1);
+        assert_eq!(got.len(), 100);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        let mut classes: Vec<usize> = got.iter().map(|i| i / 100).collect();
+        classes.dedup();
+        assert_eq!(classes.len(), 10, "every class represented");
+        assert_eq!(limited_subset(1000, 100, 1), got, "fixed by the seed");
+        assert_ne!(limited_subset(1000, 100, 2), got, "a different seed draws differently");
+        assert_eq!(limited_subset(5, 9, 1), vec![0, 1, 2, 3, 4]);
+    }
 }

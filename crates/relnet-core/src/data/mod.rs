@@ -65,13 +65,15 @@ impl ImageSet {
         self.pixels.is_empty()
     }
 
-    /// Keeps only the first `n` images (and labels).
-    pub fn truncate(&mut self, n: usize) {
-        let n = n.min(self.len());
-        self.pixels.truncate(n * self.image_bytes());
-        if let Some(l) = self.labels.as_mut() {
-            l.truncate(n);
+    /// Keeps only the images at `indices`, in that order, with their labels.
+    pub fn keep(&mut self, indices: &[usize]) {
+        let per = self.image_bytes();
+        let mut pixels = Vec::with_capacity(indices.len() * per);
+        for &i in indices {
+            pixels.extend_from_slice(&self.pixels[i * per..(i + 1) * per]);
         }
+        self.pixels = pixels;
+        self.labels = self.labels.take().map(|l| indices.iter().map(|&i| l[i]).collect());
     }
 
     /// Bytes per image (`height * width * channels`).
@@ -157,6 +159,16 @@ impl ImageSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_selects_images_with_their_labels() {
+        // Four 1x1 grey images whose pixel is 10 x their label.
+        let mut set = ImageSet::new(1, 1, 1, vec![0, 10, 20, 30], Some(vec![0, 1, 2, 3])).unwrap();
+        set.keep(&[1, 3]);
+        assert_eq!(set.len(), 2);
+        assert_eq!((set.image(0), set.image(1)), (&[10u8][..], &[30u8][..]));
+        assert_eq!(set.labels, Some(vec![1, 3]));
+    }
 
     #[test]
     fn stats_of_constant_and_two_level_images() {
