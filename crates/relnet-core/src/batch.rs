@@ -35,6 +35,12 @@ pub fn view_seed(seed: u64, epoch: usize, b: usize) -> u64 {
     seed ^ ((epoch as u64) << 32) ^ b as u64
 }
 
+/// The `k` views of the images at `indices` (in `k` blocks), drawn with `seed`.
+pub fn batch_views(images: &ImageSet, pipeline: &Pipeline, indices: &[usize], k: usize, seed: u64) -> ViewBatch {
+    let refs: Vec<&[u8]> = indices.iter().map(|&i| images.image(i)).collect();
+    build_views(pipeline, &refs, images.width, images.height, k, images.width, seed)
+}
+
 /// The views (K per image, in `k` blocks) of the planned batches of `epoch`, from batch `first`
 /// on, built on a prefetch thread two batches ahead of the model. Yields `(indices, views)`.
 pub fn view_feed(
@@ -46,12 +52,10 @@ pub fn view_feed(
     epoch: usize,
     seed: u64,
 ) -> Prefetcher<(Vec<usize>, ViewBatch)> {
-    let (w, h) = (images.width, images.height);
     let mut feed = plan.into_iter().enumerate().skip(first);
     Prefetcher::new(2, move || {
         let (b, idx) = feed.next()?;
-        let refs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
-        let views = build_views(&pipeline, &refs, w, h, k, w, view_seed(seed, epoch, b));
+        let views = batch_views(&images, &pipeline, &idx, k, view_seed(seed, epoch, b));
         Some((idx, views))
     })
 }

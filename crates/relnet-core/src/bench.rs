@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams};
-use relnet_augment::{Preset, PresetParams, build_views};
+use relnet_augment::{Preset, PresetParams};
 use relnet_models::BackboneKind;
 
-use crate::batch::{batches, epoch_order, to_tensor, view_feed, view_seed};
+use crate::batch::{batch_views, batches, epoch_order, to_tensor, view_feed, view_seed};
 use crate::data::DataRoot;
 use crate::data::registry::lookup;
 use crate::device::DeviceSpec;
@@ -74,9 +74,8 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> Result
     let split = info.load(info.pretrain_split, &root).map_err(|e| e.to_string())?;
     let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
     let images = Arc::new(split.images);
-    let (w, h) = (images.width, images.height);
     let pipeline = Arc::new(
-        Preset::Relational.build(&PresetParams { side: w, padding: info.crop_padding, cutout: None, mean, std }).map_err(|e| e.to_string())?,
+        Preset::Relational.build(&PresetParams { side: images.width, padding: info.crop_padding, cutout: None, mean, std }).map_err(|e| e.to_string())?,
     );
     let (k, m, total) = (cfg.k, cfg.m, cfg.warmup + cfg.steps);
     let order = epoch_order(images.len(), cfg.seed, 0);
@@ -84,10 +83,7 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> Result
     if plan.len() < total {
         return Err(format!("{} has only {} full batches of {m}; fewer --steps", cfg.dataset, plan.len()));
     }
-    let views_of = |b: usize, idx: &[usize]| {
-        let refs: Vec<&[u8]> = idx.iter().map(|&i| images.image(i)).collect();
-        build_views(&pipeline, &refs, w, h, k, w, view_seed(cfg.seed, 0, b))
-    };
+    let views_of = |b: usize, idx: &[usize]| batch_views(&images, &pipeline, idx, k, view_seed(cfg.seed, 0, b));
     let per_step = (m * k) as f64;
 
     report("augment only ...");

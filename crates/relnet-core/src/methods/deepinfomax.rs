@@ -54,13 +54,7 @@ pub fn dim_loss(t_pos: Tensor<2>, t_neg: Tensor<2>, p_prior: Tensor<2>, p_feat: 
     local.mul_scalar(beta) + prior.mul_scalar(gamma)
 }
 
-/// Rolled by one image along the batch axis: row `i` holds row `(i + 1) mod B`.
-pub fn next_image<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    let b = t.dims()[0];
-    Tensor::cat(vec![t.clone().slice(1..b), t.slice(0..1)], 0)
-}
-
-/// Rolled the other way: row `i` holds row `(i - 1) mod B`.
+/// Rolled by one image along the batch axis: row `i` holds row `(i - 1) mod B`.
 pub fn previous_image<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     let b = t.dims()[0];
     Tensor::cat(vec![t.clone().slice(b - 1..b), t.slice(0..b - 1)], 0)
@@ -130,6 +124,12 @@ impl Method for DeepInfomax {
 mod tests {
     use super::*;
 
+    /// The reference's roll of the map: row `i` holds row `(i + 1) mod B`.
+    fn next_image<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+        let b = t.dims()[0];
+        Tensor::cat(vec![t.clone().slice(1..b), t.slice(0..1)], 0)
+    }
+
     /// Golden value from `tests/golden/baselines.py` (closed form, standard library only).
     #[test]
     fn dim_loss_golden_value() {
@@ -197,4 +197,3 @@ mod tests {
         assert_eq!(g, vec![-1.0, -1.0]);
     }
 }
-
