@@ -41,9 +41,11 @@ fn every_method_trains_an_epoch_and_its_backbone_is_probed() {
     }
     // Supervised also reports its own test accuracy; its backbone goes through the probe.
     let sup = one_epoch("supervised", dir.path(), &[]);
-    let json = std::fs::read_to_string(dir.path().join("supervised/supervised_synthetic.json")).unwrap();
+    let record = std::fs::read_dir(dir.path().join("supervised/results")).unwrap().next().unwrap().unwrap().path();
+    let json = std::fs::read_to_string(&record).unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert!((0.0..=100.0).contains(&v["test_accuracy"].as_f64().unwrap()), "{json}");
+    assert_eq!(v["evaluator"], "supervised");
+    assert!((0.0..=100.0).contains(&v["metrics"]["test_accuracy"].as_f64().unwrap()), "{json}");
     probe(&sup);
 }
 
@@ -51,9 +53,21 @@ fn every_method_trains_an_epoch_and_its_backbone_is_probed() {
 fn method_specific_values_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
-    for (flag, value, key) in [("--simclr-loss", "logmean", "simclr_loss"), ("--dim-prior", "minmax", "dim_prior"), ("--temperature", "0", "temperature")] {
-        let r = relnet(&["pretrain", "--method", "simclr", flag, value, "--out", out.to_str().unwrap()]);
-        assert_eq!(r.code, 1, "{flag} {value}");
-        assert!(r.stderr.contains(key), "{flag} {value}: {}", r.stderr);
+    // Values outside a typed option's set are refused by the derived parser (usage error, exit
+    // 2) naming the flag and the allowed values.
+    for (method, flag, value, allowed) in [("simclr", "--simclr-loss", "logmean", "log-mean"), ("deepinfomax", "--dim-prior", "minmax", "adversarial")] {
+        let r = relnet(&["pretrain", "--method", method, flag, value, "--out", out.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{flag} {value}");
+        assert!(r.stderr.contains(flag) && r.stderr.contains(allowed), "{flag} {value}: {}", r.stderr);
     }
+    // A range check of the method's own validation names the key.
+    let r = relnet(&["pretrain", "--method", "simclr", "--temperature", "0", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("`temperature`") && r.stderr.contains("out of range"), "{}", r.stderr);
+    // The same in a config file: key and file named.
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(&cfg, "[method]\nkind = \"deepinfomax\"\ndim_prior = \"minmax\"\n").unwrap();
+    let r = relnet(&["pretrain", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("m.toml") && r.stderr.contains("minmax"), "{}", r.stderr);
 }

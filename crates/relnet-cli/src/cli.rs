@@ -28,9 +28,14 @@ pub enum Command {
     Data(DataCommand),
     /// Pretraining with relational reasoning or a baseline method, writing a backbone artifact.
     Pretrain(crate::train_cmd::PretrainArgs),
-    /// Evaluate a backbone.
-    #[command(subcommand)]
-    Eval(EvalCommand),
+    /// Evaluate a backbone: linear, knn or finetune; each writes a result record.
+    Eval(crate::train_cmd::EvalArgs),
+    /// Print the result records under a folder as a table.
+    Results {
+        /// Folder searched recursively for results/*.json records.
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+    },
     /// Check a compute device: `relnet device --device cuda:0`.
     Device(DeviceArgs),
     /// Speed measurements.
@@ -43,12 +48,6 @@ pub enum BenchCommand {
     /// Relational pretraining throughput: augment-only, step-only and end-to-end views/s and peak
     /// memory, as ../shared/bench/torch_reference.py prints them.
     Pretrain(crate::bench_cmd::BenchPretrainArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EvalCommand {
-    /// Linear probe on frozen features; prints `test_accuracy=<percent>` last.
-    Linear(crate::train_cmd::LinearArgs),
 }
 
 /// Where datasets live.
@@ -98,7 +97,8 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Data(d) => crate::data_cmd::run(d, out, err),
         Command::Device(a) => crate::device_cmd::run(a, out),
         Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
-        Command::Eval(EvalCommand::Linear(a)) => crate::train_cmd::linear_cmd(a, out, err),
+        Command::Eval(a) => crate::train_cmd::eval_cmd(a, out, err),
+        Command::Results { dir } => crate::train_cmd::results_cmd(dir, out),
         Command::Bench(BenchCommand::Pretrain(a)) => crate::bench_cmd::pretrain(a, out, err),
     }
 }

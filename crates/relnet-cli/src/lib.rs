@@ -3,8 +3,8 @@
 mod bench_cmd;
 mod cli;
 mod data_cmd;
-mod device_cmd;
 mod flags;
+mod device_cmd;
 mod train_cmd;
 
 use std::ffi::OsString;
@@ -34,7 +34,7 @@ where
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "error: {e:#}");
-            1
+            e.downcast_ref::<train_cmd::CliError>().map_or(1, |c| train_cmd::exit_code(&c.0))
         }
     }
 }

@@ -1,116 +1,101 @@
-//! `relnet pretrain` and `relnet eval linear`.
+//! `relnet pretrain`, `relnet eval <evaluator>` and `relnet results`.
+//!
+//! The flags are not declared here: they derive from the library's option structs
+//! (`PretrainConfig` and every method's options, `EvalConfig` and every evaluator's options),
+//! and the flags given are laid over `--config FILE` by config key, with no hand-kept list.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::anyhow;
-use clap::Args;
-use relnet_core::config;
-use relnet_core::pretrain::{Outcome, PretrainConfig, pretrain};
-use relnet_eval::{LinearConfig, linear_probe};
+use clap::{ArgMatches, Args, FromArgMatches};
+use relnet_core::config::{self, given};
+use relnet_core::methods::MethodConfig;
+use relnet_core::pretrain::{MonitorSpec, Outcome, PretrainConfig, Reporter, Tick, pretrain};
+use relnet_core::Error;
+use relnet_eval::knn::KnnMonitor;
+use relnet_eval::{EvalConfig, EvaluatorConfig, evaluate};
 
-use crate::flags::Flags;
-
-/// Flags of `relnet pretrain`; each overrides the same key of `--config`.
-#[derive(Args, Debug)]
-pub struct PretrainArgs {
-    /// TOML file with any of the keys below (written resolved to <out>/config.toml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// relational (default), simclr, rotation, deepcluster, deepinfomax, supervised (upper bound,
-    /// uses labels) or random (the initialised backbone, the lower bound).
-    #[arg(long)]
-    pub method: Option<String>,
-    /// Dataset name (see `relnet data list`); default synthetic.
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Folder holding the datasets (default: $RELNET_DATA, else ./data).
-    #[arg(long, value_name = "DIR")]
-    pub data_root: Option<PathBuf>,
-    /// conv4, resnet8, resnet32, resnet56 or resnet34.
-    #[arg(long)]
-    pub backbone: Option<String>,
-    /// Augmentations per image K, relational only (default 32; 4 on synthetic).
-    #[arg(long)]
-    pub k: Option<usize>,
-    /// Images per mini-batch M (default 64 for relational, 128 for the other methods).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Relation loss: bce or focal (default focal, as the reference code).
-    #[arg(long)]
-    pub loss: Option<String>,
-    /// Relation aggregation: cat, sum, mean or max (default cat).
-    #[arg(long)]
-    pub aggregation: Option<String>,
-    /// SimCLR NT-Xent temperature (default 0.5).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// SimCLR loss form: log-mean (default, the reference code's) or mean-log (standard).
-    #[arg(long, value_name = "FORM")]
-    pub simclr_loss: Option<String>,
-    /// Deep InfoMax prior term: joint (default, the reference's) or adversarial (DIM paper).
-    #[arg(long, value_name = "MODE")]
-    pub dim_prior: Option<String>,
-    /// DeepCluster class weights: reference (default, 1 - count/N) or inverse (N / (k count)).
-    #[arg(long, value_name = "RULE")]
-    pub cluster_weights: Option<String>,
-    /// DeepCluster k-means restarts (default 5).
-    #[arg(long, value_name = "N")]
-    pub kmeans_restarts: Option<usize>,
-    /// Epochs (default 200; 3 on synthetic).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Learning rate (default: Adam 1e-3; deepinfomax 1e-4; supervised SGD 0.1).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Seed of initialisation, data order and augmentations (default 1).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Use only N images of the pretraining split, drawn at random (fixed by --seed).
-    #[arg(long, value_name = "N")]
-    pub limit_images: Option<usize>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
-    pub resume: bool,
+/// A library error as the user reads it: with the flag that fixes it where there is one.
+pub fn explain(e: &Error) -> String {
+    match e {
+        Error::RunExists { dir } => format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display()),
+        Error::ConfigChanged { config } => format!(
+            "{}: --resume with a different configuration than the run was started with; use the same flags (or none: `relnet pretrain --config {} --resume`)",
+            config.display(),
+            config.display()
+        ),
+        Error::NonFinite { .. } => format!("{e} (try a lower --lr)"),
+        _ => e.to_string(),
+    }
 }
 
-#[derive(Args, Debug)]
-pub struct LinearArgs {
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Backbone artifact (backbone.bpk of a pretraining run).
-    #[arg(long, value_name = "FILE")]
-    pub backbone: Option<PathBuf>,
-    #[arg(long)]
-    pub dataset: Option<String>,
-    #[arg(long, value_name = "DIR")]
-    pub data_root: Option<PathBuf>,
-    /// Probe epochs (default 100).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Mini-batch (default 128).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    #[arg(long)]
-    pub device: Option<String>,
+/// The exit code of a library error: 3 for a missing dataset, 4 for a diverged run, 1 otherwise.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Data(relnet_core::DataError::Missing { .. }) => 3,
+        Error::NonFinite { .. } => 4,
+        _ => 1,
+    }
+}
+
+/// Progress on stderr: a live bar redrawn in place on a terminal, plain lines every 20 steps
+/// when stderr is redirected (a log file, CI).
+pub struct Progress<'a> {
+    pub err: &'a mut dyn Write,
+    pub live: bool,
+    drawn: bool,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(err: &'a mut dyn Write) -> Self {
+        // In-process callers (tests) pass a buffer: only the real stderr of a terminal is live.
+        let live = std::io::stderr().is_terminal() && std::env::var_os("RELNET_PLAIN_PROGRESS").is_none();
+        Progress { err, live, drawn: false }
+    }
+}
+
+impl Reporter for Progress<'_> {
+    fn line(&mut self, text: &str) {
+        if self.drawn {
+            let _ = write!(self.err, "\r\x1b[2K");
+            self.drawn = false;
+        }
+        let _ = writeln!(self.err, "{text}");
+    }
+
+    fn tick(&mut self, t: &Tick) {
+        if !self.live {
+            if t.step % 20 == 0 || t.step == t.steps {
+                self.line(&t.to_string());
+            }
+            return;
+        }
+        let width = 24;
+        let filled = (width * t.step) / t.steps.max(1);
+        let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
+        let _ = write!(
+            self.err,
+            "\r\x1b[2Kepoch {}/{} [{bar}] {}/{} loss {:.4} acc {:.3} {:.0} views/s ETA {}",
+            t.epoch,
+            t.epochs,
+            t.step,
+            t.steps,
+            t.loss,
+            t.accuracy,
+            t.views_per_s,
+            relnet_core::pretrain::fmt_secs(t.eta_s)
+        );
+        let _ = self.err.flush();
+        self.drawn = true;
+    }
 }
 
 static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
 
 /// A flag set by Ctrl-C (installed once per process).
-fn stop_flag() -> Arc<AtomicBool> {
+pub fn stop_flag() -> Arc<AtomicBool> {
     STOP.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
         let f = flag.clone();
@@ -126,35 +111,92 @@ fn stop_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
+/// `relnet pretrain`: the run's flags (from `PretrainConfig`), `--method` and every method's
+/// flags (from the method registry), `--config`, `--resume`.
+#[derive(Debug)]
+pub struct PretrainArgs(ArgMatches);
+
+impl FromArgMatches for PretrainArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(PretrainArgs(m.clone()))
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = m.clone();
+        Ok(())
+    }
+}
+
+impl Args for PretrainArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd
+            .arg(clap::Arg::new("config").long("config").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+                "TOML file with any run key below and a [method] table (kind = \"relational\" and the method's keys); flags override it. Written resolved to <out>/config.toml",
+            ))
+            .arg(
+                clap::Arg::new("method")
+                    .long("method")
+                    .value_parser(clap::builder::PossibleValuesParser::new(MethodConfig::NAMES))
+                    .help("Pretraining method (default relational); each method's options are listed below under its name"),
+            )
+            .arg(clap::Arg::new("resume").long("resume").action(clap::ArgAction::SetTrue).help("Continue the run in --out from its last checkpoint"));
+        MethodConfig::augment_args(PretrainConfig::augment_args(cmd))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The flags of a run as a TOML table of overrides, with the method's flags in `[method]`.
+fn pretrain_overrides(m: &ArgMatches) -> Result<toml::Table, config::ConfigError> {
+    let run = PretrainConfig::from_arg_matches(m).map_err(|e| config::ConfigError::key("flags", e.to_string()))?;
+    let mut table = given(&run, m);
+    let chosen = m.get_one::<String>("method").cloned();
+    let method_flags = MethodConfig::given(m);
+    let mut method = toml::Table::new();
+    if let Some(name) = &chosen {
+        method.insert("kind".into(), name.clone().into());
+    }
+    for (name, flags) in method_flags {
+        match &chosen {
+            Some(c) if c != name => {
+                let keys: Vec<String> = flags.keys().map(|k| format!("--{}", k.replace('_', "-"))).collect();
+                return Err(config::ConfigError::key(
+                    flags.keys().next().map(String::as_str).unwrap_or("method"),
+                    format!("{} is an option of the {name} method, not of {c}", keys.join(", ")),
+                ));
+            }
+            _ => {
+                if chosen.is_none() {
+                    method.entry("kind").or_insert_with(|| name.into());
+                }
+                method.extend(flags);
+            }
+        }
+    }
+    if !method.is_empty() {
+        table.insert("method".into(), toml::Value::Table(method));
+    }
+    Ok(table)
+}
+
 pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut f = Flags::default();
-    f.set("method", a.method);
-    f.set("dataset", a.dataset);
-    f.path("data_root", a.data_root);
-    f.set("backbone", a.backbone);
-    f.int("k", a.k);
-    f.int("batch_size", a.batch_size);
-    f.set("loss", a.loss);
-    f.set("aggregation", a.aggregation);
-    f.set("temperature", a.temperature);
-    f.set("simclr_loss", a.simclr_loss);
-    f.set("dim_prior", a.dim_prior);
-    f.set("cluster_weights", a.cluster_weights);
-    f.int("kmeans_restarts", a.kmeans_restarts);
-    f.int("epochs", a.epochs);
-    f.set("lr", a.lr);
-    f.int("seed", a.seed);
-    f.path("out", a.out);
-    f.int("limit_images", a.limit_images);
-    f.set("device", a.device);
-    let cfg: PretrainConfig = config::resolve(a.config.as_deref(), f.0)?;
+    let m = a.0;
+    let overrides = pretrain_overrides(&m)?;
+    let file = m.get_one::<PathBuf>("config");
+    let cfg: PretrainConfig = config::resolve(file.map(PathBuf::as_path), overrides)?;
     let cfg = cfg.resolved();
     writeln!(err, "# relnet pretrain, resolved config\n{}", config::to_toml(&cfg))?;
     let stop = stop_flag();
-    let outcome = pretrain(&cfg, a.resume, stop, &mut |line: &str| {
-        let _ = writeln!(err, "{line}");
-    })
-    .map_err(|e| anyhow!(e))?;
+    let mut progress = Progress::new(err);
+    let mut monitor = match cfg.monitor {
+        Some(MonitorSpec::Knn { every }) => {
+            let device = cfg.device.device().map_err(anyhow::Error::msg)?;
+            Some(KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, device).map_err(|e| anyhow::anyhow!(explain(&e)))?)
+        }
+        None => None,
+    };
+    let outcome = pretrain(&cfg, m.get_flag("resume"), stop, &mut progress, monitor.as_mut().map(|k| k as &mut dyn relnet_core::pretrain::Monitor))
+        .map_err(CliError::from)?;
     match outcome {
         Outcome::Finished { backbone } => writeln!(out, "backbone={}", backbone.display())?,
         Outcome::Interrupted { epoch, batch } => {
@@ -165,23 +207,82 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
     Ok(())
 }
 
-pub fn linear_cmd(a: LinearArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut f = Flags::default();
-    f.path("backbone", a.backbone);
-    f.set("dataset", a.dataset);
-    f.path("data_root", a.data_root);
-    f.int("epochs", a.epochs);
-    f.int("batch_size", a.batch_size);
-    f.set("lr", a.lr);
-    f.int("seed", a.seed);
-    f.set("device", a.device);
-    let cfg: LinearConfig = config::resolve(a.config.as_deref(), f.0)?;
-    writeln!(err, "# relnet eval linear, resolved config\n{}", config::to_toml(&cfg))?;
-    let r = linear_probe(&cfg, &mut |line: &str| {
-        let _ = writeln!(err, "{line}");
-    })
-    .map_err(|e| anyhow!(e))?;
-    writeln!(out, "train_accuracy={:.2}", r.train_accuracy)?;
-    writeln!(out, "test_accuracy={:.2}", r.test_accuracy)?;
+/// A library error carried to `run`, which prints it and picks the exit code.
+#[derive(Debug)]
+pub struct CliError(pub Error);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&explain(&self.0))
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError(e)
+    }
+}
+
+/// `relnet eval <evaluator>`: one subcommand per registered evaluator, each with the common
+/// evaluation flags (from `EvalConfig`) and its own (from its options struct).
+#[derive(Debug)]
+pub struct EvalArgs(ArgMatches);
+
+impl FromArgMatches for EvalArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(EvalArgs(m.clone()))
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0 = m.clone();
+        Ok(())
+    }
+}
+
+impl Args for EvalArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .global(true)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("TOML file with the keys below and an [evaluator] table (kind = \"linear\" and its keys); flags override it");
+        EvaluatorConfig::subcommands(cmd.arg(config)).subcommand_required(true)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let (name, sub) = a.0.subcommand().ok_or_else(|| anyhow::anyhow!("no evaluator given"))?;
+    let common = EvalConfig::from_arg_matches(sub)?;
+    let mut overrides = given(&common, sub);
+    let own = EvaluatorConfig::given(name, sub).ok_or_else(|| anyhow::anyhow!("unknown evaluator `{name}`"))?;
+    overrides.insert("evaluator".into(), toml::Value::Table(own));
+    let file = sub.get_one::<PathBuf>("config").or_else(|| a.0.get_one::<PathBuf>("config"));
+    let cfg: EvalConfig = config::resolve(file.map(PathBuf::as_path), overrides)?;
+    writeln!(err, "# relnet eval {name}, resolved config\n{}", config::to_toml(&cfg))?;
+    let mut progress = Progress::new(err);
+    let (record, path) = evaluate(&cfg, stop_flag(), &mut progress).map_err(CliError::from)?;
+    // The headline metric last, as `key=value` lines a script can read.
+    for (k, v) in &record.metrics {
+        if !k.ends_with("accuracy") && !k.starts_with("top1") {
+            continue;
+        }
+        if k != &format!("{}_accuracy", record.eval_split) {
+            writeln!(out, "{k}={v:.2}")?;
+        }
+    }
+    if let Some(v) = record.metrics.get(&format!("{}_accuracy", record.eval_split)) {
+        writeln!(out, "{}_accuracy={v:.2}", record.eval_split)?;
+    }
+    writeln!(err, "record: {}", path.display())?;
+    Ok(())
+}
+
+pub fn results_cmd(dir: PathBuf, out: &mut dyn Write) -> anyhow::Result<()> {
+    write!(out, "{}", relnet_eval::results::table(&dir).map_err(CliError::from)?)?;
     Ok(())
 }

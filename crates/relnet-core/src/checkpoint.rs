@@ -9,6 +9,7 @@ use burn::optim::ModuleOptimizer;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
 /// Where training stands: the next step to run is `batch` of `epoch` (0-based).
@@ -23,8 +24,8 @@ pub struct Checkpoint {
     dir: PathBuf,
 }
 
-fn err(path: &Path, what: impl std::fmt::Display) -> String {
-    format!("{}: {what}", path.display())
+fn err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::artifact(path, what.to_string())
 }
 
 impl Checkpoint {
@@ -37,8 +38,8 @@ impl Checkpoint {
     }
 
     /// Saves model, optimiser and progress (in that order; progress last).
-    pub fn save<M: Module>(&self, model: &M, optim: &ModuleOptimizer, progress: Progress) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| err(&self.dir, e))?;
+    pub fn save<M: Module>(&self, model: &M, optim: &ModuleOptimizer, progress: Progress) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let model_path = self.dir.join("model.bpk");
         let tmp = self.dir.join(".model.bpk.tmp");
         let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true);
@@ -46,13 +47,13 @@ impl Checkpoint {
         std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
         let optim_path = self.dir.join("optimizer.bpk");
         let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
-        write_atomic(&optim_path, &bytes[..]).map_err(|e| err(&optim_path, e))?;
+        write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
         let json = serde_json::to_vec_pretty(&progress).map_err(|e| err(&self.progress_path(), e))?;
-        write_atomic(&self.progress_path(), &json).map_err(|e| err(&self.progress_path(), e))
+        write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
     }
 
     /// The saved progress, if a checkpoint exists.
-    pub fn progress(&self) -> Result<Option<Progress>, String> {
+    pub fn progress(&self) -> Result<Option<Progress>> {
         let p = self.progress_path();
         if !p.exists() {
             return Ok(None);
@@ -62,7 +63,7 @@ impl Checkpoint {
     }
 
     /// Loads model and optimiser state into the given fresh ones.
-    pub fn load<M: Module>(&self, mut model: M, optim: ModuleOptimizer) -> Result<(M, ModuleOptimizer), String> {
+    pub fn load<M: Module>(&self, mut model: M, optim: ModuleOptimizer) -> Result<(M, ModuleOptimizer)> {
         let model_path = self.dir.join("model.bpk");
         let mut store = BurnpackStore::from_file(&model_path).auto_extension(false);
         model.load_from(&mut store).map_err(|e| err(&model_path, format!("cannot load checkpoint: {e}")))?;

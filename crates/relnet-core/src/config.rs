@@ -61,6 +61,49 @@ pub fn check_range<T: PartialOrd + fmt::Display>(key: &str, value: T, lo: T, hi:
     }
 }
 
+/// The defaults of an options struct, as its clap attributes declare them (`default_value_t`):
+/// the one place a default is written.
+pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let matches = cmd.try_get_matches_from(std::iter::empty::<String>()).expect("options without required arguments");
+    T::from_arg_matches(&matches).expect("defaults parse")
+}
+
+/// The values of `parsed` (an options struct parsed from `matches`) that were given on the
+/// command line or in the environment, by config key: the flags laid over a config file. A
+/// field's arg id is its name, which is also its config key, so nothing is copied by hand.
+pub fn given<T: Serialize>(parsed: &T, matches: &clap::ArgMatches) -> toml::Table {
+    use clap::parser::ValueSource;
+    let Ok(table) = toml::Table::try_from(parsed) else { return toml::Table::new() };
+    table
+        .into_iter()
+        .filter(|(k, _)| matches!(matches.try_contains_id(k).ok().and_then(|_| matches.value_source(k)), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .collect()
+}
+
+/// Lays `over` onto `base`: nested tables merge key by key, except a tagged table (`kind = ...`)
+/// whose kind changes, which is replaced whole (another method's options do not carry over).
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                let same_kind = match (b.get("kind"), o.get("kind")) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => true,
+                };
+                if same_kind {
+                    merge(b, o);
+                } else {
+                    *b = o;
+                }
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 /// Resolves a configuration: the defaults, overridden by `file` (if any), overridden by
 /// `overrides` (the flags given on the command line), then validated.
 pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Result<C, ConfigError> {
@@ -80,8 +123,8 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
         None => toml::Table::new(),
     };
     // Flags given on the command line are not errors of the file: keep their origin apart.
-    let from_flags: Vec<String> = overrides.keys().cloned().collect();
-    table.extend(overrides);
+    let from_flags: Vec<String> = keys_of(&overrides);
+    merge(&mut table, overrides);
     // Deserialise from text so that errors carry a span: it locates the key of a bad value.
     let text = toml::to_string(&table).unwrap_or_default();
     let config: C = toml::from_str(&text).map_err(|e| {
@@ -100,6 +143,11 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
         e.in_file(if from_flag { None } else { file })
     })?;
     Ok(config)
+}
+
+/// Every key of a table, nested ones included.
+fn keys_of(t: &toml::Table) -> Vec<String> {
+    t.iter().flat_map(|(k, v)| std::iter::once(k.clone()).chain(v.as_table().map(keys_of).unwrap_or_default())).collect()
 }
 
 /// Pulls the key name out of serde messages like "unknown field `foo`, expected ...".

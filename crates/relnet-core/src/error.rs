@@ -49,3 +49,58 @@ impl fmt::Display for DataError {
 impl std::error::Error for DataError {}
 
 pub type DataResult<T> = Result<T, DataError>;
+
+/// Every failure of the library crates, typed so that a program can tell a missing dataset from a
+/// bad configuration or a diverged run. Each names the file, folder or key concerned; none names a
+/// command-line flag (the binary turns them into messages and exit codes).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A dataset is missing (`DataError::Missing`) or one of its files is bad.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// An invalid configuration value or key.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A backbone artifact or checkpoint that cannot be read, or does not fit the request.
+    #[error("{}: {problem}", path.display())]
+    Artifact { path: PathBuf, problem: String },
+    /// An I/O failure on a file or folder.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The loss or its gradients became NaN or infinite.
+    #[error("loss became {value} at epoch {epoch} step {step}: training stopped; the last good checkpoint in {} is kept", checkpoint.display())]
+    NonFinite { epoch: usize, step: usize, value: f32, checkpoint: PathBuf },
+    /// A run directory that already holds a run, started again without resuming.
+    #[error("{} already holds a run", dir.display())]
+    RunExists { dir: PathBuf },
+    /// A resumed run whose configuration differs from the one it was started with.
+    #[error("{}: the run was started with a different configuration", config.display())]
+    ConfigChanged { config: PathBuf },
+    /// A request that cannot be served (a split without labels, too few images...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    pub fn artifact(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+        Error::Artifact { path: path.as_ref().to_path_buf(), problem: problem.into() }
+    }
+}
+
+impl From<relnet_models::io::ModelIoError> for Error {
+    fn from(e: relnet_models::io::ModelIoError) -> Self {
+        Error::Artifact { path: e.path, problem: e.problem }
+    }
+}
+
+impl From<relnet_augment::AugError> for Error {
+    fn from(e: relnet_augment::AugError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod methods;
 pub mod objective;
 pub mod pretrain;
+pub mod record;
 pub mod trainer;
 
-pub use error::{DataError, DataResult};
+pub use error::{DataError, DataResult, Error, Result};

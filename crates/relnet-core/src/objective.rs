@@ -9,7 +9,7 @@ use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{Int, TensorData};
 
 /// How two feature vectors are combined before the relation head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregation {
     /// Concatenation (head input 2F): the reference's default and best.
@@ -117,7 +117,7 @@ pub fn pair_indices(m: usize, k: usize) -> (Vec<i64>, Vec<i64>) {
 }
 
 /// The loss on relation logits.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RelationLoss {
     /// Binary cross-entropy with logits, mean over pairs (the essential notebook's loss).

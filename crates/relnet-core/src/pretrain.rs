@@ -1,94 +1,116 @@
-//! `relnet pretrain`: the run configuration, and the dispatch from a method name to its
-//! implementation (`crate::methods`) trained by the shared loop (`crate::trainer`).
+//! Pretraining runs: the configuration (top-level run keys plus the method's own `[method]`
+//! table), and the preparation every task on the shared loop goes through (data, run directory,
+//! resume checks), used by pretraining here and by fine-tuning in relnet-eval.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use burn::prelude::*;
-use relnet_augment::PresetParams;
+use relnet_augment::{Preset, PresetParams};
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::epoch_order;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Progress};
 use crate::config::{ConfigError, RunConfig, check_range};
-use crate::data::DataRoot;
-use crate::data::registry::lookup;
+use crate::data::registry::{DatasetInfo, Split, lookup};
+use crate::data::{DataRoot, ImageSet};
 use crate::device::DeviceSpec;
-use crate::methods::deepcluster::{ClusterWeights, DeepCluster};
-use crate::methods::deepinfomax::{DeepInfomax, PriorMode};
-use crate::methods::relational::Relational;
-use crate::methods::rotation::Rotation;
-use crate::methods::simclr::{NtXent, Simclr};
-use crate::methods::supervised::Supervised;
-use crate::methods::{MethodKind, Views};
-use crate::objective::{Aggregation, RelationLoss};
-pub use crate::trainer::{EpochMetrics, Outcome, Reporter, fmt_secs};
-use crate::trainer::{Run, train};
+use crate::error::{Error, Result};
+use crate::methods::MethodConfig;
+pub use crate::trainer::{EpochMetrics, Monitor, Outcome, Reporter, Tick, fmt_secs};
+use crate::trainer::Run;
 
-/// The resolved configuration of a pretraining run (written to `<out>/config.toml`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// What is measured during pretraining: `knn:EVERY` (kNN accuracy of the eval-mode backbone every
+/// EVERY epochs and after the last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorSpec {
+    Knn { every: usize },
+}
+
+impl std::str::FromStr for MonitorSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (kind, every) = s.split_once(':').unwrap_or((s, "1"));
+        let every: usize = every.parse().ok().filter(|&e| e >= 1).ok_or_else(|| format!("bad monitor `{s}`: the period must be a whole number of epochs >= 1"))?;
+        match kind {
+            "knn" => Ok(MonitorSpec::Knn { every }),
+            _ => Err(format!("unknown monitor `{kind}` (expected knn or knn:EVERY)")),
+        }
+    }
+}
+
+impl std::fmt::Display for MonitorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MonitorSpec::Knn { every } => write!(f, "knn:{every}"),
+        }
+    }
+}
+
+impl Serialize for MonitorSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MonitorSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The run-level options of `relnet pretrain` (flags derive from this struct; the method's own
+/// options are in [`PretrainConfig::method`]).
+#[derive(clap::Args, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainConfig {
-    /// relational, simclr, rotation, deepcluster, deepinfomax, supervised or random.
-    pub method: MethodKind,
+    /// Dataset name (see `relnet data list`): cifar10, stl10, mnist, synthetic, folder:/path...
+    #[arg(long, default_value = "synthetic")]
     pub dataset: String,
+    /// Folder holding the datasets (default: $RELNET_DATA, else ./data).
+    #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
+    /// Backbone network.
+    #[arg(long, value_enum, default_value_t = BackboneKind::Conv4)]
     pub backbone: BackboneKind,
-    /// Augmentations per image for `relational` (reference 32; 4 for `synthetic` when unset).
-    pub k: Option<usize>,
-    /// Images per mini-batch (reference: 64 for relational, 128 for the baselines).
+    /// Start from this saved backbone artifact instead of a random initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// Images per mini-batch M (default: the method's, 64 for relational, 128 for the others).
+    #[arg(long, value_name = "M")]
     pub batch_size: Option<usize>,
-    /// Relation loss (relational).
-    pub loss: RelationLoss,
-    /// Pair aggregation (relational).
-    pub aggregation: Aggregation,
-    /// Epochs (reference 200; 3 for `synthetic` when unset).
+    /// Epochs (default 200, the reference's; 3 on synthetic).
+    #[arg(long)]
     pub epochs: Option<usize>,
-    /// Learning rate (Adam 1e-3; Deep InfoMax 1e-4; supervised SGD 0.1).
+    /// Learning rate (default: the method's: Adam 1e-3, deepinfomax 1e-4, supervised SGD 0.1).
+    #[arg(long)]
     pub lr: Option<f64>,
-    /// NT-Xent temperature (simclr).
-    pub temperature: f64,
-    /// NT-Xent form (simclr): `log-mean` (reference code) or `mean-log` (standard).
-    pub simclr_loss: NtXent,
-    /// Prior term (deepinfomax): `joint` (reference) or `adversarial` (DIM paper).
-    pub dim_prior: PriorMode,
-    /// Cluster weights (deepcluster): `reference` (1 - count/N) or `inverse`.
-    pub cluster_weights: ClusterWeights,
-    /// k-means restarts (deepcluster; reference 5).
-    pub kmeans_restarts: usize,
+    /// Seed of initialisation, data order and augmentations.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
+    #[arg(long, value_name = "DIR", default_value = "runs/pretrain")]
     pub out: PathBuf,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = DeviceSpec::Cpu, env = "RELNET_DEVICE")]
     pub device: DeviceSpec,
-    /// Use only N images of the training split, drawn at random (fixed by `seed`; quick runs, tests).
+    /// Use only N images of the training split, drawn at random (fixed by the seed; quick runs).
+    #[arg(long, value_name = "N")]
     pub limit_images: Option<usize>,
+    /// Measure the backbone during training: knn[:EVERY] (kNN accuracy in eval mode every EVERY
+    /// epochs, into metrics.jsonl; off by default).
+    #[arg(long, value_name = "knn[:EVERY]")]
+    pub monitor: Option<MonitorSpec>,
+    /// The method and its options (`[method]` table, `kind = "relational"` ...).
+    #[arg(skip)]
+    pub method: MethodConfig,
 }
 
 impl Default for PretrainConfig {
     fn default() -> Self {
-        PretrainConfig {
-            method: MethodKind::Relational,
-            dataset: "synthetic".into(),
-            data_root: None,
-            backbone: BackboneKind::Conv4,
-            k: None,
-            batch_size: None,
-            loss: RelationLoss::Focal,
-            aggregation: Aggregation::Cat,
-            epochs: None,
-            lr: None,
-            temperature: 0.5,
-            simclr_loss: NtXent::LogMean,
-            dim_prior: PriorMode::Joint,
-            cluster_weights: ClusterWeights::Reference,
-            kmeans_restarts: 5,
-            seed: 1,
-            out: PathBuf::from("runs/pretrain"),
-            device: DeviceSpec::Cpu,
-            limit_images: None,
-        }
+        crate::config::clap_defaults()
     }
 }
 
@@ -98,16 +120,12 @@ impl PretrainConfig {
     /// size and learning rate.
     pub fn resolved(mut self) -> Self {
         let small = self.dataset == "synthetic";
-        let spec = self.method.spec();
-        self.k.get_or_insert(if small { 4 } else { 32 });
+        let spec = self.method.get().spec();
+        self.method.get_mut().resolve(small);
         self.epochs.get_or_insert(if small { 3 } else { 200 });
         self.batch_size.get_or_insert(spec.default_batch);
         self.lr.get_or_insert(spec.default_lr);
         self
-    }
-
-    pub fn k(&self) -> usize {
-        self.k.unwrap_or(32)
     }
 
     pub fn epochs(&self) -> usize {
@@ -115,20 +133,17 @@ impl PretrainConfig {
     }
 
     pub fn batch_size(&self) -> usize {
-        self.batch_size.unwrap_or(self.method.spec().default_batch)
+        self.batch_size.unwrap_or(self.method.get().spec().default_batch)
     }
 
     pub fn lr(&self) -> f64 {
-        self.lr.unwrap_or(self.method.spec().default_lr)
+        self.lr.unwrap_or(self.method.get().spec().default_lr)
     }
 }
 
 impl RunConfig for PretrainConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> std::result::Result<(), ConfigError> {
         lookup(&self.dataset).map_err(|e| ConfigError::key("dataset", e.to_string()))?;
-        if let Some(k) = self.k {
-            check_range("k", k, 2, 64)?;
-        }
         if let Some(b) = self.batch_size {
             check_range("batch_size", b, 2, 4096)?;
         }
@@ -136,19 +151,147 @@ impl RunConfig for PretrainConfig {
             check_range("epochs", e, 1, 100_000)?;
         }
         if let Some(lr) = self.lr {
-            if !(lr > 0.0 && lr <= 1.0) {
-                return Err(ConfigError::key("lr", format!("value {lr} out of range (allowed (0, 1])")));
-            }
+            check_lr("lr", lr)?;
         }
-        if !(self.temperature > 0.0 && self.temperature <= 100.0) {
-            return Err(ConfigError::key("temperature", format!("value {} out of range (allowed (0, 100])", self.temperature)));
-        }
-        check_range("kmeans_restarts", self.kmeans_restarts, 1, 100)?;
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
         }
-        Ok(())
+        self.method.get().validate()
     }
+}
+
+/// A learning rate in (0, 1].
+pub fn check_lr(key: &str, lr: f64) -> std::result::Result<(), ConfigError> {
+    if lr > 0.0 && lr <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::key(key, format!("value {lr} out of range (allowed (0, 1])")))
+    }
+}
+
+/// The smallest image side a backbone takes (its downsampling must leave at least one pixel).
+pub fn min_side(kind: BackboneKind) -> usize {
+    match kind {
+        BackboneKind::Conv4 => 8,
+        BackboneKind::Resnet34 => 32,
+        _ => 4,
+    }
+}
+
+/// An error unless `kind` can take `height x width` images of `dataset`.
+pub fn check_image_size(kind: BackboneKind, dataset: &str, height: usize, width: usize) -> Result<()> {
+    let min = min_side(kind);
+    if height < min || width < min {
+        return Err(Error::Invalid(format!("dataset `{dataset}` has {height}x{width} images; the {kind} backbone needs at least {min}x{min}")));
+    }
+    Ok(())
+}
+
+/// A split loaded for training: the images (optionally a random subset), the class count and the
+/// normalisation of the dataset.
+pub struct TaskData {
+    pub info: DatasetInfo,
+    pub root: DataRoot,
+    pub split: Split,
+    pub images: ImageSet,
+    pub classes: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Loads `split` of `dataset` (and its normalisation), keeping `limit` random images when given.
+pub fn load_task_data(dataset: &str, data_root: Option<&Path>, split: Split, limit: Option<usize>, seed: u64) -> Result<TaskData> {
+    let info = lookup(dataset)?;
+    let root = DataRoot::resolve(data_root);
+    let loaded = info.load(split, &root)?;
+    let (mean, std) = info.norm_stats_reusing(&root, Some(&loaded))?;
+    let classes = loaded.classes.len();
+    let mut images = loaded.images;
+    if let Some(limit) = limit {
+        images.keep(&limited_subset(images.len(), limit, seed));
+    }
+    Ok(TaskData { info, root, split, images, classes, mean, std })
+}
+
+/// Prepares a run directory: refuses one that holds a run unless resuming, refuses a resume whose
+/// configuration differs (the device may change), writes the resolved configuration. Returns the
+/// saved progress to resume from.
+pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<Option<Progress>> {
+    let saved = Checkpoint::new(out).progress()?;
+    if saved.is_some() && !resume {
+        return Err(Error::RunExists { dir: out.to_path_buf() });
+    }
+    let path = out.join("config.toml");
+    let now = crate::config::to_toml(config);
+    if resume {
+        if let Ok(before) = std::fs::read_to_string(&path) {
+            let strip = |t: &str| -> Option<toml::Table> {
+                let mut table: toml::Table = t.parse().ok()?;
+                table.remove("device");
+                Some(table)
+            };
+            if strip(&before).is_none() || strip(&before) != strip(&now) {
+                return Err(Error::ConfigChanged { config: path });
+            }
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
+    Ok(if resume { saved } else { None })
+}
+
+/// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
+/// then checkpoints and returns `Interrupted`. `monitor` is what `cfg.monitor` names, built by
+/// the caller (relnet-eval's kNN), or `None`.
+pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+    let cfg = cfg.clone().resolved();
+    let method = cfg.method.get();
+    let spec = method.spec();
+    let out = &cfg.out;
+    let saved = prepare_run_dir(out, &cfg, resume)?;
+    let device = cfg.device.device().map_err(Error::Invalid)?.autodiff();
+    device.seed(cfg.seed);
+    let info = lookup(&cfg.dataset)?;
+    let root = DataRoot::resolve(cfg.data_root.as_deref());
+    let t = Instant::now();
+    let split = if spec.needs_labels { info.train_split } else { info.pretrain_split };
+    let data = if spec.needs_data {
+        let d = load_task_data(&cfg.dataset, cfg.data_root.as_deref(), split, cfg.limit_images, cfg.seed)?;
+        report.line(&format!("loaded {} {} ({} images) in {:.1} s", cfg.dataset, split.as_str(), d.images.len(), t.elapsed().as_secs_f64()));
+        check_image_size(cfg.backbone, &cfg.dataset, d.images.height, d.images.width)?;
+        d
+    } else {
+        let side = info.image_size.map_or(32, |(h, _)| h);
+        TaskData { info: info.clone(), root: root.clone(), split, images: ImageSet::new(side, side, 3, Vec::new(), None)?, classes: 0, mean: [0.0; 3], std: [1.0; 3] }
+    };
+    let pipeline = Arc::new(spec.preset.build(&PresetParams { side: data.images.width, padding: info.crop_padding, cutout: None, mean: data.mean, std: data.std })?);
+    let run = Run {
+        spec,
+        backbone: cfg.backbone,
+        init: cfg.init.clone(),
+        out,
+        dataset: cfg.dataset.clone(),
+        dataset_info: data.info,
+        root: data.root,
+        images: Arc::new(data.images),
+        classes: data.classes,
+        mean: data.mean,
+        std: data.std,
+        pipeline,
+        views: method.views(),
+        batch_size: cfg.batch_size(),
+        epochs: cfg.epochs(),
+        lr: cfg.lr(),
+        seed: cfg.seed,
+        device,
+        resume: saved,
+    };
+    method.launch(run, stop, report, monitor)
+}
+
+/// A preset's pipeline for `images` of a dataset.
+pub fn pipeline_for(preset: Preset, images: &ImageSet, info: &DatasetInfo, cutout: Option<f64>, mean: [f32; 3], std: [f32; 3]) -> Result<relnet_augment::Pipeline> {
+    Ok(preset.build(&PresetParams { side: images.width, padding: info.crop_padding, cutout, mean, std })?)
 }
 
 /// The images `--limit-images N` keeps: N of the `total`, drawn without replacement with a
@@ -162,111 +305,6 @@ pub fn limited_subset(total: usize, limit: usize, seed: u64) -> Vec<usize> {
     idx.truncate(limit);
     idx.sort_unstable();
     idx
-}
-
-/// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
-/// then checkpoints and returns `Interrupted`.
-pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Outcome, String> {
-    let cfg = cfg.clone().resolved();
-    let spec = cfg.method.spec();
-    let out = &cfg.out;
-    let saved = Checkpoint::new(out).progress()?;
-    if saved.is_some() && !resume {
-        return Err(format!("{} already holds a run; pass --resume to continue it, or choose another --out", out.display()));
-    }
-    if resume {
-        check_same_config(out, &cfg)?;
-    }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create: {e}", out.display()))?;
-    crate::config::save(&cfg, &out.join("config.toml")).map_err(|e| format!("{}: {e}", out.join("config.toml").display()))?;
-
-    let device = cfg.device.device()?.autodiff();
-    device.seed(cfg.seed);
-    if cfg.method == MethodKind::Random {
-        let backbone = out.join("backbone.bpk");
-        relnet_models::io::save_backbone(&cfg.backbone.init(&device).valid(), cfg.backbone, &backbone).map_err(|e| e.to_string())?;
-        report.line(&format!("random-weights backbone saved to {}", backbone.display()));
-        return Ok(Outcome::Finished { backbone });
-    }
-
-    let info = lookup(&cfg.dataset).map_err(|e| e.to_string())?;
-    let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let t = Instant::now();
-    let split_name = if spec.needs_labels { info.train_split } else { info.pretrain_split };
-    let split = info.load(split_name, &root).map_err(|e| e.to_string())?;
-    let (mean, std) = info.norm_stats_reusing(&root, Some(&split)).map_err(|e| e.to_string())?;
-    let classes = split.classes.len();
-    let mut images = split.images;
-    if let Some(limit) = cfg.limit_images {
-        images.keep(&limited_subset(images.len(), limit, cfg.seed));
-    }
-    let n = images.len();
-    let images = Arc::new(images);
-    report.line(&format!("loaded {} {split_name} ({n} images) in {:.1} s", cfg.dataset, t.elapsed().as_secs_f64()));
-    let pipeline = Arc::new(
-        spec.preset
-            .build(&PresetParams { side: images.width, padding: info.crop_padding, cutout: None, mean, std })
-            .map_err(|e| e.to_string())?,
-    );
-    let run = Run {
-        spec,
-        backbone: cfg.backbone,
-        out,
-        images: images.clone(),
-        classes,
-        mean,
-        std,
-        pipeline,
-        views: match spec.views {
-            Views::K => cfg.k(),
-            Views::Fixed(v) => v,
-        },
-        batch_size: cfg.batch_size(),
-        epochs: cfg.epochs(),
-        lr: cfg.lr(),
-        seed: cfg.seed,
-        device,
-        resume: if resume { saved } else { None },
-    };
-    let b = cfg.backbone;
-    match cfg.method {
-        MethodKind::Relational => train(Relational { backbone: b, aggregation: cfg.aggregation, loss: cfg.loss }, run, stop, report),
-        MethodKind::Simclr => train(Simclr { backbone: b, temperature: cfg.temperature, variant: cfg.simclr_loss }, run, stop, report),
-        MethodKind::Rotation => train(Rotation { backbone: b }, run, stop, report),
-        MethodKind::Deepinfomax => train(DeepInfomax { backbone: b, prior: cfg.dim_prior }, run, stop, report),
-        MethodKind::Deepcluster => {
-            let mut dc = DeepCluster::new(b, cfg.cluster_weights);
-            dc.n_init = cfg.kmeans_restarts;
-            train(dc, run, stop, report)
-        }
-        MethodKind::Supervised => {
-            let labels = images.labels.as_ref().ok_or(format!("{} {split_name} has no labels", cfg.dataset))?.iter().map(|&l| l as i64).collect();
-            let test = info.load(info.test_split, &root).map_err(|e| e.to_string())?.images;
-            let path = out.join(format!("supervised_{}.json", cfg.dataset.replace([':', '/'], "_")));
-            train(Supervised { backbone: b, labels, test: Some((test, path)) }, run, stop, report)
-        }
-        MethodKind::Random => unreachable!("handled above"),
-    }
-}
-
-fn check_same_config(out: &Path, cfg: &PretrainConfig) -> Result<(), String> {
-    let p = out.join("config.toml");
-    let Ok(text) = std::fs::read_to_string(&p) else { return Ok(()) };
-    let before: PretrainConfig = toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))?;
-    let mut a = before.clone();
-    let mut b = cfg.clone();
-    // The device may change between sessions; everything else must match.
-    a.device = DeviceSpec::Cpu;
-    b.device = DeviceSpec::Cpu;
-    if a != b {
-        return Err(format!(
-            "{}: --resume with a different configuration than the run was started with; use the same flags (or none: \
-             `relnet pretrain --config {} --resume`)",
-            p.display(),
-            p.display()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,23 +6,27 @@
 //! Data order and augmentation draws are functions of (seed, epoch, batch), so a run resumed
 //! from a checkpoint continues exactly where it stopped.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use relnet_augment::Pipeline;
-use relnet_models::BackboneKind;
+use relnet_models::{Backbone, BackboneKind};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{batches, epoch_order, to_tensor, view_feed};
 use crate::checkpoint::{Checkpoint, Progress};
-use crate::data::ImageSet;
-use crate::methods::{Batch, Context, Method, MethodSpec, OptimKind};
+use crate::data::registry::DatasetInfo;
+use crate::data::{DataRoot, ImageSet};
+use crate::error::{Error, Result};
+use crate::methods::{Batch, Context, Method, MethodSpec, OptimKind, Schedule};
 
 /// One line of `metrics.jsonl`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -36,6 +40,9 @@ pub struct EpochMetrics {
     pub steps: usize,
     pub seconds: f64,
     pub views_per_s: f64,
+    /// What the epoch monitor measured (e.g. `knn_top1_k20`), on the epochs it ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub monitor: BTreeMap<String, f64>,
 }
 
 /// How a run ended.
@@ -45,9 +52,40 @@ pub enum Outcome {
     Interrupted { epoch: usize, batch: usize },
 }
 
-/// Progress lines for the user (ETA, per-epoch summary).
+/// Where a run stands after a step: what a progress display shows.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub views_per_s: f64,
+    /// Seconds left for the whole run, from this epoch's pace.
+    pub eta_s: f64,
+}
+
+impl std::fmt::Display for Tick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {}/{} step {}/{} loss {:.4} acc {:.3} | {:.0} views/s | ETA {}",
+            self.epoch, self.epochs, self.step, self.steps, self.loss, self.accuracy, self.views_per_s, fmt_secs(self.eta_s)
+        )
+    }
+}
+
+/// Progress for the user. `line` prints a message; `tick` is called after every step, and by
+/// default prints a plain line every 20 steps (a terminal front end draws a live bar instead).
 pub trait Reporter {
     fn line(&mut self, text: &str);
+
+    fn tick(&mut self, t: &Tick) {
+        if t.step % 20 == 0 || t.step == t.steps {
+            self.line(&t.to_string());
+        }
+    }
 }
 
 impl<F: FnMut(&str)> Reporter for F {
@@ -56,12 +94,24 @@ impl<F: FnMut(&str)> Reporter for F {
     }
 }
 
+/// Something measured on the backbone (eval mode) every `every()` epochs and after the last,
+/// written into `metrics.jsonl` and the epoch's progress line (`--monitor knn:EVERY`).
+pub trait Monitor {
+    fn every(&self) -> usize;
+    fn measure(&mut self, backbone: &Backbone, report: &mut dyn FnMut(&str)) -> Result<BTreeMap<String, f64>>;
+}
+
 /// Everything the loop needs besides the method.
 pub struct Run<'a> {
     pub spec: MethodSpec,
     pub backbone: BackboneKind,
+    /// Start from this saved backbone artifact instead of a fresh initialisation.
+    pub init: Option<PathBuf>,
     pub out: &'a Path,
-    /// The images trained on (already cut to `--limit-images`).
+    pub dataset: String,
+    pub dataset_info: DatasetInfo,
+    pub root: DataRoot,
+    /// The images trained on (already cut to a subset when one was asked for).
     pub images: Arc<ImageSet>,
     pub classes: usize,
     pub mean: [f32; 3],
@@ -79,51 +129,60 @@ pub struct Run<'a> {
 impl Run<'_> {
     fn optimizer(&self) -> ModuleOptimizer {
         match self.spec.optim {
-            OptimKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
-            OptimKind::SgdStep => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init(),
+            OptimKind::Adam { weight_decay } => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(weight_decay.map(|w| WeightDecayConfig::new(w as f32))).init(),
+            OptimKind::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init(),
         }
     }
 
-    /// Learning rate of an epoch: constant, or x0.1 from `int(0.5 E)` and again from
-    /// `int(0.75 E)` (PyTorch `MultiStepLR` as the reference's supervised run).
+    /// Learning rate of an epoch under the method's schedule.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        lr_schedule(self.spec.optim, self.lr, self.epochs, epoch)
+        lr_schedule(self.spec.schedule, self.lr, self.epochs, epoch)
     }
 }
 
-pub fn lr_schedule(optim: OptimKind, lr: f64, epochs: usize, epoch: usize) -> f64 {
-    match optim {
-        OptimKind::Adam => lr,
-        OptimKind::SgdStep => {
-            let drops = [epochs / 2, epochs * 3 / 4].iter().filter(|&&m| epoch >= m).count();
+/// The rate of `epoch` (0-based): constant, or x0.1 from `int(0.5 E)` and again from `int(0.75 E)`
+/// (PyTorch `MultiStepLR` as the reference), `E` the run's epochs or the schedule's nominal count.
+pub fn lr_schedule(schedule: Schedule, lr: f64, epochs: usize, epoch: usize) -> f64 {
+    match schedule {
+        Schedule::Constant => lr,
+        Schedule::Step { nominal_epochs } => {
+            let e = nominal_epochs.unwrap_or(epochs);
+            let drops = [e / 2, e * 3 / 4].iter().filter(|&&m| epoch >= m).count();
             lr * 0.1f64.powi(drops as i32)
         }
     }
 }
 
 /// Trains `method` to the end of the run (or to a Ctrl-C) and saves the backbone.
-pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Outcome, String> {
+pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, mut monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
     let (k, m, epochs) = (run.views, run.batch_size, run.epochs);
     let spec = run.spec;
     let ckpt = Checkpoint::new(run.out);
     let device = run.device.clone();
-    let mut say = |s: &str| report.line(s);
-    let mut model = method.model(&context(&run, 0, &mut say), &device);
+    let mut model = method.model(&context(&run, 0, &mut |s: &str| report.line(s)), &device);
+    if let Some(init) = &run.init {
+        let (backbone, kind) = relnet_models::io::load_backbone(init, &device)?;
+        if kind != run.backbone {
+            return Err(Error::artifact(init, format!("holds a {kind} backbone, but the run is configured for {}", run.backbone)));
+        }
+        model = T::with_backbone(model, backbone);
+        report.line(&format!("starting from the backbone in {}", init.display()));
+    }
     let mut optim = run.optimizer();
     let mut start = Progress { epoch: 0, batch: 0, finished: false };
     if let Some(p) = run.resume {
         if p.finished {
-            say("run already finished; nothing to do");
+            report.line("run already finished; nothing to do");
             return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") });
         }
         (model, optim) = ckpt.load(model, optim)?;
         start = p;
-        say(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
+        report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
     }
     let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (epochs * q).div_ceil(4)).collect();
 
     for epoch in start.epoch..epochs {
-        model = method.begin_epoch(model, &mut context(&run, epoch, &mut say))?;
+        model = method.begin_epoch(model, &mut context(&run, epoch, &mut |s: &str| report.line(s)))?;
         let lr = run.lr_at(epoch);
         let order = epoch_order(run.images.len(), run.seed, epoch);
         let plan: Vec<Vec<usize>> = batches(&order, m, if spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
@@ -138,39 +197,34 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
             let out = method.step(&model, &batch);
             let loss_value = out.loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {
-                return Err(format!(
-                    "loss became {loss_value} at epoch {} batch {next}: stopping; the last good checkpoint in {} is kept \
-                     (try a lower --lr)",
-                    epoch + 1,
-                    run.out.join("checkpoint").display()
-                ));
+                return Err(Error::NonFinite { epoch: epoch + 1, step: next, value: loss_value, checkpoint: run.out.join("checkpoint") });
             }
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            let rates = method.learning_rates(&model, lr);
+            model = optim.step(rates, model, grads);
             loss_sum += loss_value as f64;
             acc_sum += out.accuracy as f64;
             done += 1;
             next += 1;
-            if done % 20 == 0 || next == steps {
-                let per = t0.elapsed().as_secs_f64() / done as f64;
-                let left = (steps - next) as f64 * per + (epochs - epoch - 1) as f64 * steps as f64 * per;
-                say(&format!(
-                    "epoch {}/{epochs} step {next}/{steps} loss {:.4} acc {:.3} | {:.0} views/s | ETA {}",
-                    epoch + 1,
-                    loss_sum / done as f64,
-                    acc_sum / done as f64,
-                    (done * m * k) as f64 / t0.elapsed().as_secs_f64(),
-                    fmt_secs(left)
-                ));
-            }
+            let per = t0.elapsed().as_secs_f64() / done as f64;
+            report.tick(&Tick {
+                epoch: epoch + 1,
+                epochs,
+                step: next,
+                steps,
+                loss: loss_sum / done as f64,
+                accuracy: acc_sum / done as f64,
+                views_per_s: (done * m * k) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                eta_s: (steps - next) as f64 * per + (epochs - epoch - 1) as f64 * steps as f64 * per,
+            });
             if stop.load(Ordering::SeqCst) && next < steps {
                 ckpt.save(&model, &optim, Progress { epoch, batch: next, finished: false })?;
-                say(&format!("interrupted: checkpoint saved at epoch {} batch {next}; continue with --resume", epoch + 1));
+                report.line(&format!("interrupted: checkpoint saved at epoch {} batch {next}; the run can be resumed", epoch + 1));
                 return Ok(Outcome::Interrupted { epoch, batch: next });
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let metrics = EpochMetrics {
+        let mut metrics = EpochMetrics {
             epoch: epoch + 1,
             loss: loss_sum / done.max(1) as f64,
             accuracy: acc_sum / done.max(1) as f64,
@@ -179,10 +233,18 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
             steps: done,
             seconds: secs,
             views_per_s: (done * m * k) as f64 / secs.max(1e-9),
+            monitor: BTreeMap::new(),
         };
+        if let Some(mon) = monitor.as_deref_mut() {
+            if (epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == epochs {
+                let backbone = T::backbone(&model).clone().valid();
+                metrics.monitor = mon.measure(&backbone, &mut |s: &str| report.line(s))?;
+            }
+        }
         append_metrics(&run.out.join("metrics.jsonl"), &metrics)?;
-        say(&format!(
-            "epoch {}/{epochs} done: loss {:.4} {} {:.3} in {} ({:.0} views/s)",
+        let monitored: String = metrics.monitor.iter().map(|(k, v)| format!(", {k} {v:.2}")).collect();
+        report.line(&format!(
+            "epoch {}/{epochs} done: loss {:.4} {} {:.3}{monitored} in {} ({:.0} views/s)",
             epoch + 1,
             metrics.loss,
             spec.metric,
@@ -195,27 +257,27 @@ pub fn train<T: Method>(mut method: T, run: Run, stop: Arc<AtomicBool>, report: 
             ckpt.save(&model, &optim, Progress { epoch: epoch + 1, batch: 0, finished })?;
         }
         if stop.load(Ordering::SeqCst) && !finished {
-            say(&format!("interrupted after epoch {}; continue with --resume", epoch + 1));
+            report.line(&format!("interrupted after epoch {}; the run can be resumed", epoch + 1));
             return Ok(Outcome::Interrupted { epoch: epoch + 1, batch: 0 });
         }
     }
     let trained = model.valid();
-    method.finish(&trained, &mut context(&run, epochs, &mut say))?;
     let backbone = run.out.join("backbone.bpk");
-    relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone).map_err(|e| e.to_string())?;
-    say(&format!("backbone saved to {}", backbone.display()));
+    relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone)?;
+    report.line(&format!("backbone saved to {}", backbone.display()));
+    method.finish(&trained, &mut context(&run, epochs, &mut |s: &str| report.line(s)))?;
     Ok(Outcome::Finished { backbone })
 }
 
 fn context<'a>(run: &'a Run, epoch: usize, report: &'a mut dyn FnMut(&str)) -> Context<'a> {
-    Context { images: &run.images, classes: run.classes, mean: run.mean, std: run.std, seed: run.seed, epoch, device: &run.device, report }
+    Context { images: &run.images, classes: run.classes, mean: run.mean, std: run.std, seed: run.seed, epoch, device: &run.device, out: run.out, report }
 }
 
-fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<(), String> {
+fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
     use std::io::Write;
-    let line = serde_json::to_string(m).map_err(|e| e.to_string())?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{line}").map_err(|e| format!("{}: {e}", path.display()))
+    let line = serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }
 
 pub fn fmt_secs(s: f64) -> String {
@@ -233,15 +295,19 @@ mod tests {
 
     #[test]
     fn step_schedule_drops_at_half_and_three_quarters() {
-        let lrs: Vec<f64> = (0..10).map(|e| lr_schedule(OptimKind::SgdStep, 0.1, 10, e)).collect();
+        let lrs: Vec<f64> = (0..10).map(|e| lr_schedule(Schedule::Step { nominal_epochs: None }, 0.1, 10, e)).collect();
         let want = [0.1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001];
         for (a, b) in lrs.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{lrs:?}");
         }
         // 200 epochs: drops at 100 and 150, as the reference.
-        assert!((lr_schedule(OptimKind::SgdStep, 0.1, 200, 99) - 0.1).abs() < 1e-12);
-        assert!((lr_schedule(OptimKind::SgdStep, 0.1, 200, 100) - 0.01).abs() < 1e-12);
-        assert!((lr_schedule(OptimKind::SgdStep, 0.1, 200, 150) - 0.001).abs() < 1e-12);
-        assert_eq!(lr_schedule(OptimKind::Adam, 1e-3, 10, 9), 1e-3);
+        assert!((lr_schedule(Schedule::Step { nominal_epochs: None }, 0.1, 200, 99) - 0.1).abs() < 1e-12);
+        assert!((lr_schedule(Schedule::Step { nominal_epochs: None }, 0.1, 200, 100) - 0.01).abs() < 1e-12);
+        assert!((lr_schedule(Schedule::Step { nominal_epochs: None }, 0.1, 200, 150) - 0.001).abs() < 1e-12);
+        assert_eq!(lr_schedule(Schedule::Constant, 1e-3, 10, 9), 1e-3);
+        // The reference's fine-tuning: milestones from a nominal 200 epochs never fire in 100.
+        let reference = Schedule::Step { nominal_epochs: Some(200) };
+        assert!((0..100).all(|e| lr_schedule(reference, 1e-3, 100, e) == 1e-3));
+        assert!((lr_schedule(reference, 1e-3, 300, 150) - 1e-5).abs() < 1e-15);
     }
 }

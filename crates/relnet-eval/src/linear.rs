@@ -1,9 +1,12 @@
 //! Linear evaluation (reference §5.1): the backbone frozen in eval mode, features of the train
-//! and test splits computed once, a `Linear(F, C)` trained with Adam (lr 1e-3) and cross-entropy,
-//! top-1 accuracy on the test split. Computing features once, instead of a backbone pass per
-//! epoch as the reference does, gives the same result (no augmentation, BN frozen) far faster.
+//! and test splits computed once (and cached, [`crate::features`]), a `Linear(F, C)` trained with
+//! Adam (lr 1e-3) and cross-entropy, top-1 accuracy. Computing features once, instead of a
+//! backbone pass per epoch as the reference does, gives the same result (no augmentation, BN
+//! frozen) far faster.
+//!
+//! `val_fraction`: a stratified part of the train split (fixed by the seed) is held out, the
+//! probe trains on the rest and is measured on it; the record's `eval_split` is then `val`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLoss;
@@ -12,74 +15,141 @@ use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use relnet_core::config::{ConfigError, RunConfig, check_range};
-use relnet_core::data::registry::lookup;
-use relnet_core::data::DataRoot;
-use relnet_core::device::DeviceSpec;
+use relnet_core::config::{ConfigError, check_range};
+use relnet_core::pretrain::check_lr;
+use relnet_core::record::ResultRecord;
+use relnet_core::Result;
 use relnet_models::linear_head;
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+use crate::features::Features;
+use crate::{EvalContext, EvaluatorOptions};
+
+/// Options of the linear probe (`[evaluator] kind = "linear"`).
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct LinearConfig {
-    /// Backbone artifact (`backbone.bpk` of a pretraining run).
-    pub backbone: PathBuf,
-    pub dataset: String,
-    pub data_root: Option<PathBuf>,
+pub struct LinearOptions {
+    /// Probe epochs.
+    #[arg(long, default_value_t = 100)]
     pub epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    pub seed: u64,
-    pub device: DeviceSpec,
+    /// Hold out this fraction of the train split (stratified per class) and measure on it
+    /// instead of the test split.
+    #[arg(long, value_name = "F")]
+    pub val_fraction: Option<f64>,
 }
 
-impl Default for LinearConfig {
+impl Default for LinearOptions {
     fn default() -> Self {
-        LinearConfig {
-            backbone: PathBuf::from("backbone.bpk"),
-            dataset: "synthetic".into(),
-            data_root: None,
-            epochs: 100,
-            batch_size: 128,
-            lr: 1e-3,
-            seed: 1,
-            device: DeviceSpec::Cpu,
-        }
+        relnet_core::config::clap_defaults()
     }
 }
 
-impl RunConfig for LinearConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        lookup(&self.dataset).map_err(|e| ConfigError::key("dataset", e.to_string()))?;
+impl EvaluatorOptions for LinearOptions {
+    const NAME: &'static str = "linear";
+
+    fn validate(&self) -> std::result::Result<(), ConfigError> {
         check_range("epochs", self.epochs, 1, 100_000)?;
         check_range("batch_size", self.batch_size, 1, 65_536)?;
-        if !(self.lr > 0.0 && self.lr <= 1.0) {
-            return Err(ConfigError::key("lr", format!("value {} out of range (allowed (0, 1])", self.lr)));
+        check_lr("lr", self.lr)?;
+        if let Some(f) = self.val_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(ConfigError::key("val_fraction", format!("value {f} out of range (allowed (0, 1))")));
+            }
         }
         Ok(())
     }
+
+    fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord> {
+        let train_all = ctx.features(ctx.info.train_split)?;
+        let (train, eval, eval_split) = match self.val_fraction {
+            Some(f) => {
+                let (fit, val) = stratified_split(&train_all.labels, f, ctx.seed);
+                (train_all.subset(&fit), train_all.subset(&val), "val")
+            }
+            None => (train_all, ctx.features(ctx.info.test_split)?, ctx.info.test_split.as_str()),
+        };
+        let t = Instant::now();
+        let report = &mut *ctx.report;
+        let (train_acc, eval_acc) = probe(&train, &eval, self, ctx.seed, &ctx.device, &mut |l: &str| report.line(l));
+        let mut record = ctx.record(Self::NAME, self, Some(ctx.info.train_split.as_str()), eval_split);
+        record.metrics.insert("train_accuracy".into(), 100.0 * train_acc);
+        record.metrics.insert(format!("{eval_split}_accuracy"), 100.0 * eval_acc);
+        record.metrics.insert("train_images".into(), train.n as f64);
+        record.metrics.insert("eval_images".into(), eval.n as f64);
+        record.metrics.insert("probe_seconds".into(), t.elapsed().as_secs_f64());
+        Ok(record)
+    }
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ProbeResult {
-    pub dataset: String,
-    pub backbone: PathBuf,
-    pub backbone_kind: String,
-    pub epochs: usize,
-    pub train_accuracy: f64,
-    pub test_accuracy: f64,
-    pub feature_seconds: f64,
-    pub train_seconds: f64,
-    pub config: LinearConfig,
+/// Indices of a stratified split of `labels`: about `fraction` of every class held out (at
+/// least one image of a class with two or more), drawn with `seed`. Returns (kept, held out),
+/// each sorted.
+pub fn stratified_split(labels: &[i64], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5A11);
+    let (mut keep, mut held) = (Vec::new(), Vec::new());
+    for (_, mut idx) in by_class {
+        idx.shuffle(&mut rng);
+        let n = idx.len();
+        let h = if n >= 2 { ((n as f64 * fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+        held.extend_from_slice(&idx[..h]);
+        keep.extend_from_slice(&idx[h..]);
+    }
+    keep.sort_unstable();
+    held.sort_unstable();
+    (keep, held)
 }
 
 /// Top-1 accuracy (fraction) of `logits` `[N, C]` against `labels`.
 pub fn accuracy(logits: Tensor<2>, labels: &[i64]) -> f64 {
-    // Convert whatever integer type the backend uses for indices.
     let pred: Vec<i64> = logits.argmax(1).into_data().iter::<i64>().collect();
     assert_eq!(pred.len(), labels.len(), "one prediction per label");
     let hits = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
     hits as f64 / labels.len().max(1) as f64
+}
+
+/// Trains `Linear(F, C)` on `train` and returns its accuracy on `train` and on `eval`.
+pub fn probe(train: &Features, eval: &Features, o: &LinearOptions, seed: u64, device: &Device, report: &mut dyn FnMut(&str)) -> (f64, f64) {
+    let ad = device.clone().autodiff();
+    ad.seed(seed);
+    let (n, dim) = (train.n, train.dim);
+    let classes = train.classes.max(eval.classes);
+    let x_train = Tensor::<2>::from_data(TensorData::new(train.data.clone(), [n, dim]), &ad);
+    let y_train = Tensor::<1, Int>::from_data(TensorData::new(train.labels.clone(), [n]), &ad);
+    let mut head = linear_head(dim, classes, &ad);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let ce = CrossEntropyLoss::new(None, &ad);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for epoch in 0..o.epochs {
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut steps) = (0.0, 0);
+        for chunk in order.chunks(o.batch_size) {
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(chunk.to_vec(), [chunk.len()]), &ad);
+            let logits = head.forward(x_train.clone().select(0, idx.clone()));
+            let loss = ce.forward(logits, y_train.clone().select(0, idx));
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            steps += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            head = optim.step(o.lr, head, grads);
+        }
+        if (epoch + 1) % 10 == 0 || epoch + 1 == o.epochs {
+            report(&format!("probe epoch {}/{}: loss {:.4}", epoch + 1, o.epochs, loss_sum / steps.max(1) as f64));
+        }
+    }
+    let head = head.valid();
+    let train_acc = accuracy(head.forward(x_train.inner()), &train.labels);
+    let x_eval = Tensor::<2>::from_data(TensorData::new(eval.data.clone(), [eval.n, dim]), device);
+    (train_acc, accuracy(head.forward(x_eval), &eval.labels))
 }
 
 #[cfg(test)]
@@ -92,81 +162,19 @@ mod tests {
         let logits = Tensor::<2>::from_floats([[0.1, 2.0, 0.3], [5.0, 1.0, 0.0], [0.0, 0.0, 9.0], [1.0, 3.0, 2.0]], &d);
         assert_eq!(accuracy(logits, &[1, 0, 1, 1]), 0.75);
     }
-}
 
-/// Runs the linear probe and writes `linear_<dataset>.json` beside the backbone.
-pub fn linear_probe(cfg: &LinearConfig, report: &mut dyn FnMut(&str)) -> Result<ProbeResult, String> {
-    let device = cfg.device.device()?;
-    let (backbone, kind) = relnet_models::io::load_backbone(&cfg.backbone, &device).map_err(|e| e.to_string())?;
-    let backbone = backbone.valid();
-    let info = lookup(&cfg.dataset).map_err(|e| e.to_string())?;
-    let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let t = Instant::now();
-    let train = info.load(info.train_split, &root).map_err(|e| e.to_string())?;
-    let (mean, std) = info.norm_stats_reusing(&root, Some(&train)).map_err(|e| e.to_string())?;
-    let test = info.load(info.test_split, &root).map_err(|e| e.to_string())?;
-    let mut splits = Vec::new();
-    for s in [train, test] {
-        let split = s.split;
-        let labels: Vec<i64> = s.images.labels.as_ref().ok_or(format!("{} {split} has no labels", cfg.dataset))?.iter().map(|&l| l as i64).collect();
-        let (feats, dim) = super::features::extract(&backbone, &s.images, mean, std, 256, &device)?;
-        report(&format!("features of {} {split}: {} x {dim}", cfg.dataset, labels.len()));
-        splits.push((feats, dim, labels, s.classes.len()));
+    #[test]
+    fn stratified_split_holds_out_each_class_in_proportion() {
+        // Class-sorted labels, 3 classes of 100, 50 and 10.
+        let labels: Vec<i64> = (0..160).map(|i| if i < 100 { 0 } else if i < 150 { 1 } else { 2 }).collect();
+        let (keep, held) = stratified_split(&labels, 0.1, 1);
+        assert_eq!(keep.len() + held.len(), 160);
+        let count = |v: &[usize], c: i64| v.iter().filter(|&&i| labels[i] == c).count();
+        assert_eq!((count(&held, 0), count(&held, 1), count(&held, 2)), (10, 5, 1));
+        let mut all: Vec<usize> = keep.iter().chain(&held).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..160).collect::<Vec<_>>(), "disjoint and complete");
+        assert_eq!(stratified_split(&labels, 0.1, 1), (keep, held.clone()), "fixed by the seed");
+        assert_ne!(stratified_split(&labels, 0.1, 2).1, held);
     }
-    let feature_seconds = t.elapsed().as_secs_f64();
-    let (train_f, dim, train_y, classes) = splits.remove(0);
-    let (test_f, _, test_y, _) = splits.remove(0);
-
-    let ad = device.clone().autodiff();
-    ad.seed(cfg.seed);
-    let n = train_y.len();
-    let x_train = Tensor::<2>::from_data(TensorData::new(train_f, [n, dim]), &ad);
-    let y_train = Tensor::<1, Int>::from_data(TensorData::new(train_y.clone(), [n]), &ad);
-    let mut head = linear_head(dim, classes, &ad);
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let ce = CrossEntropyLoss::new(None, &ad);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let t = Instant::now();
-    for epoch in 0..cfg.epochs {
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        let mut steps = 0;
-        for chunk in order.chunks(cfg.batch_size) {
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(chunk.to_vec(), [chunk.len()]), &ad);
-            let logits = head.forward(x_train.clone().select(0, idx.clone()));
-            let loss = ce.forward(logits, y_train.clone().select(0, idx));
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            steps += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optim.step(cfg.lr, head, grads);
-        }
-        if (epoch + 1) % 10 == 0 || epoch + 1 == cfg.epochs {
-            report(&format!("probe epoch {}/{}: loss {:.4}", epoch + 1, cfg.epochs, loss_sum / steps as f64));
-        }
-    }
-    let train_seconds = t.elapsed().as_secs_f64();
-    let head = head.valid();
-    let x_tr = x_train.inner();
-    let train_accuracy = accuracy(head.forward(x_tr), &train_y);
-    let nt = test_y.len();
-    let x_test = Tensor::<2>::from_data(TensorData::new(test_f, [nt, dim]), &device);
-    let test_accuracy = accuracy(head.forward(x_test), &test_y);
-    let result = ProbeResult {
-        dataset: cfg.dataset.clone(),
-        backbone: cfg.backbone.clone(),
-        backbone_kind: kind.name().into(),
-        epochs: cfg.epochs,
-        train_accuracy: 100.0 * train_accuracy,
-        test_accuracy: 100.0 * test_accuracy,
-        feature_seconds,
-        train_seconds,
-        config: cfg.clone(),
-    };
-    let name = format!("linear_{}.json", cfg.dataset.replace([':', '/'], "_"));
-    let path = cfg.backbone.with_file_name(name);
-    let json = serde_json::to_vec_pretty(&result).map_err(|e| e.to_string())?;
-    relnet_core::fsutil::write_atomic(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
-    report(&format!("result written to {}", path.display()));
-    Ok(result)
 }

@@ -10,7 +10,7 @@ use crate::resnet34::ResNet34;
 use crate::resnet_cifar::ResNetCifar;
 
 /// Backbone names as the reference spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackboneKind {
     Conv4,

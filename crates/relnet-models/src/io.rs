@@ -66,14 +66,18 @@ fn kind_from(path: &Path, meta: Option<&String>) -> Result<BackboneKind, ModelIo
     name.parse().map_err(|e: String| err(path, e))
 }
 
-/// Loads a backbone saved by [`save_backbone`]; the kind comes from the file.
-pub fn load_backbone(path: &Path, device: &Device) -> Result<(Backbone, BackboneKind), ModelIoError> {
+/// The backbone kind recorded in an artifact saved by [`save_backbone`], without loading weights.
+pub fn backbone_kind(path: &Path) -> Result<BackboneKind, ModelIoError> {
     if !path.is_file() {
         return Err(err(path, "no such file"));
     }
     let reader = burn_pack::Reader::from_file(path).map_err(|e| err(path, format!("not a readable burnpack file: {e}")))?;
-    let kind = kind_from(path, reader.metadata().get(KIND_KEY))?;
-    drop(reader);
+    kind_from(path, reader.metadata().get(KIND_KEY))
+}
+
+/// Loads a backbone saved by [`save_backbone`]; the kind comes from the file.
+pub fn load_backbone(path: &Path, device: &Device) -> Result<(Backbone, BackboneKind), ModelIoError> {
+    let kind = backbone_kind(path)?;
     let mut backbone = kind.init(device);
     let mut store = BurnpackStore::from_file(path).auto_extension(false);
     backbone.load_from(&mut store).map_err(|e| err(path, format!("cannot load {kind} weights: {e}")))?;

@@ -19,8 +19,13 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
+
+use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
 use crate::cluster::{KMeansConfig, kmeans, l2_normalize, pca_whiten};
 use crate::features::extract;
 
@@ -31,17 +36,57 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::Fixed(1),
     drop_last: false,
     needs_labels: false,
-    optim: OptimKind::Adam,
+    needs_data: true,
+    optim: OptimKind::Adam { weight_decay: None },
+    schedule: Schedule::Constant,
     default_lr: 1e-3,
     default_batch: 128,
     metric: "cluster accuracy",
 };
 
+/// Options of DeepCluster (`[method] kind = "deepcluster"`).
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeepclusterOptions {
+    /// Class weights of the cross-entropy on the clusters.
+    #[arg(long, value_enum, value_name = "RULE", default_value_t = ClusterWeights::Reference)]
+    pub cluster_weights: ClusterWeights,
+    /// k-means restarts per epoch (the reference's 5).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub kmeans_restarts: usize,
+}
+
+impl Default for DeepclusterOptions {
+    fn default() -> Self {
+        crate::config::clap_defaults()
+    }
+}
+
+impl MethodOptions for DeepclusterOptions {
+    const NAME: &'static str = "deepcluster";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        crate::config::check_range("kmeans_restarts", self.kmeans_restarts, 1, 100)
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+        let mut dc = DeepCluster::new(run.backbone, self.cluster_weights);
+        dc.n_init = self.kmeans_restarts;
+        train(&mut dc, run, stop, report, monitor)
+    }
+}
+
 /// How clusters are weighted in the cross-entropy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterWeights {
+    /// `1 - count / N`, the reference's.
     Reference,
+    /// `N / (k_used count)`, the original DeepCluster's uniform sampling as a weight.
     Inverse,
 }
 
@@ -96,7 +141,11 @@ impl Method for DeepCluster {
         &model.backbone
     }
 
-    fn begin_epoch(&mut self, mut model: ClusterModel, ctx: &mut Context) -> Result<ClusterModel, String> {
+    fn with_backbone(model: ClusterModel, backbone: Backbone) -> ClusterModel {
+        ClusterModel { backbone, ..model }
+    }
+
+    fn begin_epoch(&mut self, mut model: ClusterModel, ctx: &mut Context) -> crate::Result<ClusterModel> {
         let t = Instant::now();
         let eval_device = ctx.device.clone().without_autodiff();
         let backbone = model.backbone.valid();

@@ -19,8 +19,13 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::softplus;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, LocalDiscriminator, PriorDiscriminator};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
+
+use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "deepinfomax",
@@ -29,7 +34,9 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::Fixed(1),
     drop_last: true,
     needs_labels: false,
-    optim: OptimKind::Adam,
+    needs_data: true,
+    optim: OptimKind::Adam { weight_decay: None },
+    schedule: Schedule::Constant,
     default_lr: 1e-4,
     default_batch: 128,
     metric: "local discriminator accuracy",
@@ -38,8 +45,37 @@ pub const SPEC: MethodSpec = MethodSpec {
 pub const BETA: f64 = 1.0;
 pub const GAMMA: f64 = 0.1;
 
+/// Options of Deep InfoMax (`[method] kind = "deepinfomax"`).
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeepinfomaxOptions {
+    /// Prior term: joint (the reference's: encoder and discriminator minimise it together) or
+    /// adversarial (the DIM paper's min-max).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = PriorMode::Joint)]
+    pub dim_prior: PriorMode,
+}
+
+impl Default for DeepinfomaxOptions {
+    fn default() -> Self {
+        crate::config::clap_defaults()
+    }
+}
+
+impl MethodOptions for DeepinfomaxOptions {
+    const NAME: &'static str = "deepinfomax";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+        let backbone = run.backbone;
+        train(&mut DeepInfomax { backbone, prior: self.dim_prior }, run, stop, report, monitor)
+    }
+}
+
 /// How the prior term trains the encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PriorMode {
     Joint,
@@ -101,6 +137,10 @@ impl Method for DeepInfomax {
 
     fn backbone(model: &InfomaxModel) -> &Backbone {
         &model.backbone
+    }
+
+    fn with_backbone(model: InfomaxModel, backbone: Backbone) -> InfomaxModel {
+        InfomaxModel { backbone, ..model }
     }
 
     fn step(&self, model: &InfomaxModel, batch: &Batch) -> StepOutput {

@@ -1,51 +1,163 @@
 //! The pretraining methods behind one interface, one file each, and the registry that names them.
 //!
-//! A method says what it needs ([`MethodSpec`]: augmentation preset, views per image, split,
-//! optimiser, defaults), builds its model (a backbone plus its heads), and computes the loss of
-//! one batch. The shared loop in [`crate::trainer`] does the rest (data order, augmentation on a
-//! background thread, optimiser, progress, checkpoints, resume, NaN stop). Every method ends in
-//! the same backbone artifact, so every evaluator works on every method.
+//! A method has two parts, both in its file:
+//! - its **options**, a typed struct (`RelationalOptions`, `SimclrOptions`...) that is the
+//!   `[method]` table of a run's config (`kind = "simclr"` selects it) and, through clap's derive,
+//!   its command-line flags, their help and allowed values: defaults are written once, in the
+//!   struct's `#[arg(default_value_t = ...)]`, and validation names the key;
+//! - the **method** itself ([`Method`]): its model (a backbone plus its heads) and the loss of
+//!   one batch. The shared loop in [`crate::trainer`] does the rest (data order, augmentation on a
+//!   background thread, optimiser and schedule, progress, checkpoints, resume, NaN stop). Every
+//!   method ends in the same backbone artifact, so every evaluator works on every method.
 //!
-//! Adding a method: a new file implementing [`Method`] plus one line in [`MethodKind`].
+//! Adding a method: a new file with both parts, plus one line in the `registry!` below
+//! (see `docs/architecture.md`).
 
 pub mod deepcluster;
 pub mod deepinfomax;
+pub mod random;
 pub mod relational;
 pub mod rotation;
 pub mod simclr;
 pub mod supervised;
 
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use burn::module::Module;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::prelude::*;
+use clap::{ArgMatches, Args, FromArgMatches};
 use relnet_augment::Preset;
 use relnet_models::Backbone;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use crate::config::ConfigError;
 use crate::data::ImageSet;
+use crate::error::Result;
+use crate::trainer::{Monitor, Outcome, Reporter, Run};
 
-/// Every method by name (`relnet pretrain --method NAME`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodKind {
-    Relational,
-    Simclr,
-    Rotation,
-    Deepcluster,
-    Deepinfomax,
-    Supervised,
-    Random,
+/// A method's options: the `[method]` table of a run's config and its command-line flags.
+pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + 'static {
+    /// The name in configs (`kind = "..."`) and on the command line.
+    const NAME: &'static str;
+    /// What the method needs from the shared loop.
+    fn spec(&self) -> MethodSpec;
+    /// Views per image of a batch (K for relational).
+    fn views(&self) -> usize {
+        match self.spec().views {
+            Views::Fixed(v) => v,
+            Views::K => 1,
+        }
+    }
+    /// Fills defaults that depend on the dataset (`small`: the embedded `synthetic` set).
+    fn resolve(&mut self, _small: bool) {}
+    /// Checks every value's range; errors name the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    /// Builds the method and trains it with the shared loop.
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
 }
 
-impl MethodKind {
-    pub fn spec(self) -> MethodSpec {
-        match self {
-            MethodKind::Relational => relational::SPEC,
-            MethodKind::Simclr => simclr::SPEC,
-            MethodKind::Rotation => rotation::SPEC,
-            MethodKind::Deepcluster => deepcluster::SPEC,
-            MethodKind::Deepinfomax => deepinfomax::SPEC,
-            MethodKind::Supervised => supervised::SPEC,
-            MethodKind::Random => RANDOM,
+/// [`MethodOptions`] behind a pointer: what the registry hands out.
+pub trait DynMethod: Debug {
+    fn name(&self) -> &'static str;
+    fn spec(&self) -> MethodSpec;
+    fn views(&self) -> usize;
+    fn resolve(&mut self, small: bool);
+    fn validate(&self) -> Result<(), ConfigError>;
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
+}
+
+impl<T: MethodOptions> DynMethod for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn spec(&self) -> MethodSpec {
+        MethodOptions::spec(self)
+    }
+    fn views(&self) -> usize {
+        MethodOptions::views(self)
+    }
+    fn resolve(&mut self, small: bool) {
+        MethodOptions::resolve(self, small)
+    }
+    fn validate(&self) -> Result<(), ConfigError> {
+        MethodOptions::validate(self)
+    }
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+        MethodOptions::launch(self, run, stop, report, monitor)
+    }
+}
+
+/// The registry: one line per method (`Variant => options type`). It generates
+/// [`MethodConfig`], the `[method]` table of a config tagged by `kind`, and the flag plumbing.
+macro_rules! registry {
+    ($($variant:ident => $opts:ty),* $(,)?) => {
+        /// The method of a run with its options: the `[method]` table of a config, tagged by `kind`.
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        pub enum MethodConfig {
+            $($variant($opts)),*
         }
+
+        impl MethodConfig {
+            /// Every method's name, in registry order.
+            pub const NAMES: &'static [&'static str] = &[$(<$opts as MethodOptions>::NAME),*];
+
+            pub fn get(&self) -> &dyn DynMethod {
+                match self { $(MethodConfig::$variant(o) => o),* }
+            }
+
+            pub fn get_mut(&mut self) -> &mut dyn DynMethod {
+                match self { $(MethodConfig::$variant(o) => o),* }
+            }
+
+            /// The method `name` with its default options.
+            pub fn default_for(name: &str) -> Option<MethodConfig> {
+                $(if name == <$opts as MethodOptions>::NAME {
+                    return Some(MethodConfig::$variant(<$opts>::default()));
+                })*
+                None
+            }
+
+            /// Adds every method's flags to `cmd`, each method's under its own help heading.
+            pub fn augment_args(mut cmd: clap::Command) -> clap::Command {
+                $(cmd = <$opts as Args>::augment_args(cmd.next_help_heading(concat!("Options of the ", stringify!($variant), " method")));)*
+                cmd.next_help_heading(None::<&str>)
+            }
+
+            /// The options given explicitly in `matches`, by method name (empty tables left out).
+            pub fn given(matches: &ArgMatches) -> Vec<(&'static str, toml::Table)> {
+                let mut out = Vec::new();
+                $(if let Ok(v) = <$opts as FromArgMatches>::from_arg_matches(matches) {
+                    let t = crate::config::given(&v, matches);
+                    if !t.is_empty() {
+                        out.push((<$opts as MethodOptions>::NAME, t));
+                    }
+                })*
+                out
+            }
+        }
+    };
+}
+
+registry! {
+    Relational => relational::RelationalOptions,
+    Simclr => simclr::SimclrOptions,
+    Rotation => rotation::RotationOptions,
+    Deepcluster => deepcluster::DeepclusterOptions,
+    Deepinfomax => deepinfomax::DeepinfomaxOptions,
+    Supervised => supervised::SupervisedOptions,
+    Random => random::RandomOptions,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig::Relational(Default::default())
     }
 }
 
@@ -60,10 +172,20 @@ pub enum Views {
 /// The optimiser a method trains with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimKind {
-    Adam,
-    /// SGD with momentum 0.9 (no dampening, no weight decay), lr x0.1 at 50% and 75% of the
-    /// epochs (the reference's supervised schedule).
-    SgdStep,
+    /// Adam, epsilon 1e-8, with an optional L2 weight decay (PyTorch's `weight_decay`).
+    Adam { weight_decay: Option<f64> },
+    /// SGD with momentum 0.9 (no dampening, no weight decay).
+    Sgd,
+}
+
+/// How the learning rate moves over the epochs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// x0.1 from epoch `int(0.5 E)` and again from `int(0.75 E)` (PyTorch `MultiStepLR` as the
+    /// reference), with `E` the run's epochs (`None`) or a fixed nominal count (`Some(E)`: the
+    /// reference's fine-tuning computes its milestones from a default of 200 epochs).
+    Step { nominal_epochs: Option<usize> },
 }
 
 /// What a method needs from the shared loop.
@@ -77,25 +199,15 @@ pub struct MethodSpec {
     pub drop_last: bool,
     /// Trains on the labelled train split (supervised) instead of the pretraining split.
     pub needs_labels: bool,
+    /// Reads the dataset at all (`random` does not).
+    pub needs_data: bool,
     pub optim: OptimKind,
+    pub schedule: Schedule,
     pub default_lr: f64,
     pub default_batch: usize,
     /// Name of the per-step accuracy the method reports.
     pub metric: &'static str,
 }
-
-const RANDOM: MethodSpec = MethodSpec {
-    name: "random",
-    summary: "the randomly initialised backbone saved as is (the lower bound)",
-    preset: Preset::Plain,
-    views: Views::Fixed(1),
-    drop_last: false,
-    needs_labels: false,
-    optim: OptimKind::Adam,
-    default_lr: 1e-3,
-    default_batch: 128,
-    metric: "-",
-};
 
 /// One training batch: `m` images, `k` views each, augmentation-major (`x[v * m + i]` is view
 /// `v` of image `indices[i]`).
@@ -124,6 +236,8 @@ pub struct Context<'a> {
     pub seed: u64,
     pub epoch: usize,
     pub device: &'a Device,
+    /// The run directory.
+    pub out: &'a std::path::Path,
     pub report: &'a mut dyn FnMut(&str),
 }
 
@@ -135,16 +249,25 @@ pub trait Method {
 
     fn backbone(model: &Self::Model) -> &Backbone;
 
+    /// The model with its backbone replaced (a run that starts from a saved backbone).
+    fn with_backbone(model: Self::Model, backbone: Backbone) -> Self::Model;
+
+    /// The learning rate of each parameter at base rate `lr` (one rate for all by default;
+    /// fine-tuning gives its classifier its own).
+    fn learning_rates(&self, _model: &Self::Model, lr: f64) -> ModuleLearningRate {
+        lr.into()
+    }
+
     /// Loss and accuracy of one batch (training mode).
     fn step(&self, model: &Self::Model, batch: &Batch) -> StepOutput;
 
     /// Called before every epoch (also when a run resumes mid-epoch): DeepCluster clusters here.
-    fn begin_epoch(&mut self, model: Self::Model, _ctx: &mut Context) -> Result<Self::Model, String> {
+    fn begin_epoch(&mut self, model: Self::Model, _ctx: &mut Context) -> Result<Self::Model> {
         Ok(model)
     }
 
     /// Called once after the last epoch with the trained model in eval mode.
-    fn finish(&self, _model: &Self::Model, _ctx: &mut Context) -> Result<(), String> {
+    fn finish(&mut self, _model: &Self::Model, _ctx: &mut Context) -> Result<()> {
         Ok(())
     }
 }
@@ -191,7 +314,7 @@ mod tests {
         device.seed(7);
         let images = generate(&SyntheticSpec { seed: 3, train: 16, test: 1, side: 16 }, true);
         let mut say = |_: &str| {};
-        let mut ctx = Context { images: &images, classes, mean: [0.5; 3], std: [0.25; 3], seed: 1, epoch: 0, device: &device, report: &mut say };
+        let mut ctx = Context { images: &images, classes, mean: [0.5; 3], std: [0.25; 3], seed: 1, epoch: 0, device: &device, out: std::path::Path::new("."), report: &mut say };
         let mut model = method.model(&ctx, &device);
         model = method.begin_epoch(model, &mut ctx).unwrap();
         let m = 16;
@@ -215,7 +338,7 @@ mod tests {
     #[test]
     fn every_method_lowers_its_loss_on_a_fixed_batch() {
         let b = BackboneKind::Conv4;
-        decreases("supervised", fit(supervised::Supervised { backbone: b, labels: (0..16).map(|i| i % 4).collect(), test: None }, 1, 4, 30, 1e-2), 0.8);
+        decreases("supervised", fit(supervised::Classifier { backbone: b, labels: (0..16).map(|i| i % 4).collect(), classifier_lr: None, test: None, test_accuracy: None }, 1, 4, 30, 1e-2), 0.8);
         decreases("rotation", fit(rotation::Rotation { backbone: b }, 1, 1, 30, 1e-3), 0.8);
         decreases("simclr", fit(simclr::Simclr { backbone: b, temperature: 0.5, variant: simclr::NtXent::MeanLog }, 2, 1, 30, 1e-3), 0.8);
         decreases("deepcluster", fit(deepcluster::DeepCluster::new(b, deepcluster::ClusterWeights::Reference), 1, 1, 30, 1e-3), 0.8);

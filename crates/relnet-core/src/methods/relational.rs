@@ -6,8 +6,13 @@ use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, Views};
+use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, Views};
 use burn::tensor::{Int, TensorData};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
 use crate::objective::{Aggregation, RelationLoss, pair_indices, relation_pairs, relation_targets};
 
@@ -18,11 +23,62 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::K,
     drop_last: false,
     needs_labels: false,
-    optim: OptimKind::Adam,
+    needs_data: true,
+    optim: OptimKind::Adam { weight_decay: None },
+    schedule: Schedule::Constant,
     default_lr: 1e-3,
     default_batch: 64,
     metric: "relation accuracy",
 };
+
+/// Options of relational reasoning (`[method] kind = "relational"`).
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelationalOptions {
+    /// Augmentations per image K (reference 32; 4 on synthetic when unset).
+    #[arg(long, value_name = "K")]
+    pub k: Option<usize>,
+    /// Relation loss (focal: the reference code's; bce: the notebook's).
+    #[arg(long, value_enum, default_value_t = RelationLoss::Focal)]
+    pub loss: RelationLoss,
+    /// How the two features of a pair are combined before the relation head.
+    #[arg(long, value_enum, default_value_t = Aggregation::Cat)]
+    pub aggregation: Aggregation,
+}
+
+impl Default for RelationalOptions {
+    fn default() -> Self {
+        crate::config::clap_defaults()
+    }
+}
+
+impl MethodOptions for RelationalOptions {
+    const NAME: &'static str = "relational";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn views(&self) -> usize {
+        self.k.unwrap_or(32)
+    }
+
+    fn resolve(&mut self, small: bool) {
+        self.k.get_or_insert(if small { 4 } else { 32 });
+    }
+
+    fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        match self.k {
+            Some(k) => crate::config::check_range("k", k, 2, 64),
+            None => Ok(()),
+        }
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+        let backbone = run.backbone;
+        train(&mut Relational { backbone, aggregation: self.aggregation, loss: self.loss }, run, stop, report, monitor)
+    }
+}
 
 /// The method with its settings.
 pub struct Relational {
@@ -40,6 +96,10 @@ impl Method for Relational {
 
     fn backbone(model: &RelationalModel) -> &Backbone {
         &model.backbone
+    }
+
+    fn with_backbone(model: RelationalModel, backbone: Backbone) -> RelationalModel {
+        RelationalModel { backbone, ..model }
     }
 
     fn step(&self, model: &RelationalModel, batch: &Batch) -> StepOutput {

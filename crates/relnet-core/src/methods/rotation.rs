@@ -6,8 +6,13 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, linear_head};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
+
+use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "rotation",
@@ -16,11 +21,31 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::Fixed(1),
     drop_last: false,
     needs_labels: false,
-    optim: OptimKind::Adam,
+    needs_data: true,
+    optim: OptimKind::Adam { weight_decay: None },
+    schedule: Schedule::Constant,
     default_lr: 1e-3,
     default_batch: 128,
     metric: "rotation accuracy",
 };
+
+/// Options of RotationNet (`[method] kind = "rotation"`): none beyond the run's.
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RotationOptions {}
+
+impl MethodOptions for RotationOptions {
+    const NAME: &'static str = "rotation";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+        let backbone = run.backbone;
+        train(&mut Rotation { backbone }, run, stop, report, monitor)
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct RotationModel {
@@ -60,6 +85,10 @@ impl Method for Rotation {
 
     fn backbone(model: &RotationModel) -> &Backbone {
         &model.backbone
+    }
+
+    fn with_backbone(model: RotationModel, backbone: Backbone) -> RotationModel {
+        RotationModel { backbone, ..model }
     }
 
     fn step(&self, model: &RotationModel, batch: &Batch) -> StepOutput {

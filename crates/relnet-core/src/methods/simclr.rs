@@ -12,8 +12,13 @@
 use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
+
+use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "simclr",
@@ -22,14 +27,55 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::Fixed(2),
     drop_last: false,
     needs_labels: false,
-    optim: OptimKind::Adam,
+    needs_data: true,
+    optim: OptimKind::Adam { weight_decay: None },
+    schedule: Schedule::Constant,
     default_lr: 1e-3,
     default_batch: 128,
     metric: "positive top-1",
 };
 
+/// Options of SimCLR (`[method] kind = "simclr"`).
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimclrOptions {
+    /// NT-Xent temperature.
+    #[arg(long, default_value_t = 0.5)]
+    pub temperature: f64,
+    /// NT-Xent form: log-mean (the reference code's) or mean-log (the standard one).
+    #[arg(long, value_enum, value_name = "FORM", default_value_t = NtXent::LogMean)]
+    pub simclr_loss: NtXent,
+}
+
+impl Default for SimclrOptions {
+    fn default() -> Self {
+        crate::config::clap_defaults()
+    }
+}
+
+impl MethodOptions for SimclrOptions {
+    const NAME: &'static str = "simclr";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        if self.temperature > 0.0 && self.temperature <= 100.0 {
+            Ok(())
+        } else {
+            Err(crate::config::ConfigError::key("temperature", format!("value {} out of range (allowed (0, 100])", self.temperature)))
+        }
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+        let backbone = run.backbone;
+        train(&mut Simclr { backbone, temperature: self.temperature, variant: self.simclr_loss }, run, stop, report, monitor)
+    }
+}
+
 /// Which form of NT-Xent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 pub enum NtXent {
     /// `-log(mean ratio)`, the reference code's variant.
     #[serde(rename = "log-mean")]
@@ -84,6 +130,10 @@ impl Method for Simclr {
 
     fn backbone(model: &SimclrModel) -> &Backbone {
         &model.backbone
+    }
+
+    fn with_backbone(model: SimclrModel, backbone: Backbone) -> SimclrModel {
+        SimclrModel { backbone, ..model }
     }
 
     fn step(&self, model: &SimclrModel, batch: &Batch) -> StepOutput {

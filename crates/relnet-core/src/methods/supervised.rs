@@ -1,20 +1,32 @@
 //! Supervised training, the upper bound (reference section 4, `standard`): backbone and
 //! `Linear(F, C)` trained together with cross-entropy on the true labels, SGD lr 0.1 momentum 0.9,
-//! lr x0.1 at 50% and 75% of the epochs, random crop + flip. At the end it reports its own
-//! test accuracy (`supervised_<dataset>.json`); the backbone is probed like any other.
+//! lr x0.1 at 50% and 75% of the epochs, random crop + flip. At the end it measures its own test
+//! accuracy and writes it as a result record (`<out>/results/`); the backbone is probed like any
+//! other.
+//!
+//! [`Classifier`] is also the method of fine-tuning (`relnet eval finetune` in relnet-eval): the
+//! same model and loss started from a saved backbone, with its own optimiser settings and a
+//! classifier learning rate of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use burn::nn::Linear;
-use std::path::PathBuf;
-
+use burn::module::ParamGroup;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, linear_head};
+use serde::{Deserialize, Serialize};
 
+use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views, argmax_accuracy, classification_step};
 use crate::data::ImageSet;
+use crate::error::{Error, Result};
 use crate::features::extract_with;
-use crate::fsutil::write_atomic;
-use super::{Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, argmax_accuracy, classification_step};
+use crate::record::{ArtifactRef, ResultRecord};
+use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "supervised",
@@ -23,65 +35,119 @@ pub const SPEC: MethodSpec = MethodSpec {
     views: Views::Fixed(1),
     drop_last: false,
     needs_labels: true,
-    optim: OptimKind::SgdStep,
+    needs_data: true,
+    optim: OptimKind::Sgd,
+    schedule: Schedule::Step { nominal_epochs: None },
     default_lr: 0.1,
     default_batch: 128,
     metric: "train accuracy",
 };
 
+/// Options of the supervised baseline (`[method] kind = "supervised"`): none beyond the run's.
+#[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisedOptions {}
+
+impl MethodOptions for SupervisedOptions {
+    const NAME: &'static str = "supervised";
+
+    fn spec(&self) -> MethodSpec {
+        SPEC
+    }
+
+    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+        let labels = labels_of(&run.images, &run.dataset)?;
+        let test = run.dataset_info.load(run.dataset_info.test_split, &run.root)?;
+        let mut method = Classifier { backbone: run.backbone, labels, classifier_lr: None, test: Some(test.images), test_accuracy: None };
+        let (dataset, out, started) = (run.dataset.clone(), run.out.to_path_buf(), Instant::now());
+        let split = run.dataset_info.train_split.as_str().to_string();
+        let outcome = train(&mut method, run, stop, report, monitor)?;
+        if let (Outcome::Finished { backbone }, Some((acc, n))) = (&outcome, method.test_accuracy) {
+            let mut record = ResultRecord::new("supervised", serde_json::json!({}), ArtifactRef::of(backbone)?, &dataset, Some(&split), "test");
+            record.metrics.insert("test_accuracy".into(), acc);
+            record.metrics.insert("test_images".into(), n as f64);
+            record.wall_seconds = started.elapsed().as_secs_f64();
+            let path = record.save(&out)?;
+            report.line(&format!("supervised test accuracy {acc:.2}% on {n} images; record {}", path.display()));
+        }
+        Ok(outcome)
+    }
+}
+
+/// The labels of a labelled split as `i64`, or an error naming the dataset.
+pub fn labels_of(images: &ImageSet, dataset: &str) -> Result<Vec<i64>> {
+    Ok(images.labels.as_ref().ok_or_else(|| Error::Invalid(format!("dataset `{dataset}`: the split has no labels")))?.iter().map(|&l| l as i64).collect())
+}
+
 #[derive(Module, Debug)]
-pub struct SupervisedModel {
+pub struct ClassifierModel {
     pub backbone: Backbone,
     pub classifier: Linear,
 }
 
-impl SupervisedModel {
+impl ClassifierModel {
     pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.classifier.forward(self.backbone.forward(x))
     }
 }
 
-pub struct Supervised {
+/// Backbone + `Linear(F, C)` trained with cross-entropy on labels: the supervised baseline and
+/// fine-tuning.
+pub struct Classifier {
     pub backbone: BackboneKind,
     /// Labels of the training split, by dataset index.
     pub labels: Vec<i64>,
-    /// The test split and where to write its accuracy (`None`: no final evaluation).
-    pub test: Option<(ImageSet, PathBuf)>,
+    /// The classifier's own base learning rate and the run's base rate it stands beside
+    /// (fine-tuning); `None`: the run's rate for every parameter.
+    pub classifier_lr: Option<(f64, f64)>,
+    /// The test split measured after the last epoch (`None`: no final evaluation).
+    pub test: Option<ImageSet>,
+    /// Set by the final evaluation: test accuracy in percent and the number of test images.
+    pub test_accuracy: Option<(f64, usize)>,
 }
 
-/// The supervised model's own test accuracy.
-#[derive(serde::Serialize, serde::Deserialize, Debug)]
-pub struct SupervisedResult {
-    pub test_accuracy: f64,
-    pub test_images: usize,
-}
+impl Method for Classifier {
+    type Model = ClassifierModel;
 
-impl Method for Supervised {
-    type Model = SupervisedModel;
-
-    fn model(&self, ctx: &Context, device: &Device) -> SupervisedModel {
-        SupervisedModel { backbone: self.backbone.init(device), classifier: linear_head(self.backbone.features(), ctx.classes, device) }
+    fn model(&self, ctx: &Context, device: &Device) -> ClassifierModel {
+        ClassifierModel { backbone: self.backbone.init(device), classifier: linear_head(self.backbone.features(), ctx.classes, device) }
     }
 
-    fn backbone(model: &SupervisedModel) -> &Backbone {
+    fn backbone(model: &ClassifierModel) -> &Backbone {
         &model.backbone
     }
 
-    fn step(&self, model: &SupervisedModel, batch: &Batch) -> StepOutput {
+    fn with_backbone(model: ClassifierModel, backbone: Backbone) -> ClassifierModel {
+        ClassifierModel { backbone, ..model }
+    }
+
+    fn learning_rates(&self, model: &ClassifierModel, lr: f64) -> ModuleLearningRate {
+        match self.classifier_lr {
+            None => lr.into(),
+            // `lr` is the backbone's rate at this epoch; the classifier's follows the same schedule.
+            // `lr` is the backbone's rate this epoch (the base rate after the schedule's drops); the
+            // classifier's rate follows the same schedule from its own base.
+            Some((classifier, base)) => {
+                ModuleLrScheduler::new(lr).with_group(ParamGroup::ids_from_module(model.classifier.clone()), classifier * lr / base).step()
+            }
+        }
+    }
+
+    fn step(&self, model: &ClassifierModel, batch: &Batch) -> StepOutput {
         let y: Vec<i64> = batch.indices.iter().map(|&i| self.labels[i]).collect();
         classification_step(model.logits(batch.x.clone()), &y, None)
     }
 
-    fn finish(&self, model: &SupervisedModel, ctx: &mut Context) -> Result<(), String> {
-        let Some((test, path)) = &self.test else { return Ok(()) };
-        let labels: Vec<i64> = test.labels.as_ref().ok_or("the test split has no labels")?.iter().map(|&l| l as i64).collect();
+    fn finish(&mut self, model: &ClassifierModel, ctx: &mut Context) -> Result<()> {
+        let Some(test) = &self.test else { return Ok(()) };
+        let labels = labels_of(test, "test")?;
         let device = ctx.device.clone().without_autodiff();
         let (logits, classes) = extract_with(test, ctx.mean, ctx.std, 256, &device, |x| model.logits(x))?;
         let n = labels.len();
         let logits = Tensor::<2>::from_data(TensorData::new(logits, [n, classes]), &device);
         let acc = 100.0 * argmax_accuracy(logits, &labels) as f64;
-        (ctx.report)(&format!("supervised test accuracy {acc:.2}% on {n} images (test_accuracy={acc:.2})"));
-        let json = serde_json::to_vec_pretty(&SupervisedResult { test_accuracy: acc, test_images: n }).map_err(|e| e.to_string())?;
-        write_atomic(path, &json).map_err(|e| format!("{}: {e}", path.display()))
+        (ctx.report)(&format!("test accuracy {acc:.2}% on {n} images (test_accuracy={acc:.2})"));
+        self.test_accuracy = Some((acc, n));
+        Ok(())
     }
 }

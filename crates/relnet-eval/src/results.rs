@@ -1,0 +1,56 @@
+//! `relnet results DIR`: the records under a folder as one table.
+
+use std::path::Path;
+
+use relnet_core::Result;
+use relnet_core::record::collect;
+
+/// The records under `dir` as a Markdown table (unreadable files listed after it).
+pub fn table(dir: &Path) -> Result<String> {
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for (path, rec) in collect(dir)? {
+        match rec {
+            Ok(r) => {
+                let backbone = r.backbone.path.strip_prefix(dir).unwrap_or(&r.backbone.path).display().to_string();
+                let metrics: Vec<String> = r
+                    .metrics
+                    .iter()
+                    .filter(|(k, _)| k.contains("accuracy") || k.starts_with("top1"))
+                    .map(|(k, v)| format!("{k} {v:.2}"))
+                    .collect();
+                let options = match &r.options {
+                    serde_json::Value::Object(m) => m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                    _ => String::new(),
+                };
+                rows.push(format!(
+                    "| {} | {} | {} | {} ({}, {}) | {} | {} | {:.1} |",
+                    r.evaluator,
+                    r.dataset,
+                    r.eval_split,
+                    backbone,
+                    r.backbone.kind,
+                    &r.backbone.sha256[..r.backbone.sha256.len().min(8)],
+                    metrics.join(", "),
+                    options,
+                    r.wall_seconds
+                ));
+            }
+            Err(e) => bad.push(format!("unreadable: {e}")),
+        }
+        let _ = path;
+    }
+    let mut out = String::from("| evaluator | dataset | split | backbone (kind, sha256) | metrics (%) | options | seconds |\n|---|---|---|---|---|---|---|\n");
+    for r in &rows {
+        out.push_str(r);
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no result records)\n");
+    }
+    for b in bad {
+        out.push_str(&b);
+        out.push('\n');
+    }
+    Ok(out)
+}
