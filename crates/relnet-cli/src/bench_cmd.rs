@@ -54,7 +54,7 @@ pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) 
     let r = bench_pretrain(&cfg, &mut |line: &str| {
         let _ = writeln!(err, "{line}");
     })
-    .map_err(|e| anyhow!(e))?;
+    ?;
     write!(out, "{}", r.lines())?;
     Ok(())
 }

@@ -2,12 +2,11 @@
 
 use std::io::Write;
 
-use anyhow::anyhow;
 
 use crate::cli::DeviceArgs;
 
 pub fn run(args: DeviceArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let device = args.device.device().map_err(|e| anyhow!(e))?;
+    let device = args.device.device()?;
     let t = burn::tensor::Tensor::<2>::ones([64, 64], &device);
     let sum: f32 = t.clone().matmul(t).sum().into_scalar::<f32>();
     anyhow::ensure!(sum == 64.0 * 64.0 * 64.0, "device {} computed a wrong result ({sum})", args.device);

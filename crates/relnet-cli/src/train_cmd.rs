@@ -190,7 +190,7 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
     let mut progress = Progress::new(err);
     let mut monitor = match cfg.monitor {
         Some(MonitorSpec::Knn { every }) => {
-            let device = cfg.device.device().map_err(anyhow::Error::msg)?;
+            let device = cfg.device.device().map_err(CliError::from)?;
             Some(KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, device).map_err(|e| anyhow::anyhow!(explain(&e)))?)
         }
         None => None,
@@ -285,4 +285,35 @@ pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
 pub fn results_cmd(dir: PathBuf, out: &mut dyn Write) -> anyhow::Result<()> {
     write!(out, "{}", relnet_eval::results::table(&dir).map_err(CliError::from)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(step: usize) -> Tick {
+        Tick { epoch: 1, epochs: 2, step, steps: 40, loss: 0.5, accuracy: 0.7, views_per_s: 100.0, eta_s: 65.0 }
+    }
+
+    #[test]
+    fn plain_progress_prints_every_twenty_steps_and_live_progress_redraws_a_bar() {
+        let mut buf = Vec::new();
+        let mut p = Progress { err: &mut buf, live: false, drawn: false };
+        for s in 1..=40 {
+            p.tick(&tick(s));
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("step 20/40") && text.contains("ETA 1m05s") && !text.contains('\r'), "{text}");
+
+        let mut buf = Vec::new();
+        let mut p = Progress { err: &mut buf, live: true, drawn: false };
+        p.tick(&tick(10));
+        p.tick(&tick(20));
+        p.line("epoch 1/2 done");
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches('\r').count(), 3, "two redraws and one clear: {text:?}");
+        assert!(text.contains("[######..................] 10/40") && text.contains("ETA 1m05s"), "{text:?}");
+        assert!(text.ends_with("\r\x1b[2Kepoch 1/2 done\n"), "a message clears the bar first: {text:?}");
+    }
 }

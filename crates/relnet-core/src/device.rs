@@ -57,10 +57,10 @@ pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 
 impl DeviceSpec {
     /// The burn device, or a clear error when CUDA is not compiled in or not present.
-    pub fn device(self) -> Result<Device, String> {
+    pub fn device(self) -> crate::Result<Device> {
         match self {
             DeviceSpec::Cpu => Ok(Device::flex()),
-            DeviceSpec::Cuda(n) => cuda_device(n),
+            DeviceSpec::Cuda(n) => cuda_device(n).map_err(crate::Error::Device),
         }
     }
 }
@@ -111,7 +111,7 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_feature_is_a_clear_error() {
-        let e = DeviceSpec::Cuda(0).device().unwrap_err();
+        let e = DeviceSpec::Cuda(0).device().unwrap_err().to_string();
         assert!(e.contains("built without CUDA") && e.contains("--features cuda"), "{e}");
     }
 }

@@ -76,6 +76,9 @@ pub enum Error {
     /// A resumed run whose configuration differs from the one it was started with.
     #[error("{}: the run was started with a different configuration", config.display())]
     ConfigChanged { config: PathBuf },
+    /// A compute device that this build or machine does not offer.
+    #[error("{0}")]
+    Device(String),
     /// A request that cannot be served (a split without labels, too few images...).
     #[error("{0}")]
     Invalid(String),

@@ -249,7 +249,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let spec = method.spec();
     let out = &cfg.out;
     let saved = prepare_run_dir(out, &cfg, resume)?;
-    let device = cfg.device.device().map_err(Error::Invalid)?.autodiff();
+    let device = cfg.device.device()?.autodiff();
     device.seed(cfg.seed);
     let info = lookup(&cfg.dataset)?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());

@@ -219,7 +219,7 @@ pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Report
     let kind: BackboneKind = artifact.kind.parse().map_err(|e: String| Error::artifact(&cfg.backbone, e))?;
     let info = lookup(&cfg.dataset)?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let device = cfg.device.device().map_err(Error::Invalid)?;
+    let device = cfg.device.device()?;
     let mut ctx = EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new() };
     let mut record = cfg.evaluator.get().run(&mut ctx)?;
     record.wall_seconds = started.elapsed().as_secs_f64();
