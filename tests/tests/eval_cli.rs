@@ -162,6 +162,11 @@ fn options_are_typed_and_bad_input_is_a_clear_error() {
     let r = relnet(&["pretrain", "--method", "rotation", "--temperature", "0.1", "--out", s(&dir.path().join("y"))]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("--temperature") && r.stderr.contains("simclr"), "{}", r.stderr);
+    // ... also when the method comes from the config file: a flag never switches the method.
+    std::fs::write(&cfg, "[method]\nkind = \"simclr\"\n").unwrap();
+    let r = relnet(&["pretrain", "--config", s(&cfg), "--k", "8", "--out", s(&dir.path().join("y"))]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--k") && r.stderr.contains("relational") && r.stderr.contains("simclr"), "{}", r.stderr);
     // An unknown evaluator option in a config file.
     std::fs::write(&cfg, "[evaluator]\nkind = \"knn\"\nneighbours = 3\n").unwrap();
     let r = relnet(&["eval", "knn", "--config", s(&cfg), "--backbone", "x.bpk"]);
@@ -172,8 +177,12 @@ fn options_are_typed_and_bad_input_is_a_clear_error() {
     assert_eq!(r.code, 2);
     // A config round-trips: the written config.toml runs again as a config file.
     let bb = pretrain(dir.path(), "rel", &["--method", "relational", "--loss", "bce"]);
-    let written = std::fs::read_to_string(bb.parent().unwrap().join("config.toml")).unwrap();
+    let written_path = bb.parent().unwrap().join("config.toml");
+    let written = std::fs::read_to_string(&written_path).unwrap();
     assert!(written.contains("[method]") && written.contains("kind = \"relational\"") && written.contains("loss = \"bce\""), "{written}");
+    let r = relnet(&["pretrain", "--config", s(&written_path), "--resume"]);
+    assert_eq!(r.code, 0, "the written config is the same run: {}", r.stderr);
+    assert!(r.stderr.contains("already finished"), "{}", r.stderr);
 
     // Missing artifact.
     let r = relnet(&["eval", "linear", "--backbone", s(&dir.path().join("missing.bpk"))]);

@@ -85,10 +85,12 @@ proptest! {
         ColorJitter::apply_with(&mut a, [0, 1, 2, 3], [Some(1.0), Some(1.0), Some(1.0), None]);
         prop_assert_eq!(&a, &img);
         // Hue 0 still passes through PIL's 8-bit HSV: identity up to its rounding (H has 256
-        // levels for 360 degrees: at most 6 levels at full value and saturation).
+        // levels for 360 degrees, about 6 RGB levels at full value and saturation, plus the
+        // rounding of S and V). Checked once over all 2^24 colours: at most 7, at (1, 7, 248);
+        // the earlier bound of 6 failed on a random input.
         ColorJitter::apply_with(&mut a, [3, 2, 1, 0], [Some(1.0), Some(1.0), Some(1.0), Some(0.0)]);
         let worst = a.data.iter().zip(&img.data).map(|(&x, &y)| (x as i32 - y as i32).abs()).max().unwrap();
-        prop_assert!(worst <= 6, "hue 0 changed a value by {}", worst);
+        prop_assert!(worst <= 7, "hue 0 changed a value by {}", worst);
         let off = ColorJitter::new(0.0, 0.0, 0.0, 0.0, 1.0).unwrap();
         prop_assert_eq!(off.apply(img.clone(), &mut rng(1)), img);
     }

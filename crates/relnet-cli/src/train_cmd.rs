@@ -147,33 +147,29 @@ impl Args for PretrainArgs {
 }
 
 /// The flags of a run as a TOML table of overrides, with the method's flags in `[method]`.
-fn pretrain_overrides(m: &ArgMatches) -> Result<toml::Table, config::ConfigError> {
+/// Without `--method`, the method is the config file's (or the default): `file_kind` names it,
+/// and a flag of another method is refused rather than switching methods.
+fn pretrain_overrides(m: &ArgMatches, file_kind: &str) -> Result<toml::Table, config::ConfigError> {
     let run = PretrainConfig::from_arg_matches(m).map_err(|e| config::ConfigError::key("flags", e.to_string()))?;
     let mut table = given(&run, m);
     let chosen = m.get_one::<String>("method").cloned();
-    let method_flags = MethodConfig::given(m);
+    let kind = chosen.clone().unwrap_or_else(|| file_kind.to_string());
     let mut method = toml::Table::new();
-    if let Some(name) = &chosen {
-        method.insert("kind".into(), name.clone().into());
+    if chosen.is_some() {
+        method.insert("kind".into(), kind.clone().into());
     }
-    for (name, flags) in method_flags {
-        match &chosen {
-            Some(c) if c != name => {
-                let keys: Vec<String> = flags.keys().map(|k| format!("--{}", k.replace('_', "-"))).collect();
-                return Err(config::ConfigError::key(
-                    flags.keys().next().map(String::as_str).unwrap_or("method"),
-                    format!("{} is an option of the {name} method, not of {c}", keys.join(", ")),
-                ));
-            }
-            _ => {
-                if chosen.is_none() {
-                    method.entry("kind").or_insert_with(|| name.into());
-                }
-                method.extend(flags);
-            }
+    for (name, flags) in MethodConfig::given(m) {
+        if name != kind {
+            let keys: Vec<String> = flags.keys().map(|k| format!("--{}", k.replace('_', "-"))).collect();
+            return Err(config::ConfigError::key(
+                flags.keys().next().map(String::as_str).unwrap_or("method"),
+                format!("{} is an option of the {name} method; this run's method is {kind}", keys.join(", ")),
+            ));
         }
+        method.extend(flags);
     }
     if !method.is_empty() {
+        method.insert("kind".into(), kind.into());
         table.insert("method".into(), toml::Value::Table(method));
     }
     Ok(table)
@@ -181,9 +177,16 @@ fn pretrain_overrides(m: &ArgMatches) -> Result<toml::Table, config::ConfigError
 
 pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     let m = a.0;
-    let overrides = pretrain_overrides(&m)?;
-    let file = m.get_one::<PathBuf>("config");
-    let cfg: PretrainConfig = config::resolve(file.map(PathBuf::as_path), overrides)?;
+    let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
+    // The method the file (or the default, or --method) selects, with the run's flags laid on
+    // but not yet the method's.
+    let mut first = given(&PretrainConfig::from_arg_matches(&m)?, &m);
+    if let Some(kind) = m.get_one::<String>("method") {
+        first.insert("method".into(), toml::Value::Table([("kind".to_string(), toml::Value::from(kind.clone()))].into_iter().collect()));
+    }
+    let from_file: PretrainConfig = config::resolve(file, first)?;
+    let overrides = pretrain_overrides(&m, from_file.method.get().name())?;
+    let cfg: PretrainConfig = config::resolve(file, overrides)?;
     let cfg = cfg.resolved();
     writeln!(err, "# relnet pretrain, resolved config\n{}", config::to_toml(&cfg))?;
     let stop = stop_flag();
@@ -191,7 +194,7 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
     let mut monitor = match cfg.monitor {
         Some(MonitorSpec::Knn { every }) => {
             let device = cfg.device.device().map_err(CliError::from)?;
-            Some(KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, device).map_err(|e| anyhow::anyhow!(explain(&e)))?)
+            Some(KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, device).map_err(CliError::from)?)
         }
         None => None,
     };

@@ -64,7 +64,8 @@ pub fn check_range<T: PartialOrd + fmt::Display>(key: &str, value: T, lo: T, hi:
 /// The defaults of an options struct, as its clap attributes declare them (`default_value_t`):
 /// the one place a default is written.
 pub fn clap_defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    // Environment variables feed flags, not defaults: a `Default` must not depend on them.
+    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true)).mut_args(|a| a.env(None::<&str>));
     let matches = cmd.try_get_matches_from(std::iter::empty::<String>()).expect("options without required arguments");
     T::from_arg_matches(&matches).expect("defaults parse")
 }
@@ -212,6 +213,40 @@ mod tests {
 
     fn flags(pairs: &[(&str, toml::Value)]) -> toml::Table {
         pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn merge_lays_nested_tables_and_replaces_a_table_whose_kind_changes() {
+        let table = |t: &str| t.parse::<toml::Table>().unwrap();
+        let mut base = table("epochs = 3\n[method]\nkind = \"simclr\"\ntemperature = 0.2\nsimclr_loss = \"mean-log\"\n");
+        merge(&mut base, table("epochs = 5\n[method]\ntemperature = 0.7\n"));
+        assert_eq!(base, table("epochs = 5\n[method]\nkind = \"simclr\"\ntemperature = 0.7\nsimclr_loss = \"mean-log\"\n"));
+        merge(&mut base, table("[method]\nkind = \"relational\"\nk = 4\n"));
+        assert_eq!(base, table("epochs = 5\n[method]\nkind = \"relational\"\nk = 4\n"), "another kind's options do not carry over");
+    }
+
+    #[test]
+    fn given_keeps_only_what_the_command_line_set() {
+        use clap::{Args, FromArgMatches};
+        #[derive(clap::Args, Serialize, Debug)]
+        struct Opts {
+            #[arg(long, default_value_t = 10)]
+            epochs: u32,
+            #[arg(long, default_value_t = 0.5)]
+            lr: f64,
+            #[arg(long)]
+            name: Option<String>,
+        }
+        let cmd = Opts::augment_args(clap::Command::new("t"));
+        let m = cmd.try_get_matches_from(["t", "--epochs", "10", "--name", "a"]).unwrap();
+        let parsed = Opts::from_arg_matches(&m).unwrap();
+        let t = given(&parsed, &m);
+        // A flag given at its default value is still given; a default is not.
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t["epochs"], toml::Value::Integer(10));
+        assert_eq!(t["name"], toml::Value::String("a".into()));
+        let d: Opts = clap_defaults();
+        assert_eq!((d.epochs, d.lr, d.name), (10, 0.5, None));
     }
 
     #[test]

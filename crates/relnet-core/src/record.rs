@@ -47,7 +47,9 @@ pub struct ResultRecord {
     pub options: serde_json::Value,
     pub backbone: ArtifactRef,
     pub dataset: String,
-    /// The split trained on (`None` for evaluators that train nothing, e.g. kNN's gallery is named in `options`).
+    /// The seed of the evaluator's own randomness.
+    pub seed: u64,
+    /// The split trained on (`None` for evaluators that train nothing).
     pub train_split: Option<String>,
     /// The split the metrics were measured on (`test`, or `val` when tuning on a held-out part).
     pub eval_split: String,
@@ -63,13 +65,14 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
-    pub fn new(evaluator: &str, options: serde_json::Value, backbone: ArtifactRef, dataset: &str, train_split: Option<&str>, eval_split: &str) -> Self {
+    pub fn new(evaluator: &str, options: serde_json::Value, backbone: ArtifactRef, dataset: &str, seed: u64, train_split: Option<&str>, eval_split: &str) -> Self {
         ResultRecord {
             schema_version: SCHEMA_VERSION,
             evaluator: evaluator.into(),
             options,
             backbone,
             dataset: dataset.into(),
+            seed,
             train_split: train_split.map(str::to_string),
             eval_split: eval_split.into(),
             metrics: BTreeMap::new(),
@@ -80,10 +83,10 @@ impl ResultRecord {
         }
     }
 
-    /// What makes this evaluation distinct, hashed: evaluator, options, artifact bytes, dataset
-    /// and splits (not the metrics, times or paths).
+    /// What makes this evaluation distinct, hashed: evaluator, options, artifact bytes, dataset,
+    /// seed and splits (not the metrics, times or paths).
     pub fn id(&self) -> String {
-        let key = serde_json::json!([self.evaluator, self.options, self.backbone.sha256, self.dataset, self.train_split, self.eval_split]);
+        let key = serde_json::json!([self.evaluator, self.options, self.backbone.sha256, self.dataset, self.seed, self.train_split, self.eval_split]);
         hex(&Sha256::digest(key.to_string().as_bytes()))[..16].to_string()
     }
 
@@ -174,7 +177,7 @@ mod tests {
 
     fn record(opts: serde_json::Value) -> ResultRecord {
         let a = ArtifactRef { path: "b.bpk".into(), sha256: "ab".into(), kind: "conv4".into() };
-        ResultRecord::new("linear", opts, a, "synthetic", Some("train"), "test")
+        ResultRecord::new("linear", opts, a, "synthetic", 1, Some("train"), "test")
     }
 
     #[test]
@@ -186,12 +189,15 @@ mod tests {
         let pa = a.save(dir.path()).unwrap();
         let pb = b.save(dir.path()).unwrap();
         assert_ne!(pa, pb);
+        let mut c = record(serde_json::json!({"epochs": 10}));
+        c.seed = 2;
+        assert_ne!(c.save(dir.path()).unwrap(), pa, "another seed is another evaluation");
         assert_eq!(ResultRecord::load(&pa).unwrap(), a);
         // The same evaluation again replaces its own file.
         let mut a2 = record(serde_json::json!({"epochs": 10}));
         assert_eq!(a2.save(dir.path()).unwrap(), pa);
         let all = collect(dir.path()).unwrap();
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
         // A truncated record is an error naming the file, not a panic.
         std::fs::write(&pa, b"{\"schema_version\": 1, \"evalu").unwrap();
         let e = ResultRecord::load(&pa).unwrap_err().to_string();

@@ -56,6 +56,8 @@ pub struct FeatureKey {
     pub split: String,
     /// The preprocessing: preset, image side, mean and std.
     pub preprocessing: String,
+    /// SHA-256 of the split's pixels and labels (a replaced image changes it).
+    pub data_sha256: String,
     pub format: u32,
 }
 
@@ -92,6 +94,20 @@ pub fn load_split(info: &DatasetInfo, root: &DataRoot, split: Split) -> Result<E
     Ok(EvalSplit { split, classes: loaded.classes.len(), images: loaded.images, mean, std })
 }
 
+/// SHA-256 of a split's pixels, shape and labels.
+pub fn data_hash(images: &ImageSet) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{}x{}x{} n={}", images.height, images.width, images.channels, images.len()).as_bytes());
+    h.update(&images.pixels);
+    if let Some(labels) = &images.labels {
+        for l in labels {
+            h.update(l.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Where the features of `key` are cached for the artifact at `artifact`.
 pub fn cache_path(artifact: &Path, key: &FeatureKey) -> PathBuf {
     let dir = artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -106,6 +122,7 @@ pub fn frozen_features(artifact: &ArtifactRef, backbone: &Backbone, dataset: &st
         dataset: dataset.to_string(),
         split: split.split.as_str().to_string(),
         preprocessing: format!("plain side={}x{} mean={:?} std={:?}", split.images.height, split.images.width, split.mean, split.std),
+        data_sha256: data_hash(&split.images),
         format: 1,
     };
     let path = cache_path(&artifact.path, &key);

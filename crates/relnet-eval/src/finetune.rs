@@ -133,7 +133,10 @@ impl EvaluatorOptions for FinetuneOptions {
                 let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
             }
         }
-        let saved = prepare_run_dir(&out, &(cfg, &resolved), self.resume)?;
+        // The run's config.toml: the evaluation as resolved (resuming is not part of it).
+        let mut written = cfg.clone();
+        written.evaluator = crate::EvaluatorConfig::Finetune(resolved.clone());
+        let saved = prepare_run_dir(&out, &written, self.resume)?;
         let data = load_task_data(&cfg.dataset, cfg.data_root.as_deref(), ctx.info.train_split, self.limit_images, ctx.seed)?;
         check_image_size(ctx.kind, &cfg.dataset, data.images.height, data.images.width)?;
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;

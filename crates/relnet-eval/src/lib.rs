@@ -208,7 +208,7 @@ impl EvalContext<'_> {
     /// A record of this evaluation with the evaluator's resolved options.
     pub fn record(&self, evaluator: &str, options: &impl Serialize, train_split: Option<&str>, eval_split: &str) -> ResultRecord {
         let options = serde_json::to_value(options).unwrap_or(serde_json::Value::Null);
-        ResultRecord::new(evaluator, options, self.artifact.clone(), &self.config.dataset, train_split, eval_split)
+        ResultRecord::new(evaluator, options, self.artifact.clone(), &self.config.dataset, self.seed, train_split, eval_split)
     }
 }
 

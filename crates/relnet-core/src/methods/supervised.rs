@@ -59,11 +59,11 @@ impl MethodOptions for SupervisedOptions {
         let labels = labels_of(&run.images, &run.dataset)?;
         let test = run.dataset_info.load(run.dataset_info.test_split, &run.root)?;
         let mut method = Classifier { backbone: run.backbone, labels, classifier_lr: None, test: Some(test.images), test_accuracy: None };
-        let (dataset, out, started) = (run.dataset.clone(), run.out.to_path_buf(), Instant::now());
+        let (dataset, out, seed, started) = (run.dataset.clone(), run.out.to_path_buf(), run.seed, Instant::now());
         let split = run.dataset_info.train_split.as_str().to_string();
         let outcome = train(&mut method, run, stop, report, monitor)?;
         if let (Outcome::Finished { backbone }, Some((acc, n))) = (&outcome, method.test_accuracy) {
-            let mut record = ResultRecord::new("supervised", serde_json::json!({}), ArtifactRef::of(backbone)?, &dataset, Some(&split), "test");
+            let mut record = ResultRecord::new("supervised", serde_json::json!({}), ArtifactRef::of(backbone)?, &dataset, seed, Some(&split), "test");
             record.metrics.insert("test_accuracy".into(), acc);
             record.metrics.insert("test_images".into(), n as f64);
             record.wall_seconds = started.elapsed().as_secs_f64();
