@@ -230,7 +230,8 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
                 table.remove("device");
                 Some(table)
             };
-            if strip(&before).is_none() || strip(&before) != strip(&now) {
+            let before = strip(&before);
+            if before.is_none() || before != strip(&now) {
                 return Err(Error::ConfigChanged { config: path });
             }
         }
@@ -264,7 +265,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
         let side = info.image_size.map_or(32, |(h, _)| h);
         TaskData { info: info.clone(), root: root.clone(), split, images: ImageSet::new(side, side, 3, Vec::new(), None)?, classes: 0, mean: [0.0; 3], std: [1.0; 3] }
     };
-    let pipeline = Arc::new(spec.preset.build(&PresetParams { side: data.images.width, padding: info.crop_padding, cutout: None, mean: data.mean, std: data.std })?);
+    let pipeline = Arc::new(pipeline_for(spec.preset, &data.images, &data.info, None, data.mean, data.std)?);
     let run = Run {
         spec,
         backbone: cfg.backbone,

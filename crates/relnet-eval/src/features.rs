@@ -16,6 +16,7 @@ use burn::prelude::*;
 pub use relnet_core::features::{extract, extract_with};
 use relnet_core::data::registry::{DatasetInfo, Split};
 use relnet_core::data::{DataRoot, ImageSet};
+use relnet_core::methods::supervised::labels_of;
 use relnet_core::record::{ArtifactRef, sha256_hex};
 use relnet_core::{Error, Result};
 use relnet_models::Backbone;
@@ -84,10 +85,17 @@ pub struct EvalSplit {
     pub std: [f32; 3],
 }
 
-/// Loads a labelled split and the dataset's normalisation.
-pub fn load_split(info: &DatasetInfo, root: &DataRoot, split: Split) -> Result<EvalSplit> {
+/// The dataset's normalisation (mean, std).
+pub type Norm = ([f32; 3], [f32; 3]);
+
+/// Loads a labelled split with the dataset's normalisation: `norm` when already known, else
+/// computed (from this split when it is the train split, so that it is not loaded twice).
+pub fn load_split(info: &DatasetInfo, root: &DataRoot, split: Split, norm: Option<Norm>) -> Result<EvalSplit> {
     let loaded = info.load(split, root)?;
-    let (mean, std) = info.norm_stats_reusing(root, if split == info.train_split { Some(&loaded) } else { None })?;
+    let (mean, std) = match norm {
+        Some(n) => n,
+        None => info.norm_stats_reusing(root, if split == info.train_split { Some(&loaded) } else { None })?,
+    };
     if loaded.images.labels.is_none() {
         return Err(Error::Invalid(format!("dataset `{}` split `{}` has no labels", info.id.name(), split.as_str())));
     }
@@ -126,7 +134,7 @@ pub fn frozen_features(artifact: &ArtifactRef, backbone: &Backbone, dataset: &st
         format: 1,
     };
     let path = cache_path(&artifact.path, &key);
-    let labels: Vec<i64> = split.images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
+    let labels = labels_of(&split.images, dataset)?;
     match read_cache(&path, &key, &labels) {
         Ok(Some(f)) => {
             report(&format!("features of {dataset} {}: {} x {} from the cache {}", key.split, f.n, f.dim, path.display()));

@@ -15,9 +15,10 @@ use rayon::prelude::*;
 use relnet_core::config::{ConfigError, check_range};
 use relnet_core::data::registry::lookup;
 use relnet_core::data::DataRoot;
+use relnet_core::methods::supervised::labels_of;
 use relnet_core::pretrain::Monitor;
 use relnet_core::record::ResultRecord;
-use relnet_core::{Error, Result};
+use relnet_core::Result;
 use relnet_models::Backbone;
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,7 @@ pub fn knn_accuracy(gallery: &Features, query: &Features, ks: &[usize], temperat
 /// `--monitor knn:EVERY` during pretraining: the kNN accuracy (k = 20 and 200, T = 0.07) of the
 /// eval-mode backbone, the train split as gallery and the test split as queries.
 pub struct KnnMonitor {
+    dataset: String,
     every: usize,
     train: EvalSplit,
     test: EvalSplit,
@@ -154,10 +156,9 @@ impl KnnMonitor {
     pub fn new(dataset: &str, data_root: Option<&std::path::Path>, every: usize, device: Device) -> Result<Self> {
         let info = lookup(dataset)?;
         let root = DataRoot::resolve(data_root);
-        let train = load_split(&info, &root, info.train_split)?;
-        let mut test = load_split(&info, &root, info.test_split)?;
-        (test.mean, test.std) = (train.mean, train.std);
-        Ok(KnnMonitor { every, train, test, device })
+        let train = load_split(&info, &root, info.train_split, None)?;
+        let test = load_split(&info, &root, info.test_split, Some((train.mean, train.std)))?;
+        Ok(KnnMonitor { dataset: dataset.to_string(), every, train, test, device })
     }
 }
 
@@ -170,7 +171,7 @@ impl Monitor for KnnMonitor {
         let t = Instant::now();
         let feats = |s: &EvalSplit| -> Result<Features> {
             let (data, dim) = extract(backbone, &s.images, s.mean, s.std, 256, &self.device)?;
-            let labels = s.images.labels.as_ref().ok_or_else(|| Error::Invalid("no labels".into()))?.iter().map(|&l| l as i64).collect();
+            let labels = labels_of(&s.images, &self.dataset)?;
             Ok(Features { n: s.images.len(), data, dim, labels, classes: s.classes })
         };
         let (train, test) = (feats(&self.train)?, feats(&self.test)?);

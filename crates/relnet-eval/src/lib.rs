@@ -178,6 +178,8 @@ pub struct EvalContext<'a> {
     pub report: &'a mut dyn Reporter,
     backbone: Option<Backbone>,
     features: HashMap<Split, Features>,
+    /// The dataset's normalisation, once a split has been loaded.
+    norm: Option<crate::features::Norm>,
 }
 
 impl EvalContext<'_> {
@@ -195,7 +197,8 @@ impl EvalContext<'_> {
         if let Some(f) = self.features.get(&split) {
             return Ok(f.clone());
         }
-        let s = load_split(&self.info, &self.root, split)?;
+        let s = load_split(&self.info, &self.root, split, self.norm)?;
+        self.norm = Some((s.mean, s.std));
         check_image_size(self.kind, &self.config.dataset, s.images.height, s.images.width)?;
         self.backbone()?;
         let backbone = self.backbone.as_ref().expect("loaded");
@@ -220,7 +223,7 @@ pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Report
     let info = lookup(&cfg.dataset)?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());
     let device = cfg.device.device()?;
-    let mut ctx = EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new() };
+    let mut ctx = EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new(), norm: None };
     let mut record = cfg.evaluator.get().run(&mut ctx)?;
     record.wall_seconds = started.elapsed().as_secs_f64();
     let dir = match &cfg.results {

@@ -9,7 +9,7 @@ use relnet_core::record::collect;
 pub fn table(dir: &Path) -> Result<String> {
     let mut rows = Vec::new();
     let mut bad = Vec::new();
-    for (path, rec) in collect(dir)? {
+    for (_, rec) in collect(dir)? {
         match rec {
             Ok(r) => {
                 let backbone = r.backbone.path.strip_prefix(dir).unwrap_or(&r.backbone.path).display().to_string();
@@ -38,7 +38,6 @@ pub fn table(dir: &Path) -> Result<String> {
             }
             Err(e) => bad.push(format!("unreadable: {e}")),
         }
-        let _ = path;
     }
     let mut out = String::from("| evaluator | dataset | split | backbone (kind, sha256) | metrics (%) | options | seconds |\n|---|---|---|---|---|---|---|\n");
     for r in &rows {
