@@ -199,10 +199,8 @@ pub struct TaskData {
     pub std: [f32; 3],
 }
 
-/// Loads `split` of `dataset` (and its normalisation), keeping `limit` random images when given.
-pub fn load_task_data(dataset: &str, data_root: Option<&Path>, split: Split, limit: Option<usize>, seed: u64) -> Result<TaskData> {
-    let info = lookup(dataset)?;
-    let root = DataRoot::resolve(data_root);
+/// Loads `split` of a dataset (and its normalisation), keeping `limit` random images when given.
+pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Option<usize>, seed: u64) -> Result<TaskData> {
     let loaded = info.load(split, &root)?;
     let (mean, std) = info.norm_stats_reusing(&root, Some(&loaded))?;
     let classes = loaded.classes.len();
@@ -257,7 +255,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let t = Instant::now();
     let split = if spec.needs_labels { info.train_split } else { info.pretrain_split };
     let data = if spec.needs_data {
-        let d = load_task_data(&cfg.dataset, cfg.data_root.as_deref(), split, cfg.limit_images, cfg.seed)?;
+        let d = load_task_data(info.clone(), root.clone(), split, cfg.limit_images, cfg.seed)?;
         report.line(&format!("loaded {} {} ({} images) in {:.1} s", cfg.dataset, split.as_str(), d.images.len(), t.elapsed().as_secs_f64()));
         check_image_size(cfg.backbone, &cfg.dataset, d.images.height, d.images.width)?;
         d

@@ -137,7 +137,7 @@ impl EvaluatorOptions for FinetuneOptions {
         let mut written = cfg.clone();
         written.evaluator = crate::EvaluatorConfig::Finetune(resolved.clone());
         let saved = prepare_run_dir(&out, &written, self.resume)?;
-        let data = load_task_data(&cfg.dataset, cfg.data_root.as_deref(), ctx.info.train_split, self.limit_images, ctx.seed)?;
+        let data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
         check_image_size(ctx.kind, &cfg.dataset, data.images.height, data.images.width)?;
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;
         let (preset, cutout) = match self.augmentation {
