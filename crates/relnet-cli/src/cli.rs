@@ -28,8 +28,11 @@ pub enum Command {
     Data(DataCommand),
     /// Pretraining with relational reasoning or a baseline method, writing a backbone artifact.
     Pretrain(crate::train_cmd::PretrainArgs),
-    /// Evaluate a backbone: linear, knn or finetune; each writes a result record.
+    /// Evaluate a backbone: linear, knn, finetune, retrieval or embed; each writes a result record.
     Eval(crate::train_cmd::EvalArgs),
+    /// Figures: t-SNE of features, training curves of runs.
+    #[command(subcommand)]
+    Plot(crate::plot_cmd::PlotCommand),
     /// Print the result records under a folder as a table.
     Results {
         /// Folder searched recursively for results/*.json records.
@@ -98,6 +101,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Device(a) => crate::device_cmd::run(a, out),
         Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
         Command::Eval(a) => crate::train_cmd::eval_cmd(a, out, err),
+        Command::Plot(p) => crate::plot_cmd::run(p, out, err),
         Command::Results { dir } => crate::train_cmd::results_cmd(dir, out),
         Command::Bench(BenchCommand::Pretrain(a)) => crate::bench_cmd::pretrain(a, out, err),
     }

@@ -5,6 +5,7 @@ mod cli;
 mod data_cmd;
 mod flags;
 mod device_cmd;
+mod plot_cmd;
 mod train_cmd;
 
 use std::ffi::OsString;

@@ -269,9 +269,14 @@ pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     writeln!(err, "# relnet eval {name}, resolved config\n{}", config::to_toml(&cfg))?;
     let mut progress = Progress::new(err);
     let (record, path) = evaluate(&cfg, stop_flag(), &mut progress).map_err(CliError::from)?;
-    // The headline metric last, as `key=value` lines a script can read.
+    // Files produced, then the headline metrics, the main one last, as `key=value` lines a
+    // script can read.
+    for (role, p) in &record.outputs {
+        writeln!(out, "{role}={}", p.display())?;
+    }
+    let headline = |k: &str| k.ends_with("accuracy") || k.starts_with("top1") || k == "map" || k.starts_with("precision_at_") || k.starts_with("recall_at_");
     for (k, v) in &record.metrics {
-        if !k.ends_with("accuracy") && !k.starts_with("top1") {
+        if !headline(k) {
             continue;
         }
         if k != &format!("{}_accuracy", record.eval_split) {

@@ -46,6 +46,11 @@ pub struct ResultRecord {
     /// The evaluator's resolved options.
     pub options: serde_json::Value,
     pub backbone: ArtifactRef,
+    /// The dataset the backbone was trained on, when its run's `config.toml` says (differs from
+    /// `dataset` in a transfer or grain evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dataset: Option<String>,
+    /// The dataset evaluated on (the target).
     pub dataset: String,
     /// The seed of the evaluator's own randomness.
     pub seed: u64,
@@ -71,6 +76,7 @@ impl ResultRecord {
             evaluator: evaluator.into(),
             options,
             backbone,
+            source_dataset: None,
             dataset: dataset.into(),
             seed,
             train_split: train_split.map(str::to_string),

@@ -81,6 +81,7 @@ pub struct EvalSplit {
     pub split: Split,
     pub images: ImageSet,
     pub classes: usize,
+    pub class_names: Vec<String>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
@@ -99,7 +100,7 @@ pub fn load_split(info: &DatasetInfo, root: &DataRoot, split: Split, norm: Optio
     if loaded.images.labels.is_none() {
         return Err(Error::Invalid(format!("dataset `{}` split `{}` has no labels", info.id.name(), split.as_str())));
     }
-    Ok(EvalSplit { split, classes: loaded.classes.len(), images: loaded.images, mean, std })
+    Ok(EvalSplit { split, classes: loaded.classes.len(), class_names: loaded.classes, images: loaded.images, mean, std })
 }
 
 /// SHA-256 of a split's pixels, shape and labels.

@@ -21,6 +21,7 @@ use relnet_core::trainer::{Run, train};
 use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::labels::{LabelBudget, label_subset};
 use crate::{EvalContext, EvaluatorOptions};
 
 /// Which milestones the learning-rate drops use.
@@ -73,8 +74,12 @@ pub struct FinetuneOptions {
     #[arg(long, value_name = "FRACTION")]
     pub cutout: Option<f64>,
     /// Use only N images of the train split, drawn at random (quick runs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "labels")]
     pub limit_images: Option<usize>,
+    /// Fine-tune on fewer labels: a percentage of every class (`10%`) or a count per class
+    /// (`4-per-class`), drawn with the seed (the paper's Figure 2c).
+    #[arg(long, value_name = "BUDGET")]
+    pub labels: Option<LabelBudget>,
     /// Continue an interrupted fine-tuning of the same evaluation from its checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -114,6 +119,9 @@ impl EvaluatorOptions for FinetuneOptions {
         }
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
+            if self.labels.is_some() {
+                return Err(ConfigError::key("limit_images", "cannot be combined with `labels`; use one of them"));
+            }
         }
         Ok(())
     }
@@ -137,7 +145,14 @@ impl EvaluatorOptions for FinetuneOptions {
         let mut written = cfg.clone();
         written.evaluator = crate::EvaluatorConfig::Finetune(resolved.clone());
         let saved = prepare_run_dir(&out, &written, self.resume)?;
-        let data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
+        let mut data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
+        let available = data.images.len();
+        if let Some(budget) = self.labels {
+            let labels = labels_of(&data.images, &cfg.dataset)?;
+            data.images.keep(&label_subset(&labels, budget, ctx.seed));
+            ctx.report.line(&format!("fine-tuning on {} labelled images of {available} ({budget} per class)", data.images.len()));
+        }
+        let labelled = data.images.len();
         check_image_size(ctx.kind, &cfg.dataset, data.images.height, data.images.width)?;
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;
         let (preset, cutout) = match self.augmentation {
@@ -202,6 +217,8 @@ impl EvaluatorOptions for FinetuneOptions {
         let mut record = probe;
         record.metrics.insert("test_accuracy".into(), acc);
         record.metrics.insert("test_images".into(), n as f64);
+        record.metrics.insert("train_images".into(), labelled as f64);
+        record.metrics.insert("label_fraction".into(), labelled as f64 / available.max(1) as f64);
         if let Some(last) = std::fs::read_to_string(out.join("metrics.jsonl")).ok().and_then(|m| m.lines().last().map(str::to_string)) {
             if let Some(a) = serde_json::from_str::<serde_json::Value>(&last).ok().and_then(|v| v["accuracy"].as_f64()) {
                 record.metrics.insert("last_epoch_train_accuracy".into(), 100.0 * a);

@@ -8,11 +8,15 @@
 //! [`EvalContext`] (frozen features computed once and cached), and writes the record it returns
 //! under `<backbone dir>/results/`.
 
+pub mod embed;
 pub mod features;
 pub mod finetune;
 pub mod knn;
+pub mod labels;
 pub mod linear;
+pub mod plot;
 pub mod results;
+pub mod retrieval;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -114,6 +118,8 @@ registry! {
     Linear => linear::LinearOptions, "Linear probe on frozen, cached features; prints test_accuracy=<percent> last",
     Knn => knn::KnnOptions, "Weighted kNN on L2-normalised frozen features (k = 20 and 200, T = 0.07)",
     Finetune => finetune::FinetuneOptions, "Fine-tune backbone and a linear classifier from the artifact; writes the fine-tuned backbone",
+    Retrieval => retrieval::RetrievalOptions, "Retrieval of test images from a gallery: precision@k, recall@k, mAP; --show N draws the neighbours",
+    Embed => embed::EmbedOptions, "Write the frozen features and labels of a split as safetensors (numpy, PyTorch, `relnet plot tsne`)",
 }
 
 impl Default for EvaluatorConfig {
@@ -180,9 +186,20 @@ pub struct EvalContext<'a> {
     features: HashMap<Split, Features>,
     /// The dataset's normalisation, once a split has been loaded.
     norm: Option<crate::features::Norm>,
+    class_names: Vec<String>,
 }
 
-impl EvalContext<'_> {
+impl<'a> EvalContext<'a> {
+    /// Hashes the artifact of `cfg`, reads its kind, resolves the dataset and the device.
+    pub fn new(cfg: &'a EvalConfig, stop: Arc<AtomicBool>, report: &'a mut dyn Reporter) -> Result<Self> {
+        let artifact = ArtifactRef::of(&cfg.backbone)?;
+        let kind: BackboneKind = artifact.kind.parse().map_err(|e: String| Error::artifact(&cfg.backbone, e))?;
+        let info = lookup(&cfg.dataset)?;
+        let root = DataRoot::resolve(cfg.data_root.as_deref());
+        let device = cfg.device.device()?;
+        Ok(EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new(), norm: None, class_names: Vec::new() })
+    }
+
     /// The frozen, eval-mode backbone.
     pub fn backbone(&mut self) -> Result<&Backbone> {
         if self.backbone.is_none() {
@@ -199,6 +216,7 @@ impl EvalContext<'_> {
         }
         let s = load_split(&self.info, &self.root, split, self.norm)?;
         self.norm = Some((s.mean, s.std));
+        self.class_names = s.class_names.clone();
         check_image_size(self.kind, &self.config.dataset, s.images.height, s.images.width)?;
         self.backbone()?;
         let backbone = self.backbone.as_ref().expect("loaded");
@@ -211,19 +229,30 @@ impl EvalContext<'_> {
     /// A record of this evaluation with the evaluator's resolved options.
     pub fn record(&self, evaluator: &str, options: &impl Serialize, train_split: Option<&str>, eval_split: &str) -> ResultRecord {
         let options = serde_json::to_value(options).unwrap_or(serde_json::Value::Null);
-        ResultRecord::new(evaluator, options, self.artifact.clone(), &self.config.dataset, self.seed, train_split, eval_split)
+        let mut r = ResultRecord::new(evaluator, options, self.artifact.clone(), &self.config.dataset, self.seed, train_split, eval_split);
+        r.source_dataset = source_dataset(&self.artifact.path);
+        r
     }
+
+    /// The class names of the dataset (after a split has been loaded; else none).
+    pub fn class_names(&self) -> &[String] {
+        &self.class_names
+    }
+}
+
+/// The dataset a backbone artifact was trained on: the `dataset` of the `config.toml` of its run
+/// (pretraining or fine-tuning), when there is one beside it.
+pub fn source_dataset(artifact: &std::path::Path) -> Option<String> {
+    let dir = artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    table.get("dataset")?.as_str().map(str::to_string)
 }
 
 /// Runs the evaluation of `cfg` and writes its record; returns the record and its path.
 pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<(ResultRecord, PathBuf)> {
     let started = Instant::now();
-    let artifact = ArtifactRef::of(&cfg.backbone)?;
-    let kind: BackboneKind = artifact.kind.parse().map_err(|e: String| Error::artifact(&cfg.backbone, e))?;
-    let info = lookup(&cfg.dataset)?;
-    let root = DataRoot::resolve(cfg.data_root.as_deref());
-    let device = cfg.device.device()?;
-    let mut ctx = EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new(), norm: None };
+    let mut ctx = EvalContext::new(cfg, stop, report)?;
     let mut record = cfg.evaluator.get().run(&mut ctx)?;
     record.wall_seconds = started.elapsed().as_secs_f64();
     let dir = match &cfg.results {

@@ -6,6 +6,12 @@
 //!
 //! `val_fraction`: a stratified part of the train split (fixed by the seed) is held out, the
 //! probe trains on the rest and is measured on it; the record's `eval_split` is then `val`.
+//!
+//! `labels` (fewer labels, [`crate::labels`]): the probe trains on a stratified part of the
+//! (remaining) train split only; the record holds the count and the fraction used.
+//!
+//! Transfer and grain are this evaluator on another dataset than the backbone's: the target's
+//! own normalisation and image size, and the record names both (`source_dataset`, `dataset`).
 
 use std::time::Instant;
 
@@ -23,6 +29,7 @@ use relnet_models::linear_head;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Features;
+use crate::labels::{LabelBudget, label_subset};
 use crate::{EvalContext, EvaluatorOptions};
 
 /// Options of the linear probe (`[evaluator] kind = "linear"`).
@@ -42,6 +49,10 @@ pub struct LinearOptions {
     /// instead of the test split.
     #[arg(long, value_name = "F")]
     pub val_fraction: Option<f64>,
+    /// Train on fewer labels: a percentage of every class (`10%`) or a count per class
+    /// (`4-per-class`), drawn with the seed.
+    #[arg(long, value_name = "BUDGET")]
+    pub labels: Option<LabelBudget>,
 }
 
 impl Default for LinearOptions {
@@ -74,6 +85,11 @@ impl EvaluatorOptions for LinearOptions {
             }
             None => (train_all, ctx.features(ctx.info.test_split)?, ctx.info.test_split.as_str()),
         };
+        let available = train.n;
+        let train = match self.labels {
+            Some(budget) => train.subset(&label_subset(&train.labels, budget, ctx.seed)),
+            None => train,
+        };
         let t = Instant::now();
         let report = &mut *ctx.report;
         let (train_acc, eval_acc) = probe(&train, &eval, self, ctx.seed, &ctx.device, &mut |l: &str| report.line(l));
@@ -81,6 +97,7 @@ impl EvaluatorOptions for LinearOptions {
         record.metrics.insert("train_accuracy".into(), 100.0 * train_acc);
         record.metrics.insert(format!("{eval_split}_accuracy"), 100.0 * eval_acc);
         record.metrics.insert("train_images".into(), train.n as f64);
+        record.metrics.insert("label_fraction".into(), train.n as f64 / available.max(1) as f64);
         record.metrics.insert("eval_images".into(), eval.n as f64);
         record.metrics.insert("probe_seconds".into(), t.elapsed().as_secs_f64());
         Ok(record)
