@@ -102,7 +102,7 @@ fn retrieval_embeddings_and_plots_on_a_frozen_backbone() {
     let curves = dir.path().join("curves.png");
     let r = relnet(&["plot", "metrics", s(bb.parent().unwrap()), s(other.parent().unwrap()), "--out", s(&curves)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(png_size(&curves), (1400, 560));
+    assert_eq!(png_size(&curves), relnet_eval::plot::metrics::SIZE);
     assert!(r.stderr.contains("rel: 2 epochs") && r.stderr.contains("rel2: 2 epochs"), "{}", r.stderr);
     let r = relnet(&["plot", "metrics", s(dir.path())]);
     assert_eq!(r.code, 1);

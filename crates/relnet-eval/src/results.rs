@@ -16,17 +16,21 @@ pub fn table(dir: &Path) -> Result<String> {
                 let metrics: Vec<String> = r
                     .metrics
                     .iter()
-                    .filter(|(k, _)| k.contains("accuracy") || k.starts_with("top1"))
+                    .filter(|(k, _)| k.contains("accuracy") || k.starts_with("top1") || *k == "map" || k.starts_with("precision_at_"))
                     .map(|(k, v)| format!("{k} {v:.2}"))
                     .collect();
                 let options = match &r.options {
                     serde_json::Value::Object(m) => m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
                     _ => String::new(),
                 };
+                let dataset = match &r.source_dataset {
+                    Some(src) if src != &r.dataset => format!("{src} -> {}", r.dataset),
+                    _ => r.dataset.clone(),
+                };
                 rows.push(format!(
                     "| {} | {} | {} | {} ({}, {}) | {} | {} | {:.1} |",
                     r.evaluator,
-                    r.dataset,
+                    dataset,
                     r.eval_split,
                     backbone,
                     r.backbone.kind,
@@ -39,7 +43,7 @@ pub fn table(dir: &Path) -> Result<String> {
             Err(e) => bad.push(format!("unreadable: {e}")),
         }
     }
-    let mut out = String::from("| evaluator | dataset | split | backbone (kind, sha256) | metrics (%) | options | seconds |\n|---|---|---|---|---|---|---|\n");
+    let mut out = String::from("| evaluator | dataset (source -> target) | split | backbone (kind, sha256) | metrics (%) | options | seconds |\n|---|---|---|---|---|---|---|\n");
     for r in &rows {
         out.push_str(r);
         out.push('\n');

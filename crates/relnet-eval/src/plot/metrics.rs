@@ -56,7 +56,10 @@ pub fn read_run(run_dir: &Path) -> Result<RunCurves> {
     Ok(curves)
 }
 
-/// Draws the curves of `runs` into `path` (1400 x 560).
+/// The figure's size.
+pub const SIZE: (u32, u32) = (1600, 560);
+
+/// Draws the curves of `runs` into `path` ([`SIZE`]): loss, accuracy, and one legend for both.
 pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
     let max_epoch = runs.iter().flat_map(|r| r.epochs.iter().map(|e| e.0)).fold(1.0, f64::max);
     let finite = |v: f64| v.is_finite();
@@ -66,49 +69,58 @@ pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
     let accs: Vec<f64> = runs.iter().flat_map(|r| r.epochs.iter().map(|e| e.2).chain(r.monitor.iter().map(|m| m.1))).filter(|v| finite(*v)).collect();
     let (amin, amax) = (accs.iter().copied().fold(100.0, f64::min), accs.iter().copied().fold(0.0, f64::max));
     let (a0, a1) = ((amin - 5.0).max(0.0), (amax + 5.0).min(100.0).max(amin + 1.0));
-    let metrics: Vec<&str> = {
-        let mut m: Vec<&str> = runs.iter().map(|r| r.metric.as_str()).collect();
-        m.dedup();
-        m
-    };
-    render_png(path, 1400, 560, |area| {
-        let (left, right) = area.split_horizontally(700);
+    let ticks = (max_epoch as usize).clamp(2, 12);
+    let epoch_label = |x: &f64| format!("{x:.0}");
+    let grid = RGBColor(225, 225, 225);
+    render_png(path, SIZE.0, SIZE.1, |area| {
+        let (charts, legend) = area.split_horizontally(SIZE.0 - 330);
+        let (left, right) = charts.split_horizontally((SIZE.0 - 330) / 2);
         let mut chart = ChartBuilder::on(&left)
             .caption("loss", (FONT_FAMILY, 20))
             .margin(14)
-            .x_label_area_size(36)
+            .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(0.5..max_epoch + 0.5, (lmin - lpad)..(lmax + lpad))?;
-        chart.configure_mesh().x_desc("epoch").label_style((FONT_FAMILY, 14)).draw()?;
+        chart.configure_mesh().x_desc("epoch").x_labels(ticks).x_label_formatter(&epoch_label).bold_line_style(grid).light_line_style(WHITE).label_style((FONT_FAMILY, 14)).draw()?;
         for (i, r) in runs.iter().enumerate() {
             let c = class_colour(i);
             let pts: Vec<(f64, f64)> = r.epochs.iter().map(|e| (e.0, e.1)).filter(|p| finite(p.1)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(r.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
-        chart.configure_series_labels().label_font((FONT_FAMILY, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
-
-        let caption = format!("{} (solid), kNN monitor top-1 (dashed), %", metrics.join(" / "));
         let mut chart = ChartBuilder::on(&right)
-            .caption(caption, (FONT_FAMILY, 18))
+            .caption("accuracy (%): the method's own, kNN monitor dashed", (FONT_FAMILY, 18))
             .margin(14)
-            .x_label_area_size(36)
+            .x_label_area_size(40)
             .y_label_area_size(48)
             .build_cartesian_2d(0.5..max_epoch + 0.5, a0..a1)?;
-        chart.configure_mesh().x_desc("epoch").label_style((FONT_FAMILY, 14)).draw()?;
+        chart.configure_mesh().x_desc("epoch").x_labels(ticks).x_label_formatter(&epoch_label).bold_line_style(grid).light_line_style(WHITE).label_style((FONT_FAMILY, 14)).draw()?;
         for (i, r) in runs.iter().enumerate() {
             let c = class_colour(i);
             let pts: Vec<(f64, f64)> = r.epochs.iter().map(|e| (e.0, e.2)).filter(|p| finite(p.1)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(format!("{}: {}", r.name, r.metric)).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
             if !r.monitor.is_empty() {
-                chart.draw_series(DashedLineSeries::new(r.monitor.clone(), 6, 4, c.stroke_width(2)))?
-                    .label(format!("{}: {}", r.name, r.monitor_name.as_deref().unwrap_or("kNN")))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 6, y), (x + 10, y), (x + 18, y)], c.stroke_width(1)));
+                chart.draw_series(DashedLineSeries::new(r.monitor.clone(), 6, 4, c.stroke_width(2)))?;
                 chart.draw_series(r.monitor.iter().map(|&p| TriangleMarker::new(p, 5, c.filled())))?;
             }
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT_FAMILY, 14)).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        // One legend for both panels: a run per colour with what its accuracy measures.
+        let mut y = 40;
+        for (i, r) in runs.iter().enumerate() {
+            let c = class_colour(i);
+            legend.draw(&PathElement::new(vec![(8, y + 8), (34, y + 8)], c.stroke_width(3)))?;
+            legend.draw(&Text::new(r.name.clone(), (42, y), (FONT_FAMILY, 15)))?;
+            legend.draw(&Text::new(r.metric.clone(), (42, y + 18), (FONT_FAMILY, 13).into_font().color(&RGBColor(90, 90, 90))))?;
+            y += 40;
+            if let Some(m) = &r.monitor_name {
+                legend.draw(&PathElement::new(vec![(8, y + 8), (14, y + 8)], c.stroke_width(2)))?;
+                legend.draw(&PathElement::new(vec![(18, y + 8), (24, y + 8)], c.stroke_width(2)))?;
+                legend.draw(&PathElement::new(vec![(28, y + 8), (34, y + 8)], c.stroke_width(2)))?;
+                legend.draw(&Text::new(format!("{} (kNN monitor)", m), (42, y), (FONT_FAMILY, 13)))?;
+                y += 26;
+            }
+        }
         Ok(())
     })
 }
@@ -145,7 +157,7 @@ mod tests {
         assert_eq!(runs[0].monitor, vec![(2.0, 46.0)], "the smallest k is drawn");
         assert_eq!(runs[0].monitor_name.as_deref(), Some("knn_top1_k20"));
         let (w, h, colours) = crate::plot::testutil::png_info(&out);
-        assert_eq!((w, h), (1400, 560));
+        assert_eq!((w, h), SIZE);
         assert!(colours > 10);
 
         std::fs::write(a.join("metrics.jsonl"), "{\"epoch\":1,\"loss\":0.5}\nnot json\n").unwrap();
