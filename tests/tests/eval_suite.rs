@@ -113,6 +113,7 @@ fn retrieval_embeddings_and_plots_on_a_frozen_backbone() {
 fn fewer_labels_are_stratified_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let bb = pretrain(dir.path(), "rel");
+    let before = std::fs::read(&bb).unwrap();
     let r = relnet(&["eval", "linear", "--backbone", s(&bb), "--epochs", "2", "--labels", "10%"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rec = record(&r.stderr);
@@ -125,6 +126,11 @@ fn fewer_labels_are_stratified_and_recorded() {
     let rec = record(&r.stderr);
     assert_eq!(rec["metrics"]["train_images"].as_f64(), Some(30.0), "{rec}");
     assert!(r.stderr.contains("fine-tuning on 30 labelled images of 5000"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&bb).unwrap(), before, "fine-tuning writes a new backbone and leaves the artifact as it was");
+    // The same budget and seed pick the same images: the same probe again gives the same figure.
+    let a = relnet(&["eval", "linear", "--backbone", s(&bb), "--epochs", "2", "--labels", "2-per-class", "--seed", "4"]);
+    let b = relnet(&["eval", "linear", "--backbone", s(&bb), "--epochs", "2", "--labels", "2-per-class", "--seed", "4"]);
+    assert_eq!(value(&a.stdout, "test_accuracy"), value(&b.stdout, "test_accuracy"));
     // Nonsense budgets are usage errors; combining with --limit-images is refused.
     let r = relnet(&["eval", "linear", "--backbone", s(&bb), "--labels", "150%"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
