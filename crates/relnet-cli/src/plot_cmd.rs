@@ -54,6 +54,10 @@ pub struct TsneArgs {
     /// Seed of the subsample and the initial layout.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Threads of the optimisation (default: all cores). With 1 the layout is bit-identical
+    /// from run to run; with more, parallel float sums move points slightly between runs.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Compute device of the feature pass.
     #[arg(long, default_value_t = DeviceSpec::Cpu, env = "RELNET_DEVICE")]
     pub device: DeviceSpec,
@@ -118,7 +122,7 @@ fn tsne(a: TsneArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     let dest = a.out.clone().unwrap_or_else(|| default_dir.join(format!("tsne-{}-{split}.png", relnet_core::record::sanitize(&dataset))));
     writeln!(err, "t-SNE of {} x {} features (perplexity {}, {} iterations, seed {})...", features.n, features.dim, a.perplexity, a.iterations, a.seed)?;
     let t = Instant::now();
-    let settings = TsneSettings { perplexity: a.perplexity, iterations: a.iterations, seed: a.seed, ..Default::default() };
+    let settings = TsneSettings { perplexity: a.perplexity, iterations: a.iterations, seed: a.seed, threads: a.threads, ..Default::default() };
     let points = tsne_2d(&features.data, features.dim, &settings).map_err(CliError::from)?;
     writeln!(err, "t-SNE of {} points in {:.1} s", features.n, t.elapsed().as_secs_f64())?;
     let title = format!("t-SNE of {dataset} {split} features ({} points, perplexity {})", features.n, a.perplexity);
