@@ -150,7 +150,7 @@ impl EvaluatorOptions for FinetuneOptions {
         if let Some(budget) = self.labels {
             let labels = labels_of(&data.images, &cfg.dataset)?;
             data.images.keep(&label_subset(&labels, budget, ctx.seed));
-            ctx.report.line(&format!("fine-tuning on {} labelled images of {available} ({budget} per class)", data.images.len()));
+            ctx.report.line(&format!("fine-tuning on {} labelled images of {available} (label budget {budget})", data.images.len()));
         }
         let labelled = data.images.len();
         check_image_size(ctx.kind, &cfg.dataset, data.images.height, data.images.width)?;
