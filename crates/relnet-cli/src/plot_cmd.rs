@@ -106,7 +106,7 @@ fn tsne(a: TsneArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
             let mut ctx = EvalContext::new(&cfg, stop_flag(), &mut progress).map_err(CliError::from)?;
             let f = ctx.features(a.split).map_err(CliError::from)?;
             let names = ctx.class_names().to_vec();
-            let dir = backbone.parent().filter(|p| !p.as_os_str().is_empty()).map_or(PathBuf::from("."), Path::to_path_buf);
+            let dir = relnet_eval::artifact_dir(backbone).to_path_buf();
             (f, names, dataset, a.split.as_str().to_string(), dir)
         }
         (None, None) => anyhow::bail!("give an embeddings file or --backbone and --dataset"),

@@ -16,7 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::features::Features;
-use crate::{EvalContext, EvaluatorOptions};
+use crate::{EvalContext, EvaluatorOptions, artifact_dir};
 
 /// Options of `embed` (`[evaluator] kind = "embed"`).
 #[derive(clap::Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -46,8 +46,7 @@ impl EvaluatorOptions for EmbedOptions {
     fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord> {
         let f = ctx.features(self.split)?;
         let out = self.out.clone().unwrap_or_else(|| {
-            let dir = ctx.config.backbone.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            dir.join("embeddings").join(format!("{}-{}.safetensors", relnet_core::record::sanitize(&ctx.config.dataset), self.split.as_str()))
+            artifact_dir(&ctx.config.backbone).join("embeddings").join(format!("{}-{}.safetensors", relnet_core::record::sanitize(&ctx.config.dataset), self.split.as_str()))
         });
         let meta = Metadata {
             dataset: ctx.config.dataset.clone(),
@@ -93,9 +92,6 @@ pub fn write_embeddings(path: &Path, f: &Features, meta: &Metadata) -> Result<()
     m.insert("backbone_sha256".to_string(), meta.backbone_sha256.clone());
     m.insert("written_by".to_string(), format!("relnet {}", env!("CARGO_PKG_VERSION")));
     let bytes = safetensors::serialize(tensors, Some(m)).map_err(bad)?;
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     relnet_core::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 

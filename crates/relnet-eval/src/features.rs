@@ -119,8 +119,7 @@ pub fn data_hash(images: &ImageSet) -> String {
 
 /// Where the features of `key` are cached for the artifact at `artifact`.
 pub fn cache_path(artifact: &Path, key: &FeatureKey) -> PathBuf {
-    let dir = artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    dir.join("features").join(format!("{}.feat", key.hash()))
+    crate::artifact_dir(artifact).join("features").join(format!("{}.feat", key.hash()))
 }
 
 /// The features of `split` through the frozen `backbone` (eval mode), from the cache when it

@@ -22,7 +22,7 @@ use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{LabelBudget, label_subset};
-use crate::{EvalContext, EvaluatorOptions};
+use crate::{EvalContext, EvaluatorOptions, artifact_dir};
 
 /// Which milestones the learning-rate drops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,8 +132,7 @@ impl EvaluatorOptions for FinetuneOptions {
         resolved.resume = false;
         let probe = ctx.record(Self::NAME, &resolved, Some(ctx.info.train_split.as_str()), ctx.info.test_split.as_str());
         // The run directory belongs to this evaluation: another option or artifact gets another.
-        let backbone_dir = cfg.backbone.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let out = backbone_dir.join("finetune").join(format!("{}-{}", sanitize(&cfg.dataset), probe.id()));
+        let out = artifact_dir(&cfg.backbone).join("finetune").join(format!("{}-{}", sanitize(&cfg.dataset), probe.id()));
         if !self.resume && out.exists() {
             // A fresh evaluation replaces an earlier identical one (as its record does).
             for stale in ["checkpoint", "metrics.jsonl", "backbone.bpk"] {

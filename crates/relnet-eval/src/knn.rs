@@ -76,8 +76,13 @@ impl EvaluatorOptions for KnnOptions {
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).
 pub fn l2_normalized(f: &Features) -> Vec<f32> {
-    let mut out = f.data.clone();
-    for row in out.chunks_exact_mut(f.dim.max(1)) {
+    l2_normalize_rows(&f.data, f.dim)
+}
+
+/// Rows of `data` (`dim` wide) scaled to unit L2 norm (zero rows stay zero).
+pub fn l2_normalize_rows(data: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = data.to_vec();
+    for row in out.chunks_exact_mut(dim.max(1)) {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         if norm > 0.0 {
             row.iter_mut().for_each(|v| *v /= norm);
@@ -86,8 +91,23 @@ pub fn l2_normalized(f: &Features) -> Vec<f32> {
     out
 }
 
+/// Dot products of every row of `query` with every row of `gallery` (both `dim` wide,
+/// row-major), as GEMMs on `device` in blocks of 256 queries: `each(first_query, sims)` receives
+/// each block's `rows x gallery rows` similarities, row-major.
+pub fn dot_blocks(gallery: &[f32], query: &[f32], dim: usize, device: &Device, mut each: impl FnMut(usize, &[f32])) {
+    let (n_g, n_q) = (gallery.len() / dim.max(1), query.len() / dim.max(1));
+    let g = Tensor::<2>::from_data(TensorData::new(gallery.to_vec(), [n_g, dim]), device).transpose();
+    let block = 256;
+    for start in (0..n_q).step_by(block) {
+        let end = (start + block).min(n_q);
+        let qb = Tensor::<2>::from_data(TensorData::new(query[start * dim..end * dim].to_vec(), [end - start, dim]), device);
+        let sims: Vec<f32> = qb.matmul(g.clone()).into_data().iter::<f32>().collect();
+        each(start, &sims);
+    }
+}
+
 /// `(similarity, gallery index)` ordered nearest first: larger similarity, then lower index.
-fn nearer(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+pub(crate) fn nearer(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
@@ -110,15 +130,9 @@ pub fn vote(neighbours: &[(f32, u32)], labels: &[i64], classes: usize, k: usize,
 /// each k of `ks`. Similarities are computed as GEMMs on `device` in blocks of queries.
 pub fn knn_accuracy(gallery: &Features, query: &Features, ks: &[usize], temperature: f32, device: &Device) -> Vec<(usize, f64)> {
     let kmax = ks.iter().copied().max().unwrap_or(1).min(gallery.n).max(1);
-    let g = Tensor::<2>::from_data(TensorData::new(l2_normalized(gallery), [gallery.n, gallery.dim]), device).transpose();
-    let q = l2_normalized(query);
     let classes = gallery.classes.max(query.classes);
     let mut hits = vec![0usize; ks.len()];
-    let block = 256;
-    for start in (0..query.n).step_by(block) {
-        let end = (start + block).min(query.n);
-        let qb = Tensor::<2>::from_data(TensorData::new(q[start * query.dim..end * query.dim].to_vec(), [end - start, query.dim]), device);
-        let sims: Vec<f32> = qb.matmul(g.clone()).into_data().iter::<f32>().collect();
+    dot_blocks(&l2_normalized(gallery), &l2_normalized(query), query.dim, device, |start, sims| {
         let row_hits: Vec<Vec<bool>> = sims
             .par_chunks(gallery.n)
             .enumerate()
@@ -138,7 +152,7 @@ pub fn knn_accuracy(gallery: &Features, query: &Features, ks: &[usize], temperat
                 hits[i] += hit as usize;
             }
         }
-    }
+    });
     ks.iter().zip(hits).map(|(&k, h)| (k, h as f64 / query.n.max(1) as f64)).collect()
 }
 

@@ -77,16 +77,21 @@ impl LabelBudget {
     }
 }
 
-/// The indices (into `labels`, sorted) of the labelled part allowed by `budget`, drawn per class
-/// with `seed`. Classes are visited in order and each class's images are shuffled by their own
-/// stream, so a class's pick does not depend on the other classes' sizes.
-pub fn label_subset(labels: &[i64], budget: LabelBudget, seed: u64) -> Vec<usize> {
+/// The indices of each class in `labels`, in order, classes ascending.
+pub fn indices_by_class(labels: &[i64]) -> BTreeMap<i64, Vec<usize>> {
     let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, &l) in labels.iter().enumerate() {
         by_class.entry(l).or_default().push(i);
     }
+    by_class
+}
+
+/// The indices (into `labels`, sorted) of the labelled part allowed by `budget`, drawn per class
+/// with `seed`. Classes are visited in order and each class's images are shuffled by their own
+/// stream, so a class's pick does not depend on the other classes' sizes.
+pub fn label_subset(labels: &[i64], budget: LabelBudget, seed: u64) -> Vec<usize> {
     let mut keep = Vec::new();
-    for (class, mut idx) in by_class {
+    for (class, mut idx) in indices_by_class(labels) {
         let stream = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (class as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x1AB_E15;
         idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(stream));
         keep.extend_from_slice(&idx[..budget.of_class(idx.len())]);

@@ -20,7 +20,7 @@ pub mod retrieval;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -240,11 +240,16 @@ impl<'a> EvalContext<'a> {
     }
 }
 
+/// The folder of a backbone artifact (`.` for a bare file name): where its run's `config.toml`,
+/// its feature cache, records, embeddings and fine-tunings live.
+pub fn artifact_dir(artifact: &Path) -> &Path {
+    artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// The dataset a backbone artifact was trained on: the `dataset` of the `config.toml` of its run
 /// (pretraining or fine-tuning), when there is one beside it.
-pub fn source_dataset(artifact: &std::path::Path) -> Option<String> {
-    let dir = artifact.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+pub fn source_dataset(artifact: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(artifact_dir(artifact).join("config.toml")).ok()?;
     let table: toml::Table = text.parse().ok()?;
     table.get("dataset")?.as_str().map(str::to_string)
 }
@@ -257,7 +262,7 @@ pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Report
     record.wall_seconds = started.elapsed().as_secs_f64();
     let dir = match &cfg.results {
         Some(d) => d.clone(),
-        None => cfg.backbone.parent().filter(|p| !p.as_os_str().is_empty()).map_or(PathBuf::from("."), |p| p.to_path_buf()),
+        None => artifact_dir(&cfg.backbone).to_path_buf(),
     };
     let path = record.save(&dir)?;
     ctx.report.line(&format!("result record written to {}", path.display()));

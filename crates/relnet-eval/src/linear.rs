@@ -29,7 +29,7 @@ use relnet_models::linear_head;
 use serde::{Deserialize, Serialize};
 
 use crate::features::Features;
-use crate::labels::{LabelBudget, label_subset};
+use crate::labels::{LabelBudget, indices_by_class, label_subset};
 use crate::{EvalContext, EvaluatorOptions};
 
 /// Options of the linear probe (`[evaluator] kind = "linear"`).
@@ -108,10 +108,7 @@ impl EvaluatorOptions for LinearOptions {
 /// least one image of a class with two or more), drawn with `seed`. Returns (kept, held out),
 /// each sorted.
 pub fn stratified_split(labels: &[i64], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let mut by_class: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
-    for (i, &l) in labels.iter().enumerate() {
-        by_class.entry(l).or_default().push(i);
-    }
+    let by_class = indices_by_class(labels);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5A11);
     let (mut keep, mut held) = (Vec::new(), Vec::new());
     for (_, mut idx) in by_class {

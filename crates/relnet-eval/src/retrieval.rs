@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use rand::SeedableRng;
 use rand::seq::index::sample;
 use rayon::prelude::*;
@@ -32,7 +31,7 @@ use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::features::Features;
-use crate::knn::l2_normalized;
+use crate::knn::{dot_blocks, l2_normalized, nearer};
 use crate::plot::retrieval::{GridRow, Thumb, grid_png};
 use crate::{EvalContext, EvaluatorOptions};
 
@@ -202,20 +201,19 @@ struct QueryScore {
 /// Ranks the whole gallery for every query (similarities as GEMMs on `device`, in blocks) and
 /// computes the metrics of the module's definitions for each cut-off of `ks`.
 pub fn retrieve(gallery: &Features, query: &Features, ks: &[usize], distance: Distance, same_split: bool, drawn: &[usize], device: &Device) -> Retrieval {
-    let (g, q) = match distance {
-        Distance::Cosine => (l2_normalized(gallery), l2_normalized(query)),
-        Distance::Euclidean => (gallery.data.clone(), query.data.clone()),
+    let normalised;
+    let (g, q): (&[f32], &[f32]) = match distance {
+        Distance::Cosine => {
+            normalised = (l2_normalized(gallery), l2_normalized(query));
+            (&normalised.0, &normalised.1)
+        }
+        Distance::Euclidean => (&gallery.data, &query.data),
     };
     // Euclidean: |q - g|^2 = |q|^2 + |g|^2 - 2 q.g ranks like the score 2 q.g - |g|^2 (larger first).
     let g_sq: Vec<f32> = g.chunks_exact(gallery.dim.max(1)).map(|r| r.iter().map(|v| v * v).sum()).collect();
-    let gt = Tensor::<2>::from_data(TensorData::new(g, [gallery.n, gallery.dim]), device).transpose();
     let mut scores: Vec<QueryScore> = Vec::with_capacity(query.n);
     let mut top = vec![Vec::new(); drawn.len()];
-    let block = 256;
-    for start in (0..query.n).step_by(block) {
-        let end = (start + block).min(query.n);
-        let qb = Tensor::<2>::from_data(TensorData::new(q[start * query.dim..end * query.dim].to_vec(), [end - start, query.dim]), device);
-        let sims: Vec<f32> = qb.matmul(gt.clone()).into_data().iter::<f32>().collect();
+    dot_blocks(g, q, query.dim, device, |start, sims| {
         let part: Vec<(QueryScore, Option<Vec<u32>>)> = sims
             .par_chunks(gallery.n)
             .enumerate()
@@ -227,7 +225,7 @@ pub fn retrieve(gallery: &Features, query: &Features, ks: &[usize], distance: Di
                     .filter(|&(j, _)| !(same_split && j == qi))
                     .map(|(j, &s)| (if distance == Distance::Euclidean { 2.0 * s - g_sq[j] } else { s }, j as u32))
                     .collect();
-                ranked.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                ranked.sort_unstable_by(nearer);
                 let ids: Vec<u32> = ranked.iter().map(|&(_, j)| j).collect();
                 let keep = drawn.contains(&qi).then(|| ids.iter().take(SHOWN_NEIGHBOURS).copied().collect());
                 (score_ranking(&ids, &gallery.labels, query.labels[qi], ks), keep)
@@ -243,7 +241,7 @@ pub fn retrieve(gallery: &Features, query: &Features, ks: &[usize], distance: Di
             }
             scores.push(s);
         }
-    }
+    });
     aggregate(&scores, ks, top)
 }
 

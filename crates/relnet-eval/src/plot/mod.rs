@@ -73,9 +73,6 @@ pub fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<()>
     image::codecs::png::PngEncoder::new(&mut bytes)
         .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
         .map_err(|e| draw_err(path, e))?;
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     relnet_core::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 

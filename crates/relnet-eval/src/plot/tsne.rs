@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use relnet_core::{Error, Result};
 
 use super::{FONT_FAMILY, class_colour, render_png};
+use crate::knn::l2_normalize_rows;
 
 /// Settings of a t-SNE run.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,18 +39,6 @@ impl Default for TsneSettings {
     fn default() -> Self {
         TsneSettings { perplexity: 30.0, iterations: 1000, theta: 0.5, learning_rate: 200.0, seed: 1, threads: None }
     }
-}
-
-/// Rows of `data` (`n x dim`) scaled to unit length (zero rows stay zero).
-fn normalised(data: &[f32], dim: usize) -> Vec<f32> {
-    let mut out = data.to_vec();
-    for row in out.chunks_exact_mut(dim.max(1)) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-    }
-    out
 }
 
 /// The `k` nearest neighbours of every row (itself excluded), nearest first, exactly: Euclidean
@@ -99,7 +88,7 @@ fn layout(data: &[f32], dim: usize, s: &TsneSettings) -> Result<Vec<[f32; 2]>> {
     if (n as f32) < 3.0 * s.perplexity + 2.0 {
         return Err(Error::Invalid(format!("t-SNE of {n} points needs a perplexity below {:.1} (got {})", (n as f32 - 2.0) / 3.0, s.perplexity)));
     }
-    let x = normalised(data, dim);
+    let x = l2_normalize_rows(data, dim);
     let k = ((3.0 * s.perplexity) as usize).min(n - 1);
     let neighbours = nearest_neighbours(&x, dim, k);
     // The initial layout: N(0, 1e-4^2) per coordinate, from the seed (Box-Muller).
