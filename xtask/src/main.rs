@@ -6,7 +6,9 @@
 //!   `../shared/bench/torch_reference.py speed`); `--features cuda` style cargo flags are not
 //!   forwarded, everything after `pretrain` goes to relnet.
 //!
-//! Later tasks (`reproduce`) live here too.
+//! * `reproduce [FLAGS]`: the paper's grid, `relnet reproduce FLAGS` in a release build
+//!   (`--profile paper|cpu|smoke`, `--only`, `--dry-run`, `--launcher slurm`...).
+//! * `report [DIR]`: `relnet report DIR` in a release build.
 
 use std::process::{Command, ExitCode};
 
@@ -21,7 +23,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                      run the test suite and type-check the CUDA build (what .ci/run does)
   bench pretrain [FLAGS]  pretraining speed: relnet bench pretrain FLAGS in a release build
-                          (e.g. --dataset cifar10 --data-root DIR --backbone conv4 --k 4 --batch-size 64)";
+                          (e.g. --dataset cifar10 --data-root DIR --backbone conv4 --k 4 --batch-size 64)
+  reproduce [FLAGS]       the paper's experiment grid: relnet reproduce FLAGS in a release build
+                          (e.g. --profile cpu --data-root DIR; --dry-run lists the cells)
+  report [DIR]            the results of a grid beside the paper's: relnet report DIR";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +37,11 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("pretrain") => {
             let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", "bench", "pretrain"];
             a.extend(args[2..].iter().map(String::as_str));
+            cargo(&a, &[])
+        }
+        Some(task @ ("reproduce" | "report")) => {
+            let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", task];
+            a.extend(args[1..].iter().map(String::as_str));
             cargo(&a, &[])
         }
         _ => {

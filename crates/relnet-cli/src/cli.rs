@@ -33,6 +33,12 @@ pub enum Command {
     /// Figures: t-SNE of features, training curves of runs.
     #[command(subcommand)]
     Plot(crate::plot_cmd::PlotCommand),
+    /// The paper's experiment grid in one command: `--profile paper|cpu|smoke`, resumable;
+    /// `--dry-run` lists the cells, `--launcher slurm` writes a job-array script.
+    Reproduce(crate::reproduce_cmd::ReproduceArgs),
+    /// Render a results directory of `relnet reproduce` as Markdown and CSV tables beside the
+    /// paper's values, with figures.
+    Report(crate::reproduce_cmd::ReportArgs),
     /// Print the result records under a folder as a table.
     Results {
         /// Folder searched recursively for results/*.json records.
@@ -102,6 +108,8 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
         Command::Eval(a) => crate::train_cmd::eval_cmd(a, out, err),
         Command::Plot(p) => crate::plot_cmd::run(p, out, err),
+        Command::Reproduce(a) => crate::reproduce_cmd::reproduce(a, out, err),
+        Command::Report(a) => crate::reproduce_cmd::report_cmd(a, out),
         Command::Results { dir } => crate::train_cmd::results_cmd(dir, out),
         Command::Bench(BenchCommand::Pretrain(a)) => crate::bench_cmd::pretrain(a, out, err),
     }

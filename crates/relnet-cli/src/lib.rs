@@ -6,6 +6,7 @@ mod data_cmd;
 mod flags;
 mod device_cmd;
 mod plot_cmd;
+mod reproduce_cmd;
 mod train_cmd;
 
 use std::ffi::OsString;

@@ -43,7 +43,11 @@ impl Checkpoint {
         let model_path = self.dir.join("model.bpk");
         let tmp = self.dir.join(".model.bpk.tmp");
         let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true);
-        model.save_into(&mut store).map_err(|e| err(&model_path, e))?;
+        // `valid()` first: it folds BatchNorm's pending running-statistics update into the
+        // stored value. Saving the module itself writes the statistics one update behind, and a
+        // resumed run then drifts from an uninterrupted one (burn's RunningState keeps the last
+        // update per thread until the next read).
+        model.valid().save_into(&mut store).map_err(|e| err(&model_path, e))?;
         std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
         let optim_path = self.dir.join("optimizer.bpk");
         let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;

@@ -10,6 +10,7 @@
 
 pub mod embed;
 pub mod features;
+pub mod grid;
 pub mod finetune;
 pub mod knn;
 pub mod labels;

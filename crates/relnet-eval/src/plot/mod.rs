@@ -4,6 +4,7 @@
 //! Text uses DejaVu Sans, embedded in the binary (`assets/`, its licence beside it), so a figure
 //! looks the same on every machine and needs no system fonts. PNGs are written atomically.
 
+pub mod bars;
 pub mod metrics;
 pub mod retrieval;
 pub mod tsne;

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# slurm-single-node.sh -- bring up a one-machine SLURM "cluster" for testing.
+#
+# Purpose: exercise relnet's SLURM launcher (sbatch --array=..., squeue, sinfo)
+# on a single Debian 12 machine, e.g. a dev box or a container, without a real
+# cluster. It is NOT a production setup: no accounting, no cgroups, no security
+# hardening.
+#
+# What it does (idempotent; safe to re-run):
+#   1. apt-get installs slurm-wlm + munge (only if the binaries are missing).
+#   2. Creates /etc/munge/munge.key if missing and starts munged.
+#   3. Writes a minimal /etc/slurm/slurm.conf: one node named `hostname -s`
+#      with the CPU/memory reported by `slurmd -C`, partition `debug`
+#      (Default=YES), proctrack/linuxproc + task/none (no cgroups needed, works
+#      in containers and gVisor), no accounting.
+#   4. Starts slurmctld and slurmd directly (no systemd required); restarts
+#      them if the config changed.
+#   5. Waits until `sinfo` reports the node idle (resuming it if it is down
+#      or drained from an earlier run).
+#
+# Usage:   sudo scripts/slurm-single-node.sh            # set up / ensure running
+#          sudo scripts/slurm-single-node.sh --test     # ... then run a 3-task
+#                                                       # array job as a smoke test
+#          sudo scripts/slurm-single-node.sh --stop     # stop slurm daemons
+# Env:     SLURM_SLURMUSER (default: slurm, created by the Debian package;
+#                          falls back to root if that user is missing)
+#          SLURM_WAIT_SECS (default: 60)
+#
+# Requires: Debian 12 (bookworm; slurm-wlm 22.05), root, apt access.
+set -euo pipefail
+
+WAIT_SECS="${SLURM_WAIT_SECS:-60}"
+SLURMUSER="${SLURM_SLURMUSER:-slurm}"
+CONF_DIR=/etc/slurm
+CONF="$CONF_DIR/slurm.conf"
+CTLD_SPOOL=/var/spool/slurmctld
+SLURMD_SPOOL=/var/spool/slurmd
+LOG_DIR=/var/log/slurm
+CTLD_PID=/run/slurmctld.pid
+SLURMD_PID=/run/slurmd.pid
+
+log() { printf '[slurm-single-node] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+
+# Kill a daemon by its pid file (only the pid we recorded, never by name).
+stop_pidfile() {
+    local pidfile=$1 pid
+    [[ -s $pidfile ]] || return 0
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+}
+
+pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if [[ ${1:-} == --stop ]]; then
+    stop_pidfile "$SLURMD_PID"
+    stop_pidfile "$CTLD_PID"
+    log "slurmd and slurmctld stopped (munged left running)"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- 1. install
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+    log "installing slurm-wlm and munge via apt"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q slurm-wlm munge
+fi
+
+# ------------------------------------------------------------------ 2. munge
+install -d -o munge -g munge -m 0700 /etc/munge /var/log/munge
+install -d -o munge -g munge -m 0711 /var/lib/munge
+install -d -o munge -g munge -m 0755 /run/munge
+if [[ ! -s /etc/munge/munge.key ]]; then
+    log "creating /etc/munge/munge.key"
+    if command -v mungekey >/dev/null; then
+        mungekey --create --keyfile=/etc/munge/munge.key --force
+    else
+        dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+    fi
+fi
+chown munge:munge /etc/munge/munge.key
+chmod 0400 /etc/munge/munge.key
+
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    log "starting munged"
+    # munged daemonizes itself; run it as the munge user like the init script.
+    runuser -u munge -- /usr/sbin/munged
+    for _ in $(seq 1 25); do
+        munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    munge -n | unmunge >/dev/null || die "munge does not work (see /var/log/munge/munged.log)"
+fi
+
+# ----------------------------------------------------------------- 3. config
+HOST=$(hostname -s)
+# `slurmd -C` prints e.g.:
+#   NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105
+NODE_LINE=$(slurmd -C | grep '^NodeName=' | head -n1)
+[[ -n $NODE_LINE ]] || die "slurmd -C printed no NodeName line"
+# Pin the address to loopback so name resolution of the host name can't break
+# controller <-> slurmd traffic (containers often have odd /etc/hosts).
+NODE_LINE="$NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN"
+
+if [[ $SLURMUSER != root ]] && ! id "$SLURMUSER" >/dev/null 2>&1; then
+    log "user $SLURMUSER missing, falling back to SlurmUser=root"
+    SLURMUSER=root
+fi
+
+NEW_CONF=$(mktemp)
+trap 'rm -f "$NEW_CONF"' EXIT
+cat >"$NEW_CONF" <<EOF
+# Generated by scripts/slurm-single-node.sh -- single-node test cluster.
+ClusterName=local
+SlurmctldHost=${HOST}(127.0.0.1)
+SlurmUser=${SLURMUSER}
+SlurmdUser=root
+AuthType=auth/munge
+MailProg=/bin/true
+CredType=cred/munge
+MpiDefault=none
+SwitchType=switch/none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MaxArraySize=10001
+StateSaveLocation=${CTLD_SPOOL}
+SlurmdSpoolDir=${SLURMD_SPOOL}
+SlurmctldPidFile=${CTLD_PID}
+SlurmdPidFile=${SLURMD_PID}
+SlurmctldLogFile=${LOG_DIR}/slurmctld.log
+SlurmdLogFile=${LOG_DIR}/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+MinJobAge=300
+KillWait=5
+Waittime=0
+${NODE_LINE}
+PartitionName=debug Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP
+EOF
+
+# ---------------------------------------------------------------- 4. daemons
+if [[ ! -f $CONF ]] || ! cmp -s "$NEW_CONF" "$CONF"; then
+    # Stop the old daemons *before* touching the state dir / config so that
+    # they can still save their state on shutdown under the old SlurmUser.
+    stop_pidfile "$SLURMD_PID"
+    stop_pidfile "$CTLD_PID"
+    log "writing $CONF"
+    install -d -m 0755 "$CONF_DIR"
+    install -m 0644 "$NEW_CONF" "$CONF"
+fi
+install -d -m 0755 "$SLURMD_SPOOL"
+if ! pid_alive "$CTLD_PID"; then
+    install -d -o "$SLURMUSER" -m 0755 "$CTLD_SPOOL" "$LOG_DIR"
+    # State files left by a run under another SlurmUser would be unwritable.
+    chown -R "$SLURMUSER" "$CTLD_SPOOL"
+    log "starting slurmctld"
+    /usr/sbin/slurmctld          # daemonizes; writes $CTLD_PID
+fi
+# Give the controller a moment to listen before slurmd registers.
+for _ in $(seq 1 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
+if ! scontrol ping 2>/dev/null | grep -q UP; then
+    tail -n 20 "$LOG_DIR/slurmctld.log" >&2 || true
+    die "slurmctld is not responding"
+fi
+if ! pid_alive "$SLURMD_PID"; then
+    log "starting slurmd"
+    /usr/sbin/slurmd             # daemonizes; writes $SLURMD_PID
+fi
+
+# ------------------------------------------------------- 5. wait for "idle"
+state=""
+for ((i = 0; i < WAIT_SECS * 2; i++)); do
+    state=$(sinfo -h -n "$HOST" -o '%T' 2>/dev/null | head -n1 || true)
+    case $state in
+        idle|mixed|allocated|completing) break ;;
+        down*|drain*|fail*)
+            # Left over from an earlier run / restart: bring it back.
+            scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true ;;
+    esac
+    sleep 0.5
+done
+case $state in
+    idle|mixed|allocated|completing) log "node $HOST is $state" ;;
+    *) sinfo -N -l >&2 || true
+       die "node $HOST not idle after ${WAIT_SECS}s (state '$state'); see $LOG_DIR/*.log" ;;
+esac
+sinfo
+
+# ------------------------------------------------------------ optional test
+if [[ ${1:-} == --test ]]; then
+    outdir=/tmp/slurmtest
+    rm -rf "$outdir"; mkdir -p "$outdir"
+    cat >"$outdir/job.sh" <<'EOF'
+#!/bin/bash
+#SBATCH --job-name=arraytest
+#SBATCH --array=0-2
+#SBATCH --output=/tmp/slurmtest/slurm-%A_%a.out
+#SBATCH --time=00:01:00
+echo "$SLURM_ARRAY_TASK_ID" > /tmp/slurmtest/task-$SLURM_ARRAY_TASK_ID.txt
+EOF
+    jobid=$(sbatch --parsable "$outdir/job.sh")
+    log "submitted array job $jobid"
+    squeue -j "$jobid" >&2 || true
+    # Done when the job has left the queue and every task wrote its file.
+    for _ in $(seq 1 120); do
+        if [[ -z $(squeue -h -j "$jobid" 2>/dev/null) ]] \
+           && [[ -s $outdir/task-0.txt && -s $outdir/task-1.txt && -s $outdir/task-2.txt ]]; then
+            break
+        fi
+        sleep 0.5
+    done
+    for t in 0 1 2; do
+        [[ $(cat "$outdir/task-$t.txt" 2>/dev/null) == "$t" ]] \
+            || die "array task $t produced no/incorrect output"
+    done
+    log "array test OK: $(ls "$outdir" | tr '\n' ' ')"
+fi
