@@ -154,6 +154,26 @@ fn a_grid_killed_mid_cell_resumes_to_the_uninterrupted_results_and_absent_data_i
     assert!(r.stdout.contains("skipped [") && r.stdout.contains("relnet data download cifar100"), "{}", r.stdout);
     assert!(r.stdout.contains("paper 33.38 ± 1.02"), "paper values beside the cells: {}", r.stdout);
     assert!(whole.join("report.csv").exists() && whole.join("figures").join("linear-conv4-synthetic.png").exists());
+
+    // A corrupt manifest is reported and its cell run again.
+    let random = cell_dir(&whole, "random-synthetic");
+    std::fs::write(random.join("cell.json"), b"{\"schema_version\": 1, \"cel").unwrap();
+    let a = args(&whole);
+    let r = relnet(&a.iter().map(String::as_str).chain(["--only", "method=random,dataset=synthetic"]).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("not a cell manifest") && r.stdout.contains("1 done now"), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(manifest(&random)["status"], "done");
+
+    // The same method at another pretraining budget in the same results: another cell (another
+    // hash), and the report draws accuracy against pretraining epochs.
+    std::fs::write(&grid, TEST_GRID.replace("epochs = 6", "epochs = 2")).unwrap();
+    let a = args(&whole);
+    let r = relnet(&a.iter().map(String::as_str).chain(["--only", "method=relational,dataset=synthetic"]).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = relnet(&["report", s(&whole)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("| Relational reasoning | 2 |") && r.stdout.contains("| Relational reasoning | 6 |"), "{}", r.stdout);
+    assert!(whole.join("figures").join("epochs-linear-conv4-synthetic.png").exists(), "{}", r.stdout);
 }
 
 #[test]
