@@ -67,6 +67,9 @@ fn results_dir(a: &ReproduceArgs) -> PathBuf {
 }
 
 fn find_cell<'a>(cells: &'a [Cell], id: &str) -> anyhow::Result<(usize, &'a Cell)> {
+    if let Some(hit) = cells.iter().enumerate().find(|(_, c)| c.hash == id || c.dir_name() == id) {
+        return Ok(hit);
+    }
     if let Ok(i) = id.parse::<usize>() {
         return cells.get(i).map(|c| (i, c)).ok_or_else(|| anyhow::anyhow!("cell {i} does not exist: the grid has {} cells (0..{})", cells.len(), cells.len().saturating_sub(1)));
     }
@@ -101,7 +104,11 @@ pub fn reproduce(a: ReproduceArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         return slurm(&grid, &a, &grid_text, &cells, &env, out);
     }
     std::fs::create_dir_all(&results).map_err(|e| CliError(relnet_core::Error::io(&results, e)))?;
-    write_grid_files(&env, &grid_text, &a.profile, &a.only).map_err(CliError)?;
+    // A single cell (a SLURM array task) writes only into its own cell directory; the grid files
+    // beside the cells are written by the invocation that runs the grid or writes the script.
+    if a.cell.is_none() {
+        write_grid_files(&env, &grid_text, &a.profile, &a.only).map_err(CliError)?;
+    }
     let stop = stop_flag();
     let mut progress = Progress::new(err);
     if let Some(id) = &a.cell {

@@ -212,7 +212,8 @@ pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Op
 }
 
 /// Prepares a run directory: refuses one that holds a run unless resuming, refuses a resume whose
-/// configuration differs (the device may change), writes the resolved configuration. Returns the
+/// configuration differs (the device, data root and paths may change), writes the resolved
+/// configuration. Returns the
 /// saved progress to resume from.
 pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<Option<Progress>> {
     let saved = Checkpoint::new(out).progress()?;
@@ -223,9 +224,15 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
     let now = crate::config::to_toml(config);
     if resume {
         if let Ok(before) = std::fs::read_to_string(&path) {
+            // Where the run reads and writes (device, data root, its own folder, where results
+            // go, the path of the backbone it fine-tunes, whose content its folder's name
+            // already fixes) may change between the start and the resume: a moved results
+            // folder or another machine's data root resumes the same run.
             let strip = |t: &str| -> Option<toml::Table> {
                 let mut table: toml::Table = t.parse().ok()?;
-                table.remove("device");
+                for key in ["device", "data_root", "out", "results", "backbone"] {
+                    table.remove(key);
+                }
                 Some(table)
             };
             let before = strip(&before);

@@ -172,7 +172,12 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
     let mut start = Progress { epoch: 0, batch: 0, finished: false };
     if let Some(p) = run.resume {
         if p.finished {
-            report.line("run already finished; nothing to do");
+            // Nothing to train; the method's closing measurement (fine-tuning's test accuracy)
+            // is taken again from the saved model, so that resuming a finished run still
+            // yields it.
+            let (model, _) = ckpt.load(model, optim)?;
+            report.line("run already finished; nothing to train");
+            method.finish(&model.valid(), &mut context(&run, run.epochs, &mut |s: &str| report.line(s)))?;
             return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") });
         }
         (model, optim) = ckpt.load(model, optim)?;

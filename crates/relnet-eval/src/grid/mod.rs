@@ -419,6 +419,17 @@ pub fn config_hash(cfg: &PretrainConfig) -> String {
     sha256_hex(config::to_toml(&c).as_bytes())[..12].to_string()
 }
 
+/// The hash of a cell's pretraining without its seed, dataset and backbone (the report's
+/// columns): cells of one method that share it differ only there, and the report averages over
+/// seeds only within one such variant.
+pub fn variant_hash(cfg: &PretrainConfig) -> String {
+    let mut c = cfg.clone();
+    c.seed = 0;
+    c.dataset = String::new();
+    c.backbone = relnet_models::BackboneKind::Conv4;
+    config_hash(&c)
+}
+
 /// A rough duration of a cell in seconds, from the profile's `[estimate.*]` table.
 pub fn estimate_seconds(grid: &Grid, profile: &Profile, cell: &Cell) -> Option<f64> {
     let t = grid.estimate.devices.get(&profile.estimate)?;

@@ -105,6 +105,10 @@ impl Condition {
     }
 }
 
+/// A group of a protocol's column: (rank, method, pretraining epochs, settings hash without seed,
+/// dataset and backbone).
+type Row = (usize, String, usize, String);
+
 /// What `relnet report` produces.
 pub struct Report {
     pub markdown: String,
@@ -183,7 +187,7 @@ pub fn report(results: &Path) -> Result<Report> {
     let figures_dir = results.join("figures");
     let mut figures = Vec::new();
     let mut md = String::new();
-    let mut csv = String::from("protocol,backbone,dataset,target,labels,method,pretrain_epochs,metric,seeds,mean,std,paper_mean,paper_std,paper_status,paper_source,difference,status,note\n");
+    let mut csv = String::from("protocol,backbone,dataset,target,labels,method,pretrain_epochs,settings,metric,seeds,mean,std,paper_mean,paper_std,paper_status,paper_source,difference,status,note\n");
     let mut notes: Vec<String> = Vec::new();
     let mut note_of = |why: &str| -> usize {
         match notes.iter().position(|n| n == why) {
@@ -198,12 +202,16 @@ pub fn report(results: &Path) -> Result<Report> {
     let _ = writeln!(md, "# relnet reproduce: results\n");
     let _ = writeln!(md, "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of `../shared/reference/relational-reasoning.md`, section 6; *approx.* marks values read off a figure.\n", results.display(), manifests.len(), entries.len());
 
-    // protocol -> condition -> (method, epochs) -> entries
-    let mut by_protocol: BTreeMap<String, BTreeMap<Condition, BTreeMap<(usize, String, usize), Vec<&Entry>>>> = BTreeMap::new();
+    // protocol -> condition -> (method, epochs, variant) -> entries, one per seed.
+    let mut by_protocol: BTreeMap<String, BTreeMap<Condition, BTreeMap<Row, Vec<&Entry>>>> = BTreeMap::new();
     for e in &entries {
         let c = Condition { backbone: e.cell.backbone.clone(), source: e.cell.dataset.clone(), target: e.eval.dataset.clone(), labels: e.eval.labels.clone() };
         let epochs = e.cell.pretrain.epochs();
-        by_protocol.entry(e.eval.protocol.clone()).or_default().entry(c).or_default().entry((method_rank(&e.cell.method), e.cell.method.clone(), epochs)).or_default().push(e);
+        let variant = super::variant_hash(&e.cell.pretrain);
+        let group = by_protocol.entry(e.eval.protocol.clone()).or_default().entry(c).or_default().entry((method_rank(&e.cell.method), e.cell.method.clone(), epochs, variant)).or_default();
+        if !group.iter().any(|x| x.cell.seed == e.cell.seed) {
+            group.push(e);
+        }
     }
     let order: Vec<String> = grid.protocols.keys().cloned().collect();
     let mut protocols: Vec<&String> = by_protocol.keys().collect();
@@ -217,8 +225,9 @@ pub fn report(results: &Path) -> Result<Report> {
         let first = conditions.values().flat_map(|m| m.values()).flatten().next().expect("a protocol has entries");
         let metrics = metrics_of(&first.eval.evaluator);
         let conds: Vec<&Condition> = conditions.keys().collect();
-        // Rows: every (method, epochs) of any condition.
-        let mut rows: Vec<(usize, String, usize)> = conditions.values().flat_map(|m| m.keys().cloned()).collect();
+        // Rows: every (method, epochs) of any condition; a method run with other settings at
+        // the same epoch count (another K, learning rate...) shows one value per setting.
+        let mut rows: Vec<(usize, String, usize)> = conditions.values().flat_map(|m| m.keys().map(|r| (r.0, r.1.clone(), r.2))).collect();
         rows.sort();
         rows.dedup();
         let head: Vec<String> = conds.iter().map(|c| c.title()).collect();
@@ -228,10 +237,14 @@ pub fn report(results: &Path) -> Result<Report> {
             let (_, method, epochs) = row;
             let mut line = format!("| {} | {epochs} |", method_name(method));
             for cond in &conds {
-                let Some(es) = conditions[*cond].get(row) else {
+                let groups: Vec<(&Row, &Vec<&Entry>)> = conditions[*cond].iter().filter(|(k, _)| k.0 == row.0 && k.1 == row.1 && k.2 == row.2).collect();
+                if groups.is_empty() {
                     line.push_str(" |");
                     continue;
-                };
+                }
+                let mut texts = Vec::new();
+                for (variant_row, es) in &groups {
+                let es: &Vec<&Entry> = es;
                 let mut parts = Vec::new();
                 for (mi, (key, mname)) in metrics.iter().enumerate() {
                     let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get(*key).copied()).collect();
@@ -263,11 +276,12 @@ pub fn report(results: &Path) -> Result<Report> {
                     };
                     let _ = writeln!(
                         csv,
-                        "{proto},{},{},{},{},{method},{epochs},{key},{},{},{},{pm},{ps},{pst},\"{psrc}\",{diff},{status},\"{note}\"",
+                        "{proto},{},{},{},{},{method},{epochs},{},{key},{},{},{},{pm},{ps},{pst},\"{psrc}\",{diff},{status},\"{note}\"",
                         cond.backbone,
                         cond.source,
                         cond.target,
                         cond.labels.clone().unwrap_or_default(),
+                        variant_row.3,
                         vals.len(),
                         mean.map_or(String::new(), |m| format!("{m:.4}")),
                         std.map_or(String::new(), |s| format!("{s:.4}"))
@@ -288,7 +302,12 @@ pub fn report(results: &Path) -> Result<Report> {
                 if !marks.is_empty() {
                     let _ = write!(text, " ({})", marks.join(", "));
                 }
-                let _ = write!(line, " {text} |");
+                if groups.len() > 1 {
+                    let _ = write!(text, " (settings {})", &variant_row.3[..6]);
+                }
+                texts.push(text);
+                }
+                let _ = write!(line, " {} |", texts.join("<br>"));
             }
             let _ = writeln!(md, "{line}");
         }

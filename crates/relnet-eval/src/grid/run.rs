@@ -201,32 +201,49 @@ fn dataset_present(dataset: &str, root: &DataRoot) -> std::result::Result<(), Er
     info.locate(root).map(|_| ()).map_err(Error::from)
 }
 
-/// A cell's lock (`cell.lock`: host and pid), so that two processes never run one cell; a lock
-/// whose process is gone (same host, pid not alive) is stale and taken over.
+/// A cell's lock (`cell.lock`: host, pid and SLURM job), so that two processes never run one
+/// cell. A lock is stale, and taken over, when its process is gone (same host, pid not alive) or
+/// when it was left by this very SLURM array task before a requeue (same job and task id).
 struct Lock(PathBuf);
 
 fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
 }
 
+/// `<job>_<task>` of the SLURM array task this process runs in, or `-`.
+fn slurm_task() -> String {
+    match (std::env::var("SLURM_ARRAY_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")), std::env::var("SLURM_ARRAY_TASK_ID")) {
+        (Ok(j), Ok(t)) => format!("{j}_{t}"),
+        (Ok(j), Err(_)) => j,
+        _ => "-".into(),
+    }
+}
+
 impl Lock {
     fn take(cell_dir: &Path) -> Result<std::result::Result<Lock, String>> {
         let path = cell_dir.join("cell.lock");
-        let me = format!("{} {}", host(), std::process::id());
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    f.write_all(me.as_bytes()).map_err(|e| Error::io(&path, e))?;
-                    return Ok(Ok(Lock(path)));
-                }
+        let me = format!("{} {} {}", host(), std::process::id(), slurm_task());
+        for _ in 0..3 {
+            // The lock appears with its content at once: written to a temporary file, then
+            // hard-linked into place (which fails if the lock exists).
+            let tmp = cell_dir.join(format!(".cell.lock.{}.{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())));
+            std::fs::write(&tmp, me.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok(Ok(Lock(path))),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     let mut it = holder.split_whitespace();
-                    let (h, pid) = (it.next().unwrap_or(""), it.next().and_then(|p| p.parse::<u32>().ok()));
-                    let stale = h == host() && pid.is_some_and(|p| p == std::process::id() || !Path::new(&format!("/proc/{p}")).exists());
-                    if stale || holder.trim().is_empty() {
-                        let _ = std::fs::remove_file(&path);
+                    let (h, pid, task) = (it.next().unwrap_or(""), it.next().and_then(|p| p.parse::<u32>().ok()), it.next().unwrap_or("-"));
+                    let dead = h == host() && pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+                    let requeued = task != "-" && task == slurm_task();
+                    if dead || requeued {
+                        // Only the holder's exact content is removed, so that two processes
+                        // taking over the same stale lock cannot remove each other's.
+                        if std::fs::read_to_string(&path).is_ok_and(|now| now == holder) {
+                            let _ = std::fs::remove_file(&path);
+                        }
                         continue;
                     }
                     return Ok(Err(format!("{} is locked by process {} on {h} ({})", cell_dir.display(), pid.map_or("?".into(), |p| p.to_string()), path.display())));
@@ -244,11 +261,37 @@ impl Drop for Lock {
     }
 }
 
+/// Puts `o` in `m.evals`, replacing the entry of the same key.
+fn set_outcome(m: &mut Manifest, o: EvalOutcome) {
+    match m.evals.iter_mut().find(|e| e.key == o.key) {
+        Some(e) => *e = o,
+        None => m.evals.push(o),
+    }
+}
+
+/// Whether the outcome `o` of `spec` in the manifest `m` can be kept: done, measured with the
+/// same evaluation settings, and its record verifies.
+fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Result<bool, String> {
+    let Some(o) = m.eval(&spec.key()) else { return Ok(false) };
+    if o.status != Status::Done {
+        return Ok(false);
+    }
+    if m.cell.evals.iter().find(|e| e.key() == spec.key()) != Some(spec) {
+        return Err(format!("{}: the settings of evaluation {} changed", dir.display(), spec.key()));
+    }
+    verify_record(dir, o, m.backbone_sha256.as_deref()).map(|_| true)
+}
+
 /// Runs one cell (or finds it done). Errors are only those of the cell's own bookkeeping (its
 /// directory or manifest cannot be written); a failing pretraining or evaluation is recorded.
 pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<CellRun> {
     let dir = cell.dir(&env.results);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = match Lock::take(&dir)? {
+        Ok(l) => l,
+        Err(why) => return Ok(CellRun::Locked(why)),
+    };
+    // Read under the lock: another process may have just finished the cell.
     let prior = match Manifest::load(&dir) {
         Ok(m) => m.filter(|m| m.cell.hash == cell.hash),
         Err(e) => {
@@ -258,32 +301,25 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
     };
     if let Some(m) = &prior {
         if m.status == Status::Done {
-            let mut bad = Vec::new();
-            let mut all_done = true;
-            for e in &cell.evals {
-                match m.eval(&e.key()) {
-                    Some(o) if o.status == Status::Done => {
-                        if let Err(why) = verify_record(&dir, o, m.backbone_sha256.as_deref()) {
-                            bad.push(why);
-                        }
+            let mut all = true;
+            for spec in &cell.evals {
+                match keeps(&dir, m, spec) {
+                    Ok(true) => {}
+                    Ok(false) => all = false,
+                    Err(why) => {
+                        report.line(&format!("{why}: running that evaluation again"));
+                        all = false;
                     }
-                    _ => all_done = false,
                 }
             }
-            if bad.is_empty() && all_done {
+            if all {
                 return Ok(CellRun::AlreadyDone);
-            }
-            for b in bad {
-                report.line(&format!("{b}: running that evaluation again"));
             }
         }
     }
-    let _lock = match Lock::take(&dir)? {
-        Ok(l) => l,
-        Err(why) => return Ok(CellRun::Locked(why)),
-    };
-    // Evaluations of earlier runs that this one does not ask for (another `protocol` filter)
-    // stay in the manifest as they were.
+    // The manifest starts from the prior one, so that a kill or an error loses none of its
+    // verified outcomes; evaluations this run does not ask for (another `protocol` filter) stay
+    // as they were.
     let mut all = cell.clone();
     if let Some(p) = &prior {
         for e in &p.cell.evals {
@@ -292,7 +328,13 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             }
         }
     }
-    let mut m = Manifest::new(&all);
+    let mut m = match &prior {
+        Some(p) => Manifest { cell: all.clone(), status: Status::Running, error: None, ..p.clone() },
+        None => Manifest::new(&all),
+    };
+    // Outcomes whose settings changed are dropped (their records stay on disk, unreferenced).
+    let changed: Vec<String> = m.evals.iter().filter(|o| prior.as_ref().is_some_and(|p| p.cell.evals.iter().find(|e| e.key() == o.key) != all.evals.iter().find(|e| e.key() == o.key))).map(|o| o.key.clone()).collect();
+    m.evals.retain(|o| !changed.contains(&o.key));
     m.save(&dir)?;
     let root = DataRoot::resolve(env.data_root.as_deref());
 
@@ -307,7 +349,14 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         Ok(r) => r,
         Err(p) => Err(Error::Invalid(panic_text(p))),
     });
-    m.pretrain_seconds = started.elapsed().as_secs_f64() + prior.as_ref().map_or(0.0, |p| p.pretrain_seconds);
+    m.pretrain_seconds += started.elapsed().as_secs_f64();
+    let fail = |m: &mut Manifest, status: Status, why: String, report: &mut dyn Reporter| -> Result<CellRun> {
+        m.status = status;
+        report.line(&format!("{}: {why}", status.as_str()));
+        m.error = Some(why);
+        m.save(&dir)?;
+        Ok(CellRun::Ran(status))
+    };
     let backbone = match outcome {
         Ok(Outcome::Finished { backbone }) => backbone,
         Ok(Outcome::Interrupted { .. }) => {
@@ -316,29 +365,26 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         }
         Err(e) => {
             let (status, why) = classify(&e);
-            m.status = status;
-            m.error = Some(format!("pretraining: {why}"));
-            report.line(&format!("{}: {}", status.as_str(), m.error.as_deref().unwrap_or("")));
-            m.save(&dir)?;
-            return Ok(CellRun::Ran(status));
+            return fail(&mut m, status, format!("pretraining: {why}"), report);
         }
     };
-    m.backbone_sha256 = Some(sha256_file(&backbone)?);
+    match sha256_file(&backbone) {
+        Ok(sha) => {
+            if m.backbone_sha256.as_ref().is_some_and(|old| *old != sha) {
+                // Another backbone than the one the kept outcomes measured.
+                m.evals.clear();
+            }
+            m.backbone_sha256 = Some(sha);
+        }
+        Err(e) => return fail(&mut m, Status::Failed, format!("pretraining: {e}"), report),
+    }
     m.save(&dir)?;
 
     // Evaluations.
-    for spec in &all.evals {
+    for spec in &cell.evals {
         let key = spec.key();
-        let old = prior.as_ref().and_then(|p| p.eval(&key));
-        if !cell.evals.contains(spec) {
-            m.evals.extend(old.cloned());
+        if matches!(keeps(&dir, &m, spec), Ok(true)) {
             continue;
-        }
-        if let Some(old) = old.filter(|o| o.status == Status::Done) {
-            if verify_record(&dir, old, m.backbone_sha256.as_deref()).is_ok() {
-                m.evals.push(old.clone());
-                continue;
-            }
         }
         report.line(&format!("evaluation {key}"));
         let t = Instant::now();
@@ -360,9 +406,9 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             return Ok(CellRun::Interrupted);
         }
         let mut o = EvalOutcome { key: key.clone(), status: Status::Done, record: None, record_sha256: None, error: None, seconds: t.elapsed().as_secs_f64() };
-        match result {
-            Ok((_, path)) => {
-                o.record_sha256 = Some(sha256_file(&path)?);
+        match result.and_then(|(_, path)| Ok((sha256_file(&path)?, path))) {
+            Ok((sha, path)) => {
+                o.record_sha256 = Some(sha);
                 o.record = Some(path.strip_prefix(&dir).map(Path::to_path_buf).unwrap_or(path));
             }
             Err(e) => {
@@ -372,13 +418,22 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
                 o.error = Some(why);
             }
         }
-        m.evals.push(o);
+        set_outcome(&mut m, o);
         m.save(&dir)?;
     }
-    m.status = if m.evals.iter().any(|e| e.status == Status::Failed) { Status::Failed } else { Status::Done };
-    if m.status == Status::Failed {
-        m.error = Some("an evaluation failed".into());
-    }
+    let asked: Vec<&EvalOutcome> = cell.evals.iter().filter_map(|e| m.eval(&e.key())).collect();
+    m.status = if m.evals.iter().any(|e| e.status == Status::Failed) {
+        Status::Failed
+    } else if !asked.is_empty() && asked.iter().all(|e| e.status == Status::Skipped) {
+        Status::Skipped
+    } else {
+        Status::Done
+    };
+    m.error = match m.status {
+        Status::Failed => Some("an evaluation failed".into()),
+        Status::Skipped => Some("every evaluation was skipped (dataset absent)".into()),
+        _ => None,
+    };
     m.save(&dir)?;
     Ok(CellRun::Ran(m.status))
 }
@@ -430,7 +485,9 @@ pub fn write_grid_files(env: &Env, grid_text: &str, profile: &str, only: &str) -
 /// Runs `cells` one after another, with progress and an ETA for the whole grid.
 pub fn run_grid(grid: &Grid, profile: &Profile, cells: &[Cell], env: &Env, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Summary> {
     let started = Instant::now();
-    let estimates: Vec<f64> = cells.iter().map(|c| estimate_seconds(grid, profile, c).unwrap_or(0.0)).collect();
+    // Cells whose manifest says done cost nothing (they are verified and skipped).
+    let done_before = |c: &Cell| matches!(Manifest::load(&c.dir(&env.results)), Ok(Some(m)) if m.status == Status::Done);
+    let estimates: Vec<f64> = cells.iter().map(|c| if done_before(c) { 0.0 } else { estimate_seconds(grid, profile, c).unwrap_or(0.0) }).collect();
     let mut s = Summary { total: cells.len(), ..Default::default() };
     // Measured seconds per estimated second, over the cells run in this invocation.
     let (mut spent, mut estimated) = (0.0f64, 0.0f64);

@@ -23,7 +23,8 @@ pub struct SlurmJob<'a> {
     pub device: &'a str,
     /// Extra `#SBATCH` options, one per line (`--partition=gpu`, `--account=x`...).
     pub extra: &'a [String],
-    /// The longest cell's estimate in seconds (sets `--time`, doubled; none: no limit line).
+    /// The longest cell's estimate in seconds (sets `--time`, doubled, at most 7 days, unless
+    /// `extra` sets it; none: no limit line).
     pub longest_estimate_s: Option<f64>,
 }
 
@@ -42,10 +43,15 @@ pub fn script(job: &SlurmJob, cells: &[Cell]) -> String {
     if job.device.starts_with("cuda") || job.device.starts_with("wgpu") {
         s.push_str("#SBATCH --gres=gpu:1\n");
     }
-    if let Some(t) = job.longest_estimate_s {
-        let minutes = ((2.0 * t / 60.0).ceil() as u64).max(10);
+    // Twice the longest estimate, at most 7 days, unless the caller sets the limit.
+    let own_time = job.extra.iter().any(|e| e.starts_with("--time") || e.starts_with("-t"));
+    if let (Some(t), false) = (job.longest_estimate_s, own_time) {
+        let minutes = ((2.0 * t / 60.0).ceil() as u64).clamp(10, 7 * 24 * 60);
         s.push_str(&format!("#SBATCH --time={}:{:02}:00\n", minutes / 60, minutes % 60));
     }
+    // SIGINT two minutes before the limit: the running cell checkpoints, and a requeued task
+    // resumes it.
+    s.push_str("#SBATCH --signal=INT@120\n");
     for e in job.extra {
         s.push_str(&format!("#SBATCH {e}\n"));
     }
@@ -61,10 +67,12 @@ pub fn script(job: &SlurmJob, cells: &[Cell]) -> String {
     for (i, c) in cells.iter().enumerate() {
         s.push_str(&format!("# task {i}: {}\n", c.dir_name()));
     }
+    s.push_str("# Tasks name their cell by hash: an edited grid file cannot shift them onto other cells.\n");
     if let Some(t) = job.longest_estimate_s {
         s.push_str(&format!("# longest cell estimated at {} (time limit set to twice that)\n", fmt_secs(t)));
     }
     s.push_str("set -euo pipefail\n");
+    s.push_str(&format!("CELLS=({})\n", cells.iter().map(|c| c.hash.as_str()).collect::<Vec<_>>().join(" ")));
     s.push_str("export RELNET_PLAIN_PROGRESS=1\n");
     let mut cmd = vec![
         quote(&job.relnet.display().to_string()),
@@ -87,7 +95,7 @@ pub fn script(job: &SlurmJob, cells: &[Cell]) -> String {
         cmd.push(quote(&d.display().to_string()));
     }
     cmd.push("--cell".into());
-    cmd.push("\"$SLURM_ARRAY_TASK_ID\"".into());
+    cmd.push("\"${CELLS[$SLURM_ARRAY_TASK_ID]}\"".into());
     s.push_str(&format!("exec {}\n", cmd.join(" ")));
     s
 }
@@ -117,7 +125,12 @@ mod tests {
         assert!(s.contains("#SBATCH --array=0-6\n"), "{s}");
         assert!(s.contains("#SBATCH --gres=gpu:1\n") && s.contains("#SBATCH --partition=gpu\n") && s.contains("#SBATCH --time=1:00:00\n"), "{s}");
         assert!(s.contains(&format!("# task 6: {}\n", cells[6].dir_name())));
-        assert!(s.contains("exec '/shared/bin/relnet' reproduce --grid '/shared/res/grid.toml' --profile 'cpu' --results '/shared/res' --device 'cuda' --data-root '/shared/data' --cell \"$SLURM_ARRAY_TASK_ID\"\n"), "{s}");
+        assert!(s.contains("exec '/shared/bin/relnet' reproduce --grid '/shared/res/grid.toml' --profile 'cpu' --results '/shared/res' --device 'cuda' --data-root '/shared/data' --cell \"${CELLS[$SLURM_ARRAY_TASK_ID]}\"\n"), "{s}");
+        assert!(s.contains(&format!("CELLS=({} ", cells[0].hash)) && s.contains(&format!(" {})\n", cells[6].hash)), "{s}");
+        assert!(s.contains("#SBATCH --signal=INT@120\n"));
+        let own = SlurmJob { extra: &["--time=2:00:00".to_string()], ..job };
+        let s2 = script(&own, &cells);
+        assert!(s2.contains("#SBATCH --time=2:00:00\n") && !s2.contains("#SBATCH --time=1:00:00"), "{s2}");
         // #SBATCH lines must all come before the first command.
         let first_cmd = s.find("set -euo").unwrap();
         assert!(!s[first_cmd..].contains("#SBATCH"));

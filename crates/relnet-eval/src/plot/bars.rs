@@ -1,5 +1,5 @@
 //! Accuracy per method as bars (mean over seeds, the std as an error bar) with the paper's value
-//! of each method marked beside it, and accuracy against pretraining epochs as lines.
+//! of each method marked across its bar, and accuracy against pretraining epochs as lines.
 
 use std::path::Path;
 
@@ -20,7 +20,8 @@ pub struct Bar {
 
 pub const BAR_SIZE: (u32, u32) = (1100, 560);
 
-/// Bars of `bars` with the paper's values as black diamonds and a legend; `y` names the metric.
+/// Bars of `bars` with the paper's values as black lines across them and a legend; `y` names
+/// the metric.
 pub fn bars_png(path: &Path, title: &str, y: &str, bars: &[Bar]) -> Result<()> {
     let top = bars.iter().flat_map(|b| [b.mean.map(|m| m + b.std.unwrap_or(0.0)), b.paper]).flatten().fold(10.0f64, f64::max);
     let top = ((top / 10.0).ceil() * 10.0 + 5.0).min(105.0);
@@ -66,7 +67,7 @@ pub fn bars_png(path: &Path, title: &str, y: &str, bars: &[Bar]) -> Result<()> {
         }
         chart.draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?.label("relnet (mean over seeds, std as a bar)").legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], class_colour(0).filled()));
         chart.draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?.label("paper").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.9)).border_style(RGBColor(180, 180, 180)).label_font((FONT_FAMILY, 14)).draw()?;
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.9)).border_style(RGBColor(180, 180, 180)).label_font((FONT_FAMILY, 14)).draw()?;
         Ok(())
     })
 }
