@@ -1,5 +1,6 @@
-//! `relnet data download` against a local `file://` mirror (no internet needed): a good archive
-//! lands in place and reads; a missing one fails cleanly and leaves the data root untouched.
+//! `relnet data download` against a local `file://` mirror (no internet needed): a file whose MD5
+//! is not the published one is refused; a good archive lands in place and reads; a missing one
+//! fails cleanly and leaves the data root untouched; an MD5 mismatch moves nothing.
 
 use relnet_core::data::cifar;
 use relnet_tests::relnet;
@@ -22,6 +23,10 @@ fn download_from_a_file_mirror() {
     let url = format!("file://{}", mirror.path().display());
     let root_s = root.path().to_str().unwrap();
 
+    // The staging folder of an interrupted earlier attempt is cleared, never reused.
+    std::fs::create_dir_all(root.path().join(".relnet-download-cifar10/cifar-10-batches-bin")).unwrap();
+    std::fs::write(root.path().join(".relnet-download-cifar10/archive.tar.gz"), b"half a download").unwrap();
+
     // Nothing at the mirror: clean failure, nothing left behind.
     let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--data-root", root_s]);
     assert_eq!(r.code, 1);
@@ -29,9 +34,13 @@ fn download_from_a_file_mirror() {
     assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 
-    // A corrupt archive: clean failure too.
+    // A corrupt archive: clean failure too (refused by its checksum, and by the extractor when
+    // the check is skipped).
     std::fs::write(mirror.path().join("cifar-10-binary.tar.gz"), b"not a tarball").unwrap();
     let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--data-root", root_s]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("published checksum"), "{}", r.stderr);
+    let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--skip-checksum", "--data-root", root_s]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("cannot extract"), "{}", r.stderr);
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
@@ -48,7 +57,13 @@ fn download_from_a_file_mirror() {
     tar.append_dir_all("cifar-10-batches-bin", &dir).unwrap();
     tar.into_inner().unwrap().finish().unwrap();
 
+    // It is not the official archive: its MD5 is not the published one, and nothing moves.
     let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--data-root", root_s]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("does not match the published checksum c32a1d4ab5d03f1284b67883e8d87530") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    // A repacked local copy, with the check skipped explicitly.
+    let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--skip-checksum", "--data-root", root_s]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("downloaded to"), "{}", r.stdout);
     let names: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

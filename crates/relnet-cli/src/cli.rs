@@ -87,6 +87,10 @@ pub enum DataCommand {
         /// Base URL used instead of the official host (a local mirror or file:///dir).
         #[arg(long, env = "RELNET_DOWNLOAD_MIRROR", value_name = "URL")]
         mirror: Option<String>,
+        /// Do not check the files against the dataset's published MD5 (only for a repacked local
+        /// copy served by --mirror; official files are always checked otherwise).
+        #[arg(long)]
+        skip_checksum: bool,
         #[command(flatten)]
         root: DataRootArg,
     },

@@ -17,10 +17,11 @@ pub fn run(cmd: DataCommand, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     match cmd {
         DataCommand::List(root) => list(&DataRoot::resolve(root.data_root.as_deref()), out),
         DataCommand::Info { name, splits, root } => info(&name, &splits, &DataRoot::resolve(root.data_root.as_deref()), out, err),
-        DataCommand::Download { name, mirror, root } => {
+        DataCommand::Download { name, mirror, skip_checksum, root } => {
             let info = registry::lookup(&name)?;
             let root = DataRoot::resolve(root.data_root.as_deref());
-            let outcome = download::download(&info, &root, mirror.as_deref(), &mut |line| {
+            let verify = if skip_checksum { download::Verify::Skip } else { download::Verify::Published };
+            let outcome = download::download_verified(&info, &root, mirror.as_deref(), verify, &mut |line| {
                 let _ = writeln!(err, "{line}");
             })?;
             match outcome {

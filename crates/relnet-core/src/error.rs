@@ -73,6 +73,9 @@ pub enum Error {
     /// A run directory that already holds a run, started again without resuming.
     #[error("{} already holds a run", dir.display())]
     RunExists { dir: PathBuf },
+    /// A run directory another live process is using (its lock file names it).
+    #[error("{} is {holder}", dir.display())]
+    Locked { dir: PathBuf, holder: String },
     /// A resumed run whose configuration differs from the one it was started with.
     #[error("{}: the run was started with a different configuration", config.display())]
     ConfigChanged { config: PathBuf },

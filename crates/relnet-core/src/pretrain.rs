@@ -103,9 +103,42 @@ pub struct PretrainConfig {
     /// epochs, into metrics.jsonl; off by default).
     #[arg(long, value_name = "knn[:EVERY]")]
     pub monitor: Option<MonitorSpec>,
+    /// A step whose loss is NaN or infinite: stop (keep the last good checkpoint, name the epoch
+    /// and step), or skip it (no update; logged in metrics.jsonl) and stop after
+    /// --max-nonfinite in a row.
+    #[arg(long, value_enum, default_value_t = OnNonFinite::Stop)]
+    #[serde(skip_serializing_if = "OnNonFinite::is_stop")]
+    pub on_nonfinite: OnNonFinite,
+    /// With --on-nonfinite skip: stop after this many non-finite steps in a row.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[serde(skip_serializing_if = "is_ten")]
+    pub max_nonfinite: usize,
     /// The method and its options (`[method]` table, `kind = "relational"` ...).
     #[arg(skip)]
     pub method: MethodConfig,
+}
+
+/// What a non-finite loss does to a run.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop with an error naming the epoch and step; the last good checkpoint is kept.
+    #[default]
+    Stop,
+    /// Skip the step (no update), log it, and stop after `max_nonfinite` in a row.
+    Skip,
+}
+
+impl OnNonFinite {
+    fn is_stop(&self) -> bool {
+        *self == OnNonFinite::Stop
+    }
+}
+
+// Written into config.toml only when not the default, so configurations (and the grid's cell
+// hashes) of runs that never set them stay as they were.
+fn is_ten(n: &usize) -> bool {
+    *n == 10
 }
 
 impl Default for PretrainConfig {
@@ -156,6 +189,7 @@ impl RunConfig for PretrainConfig {
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
         }
+        check_range("max_nonfinite", self.max_nonfinite, 1, 1_000_000)?;
         self.method.get().validate()
     }
 }
@@ -215,7 +249,16 @@ pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Op
 /// configuration differs (the device, data root and paths may change), writes the resolved
 /// configuration. Returns the
 /// saved progress to resume from.
-pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<Option<Progress>> {
+///
+/// The run directory is locked first (`run.lock`): a second process on the same directory is
+/// refused with `Error::Locked`, and the lock, returned with the progress, is held until it is
+/// dropped at the end of the run.
+pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<(Option<Progress>, crate::fsutil::DirLock)> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let lock = match crate::fsutil::DirLock::take(out, "run.lock").map_err(|e| Error::io(out.join("run.lock"), e))? {
+        Ok(l) => l,
+        Err(holder) => return Err(Error::Locked { dir: out.to_path_buf(), holder }),
+    };
     let saved = Checkpoint::new(out).progress()?;
     if saved.is_some() && !resume {
         return Err(Error::RunExists { dir: out.to_path_buf() });
@@ -241,9 +284,8 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
             }
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
-    Ok(if resume { saved } else { None })
+    Ok((if resume { saved } else { None }, lock))
 }
 
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
@@ -254,7 +296,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let method = cfg.method.get();
     let spec = method.spec();
     let out = &cfg.out;
-    let saved = prepare_run_dir(out, &cfg, resume)?;
+    let (saved, _lock) = prepare_run_dir(out, &cfg, resume)?;
     let device = cfg.device.device()?.autodiff();
     device.seed(cfg.seed);
     let info = lookup(&cfg.dataset)?;
@@ -291,6 +333,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
         seed: cfg.seed,
         device,
         resume: saved,
+        on_nonfinite: (cfg.on_nonfinite == OnNonFinite::Skip).then_some(cfg.max_nonfinite),
     };
     method.launch(run, stop, report, monitor)
 }

@@ -43,6 +43,37 @@ pub struct EpochMetrics {
     /// What the epoch monitor measured (e.g. `knn_top1_k20`), on the epochs it ran.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub monitor: BTreeMap<String, f64>,
+    /// Steps skipped for a non-finite loss (`on_nonfinite = "skip"`), with their step indices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_steps: Vec<usize>,
+}
+
+/// Steps whose loss a test makes non-finite: `RELNET_FAULT_NONFINITE=EPOCH:STEP,...` (epochs
+/// from 1, steps from 0). A fault-injection hook for the tests of the non-finite handling; unset
+/// in normal use.
+fn injected_nonfinite() -> Vec<(usize, usize)> {
+    std::env::var("RELNET_FAULT_NONFINITE")
+        .map(|v| v.split(',').filter_map(|p| p.split_once(':')).filter_map(|(e, s)| Some((e.trim().parse().ok()?, s.trim().parse().ok()?))).collect())
+        .unwrap_or_default()
+}
+
+/// Keeps the lines of `metrics.jsonl` of the epochs before `epochs_done` (1-based, inclusive):
+/// a run resumed from an earlier checkpoint than its last logged epoch logs those epochs again,
+/// and each epoch must appear once.
+fn trim_metrics(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["epoch"].as_u64()).is_some_and(|e| e as usize <= epochs_done))
+        .collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::fsutil::write_atomic(path, out.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 /// How a run ended.
@@ -124,6 +155,9 @@ pub struct Run<'a> {
     pub seed: u64,
     pub device: Device,
     pub resume: Option<Progress>,
+    /// What a non-finite loss does: `None` stops the run at once (the last good checkpoint is
+    /// kept); `Some(n)` skips the step (no update), logs it, and stops after `n` in a row.
+    pub on_nonfinite: Option<usize>,
 }
 
 impl Run<'_> {
@@ -182,8 +216,11 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
         }
         (model, optim) = ckpt.load(model, optim)?;
         start = p;
+        trim_metrics(&run.out.join("metrics.jsonl"), p.epoch)?;
         report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
     }
+    let faults = injected_nonfinite();
+    let mut in_a_row = 0usize;
     let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (epochs * q).div_ceil(4)).collect();
 
     for epoch in start.epoch..epochs {
@@ -197,13 +234,27 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
         let prefetch = view_feed(run.images.clone(), run.pipeline.clone(), plan, first, k, epoch, run.seed);
         let t0 = Instant::now();
         let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
+        let mut skipped = Vec::new();
         for (indices, views) in prefetch {
             let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
             let out = method.step(&model, &batch);
-            let loss_value = out.loss.clone().into_scalar::<f32>();
-            if !loss_value.is_finite() {
-                return Err(Error::NonFinite { epoch: epoch + 1, step: next, value: loss_value, checkpoint: run.out.join("checkpoint") });
+            let mut loss_value = out.loss.clone().into_scalar::<f32>();
+            if faults.contains(&(epoch + 1, next)) {
+                loss_value = f32::NAN;
             }
+            if !loss_value.is_finite() {
+                in_a_row += 1;
+                match run.on_nonfinite {
+                    Some(max) if in_a_row <= max => {
+                        report.line(&format!("epoch {} step {next}: loss {loss_value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
+                        skipped.push(next);
+                        next += 1;
+                        continue;
+                    }
+                    _ => return Err(Error::NonFinite { epoch: epoch + 1, step: next, value: loss_value, checkpoint: run.out.join("checkpoint") }),
+                }
+            }
+            in_a_row = 0;
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
             let rates = method.learning_rates(&model, lr);
             model = optim.step(rates, model, grads);
@@ -239,6 +290,7 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
             seconds: secs,
             views_per_s: (done * m * k) as f64 / secs.max(1e-9),
             monitor: BTreeMap::new(),
+            skipped_steps: skipped,
         };
         if let Some(mon) = monitor.as_deref_mut() {
             if (epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == epochs {

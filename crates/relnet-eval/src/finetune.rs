@@ -143,7 +143,7 @@ impl EvaluatorOptions for FinetuneOptions {
         // The run's config.toml: the evaluation as resolved (resuming is not part of it).
         let mut written = cfg.clone();
         written.evaluator = crate::EvaluatorConfig::Finetune(resolved.clone());
-        let saved = prepare_run_dir(&out, &written, self.resume)?;
+        let (saved, _lock) = prepare_run_dir(&out, &written, self.resume)?;
         let mut data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
         let available = data.images.len();
         if let Some(budget) = self.labels {
@@ -205,6 +205,7 @@ impl EvaluatorOptions for FinetuneOptions {
             seed: ctx.seed,
             device,
             resume: saved,
+            on_nonfinite: None,
         };
         let report = &mut *ctx.report;
         let outcome = train(&mut method, run, ctx.stop.clone(), report, None)?;

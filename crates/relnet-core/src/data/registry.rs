@@ -158,12 +158,14 @@ pub enum Normalization {
 /// Where and how to obtain a dataset.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Source {
-    /// A `.tar.gz` archive that extracts to `top` under the data root.
-    TarGz { url: &'static str, top: &'static str },
-    /// A `.zip` archive that extracts to `top` under the data root.
-    Zip { url: &'static str, top: &'static str },
-    /// Four gzip IDX files fetched from `base` into `dir` under the data root.
-    Idx { base: &'static str, dir: &'static str },
+    /// A `.tar.gz` archive that extracts to `top` under the data root; `md5` is its published
+    /// checksum (the dataset's page, or torchvision's).
+    TarGz { url: &'static str, top: &'static str, md5: &'static str },
+    /// A `.zip` archive that extracts to `top` under the data root, with its published MD5.
+    Zip { url: &'static str, top: &'static str, md5: &'static str },
+    /// Four gzip IDX files fetched from `base` into `dir` under the data root, with their
+    /// published MD5s (train images, train labels, test images, test labels).
+    Idx { base: &'static str, dir: &'static str, md5: [&'static str; 4] },
     /// No automatic download: the help text says how to prepare it.
     Manual,
     /// Generated in memory.
@@ -220,7 +222,7 @@ impl DatasetId {
         };
         match self {
             DatasetId::Cifar10 => base(10, 32, CIFAR10_NORM, 4,
-                Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", top: "cifar-10-batches-bin" },
+                Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", top: "cifar-10-batches-bin", md5: "c32a1d4ab5d03f1284b67883e8d87530" },
                 "CIFAR-10 (https://www.cs.toronto.edu/~kriz/cifar.html). Either extract the official binary \
                  archive cifar-10-binary.tar.gz in the data root (giving cifar-10-batches-bin/data_batch_1.bin ... \
                  test_batch.bin), or put image folders at <root>/cifar10/{train,test}/<class>/*.png|jpg with the \
@@ -228,7 +230,7 @@ impl DatasetId {
             DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
                 let coarse = *self == DatasetId::Cifar100Coarse;
                 base(if coarse { 20 } else { 100 }, 32, CIFAR100_NORM, 4,
-                    Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", top: "cifar-100-binary" },
+                    Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", top: "cifar-100-binary", md5: "03b5dce01913d631647c71ecec9e9cb8" },
                     "CIFAR-100 (https://www.cs.toronto.edu/~kriz/cifar.html): extract the official binary archive \
                      cifar-100-binary.tar.gz in the data root (giving cifar-100-binary/train.bin and test.bin). \
                      `cifar100-20` uses the same files with the 20 coarse labels. \
@@ -238,13 +240,13 @@ impl DatasetId {
                 splits: vec![Train, Test, Unlabeled],
                 pretrain_split: Unlabeled,
                 ..base(10, 96, Normalization::Fixed { mean: [0.5; 3], std: [0.5; 3] }, 12,
-                    Source::TarGz { url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", top: "stl10_binary" },
+                    Source::TarGz { url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", top: "stl10_binary", md5: "91f7769df0f17e558f3565bffb0c7dfb" },
                     "STL-10 (https://cs.stanford.edu/~acoates/stl10/): extract stl10_binary.tar.gz in the data root \
                      (giving stl10_binary/{train,test,unlabeled}_X.bin, {train,test}_y.bin). \
                      `relnet data download stl10` fetches it (2.6 GB).")
             },
             DatasetId::TinyImagenet => base(200, 64, Normalization::Fixed { mean: [0.5; 3], std: [0.25; 3] }, 8,
-                Source::Zip { url: "http://cs231n.stanford.edu/tiny-imagenet-200.zip", top: "tiny-imagenet-200" },
+                Source::Zip { url: "http://cs231n.stanford.edu/tiny-imagenet-200.zip", top: "tiny-imagenet-200", md5: "90528d7ca1a48142e341f4ef8d21d0de" },
                 "tiny-ImageNet (http://cs231n.stanford.edu/tiny-imagenet-200.zip): unzip in the data root, giving \
                  tiny-imagenet-200/{wnids.txt,train/<wnid>/images/*.JPEG,val/images,val/val_annotations.txt}. \
                  The val split is relnet's test split. `relnet data download tiny-imagenet` fetches it."),
@@ -260,9 +262,17 @@ impl DatasetId {
                     file_channels: 1,
                     ..base(10, 28, Normalization::Fixed { mean: [mean; 3], std: [std; 3] }, 4,
                         if fashion {
-                            Source::Idx { base: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", dir: "fashion-mnist" }
+                            Source::Idx {
+                                base: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                                dir: "fashion-mnist",
+                                md5: ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"],
+                            }
                         } else {
-                            Source::Idx { base: "https://ossci-datasets.s3.amazonaws.com/mnist/", dir: "mnist" }
+                            Source::Idx {
+                                base: "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                                dir: "mnist",
+                                md5: ["f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"],
+                            }
                         },
                         if fashion {
                             "Fashion-MNIST (https://github.com/zalandoresearch/fashion-mnist): put the four IDX files \

@@ -201,66 +201,6 @@ fn dataset_present(dataset: &str, root: &DataRoot) -> std::result::Result<(), Er
     info.locate(root).map(|_| ()).map_err(Error::from)
 }
 
-/// A cell's lock (`cell.lock`: host, pid and SLURM job), so that two processes never run one
-/// cell. A lock is stale, and taken over, when its process is gone (same host, pid not alive) or
-/// when it was left by this very SLURM array task before a requeue (same job and task id).
-struct Lock(PathBuf);
-
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
-}
-
-/// `<job>_<task>` of the SLURM array task this process runs in, or `-`.
-fn slurm_task() -> String {
-    match (std::env::var("SLURM_ARRAY_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")), std::env::var("SLURM_ARRAY_TASK_ID")) {
-        (Ok(j), Ok(t)) => format!("{j}_{t}"),
-        (Ok(j), Err(_)) => j,
-        _ => "-".into(),
-    }
-}
-
-impl Lock {
-    fn take(cell_dir: &Path) -> Result<std::result::Result<Lock, String>> {
-        let path = cell_dir.join("cell.lock");
-        let me = format!("{} {} {}", host(), std::process::id(), slurm_task());
-        for _ in 0..3 {
-            // The lock appears with its content at once: written to a temporary file, then
-            // hard-linked into place (which fails if the lock exists).
-            let tmp = cell_dir.join(format!(".cell.lock.{}.{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())));
-            std::fs::write(&tmp, me.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
-            let linked = std::fs::hard_link(&tmp, &path);
-            let _ = std::fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => return Ok(Ok(Lock(path))),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    let mut it = holder.split_whitespace();
-                    let (h, pid, task) = (it.next().unwrap_or(""), it.next().and_then(|p| p.parse::<u32>().ok()), it.next().unwrap_or("-"));
-                    let dead = h == host() && pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
-                    let requeued = task != "-" && task == slurm_task();
-                    if dead || requeued {
-                        // Only the holder's exact content is removed, so that two processes
-                        // taking over the same stale lock cannot remove each other's.
-                        if std::fs::read_to_string(&path).is_ok_and(|now| now == holder) {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                        continue;
-                    }
-                    return Ok(Err(format!("{} is locked by process {} on {h} ({})", cell_dir.display(), pid.map_or("?".into(), |p| p.to_string()), path.display())));
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
-        }
-        Ok(Err(format!("cannot take the lock {}", path.display())))
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Puts `o` in `m.evals`, replacing the entry of the same key.
 fn set_outcome(m: &mut Manifest, o: EvalOutcome) {
     match m.evals.iter_mut().find(|e| e.key == o.key) {
@@ -287,9 +227,9 @@ fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Resul
 pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<CellRun> {
     let dir = cell.dir(&env.results);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let _lock = match Lock::take(&dir)? {
+    let _lock = match relnet_core::fsutil::DirLock::take(&dir, "cell.lock").map_err(|e| Error::io(dir.join("cell.lock"), e))? {
         Ok(l) => l,
-        Err(why) => return Ok(CellRun::Locked(why)),
+        Err(why) => return Ok(CellRun::Locked(format!("{} is {why}", dir.display()))),
     };
     // Read under the lock: another process may have just finished the cell.
     let prior = match Manifest::load(&dir) {

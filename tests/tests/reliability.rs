@@ -1,0 +1,141 @@
+//! Faults injected into runs: a second process on one run directory, a stale lock left by a
+//! killed process, an output folder that cannot be created; bad image headers.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relnet_tests::relnet;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Not a test: the entry point through which the tests below run `relnet` as a separate process
+/// (this test binary re-executed with `RELNET_TEST_ARGS`). Without that variable it returns.
+#[test]
+fn subprocess_entry_point() {
+    let Ok(args) = std::env::var("RELNET_TEST_ARGS") else { return };
+    let argv: Vec<&str> = args.split('\u{1f}').collect();
+    let code = relnet_cli::run(std::iter::once("relnet").chain(argv), &mut std::io::stdout(), &mut std::io::stderr());
+    std::process::exit(code as i32);
+}
+
+#[test]
+fn a_second_process_on_one_run_directory_is_refused_and_a_stale_lock_is_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let args = ["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "30", "--out", s(&out)];
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
+        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
+        .env("RELNET_PLAIN_PROGRESS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run holds the lock and has saved its first checkpoint (after epoch 8
+    // of 30).
+    let started = Instant::now();
+    while !out.join("checkpoint/progress.json").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the first run ended early");
+        assert!(started.elapsed() < Duration::from_secs(300), "the first run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let holder = std::fs::read_to_string(out.join("run.lock")).unwrap();
+    assert!(holder.contains(&child.id().to_string()), "the lock names the first process: {holder}");
+
+    // A second process on the same directory is refused, whatever its flags.
+    let mut second: Vec<&str> = args.to_vec();
+    second.push("--resume");
+    let r = relnet(&second);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(&format!("is in use by process {}", child.id())) && r.stderr.contains("run.lock"), "{}", r.stderr);
+
+    // Killed, it leaves its lock behind; the next run recognises it as stale and resumes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(out.join("run.lock").exists(), "a killed process cannot remove its lock");
+    let r = relnet(&second);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming at epoch"), "{}", r.stderr);
+    assert!(!out.join("run.lock").exists(), "the lock is released at the end");
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_made_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("run");
+    let r = relnet(&["pretrain", "--limit-images", "64", "--epochs", "1", "--out", s(&out)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(s(&out)), "names the folder: {}", r.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "nothing else touched");
+}
+
+#[test]
+fn an_image_folder_with_a_symlink_loop_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let class = tmp.path().join("loop/train/cat");
+    std::fs::create_dir_all(&class).unwrap();
+    relnet_core::data::folder::save_png(&class.join("a.png"), 8, 8, 3, &[5u8; 192]).unwrap();
+    // cat/again -> cat: a walker that followed links would never end.
+    std::os::unix::fs::symlink(&class, class.join("again")).unwrap();
+    let t = std::time::Instant::now();
+    let e = relnet_core::data::folder::list_class_folders(&tmp.path().join("loop/train"), "").unwrap_err().to_string();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(e.contains("again") && e.contains("unexpected folder"), "{e}");
+}
+
+/// `relnet ARGS` in a separate process with `env` set (the fault-injection hooks are environment
+/// variables, which must not leak into the tests running beside this one).
+fn sub_env(args: &[&str], env: &[(&str, &str)]) -> relnet_tests::Run {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
+        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
+        .env("RELNET_PLAIN_PROGRESS", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    relnet_tests::Run { code: out.status.code().unwrap_or(255) as u8, stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+#[test]
+fn a_nonfinite_loss_stops_the_run_or_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("stop");
+    let base = ["pretrain", "--limit-images", "96", "--k", "2", "--batch-size", "32", "--epochs", "3"];
+    // Stop (the default): the error names epoch and step, the checkpoint of epoch 1 is kept,
+    // and the run resumes from it once the fault is gone.
+    let args: Vec<&str> = base.iter().copied().chain(["--out", s(&out)]).collect();
+    let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "2:1")]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("loss became NaN at epoch 2 step 1") && r.stderr.contains("checkpoint"), "{}", r.stderr);
+    let progress = std::fs::read_to_string(out.join("checkpoint/progress.json")).unwrap();
+    assert!(progress.contains("\"epoch\": 1"), "{progress}");
+    let resumed: Vec<&str> = args.iter().copied().chain(["--resume"]).collect();
+    let r = sub_env(&resumed, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2, 3], "each epoch once: {metrics}");
+
+    // Skip: the steps are skipped and logged; one more in a row than allowed stops the run.
+    let out = tmp.path().join("skip");
+    let args: Vec<&str> = base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
+    let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:0,1:1")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("epoch 1 step 1: loss NaN: step skipped (2 in a row, at most 2)"), "{}", r.stderr);
+    let first = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().next().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["skipped_steps"], serde_json::json!([0, 1]), "{first}");
+    assert_eq!(v["steps"], 1, "96 images in batches of 32: 3 steps, 2 skipped: {first}");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("on_nonfinite = \"skip\"") && config.contains("max_nonfinite = 2"), "{config}");
+    let out = tmp.path().join("skip-too-many");
+    let args: Vec<&str> = base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
+    let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:0,1:1,1:2")]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("at epoch 1 step 2"), "{}", r.stderr);
+}
