@@ -159,6 +159,7 @@ fn a_grid_killed_mid_cell_resumes_to_the_uninterrupted_results_and_absent_data_i
     assert!(r.stderr.contains("resuming at epoch"), "the relational cell resumed from its checkpoint: {}", r.stderr);
     assert_eq!(manifest(&random), before, "the finished cell was left alone");
     let whole_rel = cell_dir(&whole, "relational-synthetic");
+    assert_eq!(manifest(&rel)["backbone_sha256"], manifest(&whole_rel)["backbone_sha256"], "the resumed backbone is bit-identical to the uninterrupted one");
     for (eval, key) in [("linear:synthetic", "test_accuracy"), ("knn:synthetic", "top1_k20"), ("knn:synthetic", "top1_k200")] {
         assert_eq!(metric(&rel, eval, key), metric(&whole_rel, eval, key), "{eval} {key}: the resumed grid matches the uninterrupted one");
     }

@@ -58,7 +58,37 @@ pub fn save_backbone(backbone: &Backbone, kind: BackboneKind, path: &Path) -> Re
     let tmp = tmp_path(path);
     let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true).metadata(KIND_KEY, kind.name());
     backbone.save_into(&mut store).map_err(|e| err(path, format!("cannot write backbone: {e}")))?;
-    commit(&tmp, path)
+    let canonical = path.with_file_name(format!(".{}.{}.canonical.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    let stripped = without_param_ids(&tmp, &canonical);
+    let _ = std::fs::remove_file(&tmp);
+    stripped.map_err(|e| {
+        let _ = std::fs::remove_file(&canonical);
+        err(path, format!("cannot write backbone: {e}"))
+    })?;
+    commit(&canonical, path)
+}
+
+/// Copies the burnpack file `from` to `to` without the tensors' parameter ids. burn draws a
+/// parameter's id at random when the module is built (not from the seed) and stores it in the
+/// file, so two runs with equal weights wrote different bytes. A backbone artifact carries no
+/// optimiser state (the only thing the ids key), so it goes without them: equal weights make
+/// equal files and equal content hashes. Checkpoints keep their ids.
+fn without_param_ids(from: &Path, to: &Path) -> Result<(), burn_pack::Error> {
+    let reader = burn_pack::Reader::from_file(from)?;
+    let metadata = reader.metadata().clone();
+    let scalars = reader.scalars().clone();
+    let mut tensors = reader.into_tensors()?;
+    for t in &mut tensors {
+        t.param_id = None;
+    }
+    let mut writer = burn_pack::Writer::new(tensors).auto_extension(false).overwrite(true);
+    for (k, v) in &metadata {
+        writer = writer.with_metadata(k, v);
+    }
+    for (k, v) in scalars {
+        writer = writer.with_scalar(&k, v);
+    }
+    writer.write_to_file(to)
 }
 
 fn kind_from(path: &Path, meta: Option<&String>) -> Result<BackboneKind, ModelIoError> {
