@@ -143,15 +143,16 @@ fn a_nonfinite_loss_stops_the_run_or_is_skipped() {
 #[test]
 fn the_same_seed_gives_the_same_bits_and_another_seed_does_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, seed: &str| {
+    let run = |name: &str, seed: &str, threads: &str| {
         let out = tmp.path().join(name);
-        let r = sub_env(&["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "2", "--seed", seed, "--out", s(&out)], &[]);
+        let r = sub_env(&["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "2", "--seed", seed, "--out", s(&out)], &[("RAYON_NUM_THREADS", threads)]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         out
     };
-    let (a, b, c) = (run("a", "5"), run("b", "5"), run("c", "6"));
+    let (a, b, c, one) = (run("a", "5", "2"), run("b", "5", "2"), run("c", "6", "2"), run("one-thread", "5", "1"));
     let bytes = |d: &Path| std::fs::read(d.join("backbone.bpk")).unwrap();
     assert!(bytes(&a) == bytes(&b), "two runs with one seed write the same backbone file");
+    assert!(bytes(&a) == bytes(&one), "one thread or two: the same backbone file");
     assert!(bytes(&a) != bytes(&c), "another seed, another backbone");
     // metrics.jsonl: equal but for the timings.
     let metrics = |d: &Path| -> Vec<serde_json::Value> {
