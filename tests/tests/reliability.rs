@@ -173,3 +173,50 @@ fn the_same_seed_gives_the_same_bits_and_another_seed_does_not() {
     let ckpt = |d: &Path| std::fs::read(d.join("checkpoint/progress.json")).unwrap();
     assert_eq!(ckpt(&a), ckpt(&b));
 }
+
+/// Unmounts a test's tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_mid_run_keeps_the_last_checkpoint_whole_and_resumable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    // A 1.2 MB tmpfs: room for one checkpoint of this run (about 720 kB), not for two.
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1200k", "tmpfs"]).arg(&small).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+        return;
+    }
+    let _guard = Mounted(small.clone());
+    let out = small.join("run");
+    let args = ["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "4"];
+    let first: Vec<&str> = args.iter().copied().chain(["--out", s(&out)]).collect();
+    let r = sub_env(&first, &[]);
+    assert_eq!(r.code, 1, "the disk fills at the second checkpoint: {}", r.stderr);
+    assert!(r.stderr.contains("No space left on device") && r.stderr.contains(s(&out)), "{}", r.stderr);
+    // The first checkpoint is whole: its progress names generation 1, whose files are there.
+    let progress: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/progress.json")).unwrap()).unwrap();
+    assert_eq!((progress["epoch"].as_u64(), progress["generation"].as_u64()), (Some(1), Some(1)), "{progress}");
+    let mut names: Vec<String> = std::fs::read_dir(out.join("checkpoint")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["model.1.bpk", "optimizer.1.bpk", "progress.json"], "the failed generation was cleaned up");
+    // Moved to a disk with room, it resumes from that checkpoint and finishes.
+    let big = tmp.path().join("big");
+    std::fs::create_dir_all(big.join("run/checkpoint")).unwrap();
+    for f in ["config.toml", "metrics.jsonl", "checkpoint/model.1.bpk", "checkpoint/optimizer.1.bpk", "checkpoint/progress.json"] {
+        std::fs::copy(out.join(f), big.join("run").join(f)).unwrap();
+    }
+    let big_run = big.join("run");
+    let resumed: Vec<&str> = args.iter().copied().chain(["--out", s(&big_run), "--resume"]).collect();
+    let r = sub_env(&resumed, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming at epoch 2 batch 0"), "{}", r.stderr);
+    assert!(big.join("run/backbone.bpk").exists());
+}

@@ -1,6 +1,7 @@
-//! Run checkpoints: model, optimiser state and progress, written so that a crash at any moment
-//! leaves the previous checkpoint intact (files written to temporaries and renamed; the progress
-//! file, written last, is the commit point).
+//! Run checkpoints: model, optimiser state and progress, written so that a crash, a kill or a full
+//! disk at any moment leaves the previous checkpoint intact: each save writes a new generation of
+//! files beside the previous one, `progress.json` (written last, atomically) commits it, and the
+//! previous generation is removed after.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,17 @@ fn err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::artifact(path, what.to_string())
 }
 
+/// `progress.json` as stored: the progress and the generation of the model and optimiser files
+/// it commits (0: the single `model.bpk` / `optimizer.bpk` of checkpoints written before
+/// generations existed).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    progress: Progress,
+    #[serde(default)]
+    generation: u64,
+}
+
 impl Checkpoint {
     pub fn new(run_dir: &Path) -> Self {
         Checkpoint { dir: run_dir.join("checkpoint") }
@@ -37,27 +49,15 @@ impl Checkpoint {
         self.dir.join("progress.json")
     }
 
-    /// Saves model, optimiser and progress (in that order; progress last).
-    pub fn save<M: Module>(&self, model: &M, optim: &ModuleOptimizer, progress: Progress) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let model_path = self.dir.join("model.bpk");
-        let tmp = self.dir.join(".model.bpk.tmp");
-        let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true);
-        // `valid()` first: it folds BatchNorm's pending running-statistics update into the
-        // stored value. Saving the module itself writes the statistics one update behind, and a
-        // resumed run then drifts from an uninterrupted one (burn's RunningState keeps the last
-        // update per thread until the next read).
-        model.valid().save_into(&mut store).map_err(|e| err(&model_path, e))?;
-        std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
-        let optim_path = self.dir.join("optimizer.bpk");
-        let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
-        write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
-        let json = serde_json::to_vec_pretty(&progress).map_err(|e| err(&self.progress_path(), e))?;
-        write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
+    fn files(&self, generation: u64) -> (PathBuf, PathBuf) {
+        if generation == 0 {
+            (self.dir.join("model.bpk"), self.dir.join("optimizer.bpk"))
+        } else {
+            (self.dir.join(format!("model.{generation}.bpk")), self.dir.join(format!("optimizer.{generation}.bpk")))
+        }
     }
 
-    /// The saved progress, if a checkpoint exists.
-    pub fn progress(&self) -> Result<Option<Progress>> {
+    fn stored(&self) -> Result<Option<Stored>> {
         let p = self.progress_path();
         if !p.exists() {
             return Ok(None);
@@ -66,12 +66,58 @@ impl Checkpoint {
         serde_json::from_slice(&text).map(Some).map_err(|e| err(&p, format!("corrupt checkpoint progress: {e}")))
     }
 
+    /// Saves model, optimiser and progress. Each save writes a new generation of model and
+    /// optimiser files beside the previous one, then `progress.json` (the commit point, written
+    /// atomically) naming it, and only then removes the previous generation: a crash, a kill or
+    /// a full disk at any moment leaves the last committed checkpoint whole.
+    pub fn save<M: Module>(&self, model: &M, optim: &ModuleOptimizer, progress: Progress) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let previous = self.stored().ok().flatten().map(|s| s.generation);
+        let generation = previous.map_or(1, |g| g + 1);
+        let (model_path, optim_path) = self.files(generation);
+        let result = (|| {
+            let tmp = self.dir.join(format!(".model.{generation}.bpk.tmp"));
+            let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true);
+            // `valid()` first: it folds BatchNorm's pending running-statistics update into the
+            // stored value. Saving the module itself writes the statistics one update behind,
+            // and a resumed run then drifts from an uninterrupted one (burn's RunningState keeps
+            // the last update per thread until the next read).
+            let saved = model.valid().save_into(&mut store).map_err(|e| err(&model_path, e));
+            if saved.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            saved?;
+            std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
+            let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
+            write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
+            let json = serde_json::to_vec_pretty(&Stored { progress, generation }).map_err(|e| err(&self.progress_path(), e))?;
+            write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
+        })();
+        if result.is_err() {
+            // This generation was not committed: its files go, the previous one stays.
+            let _ = std::fs::remove_file(&model_path);
+            let _ = std::fs::remove_file(&optim_path);
+            return result;
+        }
+        if let Some(g) = previous {
+            let (m, o) = self.files(g);
+            let _ = std::fs::remove_file(m);
+            let _ = std::fs::remove_file(o);
+        }
+        Ok(())
+    }
+
+    /// The saved progress, if a checkpoint exists.
+    pub fn progress(&self) -> Result<Option<Progress>> {
+        Ok(self.stored()?.map(|s| s.progress))
+    }
+
     /// Loads model and optimiser state into the given fresh ones.
     pub fn load<M: Module>(&self, mut model: M, optim: ModuleOptimizer) -> Result<(M, ModuleOptimizer)> {
-        let model_path = self.dir.join("model.bpk");
+        let generation = self.stored()?.map_or(0, |s| s.generation);
+        let (model_path, optim_path) = self.files(generation);
         let mut store = BurnpackStore::from_file(&model_path).auto_extension(false);
         model.load_from(&mut store).map_err(|e| err(&model_path, format!("cannot load checkpoint: {e}")))?;
-        let optim_path = self.dir.join("optimizer.bpk");
         let bytes = std::fs::read(&optim_path).map_err(|e| err(&optim_path, e))?;
         let optim = optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| err(&optim_path, format!("cannot load optimiser state: {e}")))?;
         Ok((model, optim))
