@@ -220,3 +220,52 @@ fn a_full_disk_mid_run_keeps_the_last_checkpoint_whole_and_resumable() {
     assert!(r.stderr.contains("resuming at epoch 2 batch 0"), "{}", r.stderr);
     assert!(big.join("run/backbone.bpk").exists());
 }
+
+#[test]
+fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    let r = sub_env(&["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "1", "--out", s(&pre)], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The same backbone bytes in two folders: one fine-tuning runs through, one is killed.
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    for d in [&whole, &killed] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(pre.join("backbone.bpk"), d.join("backbone.bpk")).unwrap();
+    }
+    let ft = |d: &Path| -> Vec<String> {
+        ["eval", "finetune", "--backbone", s(&d.join("backbone.bpk")), "--epochs", "12", "--limit-images", "256", "--resume"].iter().map(|a| a.to_string()).collect()
+    };
+    let accuracy = |stdout: &str| stdout.lines().find_map(|l| l.strip_prefix("test_accuracy=")).unwrap_or_else(|| panic!("no accuracy in {stdout}")).to_string();
+    let a = ft(&whole);
+    let r = sub_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let whole_acc = accuracy(&r.stdout);
+
+    let a = ft(&killed);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
+        .env("RELNET_TEST_ARGS", a.join("\u{1f}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run_dir = || std::fs::read_dir(killed.join("finetune")).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path());
+    let started = Instant::now();
+    while !run_dir().is_some_and(|d| d.join("checkpoint/progress.json").exists()) {
+        assert!(child.try_wait().unwrap().is_none(), "the fine-tuning ended before it could be killed");
+        assert!(started.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let r = sub_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming at epoch"), "{}", r.stderr);
+    assert_eq!(accuracy(&r.stdout), whole_acc, "the resumed fine-tuning measures what the uninterrupted one did");
+    let bytes = |root: &Path| {
+        let d = std::fs::read_dir(root.join("finetune")).unwrap().next().unwrap().unwrap().path();
+        std::fs::read(d.join("backbone.bpk")).unwrap()
+    };
+    assert!(bytes(&killed) == bytes(&whole), "the fine-tuned backbone is bit-identical");
+}
