@@ -5,20 +5,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use relnet_tests::relnet;
+use relnet_tests::{relnet, subprocess, subprocess_command};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Not a test: the entry point through which the tests below run `relnet` as a separate process
-/// (this test binary re-executed with `RELNET_TEST_ARGS`). Without that variable it returns.
+/// Not a test: the entry point of `relnet_tests::subprocess_command` (see `subprocess_entry`).
 #[test]
 fn subprocess_entry_point() {
-    let Ok(args) = std::env::var("RELNET_TEST_ARGS") else { return };
-    let argv: Vec<&str> = args.split('\u{1f}').collect();
-    let code = relnet_cli::run(std::iter::once("relnet").chain(argv), &mut std::io::stdout(), &mut std::io::stderr());
-    std::process::exit(code as i32);
+    relnet_tests::subprocess_entry();
 }
 
 #[test]
@@ -26,14 +22,7 @@ fn a_second_process_on_one_run_directory_is_refused_and_a_stale_lock_is_taken_ov
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let args = ["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "30", "--out", s(&out)];
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
-        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
-        .env("RELNET_PLAIN_PROGRESS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = subprocess_command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Wait until the first run holds the lock and has saved its first checkpoint (after epoch 8
     // of 30).
     let started = Instant::now();
@@ -91,14 +80,7 @@ fn an_image_folder_with_a_symlink_loop_is_an_error_not_a_hang() {
 /// `relnet ARGS` in a separate process with `env` set (the fault-injection hooks are environment
 /// variables, which must not leak into the tests running beside this one).
 fn sub_env(args: &[&str], env: &[(&str, &str)]) -> relnet_tests::Run {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
-        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
-        .env("RELNET_PLAIN_PROGRESS", "1")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    relnet_tests::Run { code: out.status.code().unwrap_or(255) as u8, stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    subprocess(args, env)
 }
 
 #[test]
@@ -243,13 +225,8 @@ fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
     let whole_acc = accuracy(&r.stdout);
 
     let a = ft(&killed);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
-        .env("RELNET_TEST_ARGS", a.join("\u{1f}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let argv: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut child = subprocess_command(&argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let run_dir = || std::fs::read_dir(killed.join("finetune")).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path());
     let started = Instant::now();
     while !run_dir().is_some_and(|d| d.join("checkpoint/progress.json").exists()) {

@@ -6,54 +6,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use relnet_tests::{relnet, shared_data};
+use relnet_tests::{relnet, shared_data, subprocess, subprocess_command};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Not a test: the entry point through which the tests below run `relnet` as a separate process
-/// (this test binary re-executed with `RELNET_TEST_ARGS`), so that it can be killed with SIGKILL.
-/// Without that variable it returns at once.
+/// Not a test: the entry point of `relnet_tests::subprocess_command` (see `subprocess_entry`).
 #[test]
 fn subprocess_entry_point() {
-    let Ok(args) = std::env::var("RELNET_TEST_ARGS") else { return };
-    let argv: Vec<&str> = args.split('\u{1f}').collect();
-    let mut out = std::io::stdout();
-    let mut err = std::io::stderr();
-    let code = relnet_cli::run(std::iter::once("relnet").chain(argv), &mut out, &mut err);
-    std::process::exit(code as i32);
+    relnet_tests::subprocess_entry();
 }
 
 fn spawn(args: &[&str], log: &Path) -> std::process::Child {
-    let exe = std::env::current_exe().unwrap();
-    let f = std::fs::File::create(log).unwrap();
-    Command::new(exe)
-        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
-        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
-        .env("RELNET_PLAIN_PROGRESS", "1")
-        .stdout(Stdio::null())
-        .stderr(f)
-        .spawn()
-        .unwrap()
+    subprocess_command(args).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()
 }
 
-/// Runs `relnet ARGS` in a separate process to its end. The grid tests compare numbers across
-/// runs, and runs in one process share burn's global random generator with the tests running
-/// beside them (parameter initialisation draws from it), which would make those numbers depend
-/// on the other tests.
 fn sub(args: &[&str]) -> relnet_tests::Run {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
-        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
-        .env("RELNET_PLAIN_PROGRESS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    // libtest's own lines ("running 1 test") are not relnet's output.
-    let stdout = stdout.lines().filter(|l| !l.starts_with("running ") && !l.is_empty()).collect::<Vec<_>>().join("\n");
-    relnet_tests::Run { code: out.status.code().unwrap_or(255) as u8, stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    subprocess(args, &[])
 }
 
 fn cell_dir(results: &Path, prefix: &str) -> PathBuf {
