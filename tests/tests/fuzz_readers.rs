@@ -163,7 +163,7 @@ fn configs_artifacts_checkpoints_and_archives_survive_mutated_files() {
     let ckpt = relnet_core::checkpoint::Checkpoint::new(&run);
     std::fs::create_dir_all(run.join("checkpoint")).unwrap();
     let f = run.join("checkpoint/progress.json");
-    std::fs::write(&f, "{\n  \"epoch\": 3,\n  \"batch\": 0,\n  \"finished\": false\n}").unwrap();
+    std::fs::write(&f, "{\n  \"epoch\": 3,\n  \"batch\": 0,\n  \"finished\": false,\n  \"generation\": 2,\n  \"streams\": 2\n}").unwrap();
     fuzz("checkpoint progress", &f, 200, 14, || ckpt.progress().map_err(|e| e.to_string()));
 
     // A dataset archive (tar.gz).

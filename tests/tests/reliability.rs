@@ -84,7 +84,7 @@ fn sub_env(args: &[&str], env: &[(&str, &str)]) -> relnet_tests::Run {
 }
 
 #[test]
-fn a_nonfinite_loss_stops_the_run_or_is_skipped() {
+fn a_nonfinite_loss_or_gradient_stops_the_run_or_is_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("stop");
     let base = ["pretrain", "--limit-images", "96", "--k", "2", "--batch-size", "32", "--epochs", "3"];
@@ -120,6 +120,20 @@ fn a_nonfinite_loss_stops_the_run_or_is_skipped() {
     let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:0,1:1,1:2")]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("at epoch 1 step 2"), "{}", r.stderr);
+
+    // A finite loss with a NaN gradient element: the gradient check catches it, in both modes.
+    let out = tmp.path().join("grad-stop");
+    let args: Vec<&str> = base.iter().copied().chain(["--out", s(&out)]).collect();
+    let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:1:grad")]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("gradient became NaN at epoch 1 step 1"), "{}", r.stderr);
+    let out = tmp.path().join("grad-skip");
+    let args: Vec<&str> = base.iter().copied().chain(["--on-nonfinite", "skip", "--out", s(&out)]).collect();
+    let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "2:0:grad")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("epoch 2 step 0: gradient NaN: step skipped"), "{}", r.stderr);
+    let second = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().nth(1).unwrap().to_string();
+    assert!(second.contains("\"skipped_steps\":[0]"), "{second}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use burn::tensor::TensorData;
 use relnet_augment::{Pipeline, Prefetcher, ViewBatch, build_views};
 
 use crate::data::ImageSet;
+use crate::streams::{Purpose, stream};
 
 /// A view batch (NCHW f32) as a tensor on `device`.
 pub fn to_tensor(batch: ViewBatch, device: &Device) -> Tensor<4> {
@@ -16,11 +17,15 @@ pub fn to_tensor(batch: ViewBatch, device: &Device) -> Tensor<4> {
 
 /// The deterministic order of an epoch: a permutation of `0..n` from (seed, epoch).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    shuffled(n, stream(seed, Purpose::EpochOrder, &[epoch as u64]))
+}
+
+/// A permutation of `0..n` drawn with the stream seed `stream_seed`.
+pub fn shuffled(n: usize, stream_seed: u64) -> Vec<usize> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    idx.shuffle(&mut rng);
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed));
     idx
 }
 
@@ -30,9 +35,10 @@ pub fn batches(order: &[usize], m: usize, min_last: usize) -> Vec<&[usize]> {
     order.chunks(m).filter(|c| c.len() >= min_last.min(m)).collect()
 }
 
-/// The seed of the augmentation draws of batch `b` in `epoch`: a resumed run redraws the same views.
+/// The seed of the augmentation draws of batch `b` in `epoch`: a resumed run redraws the same
+/// views, and no two (seed, epoch, batch) share them (see [`crate::streams`]).
 pub fn view_seed(seed: u64, epoch: usize, b: usize) -> u64 {
-    seed ^ ((epoch as u64) << 32) ^ b as u64
+    stream(seed, Purpose::Views, &[epoch as u64, b as u64])
 }
 
 /// The `k` views of the images at `indices` (in `k` blocks), drawn with `seed`.

@@ -38,6 +38,14 @@ struct Stored {
     progress: Progress,
     #[serde(default)]
     generation: u64,
+    /// The [`crate::streams::VERSION`] the run drew its data order and views with (1: before
+    /// streams were hashed, when the field did not exist).
+    #[serde(default = "streams_v1")]
+    streams: u32,
+}
+
+fn streams_v1() -> u32 {
+    1
 }
 
 impl Checkpoint {
@@ -90,7 +98,7 @@ impl Checkpoint {
             std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
             let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
             write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
-            let json = serde_json::to_vec_pretty(&Stored { progress, generation }).map_err(|e| err(&self.progress_path(), e))?;
+            let json = serde_json::to_vec_pretty(&Stored { progress, generation, streams: crate::streams::VERSION }).map_err(|e| err(&self.progress_path(), e))?;
             write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
         })();
         if result.is_err() {
@@ -107,9 +115,21 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The saved progress, if a checkpoint exists.
+    /// The saved progress, if a checkpoint exists. An unfinished run whose random streams were
+    /// derived by another version of relnet is refused: resuming it would mix two draws.
     pub fn progress(&self) -> Result<Option<Progress>> {
-        Ok(self.stored()?.map(|s| s.progress))
+        let Some(s) = self.stored()? else { return Ok(None) };
+        if !s.progress.finished && s.streams != crate::streams::VERSION {
+            return Err(err(
+                &self.progress_path(),
+                format!(
+                    "this unfinished run drew its data order and augmentations with random streams of version {} and this relnet derives them with version {}: resuming would mix the two. Start it again in a new directory",
+                    s.streams,
+                    crate::streams::VERSION
+                ),
+            ));
+        }
+        Ok(Some(s.progress))
     }
 
     /// Loads model and optimiser state into the given fresh ones.
@@ -121,5 +141,26 @@ impl Checkpoint {
         let bytes = std::fs::read(&optim_path).map_err(|e| err(&optim_path, e))?;
         let optim = optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| err(&optim_path, format!("cannot load optimiser state: {e}")))?;
         Ok((model, optim))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_run_from_other_streams_is_refused_and_a_finished_one_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = Checkpoint::new(tmp.path());
+        std::fs::create_dir_all(tmp.path().join("checkpoint")).unwrap();
+        let write = |text: &str| std::fs::write(tmp.path().join("checkpoint/progress.json"), text).unwrap();
+        // Written before the field existed: streams version 1.
+        write(r#"{"epoch": 3, "batch": 0, "finished": false, "generation": 4}"#);
+        let e = ckpt.progress().unwrap_err().to_string();
+        assert!(e.contains("progress.json") && e.contains("version 1") && e.contains("new directory"), "{e}");
+        write(r#"{"epoch": 3, "batch": 0, "finished": true, "generation": 4}"#);
+        assert!(ckpt.progress().unwrap().unwrap().finished);
+        write(&format!(r#"{{"epoch": 3, "batch": 5, "finished": false, "generation": 4, "streams": {}}}"#, crate::streams::VERSION));
+        assert_eq!(ckpt.progress().unwrap().unwrap().batch, 5);
     }
 }

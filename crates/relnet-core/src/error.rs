@@ -68,8 +68,10 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     /// The loss or its gradients became NaN or infinite.
-    #[error("loss became {value} at epoch {epoch} step {step}: training stopped; the last good checkpoint in {} is kept", checkpoint.display())]
-    NonFinite { epoch: usize, step: usize, value: f32, checkpoint: PathBuf },
+    /// `what` is `"loss"` or `"gradient"` (the sum of every gradient element, which is finite
+    /// exactly when they all are, short of an overflow).
+    #[error("{what} became {value} at epoch {epoch} step {step}: training stopped; the last good checkpoint in {} is kept", checkpoint.display())]
+    NonFinite { what: &'static str, epoch: usize, step: usize, value: f32, checkpoint: PathBuf },
     /// A run directory that already holds a run, started again without resuming.
     #[error("{} already holds a run", dir.display())]
     RunExists { dir: PathBuf },

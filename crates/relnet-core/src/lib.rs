@@ -15,6 +15,7 @@ pub mod methods;
 pub mod objective;
 pub mod pretrain;
 pub mod record;
+pub mod streams;
 pub mod trainer;
 
 pub use error::{DataError, DataResult, Error, Result};

@@ -11,7 +11,6 @@ use relnet_augment::{Preset, PresetParams};
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::epoch_order;
 use crate::checkpoint::{Checkpoint, Progress};
 use crate::config::{ConfigError, RunConfig, check_range};
 use crate::data::registry::{DatasetInfo, Split, lookup};
@@ -103,7 +102,7 @@ pub struct PretrainConfig {
     /// epochs, into metrics.jsonl; off by default).
     #[arg(long, value_name = "knn[:EVERY]")]
     pub monitor: Option<MonitorSpec>,
-    /// A step whose loss is NaN or infinite: stop (keep the last good checkpoint, name the epoch
+    /// A step whose loss or gradient is NaN or infinite: stop (keep the last good checkpoint, name the epoch
     /// and step), or skip it (no update; logged in metrics.jsonl) and stop after
     /// --max-nonfinite in a row.
     #[arg(long, value_enum, default_value_t = OnNonFinite::Stop)]
@@ -118,7 +117,7 @@ pub struct PretrainConfig {
     pub method: MethodConfig,
 }
 
-/// What a non-finite loss does to a run.
+/// What a non-finite loss or gradient does to a run.
 #[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnNonFinite {
@@ -350,7 +349,7 @@ pub fn limited_subset(total: usize, limit: usize, seed: u64) -> Vec<usize> {
     if limit >= total {
         return (0..total).collect();
     }
-    let mut idx = epoch_order(total, seed ^ 0x0005_EED5_0B5E_7000, 0);
+    let mut idx = crate::batch::shuffled(total, crate::streams::stream(seed, crate::streams::Purpose::ImageSubset, &[]));
     idx.truncate(limit);
     idx.sort_unstable();
     idx

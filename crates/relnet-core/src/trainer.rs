@@ -43,18 +43,73 @@ pub struct EpochMetrics {
     /// What the epoch monitor measured (e.g. `knn_top1_k20`), on the epochs it ran.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub monitor: BTreeMap<String, f64>,
-    /// Steps skipped for a non-finite loss (`on_nonfinite = "skip"`), with their step indices.
+    /// Steps skipped for a non-finite loss or gradient (`on_nonfinite = "skip"`), with their step indices.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_steps: Vec<usize>,
 }
 
-/// Steps whose loss a test makes non-finite: `RELNET_FAULT_NONFINITE=EPOCH:STEP,...` (epochs
-/// from 1, steps from 0). A fault-injection hook for the tests of the non-finite handling; unset
-/// in normal use.
-fn injected_nonfinite() -> Vec<(usize, usize)> {
+/// Steps a test makes non-finite: `RELNET_FAULT_NONFINITE=EPOCH:STEP[:grad],...` (epochs from 1,
+/// steps from 0): the loss, or with `:grad` one gradient element while the loss stays finite.
+/// A fault-injection hook for the tests of the non-finite handling; unset in normal use.
+fn injected_nonfinite() -> Vec<(usize, usize, bool)> {
     std::env::var("RELNET_FAULT_NONFINITE")
-        .map(|v| v.split(',').filter_map(|p| p.split_once(':')).filter_map(|(e, s)| Some((e.trim().parse().ok()?, s.trim().parse().ok()?))).collect())
+        .map(|v| {
+            v.split(',')
+                .filter_map(|p| {
+                    let mut it = p.trim().split(':');
+                    let (e, s, g) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next());
+                    Some((e, s, g == Some("grad")))
+                })
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+/// The sum of every element of every gradient in `grads` (of `model`'s parameters): non-finite
+/// when any element is NaN or infinite (or, harmlessly, when finite gradients overflow f32).
+/// One reduction per parameter and one read back per step.
+fn gradient_sum<M: Module>(model: &M, grads: &GradientsParams) -> f32 {
+    struct Sum<'a> {
+        grads: &'a GradientsParams,
+        sum: Option<Tensor<1>>,
+    }
+    impl burn::module::ModuleVisitor for Sum<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let s = g.sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(a) => a + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut v = Sum { grads, sum: None };
+    model.visit(&mut v);
+    v.sum.map_or(0.0, |s| s.into_scalar::<f32>())
+}
+
+/// Makes the first element of the first gradient NaN (the `:grad` fault of the test hook).
+fn poison_gradient<M: Module>(model: &M, grads: &mut GradientsParams) {
+    struct Poison<'a> {
+        grads: &'a mut GradientsParams,
+        done: bool,
+    }
+    impl burn::module::ModuleVisitor for Poison<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self.done {
+                return;
+            }
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                let mut values: Vec<f32> = g.to_data().iter::<f32>().collect();
+                values[0] = f32::NAN;
+                let poisoned = Tensor::<D>::from_data(TensorData::new(values, g.shape()), &g.device());
+                self.grads.register::<D>(param.id, poisoned);
+                self.done = true;
+            }
+        }
+    }
+    model.visit(&mut Poison { grads, done: false });
 }
 
 /// Keeps the lines of `metrics.jsonl` of the epochs before `epochs_done` (1-based, inclusive):
@@ -239,23 +294,37 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
             let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
             let out = method.step(&model, &batch);
             let mut loss_value = out.loss.clone().into_scalar::<f32>();
-            if faults.contains(&(epoch + 1, next)) {
+            if faults.contains(&(epoch + 1, next, false)) {
                 loss_value = f32::NAN;
             }
-            if !loss_value.is_finite() {
+            // A non-finite loss, or a finite loss with a non-finite gradient.
+            let mut bad = (!loss_value.is_finite()).then_some(("loss", loss_value));
+            let mut grads = None;
+            if bad.is_none() {
+                let mut g = GradientsParams::from_grads(out.loss.backward(), &model);
+                if faults.contains(&(epoch + 1, next, true)) {
+                    poison_gradient(&model, &mut g);
+                }
+                let sum = gradient_sum(&model, &g);
+                if !sum.is_finite() {
+                    bad = Some(("gradient", sum));
+                }
+                grads = Some(g);
+            }
+            let Some(grads) = grads.filter(|_| bad.is_none()) else {
+                let (what, value) = bad.expect("no gradients only after a non-finite value");
                 in_a_row += 1;
                 match run.on_nonfinite {
                     Some(max) if in_a_row <= max => {
-                        report.line(&format!("epoch {} step {next}: loss {loss_value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
+                        report.line(&format!("epoch {} step {next}: {what} {value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
                         skipped.push(next);
                         next += 1;
                         continue;
                     }
-                    _ => return Err(Error::NonFinite { epoch: epoch + 1, step: next, value: loss_value, checkpoint: run.out.join("checkpoint") }),
+                    _ => return Err(Error::NonFinite { what, epoch: epoch + 1, step: next, value, checkpoint: run.out.join("checkpoint") }),
                 }
-            }
+            };
             in_a_row = 0;
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
             let rates = method.learning_rates(&model, lr);
             model = optim.step(rates, model, grads);
             loss_sum += loss_value as f64;

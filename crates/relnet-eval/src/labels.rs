@@ -92,7 +92,7 @@ pub fn indices_by_class(labels: &[i64]) -> BTreeMap<i64, Vec<usize>> {
 pub fn label_subset(labels: &[i64], budget: LabelBudget, seed: u64) -> Vec<usize> {
     let mut keep = Vec::new();
     for (class, mut idx) in indices_by_class(labels) {
-        let stream = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (class as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x1AB_E15;
+        let stream = relnet_core::streams::stream(seed, relnet_core::streams::Purpose::LabelSubset, &[class as u64]);
         idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(stream));
         keep.extend_from_slice(&idx[..budget.of_class(idx.len())]);
     }

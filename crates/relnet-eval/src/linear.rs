@@ -109,7 +109,7 @@ impl EvaluatorOptions for LinearOptions {
 /// each sorted.
 pub fn stratified_split(labels: &[i64], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let by_class = indices_by_class(labels);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5A11);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(seed, relnet_core::streams::Purpose::ProbeSplit, &[]));
     let (mut keep, mut held) = (Vec::new(), Vec::new());
     for (_, mut idx) in by_class {
         idx.shuffle(&mut rng);
@@ -142,7 +142,7 @@ pub fn probe(train: &Features, eval: &Features, o: &LinearOptions, seed: u64, de
     let mut head = linear_head(dim, classes, &ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let ce = CrossEntropyLoss::new(None, &ad);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(seed, relnet_core::streams::Purpose::ProbeOrder, &[]));
     for epoch in 0..o.epochs {
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);

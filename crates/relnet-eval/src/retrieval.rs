@@ -111,7 +111,7 @@ impl EvaluatorOptions for RetrievalOptions {
             }
             self.queries.clone()
         } else if let Some(n) = self.show {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x5E7_1EF);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(ctx.seed, relnet_core::streams::Purpose::RetrievalQueries, &[]));
             let mut v = sample(&mut rng, query.n, n.min(query.n)).into_vec();
             v.sort_unstable();
             v

@@ -323,4 +323,81 @@ mod tests {
         assert!(std::fs::metadata(tmp.path().join("a.tar.gz")).unwrap().len() < 100_000);
         assert!(!tmp.path().join("root/staging/top/zeros").exists(), "refused before writing");
     }
+
+    /// A zip of stored (uncompressed) entries, written by hand so that names a zip tool would
+    /// refuse or rewrite (`..`, absolute) can be made: (name, bytes, is a symbolic link).
+    fn zip(path: &Path, entries: &[(&str, &[u8], bool)]) {
+        let (mut out, mut central) = (Vec::new(), Vec::new());
+        let le16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+        let le32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+        for (name, bytes, link) in entries {
+            let mut crc = flate2::Crc::new();
+            crc.update(bytes);
+            let offset = out.len() as u32;
+            le32(&mut out, 0x0403_4b50);
+            for x in [20u16, 0, 0, 0, 0] {
+                le16(&mut out, x); // version, flags, method (stored), time, date
+            }
+            for x in [crc.sum(), bytes.len() as u32, bytes.len() as u32] {
+                le32(&mut out, x);
+            }
+            le16(&mut out, name.len() as u16);
+            le16(&mut out, 0);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(bytes);
+            le32(&mut central, 0x0201_4b50);
+            for x in [3 << 8 | 20u16, 20, 0, 0, 0, 0] {
+                le16(&mut central, x); // made by unix, version, flags, method, time, date
+            }
+            for x in [crc.sum(), bytes.len() as u32, bytes.len() as u32] {
+                le32(&mut central, x);
+            }
+            for x in [name.len() as u16, 0, 0, 0, 0] {
+                le16(&mut central, x); // name, extra, comment, disk, internal attributes
+            }
+            let mode: u32 = if *link { 0o120777 } else { 0o100644 };
+            le32(&mut central, mode << 16);
+            le32(&mut central, offset);
+            central.extend_from_slice(name.as_bytes());
+        }
+        let (cd_offset, cd_len) = (out.len() as u32, central.len() as u32);
+        out.extend_from_slice(&central);
+        le32(&mut out, 0x0605_4b50);
+        for x in [0u16, 0, entries.len() as u16, entries.len() as u16] {
+            le16(&mut out, x);
+        }
+        le32(&mut out, cd_len);
+        le32(&mut out, cd_offset);
+        le16(&mut out, 0);
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn zips_cannot_write_outside_the_root() {
+        if Command::new("unzip").arg("-v").output().is_err() {
+            eprintln!("SKIPPED zips_cannot_write_outside_the_root: `unzip` is not installed (zip datasets need it too)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("good.zip");
+        zip(&good, &[("top/a.bin", b"abc", false), ("top/b c.txt", b"hello", false)]);
+        check_zip_entries(&good).unwrap();
+        // The listing the check reads is the one unzip extracts: the good archive extracts whole.
+        let dest = tmp.path().join("root/staging");
+        std::fs::create_dir_all(&dest).unwrap();
+        run(Command::new("unzip").arg("-q").arg(&good).arg("-d").arg(&dest), "unzip").unwrap();
+        assert_eq!(std::fs::read(dest.join("top/b c.txt")).unwrap(), b"hello");
+
+        for (what, entries) in [
+            ("parent", vec![("top/../../escaped.txt", &b"x"[..], false)]),
+            ("absolute", vec![("top/a.bin", &b"abc"[..], false), ("/tmp/relnet-escaped-zip.txt", &b"x"[..], false)]),
+            ("symlink", vec![("top/link", &b"/etc"[..], true), ("top/link/passwd", &b"x"[..], false)]),
+        ] {
+            let a = tmp.path().join(format!("{what}.zip"));
+            zip(&a, &entries);
+            let e = check_zip_entries(&a).expect_err(what).to_string();
+            assert!(e.contains("refused") && e.contains(&format!("{what}.zip")), "{what}: {e}");
+        }
+        assert!(!tmp.path().join("escaped.txt").exists() && !Path::new("/tmp/relnet-escaped-zip.txt").exists());
+    }
 }

@@ -156,7 +156,7 @@ impl Method for DeepCluster {
         feats = pca_whiten(&feats, n, f, dims);
         l2_normalize(&mut feats, dims);
         let k = Self::k(ctx.classes).min(n);
-        let seed = ctx.seed ^ (ctx.epoch as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let seed = crate::streams::stream(ctx.seed, crate::streams::Purpose::Clustering, &[ctx.epoch as u64]);
         let result = kmeans(&feats, n, dims, KMeansConfig { k, n_init: self.n_init, max_iter: 30, seed });
         let mut counts = vec![0usize; Self::k(ctx.classes)];
         for &l in &result.labels {

@@ -410,13 +410,15 @@ pub fn paper_key(backbone: &str, source: &str, target: &str, budget: Option<&str
 }
 
 /// The hash that names a cell: SHA-256 of the resolved pretraining configuration without the
-/// keys that say where and on what it runs (`out`, `data_root`, `device`).
+/// keys that say where and on what it runs (`out`, `data_root`, `device`), and with the version
+/// of the random streams (a cell drawn with other streams is another cell).
 pub fn config_hash(cfg: &PretrainConfig) -> String {
     let mut c = cfg.clone();
     c.out = PathBuf::new();
     c.data_root = None;
     c.device = DeviceSpec::Cpu;
-    sha256_hex(config::to_toml(&c).as_bytes())[..12].to_string()
+    let text = format!("# streams {}\n{}", relnet_core::streams::VERSION, config::to_toml(&c));
+    sha256_hex(text.as_bytes())[..12].to_string()
 }
 
 /// The hash of a cell's pretraining without its seed, dataset and backbone (the report's
