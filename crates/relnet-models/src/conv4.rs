@@ -7,6 +7,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 
 #[derive(Module, Debug)]
@@ -27,7 +28,7 @@ impl ConvBlock {
 
     /// conv -> BN -> ReLU (before the pool).
     pub fn activate(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(self.bn.forward(conv2d(&self.conv, x)))
     }
 
     pub fn pool(&self, x: Tensor<4>) -> Tensor<4> {

@@ -1,0 +1,456 @@
+//! A 2D convolution for burn-flex (NCHW f32, groups 1, no dilation) as per-image im2col + GEMM
+//! on the `gemm` crate, with its own input- and weight-gradient, registered through burn's
+//! backend-extension mechanism. Every other backend, and every geometry this does not cover,
+//! keeps burn's own `conv2d`.
+//!
+//! Why: burn-flex 0.22 converts the whole input to NHWC and the weights to another layout for
+//! each forward pass, and has no convolution backward of its own (burn's generic one runs the
+//! input gradient as a transposed convolution and the weight gradient as a convolution whose
+//! kernel is the whole output map). Here each image's `[C_in*kh*kw, H_out*W_out]` patch matrix
+//! is built in a per-thread buffer, the forward pass is one GEMM per image written straight
+//! into the NCHW output, and the backward pass rebuilds the patches once per image for both
+//! gradients. Images are spread over rayon's pool; each GEMM runs on one thread.
+//!
+//! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
+
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+/// The shape of one convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]`, stride and
+/// symmetric zero padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl Geometry {
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.ph - self.kh) / self.sh + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pw - self.kw) / self.sw + 1
+    }
+    /// Rows of the patch matrix: `ci * kh * kw`.
+    fn rows(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+    /// Columns of the patch matrix: output pixels per image.
+    fn cols(&self) -> usize {
+        self.oh() * self.ow()
+    }
+    /// A 1x1, stride-1, unpadded convolution: the image itself is its patch matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+    fn input_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+    fn output_len(&self) -> usize {
+        self.co * self.cols()
+    }
+}
+
+/// The output columns `ox` whose input column `ox * s + k - p` lies in `0..len`: `lo..hi`.
+fn valid_range(out: usize, len: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
+    let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
+    // ox * s + k - p <= len - 1  <=>  ox <= (len - 1 + p - k) / s
+    let hi = if len + p > k { ((len - 1 + p - k) / s + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// The patch matrix `[ci*kh*kw, oh*ow]` of one image `x` (`[ci, h, w]`) into `col`.
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let (xlo, xhi) = (0..g.kw).map(|kx| valid_range(ow, g.w, g.sw, kx, g.pw)).fold((Vec::new(), Vec::new()), |(mut a, mut b), (l, h)| {
+        a.push(l);
+        b.push(h);
+        (a, b)
+    });
+    for c in 0..g.ci {
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (c * g.kh + ky) * g.kw + kx;
+                let dst = &mut col[row * oh * ow..(row + 1) * oh * ow];
+                let (lo, hi) = (xlo[kx], xhi[kx]);
+                for oy in 0..oh {
+                    let out = &mut dst[oy * ow..(oy + 1) * ow];
+                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    let first = lo * g.sw + kx - g.pw;
+                    if g.sw == 1 {
+                        out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (o, i) in out[lo..hi].iter_mut().zip((first..).step_by(g.sw)) {
+                            *o = src[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the patch matrix `col` back onto one image's gradient `dx` (the adjoint of [`im2col`]).
+fn col2im_add(g: &Geometry, col: &[f32], dx: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    for c in 0..g.ci {
+        let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (c * g.kh + ky) * g.kw + kx;
+                let src = &col[row * oh * ow..(row + 1) * oh * ow];
+                let (lo, hi) = valid_range(ow, g.w, g.sw, kx, g.pw);
+                for oy in 0..oh {
+                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let s = &src[oy * ow + lo..oy * ow + hi];
+                    let first = lo * g.sw + kx - g.pw;
+                    if g.sw == 1 {
+                        for (d, v) in dst[first..first + (hi - lo)].iter_mut().zip(s) {
+                            *d += v;
+                        }
+                    } else {
+                        for (v, i) in s.iter().zip((first..).step_by(g.sw)) {
+                            dst[i] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m x n, row-major) (+)= a (m x k) * b (k x n)`, with `a` and `b` addressed by (row
+/// stride, column stride), on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above keep every index the GEMM touches inside the three slices, and
+    // `dst` does not alias `a` or `b` (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, kh, kw]`), no bias:
+/// `[n, co, oh, ow]`, row-major.
+pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let (rows, cols) = (g.rows(), g.cols());
+    let mut out = vec![0f32; g.n * g.output_len()];
+    if g.n == 0 {
+        return out;
+    }
+    out.par_chunks_mut(g.output_len()).zip(x.par_chunks(g.input_len())).for_each_init(
+        || if g.pointwise() { Vec::new() } else { vec![0f32; rows * cols] },
+        |col, (o, xi)| {
+            let patches: &[f32] = if g.pointwise() {
+                xi
+            } else {
+                im2col(g, xi, col);
+                col
+            };
+            matmul(g.co, cols, rows, o, false, weight, rows, 1, patches, cols, 1);
+        },
+    );
+    out
+}
+
+/// The gradients of [`forward`] for the output gradient `dy`: the input's (if `want_x`) and the
+/// weight's (if `want_w`).
+pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: bool, want_w: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let (rows, cols) = (g.rows(), g.cols());
+    let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
+    if g.n == 0 {
+        return (want_x.then_some(dx), want_w.then(|| vec![0f32; g.co * rows]));
+    }
+    struct Scratch {
+        dw: Vec<f32>,
+        col: Vec<f32>,
+        dcol: Vec<f32>,
+    }
+    let scratch = || Scratch { dw: if want_w { vec![0f32; g.co * rows] } else { Vec::new() }, col: Vec::new(), dcol: Vec::new() };
+    let step = |mut s: Scratch, xi: &[f32], dyi: &[f32], dxi: Option<&mut [f32]>| {
+        if want_w {
+            let patches: &[f32] = if g.pointwise() {
+                xi
+            } else {
+                s.col.resize(rows * cols, 0.0);
+                im2col(g, xi, &mut s.col);
+                &s.col
+            };
+            // dW (co x rows) += dY (co x cols) * patches^T (cols x rows)
+            matmul(g.co, rows, cols, &mut s.dw, true, dyi, cols, 1, patches, 1, cols);
+        }
+        if let Some(dxi) = dxi {
+            // dpatches (rows x cols) = W^T (rows x co) * dY (co x cols)
+            if g.pointwise() {
+                matmul(rows, cols, g.co, dxi, false, weight, 1, rows, dyi, cols, 1);
+            } else {
+                s.dcol.resize(rows * cols, 0.0);
+                matmul(rows, cols, g.co, &mut s.dcol, false, weight, 1, rows, dyi, cols, 1);
+                col2im_add(g, &s.dcol, dxi);
+            }
+        }
+        s
+    };
+    let add = |mut a: Scratch, b: Scratch| {
+        for (p, q) in a.dw.iter_mut().zip(&b.dw) {
+            *p += q;
+        }
+        a
+    };
+    let xs = x.par_chunks(g.input_len());
+    let dys = dy.par_chunks(g.output_len());
+    let total = if want_x {
+        xs.zip(dys).zip(dx.par_chunks_mut(g.input_len())).fold(scratch, |s, ((xi, dyi), dxi)| step(s, xi, dyi, Some(dxi))).reduce(scratch, add)
+    } else {
+        xs.zip(dys).fold(scratch, |s, (xi, dyi)| step(s, xi, dyi, None)).reduce(scratch, add)
+    };
+    (want_x.then_some(dx), want_w.then_some(total.dw))
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FastConv: Backend {
+    /// A bias-free 2D convolution with stride (sh, sw) and symmetric padding (ph, pw).
+    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, sh: usize, sw: usize, ph: usize, pw: usize) -> FloatTensor<Self>;
+}
+
+/// The shape and row-major values of a flex tensor.
+fn values(t: &FlexTensor) -> (Vec<usize>, std::borrow::Cow<'_, [f32]>) {
+    let shape = t.layout().shape().to_vec();
+    match t.as_slice::<f32>() {
+        Some(s) => (shape, std::borrow::Cow::Borrowed(s)),
+        _ => (shape, std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec())),
+    }
+}
+
+fn geometry(x: &[usize], w: &[usize], sh: usize, sw: usize, ph: usize, pw: usize) -> Geometry {
+    Geometry { n: x[0], ci: x[1], h: x[2], w: x[3], co: w[0], kh: w[2], kw: w[3], sh, sw, ph, pw }
+}
+
+fn flex_forward(x: &FlexTensor, weight: &FlexTensor, sh: usize, sw: usize, ph: usize, pw: usize) -> FlexTensor {
+    let ((xs, xv), (ws, wv)) = (values(x), values(weight));
+    let g = geometry(&xs, &ws, sh, sw, ph, pw);
+    FlexTensor::from_data(TensorData::new(forward(&g, &xv, &wv), [g.n, g.co, g.oh(), g.ow()]))
+}
+
+impl FastConv for Flex {
+    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, sh: usize, sw: usize, ph: usize, pw: usize) -> FlexTensor {
+        flex_forward(&x, &weight, sh, sw, ph, pw)
+    }
+}
+
+impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
+    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, sh: usize, sw: usize, ph: usize, pw: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvBackward;
+        impl Backward<Flex, 2> for ConvBackward {
+            type State = (FlexTensor, FlexTensor, [usize; 4]);
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_w] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (x, weight, [sh, sw, ph, pw]) = ops.state;
+                let ((xs, xv), (ws, wv), (_, dyv)) = (values(&x), values(&weight), values(&dy));
+                let g = geometry(&xs, &ws, sh, sw, ph, pw);
+                let (dx, dw) = backward(&g, &xv, &wv, &dyv, node_x.is_some(), node_w.is_some());
+                if let (Some(node), Some(dx)) = (node_x, dx) {
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, xs)));
+                }
+                if let (Some(node), Some(dw)) = (node_w, dw) {
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, ws)));
+                }
+            }
+        }
+        match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+                let out = flex_forward(&xp, &wp, sh, sw, ph, pw);
+                prep.finish((xp, wp, [sh, sw, ph, pw]), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_forward(x.primitive(), weight.primitive(), sh, sw, ph, pw)),
+        }
+    }
+}
+
+thread_local! {
+    static FORCE_BURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the fast path is on: everywhere but where `RELNET_CONV=burn`, or inside
+/// [`with_burn_conv`] on this thread.
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    !FORCE_BURN.get() && *ON.get_or_init(|| std::env::var("RELNET_CONV").map(|v| v != "burn").unwrap_or(true))
+}
+
+/// Runs `f` with burn's own convolution on this thread (the equivalence tests' reference).
+pub fn with_burn_conv<R>(f: impl FnOnce() -> R) -> R {
+    let before = FORCE_BURN.replace(true);
+    let r = f();
+    FORCE_BURN.set(before);
+    r
+}
+
+/// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, groups 1, no dilation,
+/// symmetric padding), through burn's `conv2d` everywhere else.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let on_flex = matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_));
+    if !(on_flex && enabled() && conv.groups == 1 && conv.dilation == [1, 1]) {
+        return conv.forward(x);
+    }
+    let (top, left) = match conv.padding {
+        PaddingConfig2d::Valid => (0, 0),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => (top, left),
+        _ => return conv.forward(x),
+    };
+    let [sh, sw] = conv.stride;
+    let out = Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(x.into_dispatch(), conv.weight.val().into_dispatch(), sh, sw, top, left));
+    match &conv.bias {
+        Some(b) => {
+            let co = b.dims()[0];
+            out + b.val().reshape([1, co, 1, 1])
+        }
+        None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution and its gradients by definition, one multiply-add at a time.
+    fn naive(g: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut y = vec![0f32; g.n * g.co * oh * ow];
+        let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
+        for n in 0..g.n {
+            for o in 0..g.co {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let yi = ((n * g.co + o) * oh + oy) * ow + ox;
+                        for c in 0..g.ci {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                                    let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.ci + c) * g.h + iy as usize) * g.w + ix as usize;
+                                    let wi = ((o * g.ci + c) * g.kh + ky) * g.kw + kx;
+                                    y[yi] += x[xi] * w[wi];
+                                    dx[xi] += dy[yi] * w[wi];
+                                    dw[wi] += dy[yi] * x[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, dx, dw)
+    }
+
+    fn noise(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-5 * scale, "{what}: max error {err} against max magnitude {scale}");
+    }
+
+    #[test]
+    fn kernels_equal_the_definition_on_every_geometry_of_the_backbones() {
+        // (ci, h, w, co, k, stride, pad): Conv-4 and ResNet 3x3 s1/s2, 1x1 s1/s2 shortcuts,
+        // ResNet-34's 7x7 s2 stem, odd sizes and padding wider than needed.
+        let cases = [
+            (3, 8, 8, 4, 3, 1, 1),
+            (5, 7, 6, 3, 3, 2, 1),
+            (4, 8, 8, 6, 1, 2, 0),
+            (4, 5, 7, 2, 1, 1, 0),
+            (3, 11, 9, 4, 7, 2, 3),
+            (2, 4, 4, 3, 3, 1, 2),
+            (2, 3, 5, 2, 3, 3, 0),
+        ];
+        for (i, &(ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
+            let g = Geometry { n: 3, ci, h, w, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
+            let x = noise(g.n * ci * h * w, 1 + i as u32);
+            let wt = noise(co * ci * k * k, 100 + i as u32);
+            let dy = noise(g.n * co * g.oh() * g.ow(), 200 + i as u32);
+            let (y, dx, dw) = naive(&g, &x, &wt, &dy);
+            close(&forward(&g, &x, &wt), &y, &format!("{g:?} forward"));
+            let (fdx, fdw) = backward(&g, &x, &wt, &dy, true, true);
+            close(&fdx.unwrap(), &dx, &format!("{g:?} input gradient"));
+            close(&fdw.unwrap(), &dw, &format!("{g:?} weight gradient"));
+            let (none, only_w) = backward(&g, &x, &wt, &dy, false, true);
+            assert!(none.is_none());
+            close(&only_w.unwrap(), &dw, "weight gradient alone");
+        }
+    }
+}
