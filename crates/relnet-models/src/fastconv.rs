@@ -404,11 +404,11 @@ pub fn with_burn_conv<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, groups 1, no dilation,
-/// symmetric padding), through burn's `conv2d` everywhere else.
+/// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, f32, groups 1, no
+/// dilation, symmetric padding), through burn's `conv2d` everywhere else.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let on_flex = matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_));
-    if !(on_flex && enabled() && conv.groups == 1 && conv.dilation == [1, 1]) {
+    if !(on_flex && enabled() && x.dtype() == burn::tensor::DType::F32 && conv.groups == 1 && conv.dilation == [1, 1]) {
         return conv.forward(x);
     }
     let (top, left) = match conv.padding {
