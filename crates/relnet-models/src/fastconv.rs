@@ -329,7 +329,7 @@ pub trait FastConv: Backend {
 }
 
 /// The shape and row-major values of a flex tensor.
-fn values(t: &FlexTensor) -> (Vec<usize>, std::borrow::Cow<'_, [f32]>) {
+pub(crate) fn values(t: &FlexTensor) -> (Vec<usize>, std::borrow::Cow<'_, [f32]>) {
     let shape = t.layout().shape().to_vec();
     match t.as_slice::<f32>() {
         Some(s) => (shape, std::borrow::Cow::Borrowed(s)),

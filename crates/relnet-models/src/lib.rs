@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod conv4;
+pub mod fastbn;
 pub mod fastconv;
 pub mod heads;
 pub mod io;

@@ -1,0 +1,214 @@
+//! **Not yet used by the backbones** (tested here and in `tests/fastconv_equivalence.rs`, not yet
+//! measured end to end; issue 16's next step).
+//!
+//! Batch normalisation in training mode for burn-flex (NCHW f32): statistics in one pass per
+//! channel, the output and the input gradient in one pass per image, registered through burn's
+//! backend extension like [`crate::fastconv`]. burn 0.22 computes it for flex out of generic
+//! tensor operations (axis swaps, copies and several reductions, forward and backward).
+//!
+//! It computes what burn's `batch_norm_train` and `batch_norm_train_backward` compute (the
+//! biased variance, which burn-nn feeds its running statistics) and updates the running
+//! statistics as `BatchNorm::forward` does. Inference, other backends, `RELNET_CONV=burn` and
+//! `RELNET_BN=burn` (this one alone) keep burn's path.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+use crate::fastconv::{enabled, values};
+
+/// Per channel `c` of `x` (`[n, channels, plane]`): `f(c, the channel's n planes)` in parallel.
+fn per_channel<T: Send>(x: &[f32], n: usize, channels: usize, plane: usize, f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync) -> Vec<T> {
+    (0..channels).into_par_iter().map(|c| f(c, &mut (0..n).map(|i| &x[(i * channels + c) * plane..(i * channels + c + 1) * plane]))).collect()
+}
+
+/// Mean and biased variance of every channel, accumulated in f64.
+pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
+    let count = (n * plane).max(1) as f64;
+    let stats = per_channel(x, n, channels, plane, |_, planes| {
+        let (mut s, mut ss) = (0f64, 0f64);
+        let planes: Vec<&[f32]> = planes.collect();
+        for p in &planes {
+            s += p.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        let mean = s / count;
+        for p in &planes {
+            ss += p.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>();
+        }
+        (mean as f32, (ss / count) as f32)
+    });
+    stats.into_iter().unzip()
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel.
+pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
+    let scale: Vec<f32> = (0..channels).map(|c| gamma[c] / ((var[c] as f64 + eps).sqrt() as f32)).collect();
+    let shift: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * scale[c]).collect();
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).for_each(|(yi, xi)| {
+        for c in 0..channels {
+            let (a, b) = (scale[c], shift[c]);
+            for (o, &v) in yi[c * plane..(c + 1) * plane].iter_mut().zip(&xi[c * plane..(c + 1) * plane]) {
+                *o = v * a + b;
+            }
+        }
+    });
+    y
+}
+
+/// The gradients of the training-mode batch norm for `dy`: `(dx, dgamma, dbeta)`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+    // Per channel: sum of dy (dbeta) and of dy * x_hat (dgamma).
+    let sums = per_channel(dy, n, channels, plane, |c, dys| {
+        let (mut sd, mut sdx) = (0f64, 0f64);
+        for (i, d) in dys.enumerate() {
+            let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
+            for (&g, &v) in d.iter().zip(xs) {
+                sd += g as f64;
+                sdx += g as f64 * (v as f64 - mean[c] as f64);
+            }
+        }
+        (sd, sdx * inv_std[c])
+    });
+    let count = (n * plane).max(1) as f64;
+    let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+    // dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+    let coef: Vec<(f32, f32, f32, f32)> = (0..channels)
+        .map(|c| {
+            let k = gamma[c] as f64 * inv_std[c];
+            (k as f32, (sums[c].0 / count) as f32, (sums[c].1 / count) as f32, inv_std[c] as f32)
+        })
+        .collect();
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).zip(dy.par_chunks(channels * plane)).for_each(|((o, xi), di)| {
+        for c in 0..channels {
+            let (k, md, mdx, is) = coef[c];
+            let m = mean[c];
+            let r = c * plane..(c + 1) * plane;
+            for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
+                *o = k * (g - md - (v - m) * is * mdx);
+            }
+        }
+    });
+    (dx, dgamma, dbeta)
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FastBatchNorm: Backend {
+    /// Training-mode batch norm of an NCHW input: (output, mean, biased variance).
+    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
+    let (n, c) = (shape[0], shape[1]);
+    let plane = shape[2..].iter().product::<usize>();
+    let (mean, var) = statistics(&xv, n, c, plane);
+    let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps);
+    (FlexTensor::from_data(TensorData::new(y, shape)), FlexTensor::from_data(TensorData::new(mean, [c])), FlexTensor::from_data(TensorData::new(var, [c])))
+}
+
+impl FastBatchNorm for Flex {
+    fn fast_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_forward(&x, &gamma, &beta, epsilon)
+    }
+}
+
+impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
+    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct BatchNormBackward;
+        impl Backward<Flex, 3> for BatchNormBackward {
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (x, gamma, mean, var, eps) = ops.state;
+                let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) = (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
+                let (n, c) = (shape[0], shape[1]);
+                let plane = shape[2..].iter().product::<usize>();
+                let (dx, dgamma, dbeta) = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dgamma, [c])));
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbeta, [c])));
+                }
+            }
+        }
+        let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
+        let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon);
+        let output = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, mean.clone(), var.clone(), epsilon), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
+    }
+}
+
+/// `bn.forward(x)`, through [`FastBatchNorm`] in training mode on burn-flex (f32, NCHW), with
+/// the running statistics updated as burn-nn's `BatchNorm` does; burn's path everywhere else.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let on_flex = matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_));
+    static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
+    if !(on_flex && enabled() && bn_on && device.is_autodiff() && bn.training.is_enabled() && x.dtype() == burn::tensor::DType::F32) {
+        return bn.forward(x);
+    }
+    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
+    let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) = (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
+    let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
+    let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_equal_the_definition() {
+        let (n, c, plane, eps) = (5, 3, 7, 1e-5);
+        let x: Vec<f32> = (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
+        let dy: Vec<f32> = (0..x.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
+        let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
+        let (mean, var) = statistics(&x, n, c, plane);
+        let y = normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps);
+        let (dx, dgamma, dbeta) = backward(&x, &dy, n, c, plane, &mean, &var, &gamma, eps);
+        let m = (n * plane) as f64;
+        for ch in 0..c {
+            let idx: Vec<usize> = (0..n).flat_map(|i| (0..plane).map(move |p| (i * c + ch) * plane + p)).collect();
+            let mu = idx.iter().map(|&i| x[i] as f64).sum::<f64>() / m;
+            let v = idx.iter().map(|&i| (x[i] as f64 - mu).powi(2)).sum::<f64>() / m;
+            assert!((mean[ch] as f64 - mu).abs() < 1e-6 && (var[ch] as f64 - v).abs() < 1e-5);
+            let is = 1.0 / (v + eps).sqrt();
+            let xhat: Vec<f64> = idx.iter().map(|&i| (x[i] as f64 - mu) * is).collect();
+            let sd: f64 = idx.iter().map(|&i| dy[i] as f64).sum();
+            let sdx: f64 = idx.iter().zip(&xhat).map(|(&i, h)| dy[i] as f64 * h).sum();
+            assert!((dbeta[ch] as f64 - sd).abs() < 1e-4 && (dgamma[ch] as f64 - sdx).abs() < 1e-4);
+            for (k, &i) in idx.iter().enumerate() {
+                assert!((y[i] as f64 - (xhat[k] * gamma[ch] as f64 + beta[ch] as f64)).abs() < 1e-5);
+                let want = gamma[ch] as f64 * is * (dy[i] as f64 - sd / m - xhat[k] * sdx / m);
+                assert!((dx[i] as f64 - want).abs() < 1e-4, "dx {} against {want}", dx[i]);
+            }
+        }
+    }
+}
