@@ -260,3 +260,56 @@ fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
     };
     assert!(bytes(&killed) == bytes(&whole), "the fine-tuned backbone is bit-identical");
 }
+
+#[test]
+fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 4 epochs of 3 steps, a checkpoint after each epoch (generations 1-4).
+    let base = ["pretrain", "--limit-images", "96", "--k", "2", "--batch-size", "32", "--epochs", "4", "--seed", "3"];
+    let with_out = |out: &Path| -> Vec<String> { base.iter().map(|a| a.to_string()).chain(["--out".into(), s(out).into()]).collect() };
+    let run = |args: &[String], env: &[(&str, &str)]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        sub_env(&a, env)
+    };
+    let reference = tmp.path().join("reference");
+    let t0 = Instant::now();
+    let r = run(&with_out(&reference), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let duration = t0.elapsed();
+    let want = std::fs::read(reference.join("backbone.bpk")).unwrap();
+    let resume_and_compare = |out: &Path, what: &str| {
+        // Whatever the kill left, the committed checkpoint is whole: progress.json parses and
+        // names files that exist.
+        if let Ok(text) = std::fs::read_to_string(out.join("checkpoint/progress.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: progress.json half-written: {e}"));
+            let g = v["generation"].as_u64().unwrap();
+            for f in [format!("model.{g}.bpk"), format!("optimizer.{g}.bpk")] {
+                assert!(out.join("checkpoint").join(&f).exists(), "{what}: {f} of the committed generation");
+            }
+        }
+        let mut args = with_out(out);
+        args.push("--resume".into());
+        let r = run(&args, &[]);
+        assert_eq!(r.code, 0, "{what}: {}", r.stderr);
+        assert!(std::fs::read(out.join("backbone.bpk")).unwrap() == want, "{what}: the resumed backbone differs from the uninterrupted one");
+    };
+    // Inside checkpoint writes: between the model's temporary file and its rename, before the
+    // optimiser, before the commit.
+    for (point, name) in [("2:model", "a"), ("3:optimizer", "b"), ("2:progress", "c")] {
+        let out = tmp.path().join(name);
+        let r = run(&with_out(&out), &[("RELNET_FAULT_ABORT", point)]);
+        assert_ne!(r.code, 0, "{point}: the hook aborts the run");
+        resume_and_compare(&out, point);
+    }
+    // Real SIGKILLs at instants spread over the run (fixed fractions of the reference's time).
+    for (i, frac) in [0.35f64, 0.6, 0.85].iter().enumerate() {
+        let out = tmp.path().join(format!("kill{i}"));
+        let args = with_out(&out);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = subprocess_command(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(duration.mul_f64(*frac));
+        let _ = child.kill();
+        child.wait().unwrap();
+        resume_and_compare(&out, &format!("SIGKILL at {:.0}% of the run", frac * 100.0));
+    }
+}

@@ -25,6 +25,18 @@ pub struct Checkpoint {
     dir: PathBuf,
 }
 
+/// A test hook: `RELNET_FAULT_ABORT=GENERATION:STAGE` aborts the process (as a SIGKILL would:
+/// no destructor, no cleanup) while writing that checkpoint generation, at `model` (the model's
+/// temporary file written, not renamed), `optimizer` (the model in place, the optimiser not
+/// written) or `progress` (both written, the generation not committed). Unset in normal use.
+fn fault(generation: u64, stage: &str) {
+    if let Ok(v) = std::env::var("RELNET_FAULT_ABORT") {
+        if v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage) {
+            std::process::abort();
+        }
+    }
+}
+
 fn err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::artifact(path, what.to_string())
 }
@@ -95,9 +107,12 @@ impl Checkpoint {
                 let _ = std::fs::remove_file(&tmp);
             }
             saved?;
+            fault(generation, "model");
             std::fs::rename(&tmp, &model_path).map_err(|e| err(&model_path, e))?;
+            fault(generation, "optimizer");
             let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
             write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
+            fault(generation, "progress");
             let json = serde_json::to_vec_pretty(&Stored { progress, generation, streams: crate::streams::VERSION }).map_err(|e| err(&self.progress_path(), e))?;
             write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
         })();
