@@ -297,31 +297,30 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
             if faults.contains(&(epoch + 1, next, false)) {
                 loss_value = f32::NAN;
             }
-            // A non-finite loss, or a finite loss with a non-finite gradient.
-            let mut bad = (!loss_value.is_finite()).then_some(("loss", loss_value));
-            let mut grads = None;
-            if bad.is_none() {
+            // The gradients, or what was non-finite: the loss, or a gradient under a finite loss.
+            let checked = if loss_value.is_finite() {
                 let mut g = GradientsParams::from_grads(out.loss.backward(), &model);
                 if faults.contains(&(epoch + 1, next, true)) {
                     poison_gradient(&model, &mut g);
                 }
                 let sum = gradient_sum(&model, &g);
-                if !sum.is_finite() {
-                    bad = Some(("gradient", sum));
-                }
-                grads = Some(g);
-            }
-            let Some(grads) = grads.filter(|_| bad.is_none()) else {
-                let (what, value) = bad.expect("no gradients only after a non-finite value");
-                in_a_row += 1;
-                match run.on_nonfinite {
-                    Some(max) if in_a_row <= max => {
-                        report.line(&format!("epoch {} step {next}: {what} {value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
-                        skipped.push(next);
-                        next += 1;
-                        continue;
+                if sum.is_finite() { Ok(g) } else { Err(("gradient", sum)) }
+            } else {
+                Err(("loss", loss_value))
+            };
+            let grads = match checked {
+                Ok(g) => g,
+                Err((what, value)) => {
+                    in_a_row += 1;
+                    match run.on_nonfinite {
+                        Some(max) if in_a_row <= max => {
+                            report.line(&format!("epoch {} step {next}: {what} {value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
+                            skipped.push(next);
+                            next += 1;
+                            continue;
+                        }
+                        _ => return Err(Error::NonFinite { what, epoch: epoch + 1, step: next, value, checkpoint: run.out.join("checkpoint") }),
                     }
-                    _ => return Err(Error::NonFinite { what, epoch: epoch + 1, step: next, value, checkpoint: run.out.join("checkpoint") }),
                 }
             };
             in_a_row = 0;

@@ -18,13 +18,13 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::fastconv::{enabled, values};
+use crate::fastconv::{enabled, on_flex, values};
 
 /// Per channel `c` of `x` (`[n, channels, plane]`): `f(c, the channel's n planes)` in parallel.
 fn per_channel<T: Send>(x: &[f32], n: usize, channels: usize, plane: usize, f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync) -> Vec<T> {
@@ -165,10 +165,9 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
 /// the running statistics updated as burn-nn's `BatchNorm` does; burn's path everywhere else.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
-    let on_flex = matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_));
     static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
-    if !(on_flex && enabled() && bn_on && device.is_autodiff() && bn.training.is_enabled() && x.dtype() == burn::tensor::DType::F32) {
+    if !(on_flex(&device) && enabled() && bn_on && device.is_autodiff() && bn.training.is_enabled() && x.dtype() == burn::tensor::DType::F32) {
         return bn.forward(x);
     }
     let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);

@@ -7,9 +7,10 @@
 //! each forward pass, and has no convolution backward of its own (burn's generic one runs the
 //! input gradient as a transposed convolution and the weight gradient as a convolution whose
 //! kernel is the whole output map). Here each image's `[C_in*kh*kw, H_out*W_out]` patch matrix
-//! is built in a per-thread buffer, the forward pass is one GEMM per image written straight
-//! into the NCHW output, and the backward pass rebuilds the patches once per image for both
-//! gradients. Images are spread over rayon's pool; each GEMM runs on one thread.
+//! is built in a per-thread buffer, the forward pass is one GEMM per image (or per fixed chunk
+//! of images on small maps) written into the NCHW output, and the backward pass rebuilds the
+//! patches once for both gradients. Chunks are spread over rayon's pool; each GEMM runs on one
+//! thread.
 //!
 //! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
 
@@ -404,11 +405,15 @@ pub fn with_burn_conv<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Whether `device` is burn-flex (plain or under autodiff): where relnet's own operations run.
+pub(crate) fn on_flex(device: &Device) -> bool {
+    matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+}
+
 /// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, f32, groups 1, no
 /// dilation, symmetric padding), through burn's `conv2d` everywhere else.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let on_flex = matches!(x.device().as_dispatch().clone().inner(), DispatchDevice::Flex(_));
-    if !(on_flex && enabled() && x.dtype() == burn::tensor::DType::F32 && conv.groups == 1 && conv.dilation == [1, 1]) {
+    if !(on_flex(&x.device()) && enabled() && x.dtype() == burn::tensor::DType::F32 && conv.groups == 1 && conv.dilation == [1, 1]) {
         return conv.forward(x);
     }
     let (top, left) = match conv.padding {
