@@ -5,8 +5,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
+use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 
@@ -28,7 +28,7 @@ impl ConvBlock {
 
     /// conv -> BN -> ReLU (before the pool).
     pub fn activate(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(conv2d(&self.conv, x)))
+        batch_norm_relu(&self.bn, conv2d(&self.conv, x))
     }
 
     pub fn pool(&self, x: Tensor<4>) -> Tensor<4> {

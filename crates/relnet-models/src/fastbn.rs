@@ -1,10 +1,9 @@
-//! **Not yet used by the backbones** (tested here and in `tests/fastconv_equivalence.rs`, not yet
-//! measured end to end; issue 16's next step).
-//!
 //! Batch normalisation in training mode for burn-flex (NCHW f32): statistics in one pass per
 //! channel, the output and the input gradient in one pass per image, registered through burn's
 //! backend extension like [`crate::fastconv`]. burn 0.22 computes it for flex out of generic
 //! tensor operations (axis swaps, copies and several reductions, forward and backward).
+//! [`batch_norm_relu`] fuses the ReLU that follows it in every backbone: one pass out, one
+//! mask in the backward pass, recomputed from the input with the forward's exact arithmetic.
 //!
 //! It computes what burn's `batch_norm_train` and `batch_norm_train_backward` compute (the
 //! biased variance, which burn-nn feeds its running statistics) and updates the running
@@ -49,20 +48,46 @@ pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f3
     stats.into_iter().unzip()
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel.
-pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
+/// Per channel, the affine map `x -> x * scale + shift` that batch norm applies.
+fn affine(channels: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = (0..channels).map(|c| gamma[c] / ((var[c] as f64 + eps).sqrt() as f32)).collect();
     let shift: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * scale[c]).collect();
+    (scale, shift)
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, then `max(y, 0)` if `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> Vec<f32> {
+    let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).for_each(|(yi, xi)| {
         for c in 0..channels {
             let (a, b) = (scale[c], shift[c]);
             for (o, &v) in yi[c * plane..(c + 1) * plane].iter_mut().zip(&xi[c * plane..(c + 1) * plane]) {
-                *o = v * a + b;
+                *o = (v * a + b).max(floor);
             }
         }
     });
     y
+}
+
+/// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
+/// expression, in the same float operations, as the forward pass decided on.
+#[allow(clippy::too_many_arguments)]
+fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
+    let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).zip(dy.par_chunks(channels * plane)).for_each(|((o, xi), di)| {
+        for c in 0..channels {
+            let (a, b) = (scale[c], shift[c]);
+            let r = c * plane..(c + 1) * plane;
+            for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
+                *o = if v * a + b > 0.0 { g } else { 0.0 };
+            }
+        }
+    });
+    out
 }
 
 /// The gradients of the training-mode batch norm for `dy`: `(dx, dgamma, dbeta)`.
@@ -107,39 +132,48 @@ pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, 
 
 #[backend_extension(Flex, Autodiff)]
 pub trait FastBatchNorm: Backend {
-    /// Training-mode batch norm of an NCHW input: (output, mean, biased variance).
-    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Training-mode batch norm of an NCHW input, followed by a ReLU if `relu`: (output, mean,
+    /// biased variance).
+    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
     let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
     let (n, c) = (shape[0], shape[1]);
     let plane = shape[2..].iter().product::<usize>();
     let (mean, var) = statistics(&xv, n, c, plane);
-    let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps);
+    let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
     (FlexTensor::from_data(TensorData::new(y, shape)), FlexTensor::from_data(TensorData::new(mean, [c])), FlexTensor::from_data(TensorData::new(var, [c])))
 }
 
 impl FastBatchNorm for Flex {
-    fn fast_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_forward(&x, &gamma, &beta, epsilon)
+    fn fast_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_forward(&x, &gamma, &beta, epsilon, relu)
     }
 }
 
 impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
-    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
         struct BatchNormBackward;
         impl Backward<Flex, 3> for BatchNormBackward {
-            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+            /// x, gamma, beta (read only with `relu`), mean, variance, epsilon, relu.
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
-                let (x, gamma, mean, var, eps) = ops.state;
+                let (x, gamma, beta, mean, var, eps, relu) = ops.state;
                 let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) = (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
-                let (dx, dgamma, dbeta) = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps);
+                let masked;
+                let dyv = if relu {
+                    masked = relu_mask(&xv, &dyv, c, plane, &mv, &vv, &gv, &values(&beta).1, eps);
+                    &masked[..]
+                } else {
+                    &dyv[..]
+                };
+                let (dx, dgamma, dbeta) = backward(&xv, dyv, n, c, plane, &mv, &vv, &gv, eps);
                 if let Some(node) = node_x {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
                 }
@@ -152,9 +186,9 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
             }
         }
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
-        let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon);
+        let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon, relu);
         let output = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, gp, mean.clone(), var.clone(), epsilon), y),
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon, relu), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
@@ -164,13 +198,23 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
 /// `bn.forward(x)`, through [`FastBatchNorm`] in training mode on burn-flex (f32, NCHW), with
 /// the running statistics updated as burn-nn's `BatchNorm` does; burn's path everywhere else.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    fused(bn, x, false)
+}
+
+/// `relu(bn.forward(x))`, fused into one pass forward and backward where [`batch_norm`] applies.
+pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    fused(bn, x, true)
+}
+
+fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let device = x.device();
     static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
     if !(on_flex(&device) && enabled() && bn_on && device.is_autodiff() && bn.training.is_enabled() && x.dtype() == burn::tensor::DType::F32) {
-        return bn.forward(x);
+        let y = bn.forward(x);
+        return if relu { burn::tensor::activation::relu(y) } else { y };
     }
-    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon);
+    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon, relu);
     let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) = (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
     let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
     let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
@@ -190,7 +234,7 @@ mod tests {
         let dy: Vec<f32> = (0..x.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
         let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
         let (mean, var) = statistics(&x, n, c, plane);
-        let y = normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps);
+        let y = normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps, false);
         let (dx, dgamma, dbeta) = backward(&x, &dy, n, c, plane, &mean, &var, &gamma, eps);
         let m = (n * plane) as f64;
         for ch in 0..c {

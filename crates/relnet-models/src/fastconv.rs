@@ -72,6 +72,28 @@ impl Geometry {
     fn output_len(&self) -> usize {
         self.co * self.cols()
     }
+    /// The stride-1 convolution that maps this one's output gradient to its input gradient:
+    /// `co` input channels, `ci` output channels, padding `k - 1 - p` (the same size as the input).
+    fn transposed(&self) -> Geometry {
+        debug_assert!(self.sh == 1 && self.sw == 1 && self.ph < self.kh && self.pw < self.kw);
+        Geometry { n: self.n, ci: self.co, h: self.oh(), w: self.ow(), co: self.ci, kh: self.kh, kw: self.kw, sh: 1, sw: 1, ph: self.kh - 1 - self.ph, pw: self.kw - 1 - self.pw }
+    }
+}
+
+/// The kernel of [`Geometry::transposed`]: `w'[c, o, ky, kx] = w[o, c, kh-1-ky, kw-1-kx]`.
+fn flipped(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.kh, g.kw);
+    let mut out = vec![0f32; weight.len()];
+    for o in 0..g.co {
+        for c in 0..g.ci {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    out[((c * g.co + o) * kh + ky) * kw + kx] = weight[((o * g.ci + c) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The output columns `ox` whose input column `ox * s + k - p` lies in `0..len`: `lo..hi`.
@@ -86,12 +108,42 @@ fn valid_range(out: usize, len: usize, s: usize, k: usize, p: usize) -> (usize, 
 /// are `ld` apart (several images' patches side by side: this image's start at `col[0]`).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize) {
     let (oh, ow) = (g.oh(), g.ow());
+    // Stride 1 and as wide as the input: a row of the patch matrix is the plane shifted by
+    // (ky - ph) rows and (kx - pw) columns, so the valid rows copy as one run and only the
+    // columns that wrapped around an edge are zeroed afterwards.
+    let shifted = g.sh == 1 && g.sw == 1 && ow == g.w && g.pw < g.kw;
     for c in 0..g.ci {
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (c * g.kh + ky) * g.kw + kx;
                 let dst = &mut col[row * ld..row * ld + oh * ow];
+                if shifted {
+                    // Output rows oy whose input row oy + ky - ph lies in 0..h.
+                    let (y0, y1) = valid_range(oh, g.h, 1, ky, g.ph);
+                    dst[..y0 * ow].fill(0.0);
+                    dst[y1.max(y0) * ow..].fill(0.0);
+                    if y0 < y1 {
+                        let run = &mut dst[y0 * ow..y1 * ow];
+                        let shift = kx as isize - g.pw as isize;
+                        let start = (y0 + ky - g.ph) as isize * g.w as isize + shift;
+                        // The run may reach `|shift|` floats before or after the plane: those
+                        // positions are edge columns, zeroed below.
+                        let (a, b) = (start.max(0) as usize, ((start + run.len() as isize) as usize).min(plane.len()));
+                        let skip = (a as isize - start) as usize;
+                        run[skip..skip + (b - a)].copy_from_slice(&plane[a..b]);
+                        if shift < 0 {
+                            for r in run.chunks_exact_mut(ow) {
+                                r[..(-shift) as usize].fill(0.0);
+                            }
+                        } else if shift > 0 {
+                            for r in run.chunks_exact_mut(ow) {
+                                r[ow - shift as usize..].fill(0.0);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let (lo, hi) = valid_range(ow, g.w, g.sw, kx, g.pw);
                 for oy in 0..oh {
                     let out = &mut dst[oy * ow..(oy + 1) * ow];
@@ -259,10 +311,17 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// weight's (if `want_w`).
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: bool, want_w: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
-    let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     if g.n == 0 {
-        return (want_x.then_some(dx), want_w.then(|| vec![0f32; g.co * rows]));
+        return (want_x.then(|| vec![0f32; g.n * g.input_len()]), want_w.then(|| vec![0f32; g.co * rows]));
     }
+    // With stride 1 (and not pointwise, which needs no patches at all), the input gradient is a
+    // convolution of `dy` with the flipped, transposed kernel: one GEMM of depth co*kh*kw per
+    // chunk, like the forward pass, instead of a GEMM of depth co and a scatter-add (col2im).
+    if want_x && g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw && !g.pointwise() {
+        let (dx, dw) = rayon::join(|| forward(&g.transposed(), dy, &flipped(g, weight)), || if want_w { backward(g, x, weight, dy, false, true).1 } else { None });
+        return (Some(dx), dw);
+    }
+    let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     // One chunk of images: its share of the weight gradient, and its input gradient into `dxc`.
     let work = |(col, dcol, wide): &mut (Vec<f32>, Vec<f32>, Vec<f32>), xc: &[f32], dyc: &[f32], dxc: Option<&mut [f32]>| -> Vec<f32> {
         let b = xc.len() / g.input_len();
@@ -491,7 +550,8 @@ mod tests {
     #[test]
     fn kernels_equal_the_definition_on_every_geometry_of_the_backbones() {
         // (ci, h, w, co, k, stride, pad): Conv-4 and ResNet 3x3 s1/s2, 1x1 s1/s2 shortcuts,
-        // ResNet-34's 7x7 s2 stem, odd sizes and padding wider than needed.
+        // ResNet-34's 7x7 s2 stem, odd sizes, padding wider than needed (stride 1: the input
+        // gradient as a transposed convolution, and, with padding >= kernel, the fallback).
         let cases = [
             (3, 8, 8, 4, 3, 1, 1),
             (5, 7, 6, 3, 3, 2, 1),
@@ -500,6 +560,8 @@ mod tests {
             (3, 11, 9, 4, 7, 2, 3),
             (2, 4, 4, 3, 3, 1, 2),
             (2, 3, 5, 2, 3, 3, 0),
+            (2, 5, 4, 3, 3, 1, 3),
+            (3, 6, 5, 2, 5, 1, 2),
         ];
         for (i, &(ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = Geometry { n: [3, 17, 1][i % 3], ci, h, w, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
@@ -514,6 +576,9 @@ mod tests {
             let (none, only_w) = backward(&g, &x, &wt, &dy, false, true);
             assert!(none.is_none());
             close(&only_w.unwrap(), &dw, "weight gradient alone");
+            let (only_x, none) = backward(&g, &x, &wt, &dy, true, false);
+            assert!(none.is_none());
+            close(&only_x.unwrap(), &dx, "input gradient alone");
         }
     }
 

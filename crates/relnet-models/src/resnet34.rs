@@ -5,8 +5,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
+use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 use crate::resnet_cifar::{BasicBlock, stage};
@@ -40,7 +40,7 @@ impl ResNet34 {
     /// The final feature map and the stem's conv -> BN -> ReLU map (64 channels, half size,
     /// before the max-pool).
     pub fn forward_maps(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let first = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let first = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
         let mut x = self.maxpool.forward(first.clone());
         for b in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = b.forward(x);

@@ -7,6 +7,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::fastbn::{batch_norm, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 
@@ -41,10 +42,10 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
-        let out = self.bn2.forward(conv2d(&self.conv2, out));
+        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x.clone()));
+        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         let short = match &self.downsample {
-            Some(d) => d.bn.forward(conv2d(&d.conv, x)),
+            Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
             None => x,
         };
         relu(out + short)
@@ -81,7 +82,7 @@ impl ResNetCifar {
 
     /// The final feature map and the stem's conv -> BN -> ReLU map (16 channels, full size).
     pub fn forward_maps(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let first = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let first = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
         let mut x = first.clone();
         for b in self.layer1.iter().chain(&self.layer2).chain(&self.layer3) {
             x = b.forward(x);

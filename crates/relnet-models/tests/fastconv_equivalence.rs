@@ -131,20 +131,28 @@ fn batch_norm_alone_matches_burns() {
         let bn = burn::nn::BatchNormConfig::new(c).init(&device);
         let x = Tensor::<4>::random([n, c, side, side], Distribution::Normal(0.5, 2.0), &device);
         let t = Tensor::<4>::random([n, c, side, side], Distribution::Normal(0.0, 1.0), &device);
-        let run = |x: Tensor<4>| {
-            let x = x.require_grad();
-            let y = relnet_models::fastbn::batch_norm(&bn, x.clone());
-            let g = (y.clone() * t.clone()).sum().backward();
-            vec![
-                ("output".to_string(), values(y)),
-                ("input gradient".to_string(), values(x.grad(&g).unwrap())),
-                ("gamma gradient".to_string(), bn.gamma.val().grad(&g).unwrap().to_data().iter::<f32>().collect()),
-                ("beta gradient".to_string(), bn.beta.val().grad(&g).unwrap().to_data().iter::<f32>().collect()),
-            ]
-        };
-        let fast = run(x.clone());
-        let reference = with_burn_conv(|| run(x.clone()));
-        assert_close(&fast, &reference, &format!("batch norm {n}x{c}x{side}x{side}"));
+        // Alone, and fused with the ReLU that follows it (about half the outputs are cut).
+        for relu in [false, true] {
+            let run = |x: Tensor<4>| {
+                let x = x.require_grad();
+                let y = if relu { relnet_models::fastbn::batch_norm_relu(&bn, x.clone()) } else { relnet_models::fastbn::batch_norm(&bn, x.clone()) };
+                let g = (y.clone() * t.clone()).sum().backward();
+                vec![
+                    ("output".to_string(), values(y)),
+                    ("input gradient".to_string(), values(x.grad(&g).unwrap())),
+                    ("gamma gradient".to_string(), bn.gamma.val().grad(&g).unwrap().to_data().iter::<f32>().collect()),
+                    ("beta gradient".to_string(), bn.beta.val().grad(&g).unwrap().to_data().iter::<f32>().collect()),
+                ]
+            };
+            let fast = run(x.clone());
+            let reference = with_burn_conv(|| run(x.clone()));
+            assert_ne!(fast[0].1, reference[0].1, "the fast path ran");
+            if relu {
+                let zeros = fast[0].1.iter().filter(|&&v| v == 0.0).count();
+                assert!(zeros > fast[0].1.len() / 4, "the ReLU cut {zeros} of {} outputs", fast[0].1.len());
+            }
+            assert_close(&fast, &reference, &format!("batch norm (relu {relu}) {n}x{c}x{side}x{side}"));
+        }
         // The running statistics one training pass leaves, fast against burn's.
         let (bn, fresh) = (burn::nn::BatchNormConfig::new(c).init(&device), burn::nn::BatchNormConfig::new(c).init(&device));
         let _ = relnet_models::fastbn::batch_norm(&bn, x.clone().require_grad());
