@@ -207,7 +207,15 @@ fn col2im_add(g: &Geometry, col: &[f32], ld: usize, dx: &mut [f32]) {
 /// stride, column stride), on the calling thread.
 #[allow(clippy::too_many_arguments)]
 fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
-    assert!(dst.len() >= m * n);
+    matmul_to(m, n, k, dst, n, 1, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
+}
+
+/// [`matmul`] into a `dst` addressed by (row stride, column stride) too: a column-major `dst`
+/// lets the `gemm` crate read a `b` whose columns are contiguous without packing it, and pack
+/// `a` instead (the weight gradient: `a` is dY, a ninth of the patch matrix `b`).
+#[allow(clippy::too_many_arguments)]
+fn matmul_to(m: usize, n: usize, k: usize, dst: &mut [f32], d_rs: usize, d_cs: usize, accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
+    assert!(m == 0 || n == 0 || dst.len() > (m - 1) * d_rs + (n - 1) * d_cs);
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
     assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
     // SAFETY: the asserts above keep every index the GEMM touches inside the three slices, and
@@ -218,8 +226,8 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            d_cs as isize,
+            d_rs as isize,
             accumulate,
             a.as_ptr(),
             a_cs as isize,
@@ -336,9 +344,10 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
         let mut dw = Vec::new();
         if want_w {
             patches(g, xc, b, col);
-            // dW (co x rows) = dY (co x bP) * patches^T (bP x rows)
+            // dW (co x rows) = dY (co x bP) * patches^T (bP x rows), stored column-major
+            // (as dW^T, `[rows, co]`), transposed back when the chunks are summed.
             dw = vec![0f32; g.co * rows];
-            matmul(g.co, rows, b * p, &mut dw, false, dyw, b * p, 1, col, 1, b * p);
+            matmul_to(g.co, rows, b * p, &mut dw, 1, g.co, false, dyw, b * p, 1, col, 1, b * p);
         }
         if let Some(dxc) = dxc {
             // dpatches (rows x bP) = W^T (rows x co) * dY (co x bP)
@@ -373,8 +382,10 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
     let dw = want_w.then(|| {
         let mut sum = vec![0f32; g.co * rows];
         for part in &parts {
-            for (a, v) in sum.iter_mut().zip(part) {
-                *a += v;
+            for (r, row) in part.chunks_exact(g.co).enumerate() {
+                for (o, v) in row.iter().enumerate() {
+                    sum[o * rows + r] += v;
+                }
             }
         }
         sum

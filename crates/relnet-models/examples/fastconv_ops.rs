@@ -1,0 +1,36 @@
+//! Times relnet's convolution kernels on ResNet-32's geometries at batch 256 (K = 4, M = 64):
+//! forward, weight gradient alone, input gradient alone, in GFLOP/s.
+//! `cargo run --release -p relnet-models --example fastconv_ops`
+use std::time::Instant;
+
+use relnet_models::fastconv::{Geometry, backward, forward};
+
+fn main() {
+    let n = 256;
+    // (ci, side, co, k, stride, pad, how many in ResNet-32)
+    let cases = [(3, 32, 16, 3, 1, 1, 1), (16, 32, 16, 3, 1, 1, 10), (16, 32, 32, 3, 2, 1, 1), (16, 32, 32, 1, 2, 0, 1), (32, 16, 32, 3, 1, 1, 9), (32, 16, 64, 3, 2, 1, 1), (32, 16, 64, 1, 2, 0, 1), (64, 8, 64, 3, 1, 1, 9)];
+    let (mut tf, mut tw, mut tx) = (0.0, 0.0, 0.0);
+    for (ci, side, co, k, s, p, count) in cases {
+        let g = Geometry { n, ci, h: side, w: side, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
+        let x: Vec<f32> = (0..n * ci * side * side).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..co * ci * k * k).map(|i| (i % 5) as f32 * 0.1).collect();
+        let dy: Vec<f32> = (0..n * co * g.oh() * g.ow()).map(|i| (i % 3) as f32 * 0.1).collect();
+        let flop = 2.0 * (n * co * g.oh() * g.ow() * ci * k * k) as f64;
+        let time = |f: &dyn Fn()| {
+            f();
+            let t = Instant::now();
+            for _ in 0..3 {
+                f();
+            }
+            t.elapsed().as_secs_f64() / 3.0
+        };
+        let f = time(&|| drop(forward(&g, &x, &w)));
+        let dw = time(&|| drop(backward(&g, &x, &w, &dy, false, true)));
+        let dx = time(&|| drop(backward(&g, &x, &w, &dy, true, false)));
+        println!("{ci:>3}->{co:<3} {side:>2}x{side:<2} k{k} s{s} x{count:<2}: forward {:6.1} ms {:5.1} GFLOP/s | dW {:6.1} ms {:5.1} | dX {:6.1} ms {:5.1}", f * 1e3, flop / f / 1e9, dw * 1e3, flop / dw / 1e9, dx * 1e3, flop / dx / 1e9);
+        tf += f * count as f64;
+        tw += dw * count as f64;
+        tx += dx * count as f64;
+    }
+    println!("ResNet-32's convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms", tf * 1e3, tw * 1e3, tx * 1e3);
+}
