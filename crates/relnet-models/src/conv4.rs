@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
+use crate::fastpool::avg_pool2d;
 use crate::layers::{bn, conv};
 
 #[derive(Module, Debug)]
@@ -33,7 +34,7 @@ impl ConvBlock {
 
     pub fn pool(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.pool {
-            Some(p) => p.forward(x),
+            Some(p) => avg_pool2d(p, x),
             None => x,
         }
     }

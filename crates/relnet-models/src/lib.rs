@@ -5,6 +5,7 @@ pub mod backbone;
 pub mod conv4;
 pub mod fastbn;
 pub mod fastconv;
+pub mod fastpool;
 pub mod heads;
 pub mod io;
 pub mod layers;

@@ -186,3 +186,25 @@ fn single_convolutions_of_every_resnet_geometry_match() {
     }
 }
 
+
+#[test]
+fn average_pooling_alone_matches_burns() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    // Conv-4's 2x2 pools, an odd size (the last row and column dropped) and a 3x2 kernel.
+    for (n, c, h, w, k) in [(4, 8, 32, 32, [2, 2]), (3, 5, 7, 9, [2, 2]), (2, 3, 9, 8, [3, 2])] {
+        device.seed(5);
+        let pool = burn::nn::pool::AvgPool2dConfig::new(k).init();
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
+        let t = Tensor::<4>::random([n, c, h / k[0], w / k[1]], Distribution::Normal(0.0, 1.0), &device);
+        let run = |x: Tensor<4>| {
+            let x = x.require_grad();
+            let y = relnet_models::fastpool::avg_pool2d(&pool, x.clone());
+            let g = (y.clone() * t.clone()).sum().backward();
+            vec![("output".to_string(), values(y)), ("input gradient".to_string(), values(x.grad(&g).unwrap()))]
+        };
+        let fast = run(x.clone());
+        let reference = with_burn_conv(|| run(x.clone()));
+        assert_close(&fast, &reference, &format!("average pool {n}x{c}x{h}x{w} kernel {k:?}"));
+    }
+}
