@@ -244,6 +244,75 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     y
 }
 
+/// `relu(a + b)` and its backward pass, each one pass over memory: the end of every residual
+/// block. burn computes the sum and the ReLU as two tensors forward and two passes backward.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastAddRelu: Backend {
+    /// `max(a + b, 0)` for two tensors of the same shape.
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn flex_add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    let ((shape, av), (_, bv)) = (values(a), values(b));
+    let mut y = vec![0f32; av.len()];
+    y.par_chunks_mut(1 << 14).zip(av.par_chunks(1 << 14)).zip(bv.par_chunks(1 << 14)).for_each(|((y, a), b)| {
+        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
+            *o = (u + v).max(0.0);
+        }
+    });
+    FlexTensor::from_data(TensorData::new(y, shape))
+}
+
+impl FastAddRelu for Flex {
+    fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        flex_add_relu(&a, &b)
+    }
+}
+
+impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
+    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AddReluBackward;
+        impl Backward<Flex, 2> for AddReluBackward {
+            /// The output: the gradient passes where it is positive.
+            type State = FlexTensor;
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_a, node_b] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let ((shape, yv), (_, dv)) = (values(&ops.state), values(&dy));
+                let mut dx = vec![0f32; yv.len()];
+                dx.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14)).zip(dv.par_chunks(1 << 14)).for_each(|((o, y), d)| {
+                    for ((o, &y), &d) in o.iter_mut().zip(y).zip(d) {
+                        *o = if y > 0.0 { d } else { 0.0 };
+                    }
+                });
+                let dx = FlexTensor::from_data(TensorData::new(dx, shape));
+                match (node_a, node_b) {
+                    (Some(a), Some(b)) => {
+                        grads.register::<Flex>(a.id, dx.clone());
+                        grads.register::<Flex>(b.id, dx);
+                    }
+                    (Some(n), None) | (None, Some(n)) => grads.register::<Flex>(n.id, dx),
+                    (None, None) => {}
+                }
+            }
+        }
+        let y = flex_add_relu(a.primitive(), b.primitive());
+        match AddReluBackward.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// `relu(a + b)`, fused on burn-flex (f32, same shapes); burn's two operations elsewhere.
+pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    if !(on_flex(&a.device()) && enabled() && a.dtype() == burn::tensor::DType::F32 && b.dtype() == burn::tensor::DType::F32 && a.dims() == b.dims()) {
+        return burn::tensor::activation::relu(a + b);
+    }
+    Tensor::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(a.into_dispatch(), b.into_dispatch()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,8 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
-use crate::fastbn::{batch_norm, batch_norm_relu};
+use crate::fastbn::{add_relu, batch_norm, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 
@@ -48,7 +47,7 @@ impl BasicBlock {
             Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
             None => x,
         };
-        relu(out + short)
+        add_relu(out, short)
     }
 }
 

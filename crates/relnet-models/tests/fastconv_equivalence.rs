@@ -208,3 +208,23 @@ fn average_pooling_alone_matches_burns() {
         assert_close(&fast, &reference, &format!("average pool {n}x{c}x{h}x{w} kernel {k:?}"));
     }
 }
+
+#[test]
+fn add_relu_matches_burns() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let a = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+    let b = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
+    let run = |a: Tensor<4>, b: Tensor<4>| {
+        let (a, b) = (a.require_grad(), b.require_grad());
+        let y = relnet_models::fastbn::add_relu(a.clone(), b.clone());
+        let g = (y.clone() * t.clone()).sum().backward();
+        vec![("output".to_string(), values(y)), ("a gradient".to_string(), values(a.grad(&g).unwrap())), ("b gradient".to_string(), values(b.grad(&g).unwrap()))]
+    };
+    let fast = run(a.clone(), b.clone());
+    let zeros = fast[0].1.iter().filter(|&&v| v == 0.0).count();
+    assert!(zeros > 60 && zeros < 300, "{zeros} of 360 outputs cut");
+    assert_eq!(fast, with_burn_conv(|| run(a.clone(), b.clone())), "the same bits as burn's add and relu");
+}
