@@ -8,9 +8,11 @@
 //! input gradient as a transposed convolution and the weight gradient as a convolution whose
 //! kernel is the whole output map). Here each image's `[C_in*kh*kw, H_out*W_out]` patch matrix
 //! is built in a per-thread buffer, the forward pass is one GEMM per image (or per fixed chunk
-//! of images on small maps) written into the NCHW output, and the backward pass rebuilds the
-//! patches once for both gradients. Chunks are spread over rayon's pool; each GEMM runs on one
-//! thread.
+//! of images on small maps) written into the NCHW output. Backward, the weight gradient rebuilds
+//! the patches and computes `dW^T` (so that `gemm` reads the patches in place and packs only
+//! dY); the input gradient of a stride-1 convolution is itself a forward convolution of dY with
+//! the flipped kernel, and otherwise `W^T * dY` added back through col2im. Chunks are spread
+//! over rayon's pool; each GEMM runs on one thread.
 //!
 //! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
 
