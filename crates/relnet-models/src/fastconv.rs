@@ -273,19 +273,24 @@ fn relayout(g: &Geometry, b: usize, src: &[f32], dst: &mut [f32], to_nchw: bool)
 }
 
 /// The patch matrices of the `b` images of `x` side by side: `[rows, b*P]`.
-fn patches(g: &Geometry, x: &[f32], b: usize, col: &mut Vec<f32>) {
+/// Returns the distance between its rows: `b*P` plus 16 floats, so that rows `b*P` = 1,024
+/// floats (4 KiB, every map of the backbones) apart do not all fall in the same L1 cache set
+/// when a GEMM walks down a column.
+fn patches(g: &Geometry, x: &[f32], b: usize, col: &mut Vec<f32>) -> usize {
     let (rows, p) = (g.rows(), g.cols());
-    col.resize(rows * b * p, 0.0);
+    let ld = b * p + 16;
+    col.resize(rows * ld, 0.0);
     for j in 0..b {
         let xi = &x[j * g.input_len()..(j + 1) * g.input_len()];
         if g.pointwise() {
             for c in 0..rows {
-                col[c * b * p + j * p..c * b * p + (j + 1) * p].copy_from_slice(&xi[c * p..(c + 1) * p]);
+                col[c * ld + j * p..c * ld + (j + 1) * p].copy_from_slice(&xi[c * p..(c + 1) * p]);
             }
         } else {
-            im2col(g, xi, &mut col[j * p..], b * p);
+            im2col(g, xi, &mut col[j * p..], ld);
         }
     }
+    ld
 }
 
 /// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, kh, kw]`), no bias:
@@ -304,13 +309,13 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 matmul(g.co, p, rows, o, false, weight, rows, 1, xc, p, 1);
                 return;
             }
-            patches(g, xc, b, col);
+            let ld = patches(g, xc, b, col);
             if b == 1 {
-                matmul(g.co, p, rows, o, false, weight, rows, 1, col, p, 1);
+                matmul(g.co, p, rows, o, false, weight, rows, 1, col, ld, 1);
                 return;
             }
             wide.resize(g.co * b * p, 0.0);
-            matmul(g.co, b * p, rows, wide, false, weight, rows, 1, col, b * p, 1);
+            matmul(g.co, b * p, rows, wide, false, weight, rows, 1, col, ld, 1);
             relayout(g, b, wide, o, true);
         },
     );
@@ -345,11 +350,11 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
         };
         let mut dw = Vec::new();
         if want_w {
-            patches(g, xc, b, col);
+            let ld = patches(g, xc, b, col);
             // dW (co x rows) = dY (co x bP) * patches^T (bP x rows), stored column-major
             // (as dW^T, `[rows, co]`), transposed back when the chunks are summed.
             dw = vec![0f32; g.co * rows];
-            matmul_to(g.co, rows, b * p, &mut dw, 1, g.co, false, dyw, b * p, 1, col, 1, b * p);
+            matmul_to(g.co, rows, b * p, &mut dw, 1, g.co, false, dyw, b * p, 1, col, 1, ld);
         }
         if let Some(dxc) = dxc {
             // dpatches (rows x bP) = W^T (rows x co) * dY (co x bP)
