@@ -45,7 +45,8 @@ pub enum Command {
         #[arg(default_value = "runs")]
         dir: PathBuf,
     },
-    /// Check a compute device: `relnet device --device cuda:0`.
+    /// List the backends and devices of this build, check one (`--device cuda:0`), or run the
+    /// backend-conformance suite on it (`--conformance`).
     Device(DeviceArgs),
     /// Speed measurements.
     #[command(subcommand)]
@@ -100,15 +101,27 @@ pub enum DataCommand {
 
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu", env = "RELNET_DEVICE")]
-    pub device: DeviceSpec,
+    /// The device to check: cpu, ndarray, cuda, cuda:N, wgpu or wgpu:N (backends other than cpu
+    /// are cargo features). Without it (and without --conformance): list what this build offers.
+    #[arg(long, env = "RELNET_DEVICE")]
+    pub device: Option<DeviceSpec>,
+    /// Run the backend-conformance suite on the device against the CPU reference: every
+    /// backbone's forward and backward, one step of every method, artifacts across backends.
+    /// Exits non-zero when a check fails.
+    #[arg(long)]
+    pub conformance: bool,
+    /// Relative error allowed by the conformance suite (default 1e-3).
+    #[arg(long, requires = "conformance")]
+    pub tolerance: Option<f64>,
+    /// Also write the conformance report as JSON to this file.
+    #[arg(long, requires = "conformance")]
+    pub json: Option<PathBuf>,
 }
 
 pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Data(d) => crate::data_cmd::run(d, out, err),
-        Command::Device(a) => crate::device_cmd::run(a, out),
+        Command::Device(a) => crate::device_cmd::run(a, out, err),
         Command::Pretrain(a) => crate::train_cmd::pretrain_cmd(a, out, err),
         Command::Eval(a) => crate::train_cmd::eval_cmd(a, out, err),
         Command::Plot(p) => crate::plot_cmd::run(p, out, err),

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod conformance;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -28,6 +28,8 @@ pub enum Purpose {
     Clustering = 7,
     /// The queries a retrieval figure shows: no parts.
     RetrievalQueries = 8,
+    /// Deep InfoMax's prior samples of one batch: parts `[epoch, first image, images]`.
+    Prior = 9,
 }
 
 /// The version of the derivation below, stored in checkpoints and in the grid's cell hash so that

@@ -217,15 +217,20 @@ pub struct Run<'a> {
 
 impl Run<'_> {
     fn optimizer(&self) -> ModuleOptimizer {
-        match self.spec.optim {
-            OptimKind::Adam { weight_decay } => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(weight_decay.map(|w| WeightDecayConfig::new(w as f32))).init(),
-            OptimKind::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init(),
-        }
+        optimizer(self.spec.optim)
     }
 
     /// Learning rate of an epoch under the method's schedule.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         lr_schedule(self.spec.schedule, self.lr, self.epochs, epoch)
+    }
+}
+
+/// A fresh optimiser of the kind a method trains with.
+pub fn optimizer(optim: OptimKind) -> ModuleOptimizer {
+    match optim {
+        OptimKind::Adam { weight_decay } => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(weight_decay.map(|w| WeightDecayConfig::new(w as f32))).init(),
+        OptimKind::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init(),
     }
 }
 

@@ -483,6 +483,10 @@ pub fn with_burn_conv<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether `device` is burn-flex (plain or under autodiff): where relnet's own operations run.
+pub fn is_flex(device: &Device) -> bool {
+    on_flex(device)
+}
+
 pub(crate) fn on_flex(device: &Device) -> bool {
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }

@@ -15,7 +15,6 @@
 //! of `y` on its way into `P`.
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::softplus;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, LocalDiscriminator, PriorDiscriminator};
@@ -70,7 +69,7 @@ impl MethodOptions for DeepinfomaxOptions {
 
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
         let backbone = run.backbone;
-        train(&mut DeepInfomax { backbone, prior: self.dim_prior }, run, stop, report, monitor)
+        train(&mut DeepInfomax::new(backbone, self.dim_prior), run, stop, report, monitor)
     }
 }
 
@@ -121,6 +120,28 @@ pub struct InfomaxModel {
 pub struct DeepInfomax {
     pub backbone: BackboneKind,
     pub prior: PriorMode,
+    /// The run's seed and the epoch (set by `begin_epoch`): the prior's samples are drawn on the
+    /// host from them and the batch, so every backend draws the same ones.
+    seed: u64,
+    epoch: u64,
+}
+
+impl DeepInfomax {
+    pub fn new(backbone: BackboneKind, prior: PriorMode) -> Self {
+        DeepInfomax { backbone, prior, seed: 0, epoch: 0 }
+    }
+}
+
+impl DeepInfomax {
+    /// Uniform(0, 1) samples of the prior for one batch, from the host's generator.
+    fn prior_samples(&self, dims: [usize; 2], indices: &[usize], device: &Device) -> Tensor<2> {
+        use rand::{Rng, SeedableRng};
+        let first = indices.first().copied().unwrap_or(0) as u64;
+        let seed = crate::streams::stream(self.seed, crate::streams::Purpose::Prior, &[self.epoch, first, indices.len() as u64]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..dims[0] * dims[1]).map(|_| rng.random::<f32>()).collect();
+        Tensor::from_data(TensorData::new(v, dims), device)
+    }
 }
 
 impl Method for DeepInfomax {
@@ -143,10 +164,15 @@ impl Method for DeepInfomax {
         InfomaxModel { backbone, ..model }
     }
 
+    fn begin_epoch(&mut self, model: InfomaxModel, ctx: &mut Context) -> crate::Result<InfomaxModel> {
+        (self.seed, self.epoch) = (ctx.seed, ctx.epoch as u64);
+        Ok(model)
+    }
+
     fn step(&self, model: &InfomaxModel, batch: &Batch) -> StepOutput {
         let (y, map) = model.backbone.forward_with_first(batch.x.clone());
         let (t_pos, t_neg) = local_scores(&model.local, y.clone(), map);
-        let u = Tensor::<2>::random(y.dims(), Distribution::Uniform(0.0, 1.0), &y.device());
+        let u = self.prior_samples(y.dims(), &batch.indices, &y.device());
         let y_prior = match self.prior {
             PriorMode::Joint => y,
             // Same value, reversed gradient towards the encoder.
@@ -188,6 +214,7 @@ mod tests {
     /// pairs: positives row by row, negatives as the same multiset as `T(y, M rolled by one)`.
     #[test]
     fn local_scores_match_the_reference_pairs() {
+        use burn::tensor::Distribution;
         let d = Device::flex();
         d.seed(3);
         let local = LocalDiscriminator::new(8, 16, &d);

@@ -344,6 +344,6 @@ mod tests {
         decreases("deepcluster", fit(deepcluster::DeepCluster::new(b, deepcluster::ClusterWeights::Reference), 1, 1, 30, 1e-3), 0.8);
         // DIM starts at the JSD's chance value (2 ln 2 + 0.1 * 2 ln 2) and its local
         // discriminator learns slowly at Adam 1e-3 (the reference trains it at 1e-4).
-        decreases("deepinfomax", fit(deepinfomax::DeepInfomax { backbone: b, prior: deepinfomax::PriorMode::Joint }, 1, 1, 30, 1e-3), 0.95);
+        decreases("deepinfomax", fit(deepinfomax::DeepInfomax::new(b, deepinfomax::PriorMode::Joint), 1, 1, 30, 1e-3), 0.95);
     }
 }

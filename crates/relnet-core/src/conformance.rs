@@ -1,0 +1,441 @@
+//! The backend-conformance suite: the same computations on a target device and on the
+//! reference (burn-flex with relnet's own operations), compared number by number.
+//!
+//! What it covers, each with the same weights and the same input on both sides:
+//! - every backbone: forward output, the input's gradient and every parameter's gradient;
+//! - one training step of every method (its heads and losses): the loss, every parameter's
+//!   gradient, and the update its optimiser makes;
+//! - artifacts across backends: a backbone saved on one side and loaded on the other computes
+//!   the same features.
+//!
+//! relnet's own operations (`fastconv`, `fastbn`, `fastpool`) run on burn-flex only, so against
+//! any other backend they are compared with burn's generic operations there; against `cpu`
+//! itself the target side runs burn's operations on flex (`fastconv::with_burn_conv`).
+//!
+//! The error of a tensor is `max |target - reference| / max |reference|`; a check passes at
+//! most at the tolerance ([`DEFAULT_TOLERANCE`] unless asked otherwise).
+
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::Gradients;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use relnet_models::{Backbone, BackboneKind};
+
+use crate::data::{DataRoot, ImageSet, Split};
+use crate::methods::deepcluster::DeepCluster;
+use crate::methods::deepinfomax::DeepInfomax;
+use crate::methods::relational::Relational;
+use crate::methods::rotation::Rotation;
+use crate::methods::simclr::Simclr;
+use crate::methods::supervised::Classifier;
+use crate::methods::{Batch, Context, Method, MethodConfig, MethodSpec};
+
+/// Relative error allowed by default: f32 on two backends whose kernels sum in different orders
+/// (measured between flex and ndarray: see docs/backends.md).
+pub const DEFAULT_TOLERANCE: f64 = 1e-3;
+/// Relative L2 error allowed on the deep ResNets' gradients (the equivalence tests' bound).
+pub const DEEP_GRADIENT_TOLERANCE: f64 = 2e-2;
+
+/// One comparison.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub group: String,
+    pub name: String,
+    /// Worst relative error over the tensors compared (and which one it was).
+    pub error: f64,
+    pub worst: String,
+    pub tolerance: f64,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.error <= self.tolerance // NaN fails
+    }
+}
+
+/// What one run of the suite found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub reference: String,
+    pub target: String,
+    pub checks: Vec<Check>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.passed()).collect()
+    }
+
+    /// One line per check, then a summary line.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "conformance of {} against {}\n(error: outputs max|t - r| / max|r|; gradients and updates ||t - r|| / ||r||, per tensor, the worst shown)\n",
+            self.target, self.reference
+        );
+        for c in &self.checks {
+            s += &format!(
+                "{:4} {:<10} {:<44} {:>9.2e} (tolerance {:.0e}){}\n",
+                if c.passed() { "ok" } else { "FAIL" },
+                c.group,
+                c.name,
+                c.error,
+                c.tolerance,
+                if c.worst.is_empty() { String::new() } else { format!("  worst: {}", c.worst) }
+            );
+        }
+        let failed = self.failures().len();
+        s += &format!("{} of {} checks passed on {} in {:.1} s{}\n", self.checks.len() - failed, self.checks.len(), self.target, self.seconds, if failed > 0 { " — FAILED" } else { "" });
+        s
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub tolerance: f64,
+    /// Gradients of the deep ResNets (32, 34, 56 layers) from a random initialisation: chaotic
+    /// enough that f32 rounding alone moves them by about 1% in L2 (docs/performance.md).
+    pub deep_gradient_tolerance: f64,
+    pub backbones: Vec<BackboneKind>,
+    /// The backbone under every method's step.
+    pub method_backbone: BackboneKind,
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tolerance: DEFAULT_TOLERANCE,
+            deep_gradient_tolerance: DEEP_GRADIENT_TOLERANCE,
+            backbones: vec![BackboneKind::Conv4, BackboneKind::Resnet8, BackboneKind::Resnet32, BackboneKind::Resnet34],
+            method_backbone: BackboneKind::Conv4,
+            seed: 7,
+        }
+    }
+}
+
+/// Named tensors (flattened), in a fixed order.
+pub type Values = Vec<(String, Vec<f32>)>;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().iter::<f32>().collect()
+}
+
+/// How two sets of tensors are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Metric {
+    /// `max |a - b| / max |b|` per tensor (outputs, losses, features).
+    MaxRelative,
+    /// `||a - b|| / max(||b||, 1% of the largest ||b|| of the set)` per tensor (gradients and
+    /// updates): a tensor whose gradient is nearly zero (a bias under batch norm) is measured
+    /// against the set's scale, not against its own rounding noise.
+    L2Relative,
+}
+
+/// The worst error over each pair of tensors, and its name.
+pub fn relative_error(target: &Values, reference: &Values, metric: Metric) -> (f64, String) {
+    if target.len() != reference.len() {
+        return (f64::INFINITY, format!("{} tensors against {}", target.len(), reference.len()));
+    }
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let floor = match metric {
+        Metric::MaxRelative => 1e-12,
+        Metric::L2Relative => (reference.iter().map(|(_, b)| norm(b)).fold(0f64, f64::max) * 1e-2).max(1e-30),
+    };
+    let mut worst = (0.0f64, String::new());
+    for ((name, a), (_, b)) in target.iter().zip(reference) {
+        let e = if a.len() != b.len() {
+            f64::INFINITY
+        } else {
+            match metric {
+                Metric::MaxRelative => {
+                    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(floor);
+                    let diff = a.iter().zip(b).fold(0f64, |m, (u, v)| {
+                        let d = (*u as f64 - *v as f64).abs();
+                        if d.is_nan() || m.is_nan() { f64::NAN } else { m.max(d) }
+                    });
+                    diff / scale
+                }
+                Metric::L2Relative => {
+                    let d = a.iter().zip(b).map(|(u, v)| (*u as f64 - *v as f64).powi(2)).sum::<f64>().sqrt();
+                    d / norm(b).max(floor)
+                }
+            }
+        };
+        if e.is_nan() || e > worst.0 || worst.1.is_empty() {
+            worst = (e, name.clone());
+            if e.is_nan() {
+                break;
+            }
+        }
+    }
+    worst
+}
+
+/// Every float parameter's value (this also draws lazily initialised parameters, so they are
+/// drawn on the device they were created for, before the model moves).
+struct ParamValues(Values);
+
+impl ModuleVisitor for ParamValues {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let i = self.0.len();
+        self.0.push((format!("parameter {i} {:?}", param.val().dims()), values(param.val())));
+    }
+}
+
+fn params<M: Module>(m: &M) -> Values {
+    let mut v = ParamValues(Vec::new());
+    m.visit(&mut v);
+    v.0
+}
+
+/// Every float parameter's gradient, from burn's `Gradients` or from `GradientsParams`.
+struct ParamGrads<'a> {
+    grads: Either<'a>,
+    out: Values,
+    n: usize,
+}
+
+enum Either<'a> {
+    Raw(&'a Gradients),
+    Params(&'a GradientsParams),
+}
+
+impl ModuleVisitor for ParamGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let id: ParamId = param.id;
+        let g = match self.grads {
+            Either::Raw(g) => param.val().grad(g),
+            Either::Params(g) => g.get::<D>(id),
+        };
+        let name = format!("parameter {} gradient {:?}", self.n, param.val().dims());
+        self.n += 1;
+        if let Some(g) = g {
+            self.out.push((name, values(g)));
+        } else {
+            self.out.push((name, Vec::new()));
+        }
+    }
+}
+
+/// Seeded inputs drawn on the host, identical on both sides: roughly standard normal.
+fn host_normal(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>() * 1.7).collect()
+}
+
+fn tensor4(v: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+/// The two sides of the comparison.
+struct Sides {
+    reference: Device,
+    target: Device,
+    /// The target is flex too: run it with burn's operations.
+    target_is_flex: bool,
+}
+
+impl Sides {
+    fn on_target<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.target_is_flex { relnet_models::fastconv::with_burn_conv(f) } else { f() }
+    }
+}
+
+/// Runs the suite: `target` against burn-flex with relnet's operations. `progress` gets a line
+/// per group.
+pub fn run(target: &Device, target_name: &str, opts: &Options, progress: &mut dyn FnMut(&str)) -> crate::Result<Report> {
+    let t0 = Instant::now();
+    let sides = Sides {
+        reference: Device::flex(),
+        target: target.clone().without_autodiff(),
+        target_is_flex: relnet_models::fastconv::is_flex(target),
+    };
+    let tmp = tempdir()?;
+    let mut checks = Vec::new();
+    for &kind in &opts.backbones {
+        progress(&format!("backbone {kind}: forward, backward, artifacts"));
+        checks.extend(backbone_checks(&sides, kind, opts, &tmp)?);
+    }
+    let mut synthetic = crate::data::registry::lookup("synthetic")?.load(Split::Train, &DataRoot(std::path::PathBuf::from(".")))?;
+    synthetic.images.keep(&(0..64).collect::<Vec<_>>());
+    for name in MethodConfig::NAMES {
+        let cfg = MethodConfig::default_for(name).expect("a registered method");
+        progress(&format!("method {name}: one training step"));
+        checks.extend(method_checks(&sides, &cfg, opts, &synthetic.images, synthetic.classes.len(), &tmp)?);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(Report { reference: "cpu (burn-flex with relnet's operations)".into(), target: target_name.to_string(), checks, seconds: t0.elapsed().as_secs_f64() })
+}
+
+fn tempdir() -> crate::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("relnet-conformance-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Output, input gradient and parameter gradients of one forward + backward.
+fn backbone_pass(model: &Backbone, x: Tensor<4>, cot: Tensor<2>) -> (Values, Values) {
+    let x = x.require_grad();
+    let y = model.forward(x.clone());
+    let grads = (y.clone() * cot).sum().backward();
+    let mut g = ParamGrads { grads: Either::Raw(&grads), out: Vec::new(), n: 0 };
+    model.visit(&mut g);
+    let outs = vec![("output".to_string(), values(y)), ("input gradient".to_string(), x.grad(&grads).map(values).unwrap_or_default())];
+    (outs, g.out)
+}
+
+fn check(group: &str, name: String, target: &Values, reference: &Values, metric: Metric, tolerance: f64) -> Check {
+    let (error, worst) = relative_error(target, reference, metric);
+    Check { group: group.to_string(), name, error, worst, tolerance }
+}
+
+fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
+    let (seed, tol) = (opts.seed, opts.tolerance);
+    let grad_tol = if matches!(kind, BackboneKind::Resnet32 | BackboneKind::Resnet56 | BackboneKind::Resnet34) { opts.deep_gradient_tolerance } else { tol };
+    // ResNet-34 is the 64x64 backbone (tiny-ImageNet, SlimageNet64); batch 8: at batches of 3-4
+    // batch norm over a 8x8 map is ill-conditioned enough to move gradients by 0.5%.
+    let (batch, side) = (8, if kind == BackboneKind::Resnet34 { 64 } else { 32 });
+    let ra = s.reference.clone().autodiff();
+    let ta = s.target.clone().autodiff();
+    ra.seed(seed);
+    let model = kind.init(&ra);
+    params(&model); // draw every parameter on the reference
+    let model_t = model.clone().fork(&ta);
+    let x = host_normal(batch * 3 * side * side, seed + 1);
+    let cot = host_normal(batch * kind.features(), seed + 2);
+    let cot = |d: &Device| Tensor::<2>::from_data(TensorData::new(cot.clone(), [batch, kind.features()]), d);
+    let (out_r, grad_r) = backbone_pass(&model, tensor4(&x, [batch, 3, side, side], &ra), cot(&ra));
+    let (out_t, grad_t) = s.on_target(|| backbone_pass(&model_t, tensor4(&x, [batch, 3, side, side], &ta), cot(&ta)));
+    let g = "backbone";
+    let mut checks = vec![
+        check(g, format!("{kind} forward output"), &out_t[..1].to_vec(), &out_r[..1].to_vec(), Metric::MaxRelative, tol),
+        check(g, format!("{kind} input gradient"), &out_t[1..].to_vec(), &out_r[1..].to_vec(), Metric::L2Relative, grad_tol),
+        check(g, format!("{kind} parameter gradients ({})", grad_r.len()), &grad_t, &grad_r, Metric::L2Relative, grad_tol),
+    ];
+    // Artifacts: saved on one side, loaded on the other, same features (eval mode).
+    let eval = |m: &Backbone, d: &Device| vec![("features".to_string(), values(m.forward(tensor4(&x, [batch, 3, side, side], d))))];
+    let (r, t) = (s.reference.clone(), s.target.clone());
+    let path = tmp.join(format!("{kind}-target.bpk"));
+    let saved_t = model_t.valid();
+    relnet_models::io::save_backbone(&saved_t, kind, &path)?;
+    let (loaded_r, k) = relnet_models::io::load_backbone(&path, &r)?;
+    debug_assert_eq!(k, kind);
+    let feats_t = s.on_target(|| eval(&saved_t, &t));
+    checks.push(check("artifact", format!("{kind} saved on target, loaded on cpu"), &eval(&loaded_r, &r), &feats_t, Metric::MaxRelative, tol));
+    let path = tmp.join(format!("{kind}-reference.bpk"));
+    let saved_r = model.valid();
+    relnet_models::io::save_backbone(&saved_r, kind, &path)?;
+    let (loaded_t, _) = relnet_models::io::load_backbone(&path, &t)?;
+    let feats_t = s.on_target(|| eval(&loaded_t, &t));
+    checks.push(check("artifact", format!("{kind} saved on cpu, loaded on target"), &feats_t, &eval(&saved_r, &r), Metric::MaxRelative, tol));
+    Ok(checks)
+}
+
+fn method_checks(s: &Sides, cfg: &MethodConfig, opts: &Options, images: &ImageSet, classes: usize, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
+    let backbone = opts.method_backbone;
+    let labels: Vec<i64> = images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
+    // One line per method; the match is exhaustive, so a new method cannot be left out.
+    match cfg {
+        MethodConfig::Relational(o) => step_checks(s, &mut Relational { backbone, aggregation: o.aggregation, loss: o.loss }, cfg, opts, images, classes, tmp),
+        MethodConfig::Simclr(o) => step_checks(s, &mut Simclr { backbone, temperature: o.temperature, variant: o.simclr_loss }, cfg, opts, images, classes, tmp),
+        MethodConfig::Rotation(_) => step_checks(s, &mut Rotation { backbone }, cfg, opts, images, classes, tmp),
+        MethodConfig::Deepcluster(o) => {
+            let mut dc = DeepCluster::new(backbone, o.cluster_weights);
+            dc.n_init = 1;
+            step_checks(s, &mut dc, cfg, opts, images, classes, tmp)
+        }
+        MethodConfig::Deepinfomax(o) => step_checks(s, &mut DeepInfomax::new(backbone, o.dim_prior), cfg, opts, images, classes, tmp),
+        MethodConfig::Supervised(_) => step_checks(s, &mut Classifier { backbone, labels, classifier_lr: None, test: None, test_accuracy: None }, cfg, opts, images, classes, tmp),
+        // Random weights train nothing: its backbone is the backbone checks' initialisation.
+        MethodConfig::Random(_) => Ok(Vec::new()),
+    }
+}
+
+/// One step of `method` on both sides from the same weights: loss, gradients, update.
+fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &Options, images: &ImageSet, classes: usize, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
+    let spec: MethodSpec = cfg.get().spec();
+    let name = spec.name;
+    let ra = s.reference.clone().autodiff();
+    let ta = s.target.clone().autodiff();
+    let mut lines = |_: &str| {};
+    let mut ctx = Context { images, classes, mean: [0.5; 3], std: [0.25; 3], seed: opts.seed, epoch: 0, device: &ra, out: tmp, report: &mut lines };
+    ra.seed(opts.seed);
+    let model = method.model(&ctx, &ra);
+    let model = method.begin_epoch(model, &mut ctx)?; // DeepCluster clusters here, on the reference
+    let before = params(&model);
+    let model_t = model.clone().fork(&ta);
+    let (m, k) = (8, match spec.views { crate::methods::Views::Fixed(v) => v, crate::methods::Views::K => 4 });
+    let side = images.height;
+    let x = host_normal(m * k * 3 * side * side, opts.seed + 3);
+    let lr = spec.default_lr;
+    let one = |model: T::Model, device: &Device| {
+        let batch = Batch { x: tensor4(&x, [m * k, 3, side, side], device), m, k, indices: (0..m).collect() };
+        let out = method.step(&model, &batch);
+        let loss = vec![("loss".to_string(), values(out.loss.clone()))];
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let mut g = ParamGrads { grads: Either::Params(&grads), out: Vec::new(), n: 0 };
+        model.visit(&mut g);
+        let grad_values = g.out;
+        let mut optim = crate::trainer::optimizer(spec.optim);
+        let rates = method.learning_rates(&model, lr);
+        let stepped = optim.step(rates, model, grads);
+        (loss, grad_values, params(&stepped))
+    };
+    let (loss_r, grad_r, after_r) = one(model, &ra);
+    let (loss_t, grad_t, after_t) = s.on_target(|| one(model_t, &ta));
+    let g = "method";
+    Ok(vec![
+        check(g, format!("{name} loss"), &loss_t, &loss_r, Metric::MaxRelative, opts.tolerance),
+        check(g, format!("{name} parameter gradients ({})", grad_r.len()), &grad_t, &grad_r, Metric::L2Relative, opts.tolerance),
+        update_check(name, &before, &after_t, &after_r, &grad_t, &grad_r, opts.tolerance),
+    ])
+}
+
+/// The optimiser's update on the entries whose gradient both sides agree on to 10%: elsewhere
+/// an adaptive optimiser's first step, `lr * g / (|g| + eps)`, turns the f32 noise of a
+/// near-zero gradient (a bias under batch norm) into a full step of either sign.
+fn update_check(name: &str, before: &Values, after_t: &Values, after_r: &Values, grad_t: &Values, grad_r: &Values, tol: f64) -> Check {
+    if before.len() != after_t.len() || before.len() != after_r.len() || before.len() != grad_r.len() || before.len() != grad_t.len() {
+        return Check { group: "method".into(), name: format!("{name} optimiser update"), error: f64::INFINITY, worst: "parameter count differs".into(), tolerance: tol };
+    }
+    let mut dt = Vec::new();
+    let mut dr = Vec::new();
+    for ((((b, t), r), gt), gr) in before.iter().zip(after_t).zip(after_r).zip(grad_t).zip(grad_r) {
+        let keep: Vec<usize> = (0..b.1.len()).filter(|&i| matches!((gt.1.get(i), gr.1.get(i)), (Some(u), Some(v)) if (u - v).abs() <= 0.1 * v.abs() && v.abs() > 1e-6)).collect();
+        dt.push((t.0.clone(), keep.iter().map(|&i| t.1[i] - b.1[i]).collect()));
+        dr.push((r.0.clone(), keep.iter().map(|&i| r.1[i] - b.1[i]).collect()));
+    }
+    check("method", format!("{name} optimiser update"), &dt, &dr, Metric::L2Relative, tol)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_error_finds_the_worst_tensor_and_nan() {
+        let r: Values = vec![("a".into(), vec![1.0, -2.0]), ("b".into(), vec![10.0, 0.0])];
+        let t: Values = vec![("a".into(), vec![1.0, -2.002]), ("b".into(), vec![10.0, 0.5])];
+        let (e, w) = relative_error(&t, &r, Metric::MaxRelative);
+        assert!((e - 0.05).abs() < 1e-6 && w == "b", "{e} {w}");
+        let (e, w) = relative_error(&t, &r, Metric::L2Relative);
+        assert!((e - 0.5 / 10.0).abs() < 1e-6 && w == "b", "{e} {w}");
+        let t: Values = vec![("a".into(), vec![f32::NAN, -2.0]), ("b".into(), vec![10.0, 0.0])];
+        let (e, w) = relative_error(&t, &r, Metric::MaxRelative);
+        assert!(e.is_nan() && w == "a");
+        let c = Check { group: "g".into(), name: "n".into(), error: e, worst: w, tolerance: 1.0 };
+        assert!(!c.passed());
+        assert!(relative_error(&r[..1].to_vec(), &r, Metric::L2Relative).0.is_infinite());
+        // A nearly-zero tensor is measured against 1% of the set's largest norm.
+        let r: Values = vec![("big".into(), vec![100.0]), ("tiny".into(), vec![1e-9])];
+        let t: Values = vec![("big".into(), vec![100.0]), ("tiny".into(), vec![-1e-9])];
+        assert!(relative_error(&t, &r, Metric::L2Relative).0 < 1e-9);
+        assert!(relative_error(&t, &r, Metric::MaxRelative).0 >= 2.0);
+    }
+}
