@@ -94,3 +94,29 @@ fn bench_prints_the_yardstick_lines() {
         assert!(v > 0.0 && v.is_finite(), "{line}");
     }
 }
+
+#[test]
+fn data_parallel_over_two_cpu_replicas_trains_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ddp");
+    let out_s = out.to_str().unwrap();
+    // Two replicas on the one CPU device exercise the host all-reduce path (burn-flex has no
+    // collective operations; CUDA uses burn's NCCL all-reduce instead).
+    let r = run(&small(out_s, &["--devices", "cpu,cpu"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("data-parallel over 2 devices: 16 images per device"), "{}", r.stderr);
+    assert!(out.join("backbone.bpk").is_file());
+    let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(cfg.contains("devices = \"cpu,cpu\""), "{cfg}");
+    // Resuming a finished data-parallel run finds nothing to do.
+    let r = run(&small(out_s, &["--devices", "cpu,cpu", "--resume"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("already finished"), "{}", r.stderr);
+    // Too many devices for the batch, and an unknown device, are clear errors.
+    let r = run(&small(dir.path().join("x").to_str().unwrap(), &["--devices", "cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu,cpu"]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("over 17 devices needs a batch of at least 34 images"), "{}", r.stderr);
+    let r = run(&small(dir.path().join("y").to_str().unwrap(), &["--devices", "cpu,gpu"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("unknown device `gpu`"), "{}", r.stderr);
+}

@@ -9,6 +9,9 @@
 //! * `reproduce [FLAGS]`: the paper's grid, `relnet reproduce FLAGS` in a release build
 //!   (`--profile paper|cpu|smoke`, `--only`, `--dry-run`, `--launcher slurm`...).
 //! * `report [DIR]`: `relnet report DIR` in a release build.
+//! * `gpu-check [cuda|wgpu] [FLAGS]`: builds the release binary with that backend (default
+//!   `cuda`) and runs `relnet bench device --device BACKEND FLAGS`: the conformance suite on the
+//!   GPU, then pretraining speed, as one summary (docs/backends.md, "GPU check").
 
 use std::process::{Command, ExitCode};
 
@@ -26,7 +29,10 @@ tasks:
                           (e.g. --dataset cifar10 --data-root DIR --backbone conv4 --k 4 --batch-size 64)
   reproduce [FLAGS]       the paper's experiment grid: relnet reproduce FLAGS in a release build
                           (e.g. --profile cpu --data-root DIR; --dry-run lists the cells)
-  report [DIR]            the results of a grid beside the paper's: relnet report DIR";
+  report [DIR]            the results of a grid beside the paper's: relnet report DIR
+  gpu-check [cuda|wgpu] [FLAGS]
+                          build with that backend (default cuda) and run the GPU check:
+                          relnet bench device --device BACKEND FLAGS (conformance + speed)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +48,15 @@ fn main() -> ExitCode {
         Some(task @ ("reproduce" | "report")) => {
             let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", task];
             a.extend(args[1..].iter().map(String::as_str));
+            cargo(&a, &[])
+        }
+        Some("gpu-check") => {
+            let (backend, rest) = match args.get(1).map(String::as_str) {
+                Some(b @ ("cuda" | "wgpu")) => (b, &args[2..]),
+                _ => ("cuda", &args[1..]),
+            };
+            let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--features", backend, "--", "bench", "device", "--device", backend];
+            a.extend(rest.iter().map(String::as_str));
             cargo(&a, &[])
         }
         _ => {

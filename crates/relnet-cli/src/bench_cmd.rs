@@ -58,3 +58,88 @@ pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) 
     write!(out, "{}", r.lines())?;
     Ok(())
 }
+
+/// `relnet bench device`: the GPU check. The conformance suite on the device, then pretraining
+/// speed (Conv-4 and ResNet-32 at K = 4 and 32, M = 64, on the embedded `synthetic` set: no data
+/// and no network needed), as one summary. `cargo xtask gpu-check` builds and runs it;
+/// `scripts/gpu-check.sh` runs a binary built elsewhere.
+#[derive(Args, Debug)]
+pub struct BenchDeviceArgs {
+    /// The device to check: cuda, cuda:N, wgpu, wgpu:N (or cpu, ndarray).
+    #[arg(long, env = "RELNET_DEVICE")]
+    pub device: String,
+    /// Timed steps per speed measurement.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps before each (kernel compilation, autotuning).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Augmentations per image to time (comma-separated).
+    #[arg(long, default_value = "4,32", value_delimiter = ',')]
+    pub k: Vec<usize>,
+    /// Backbones to time (comma-separated).
+    #[arg(long, default_value = "conv4,resnet32", value_delimiter = ',')]
+    pub backbones: Vec<String>,
+    /// Skip the conformance suite (speed only).
+    #[arg(long)]
+    pub no_conformance: bool,
+    /// Write the conformance report and the speeds as JSON into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    use relnet_core::conformance;
+    let spec: relnet_core::device::DeviceSpec = a.device.parse().map_err(|e| anyhow!("--device: {e}"))?;
+    let device = spec.device()?;
+    let t0 = std::time::Instant::now();
+    writeln!(out, "relnet {} GPU check on {spec} ({})", env!("CARGO_PKG_VERSION"), relnet_core::fsutil::host())?;
+    for b in relnet_core::device::backends().iter().filter(|b| b.compiled) {
+        writeln!(out, "  backend {}: {}", b.name, b.devices.as_ref().map(|d| d.join(", ")).unwrap_or_else(|e| e.clone()))?;
+    }
+    let mut summary = serde_json::json!({ "device": spec.to_string(), "host": relnet_core::fsutil::host() });
+    let mut failed = 0;
+    if !a.no_conformance {
+        let report = conformance::run(&device, &spec.to_string(), &conformance::Options::default(), &mut |s: &str| {
+            let _ = writeln!(err, "conformance: {s}");
+        })?;
+        write!(out, "{}", report.table())?;
+        failed = report.failures().len();
+        summary["conformance"] = serde_json::to_value(&report)?;
+    }
+    writeln!(out, "pretraining speed (relational, M = 64, synthetic data; views/s; {} timed steps after {} warm-up)", a.steps, a.warmup)?;
+    writeln!(out, "  {:<10} {:>3} {:>14} {:>12} {:>12}", "backbone", "K", "augment only", "step only", "end to end")?;
+    let mut speeds = Vec::new();
+    for b in &a.backbones {
+        for &k in &a.k {
+            let cfg = BenchConfig {
+                dataset: "synthetic".into(),
+                data_root: None,
+                backbone: b.parse().map_err(|e: String| anyhow!(e))?,
+                k,
+                m: 64,
+                loss: "focal".parse().map_err(|e: String| anyhow!(e))?,
+                steps: a.steps,
+                warmup: a.warmup,
+                seed: 1,
+                device: spec,
+            };
+            let r = bench_pretrain(&cfg, &mut |line: &str| {
+                let _ = writeln!(err, "{b} K={k}: {line}");
+            })?;
+            writeln!(out, "  {:<10} {:>3} {:>14.1} {:>12.1} {:>12.1}", b, k, r.augment_only, r.step_only, r.end_to_end)?;
+            speeds.push(serde_json::json!({ "backbone": b, "k": k, "m": 64, "augment_only": r.augment_only, "step_only": r.step_only, "end_to_end": r.end_to_end }));
+        }
+    }
+    summary["speed"] = serde_json::Value::Array(speeds);
+    summary["seconds"] = serde_json::json!(t0.elapsed().as_secs_f64());
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("gpu-check.json");
+        relnet_core::fsutil::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        writeln!(out, "written: {}", path.display())?;
+    }
+    writeln!(out, "GPU check finished in {:.0} s: conformance {}", t0.elapsed().as_secs_f64(), if a.no_conformance { "skipped".to_string() } else if failed == 0 { "passed".to_string() } else { format!("FAILED ({failed} checks)") })?;
+    anyhow::ensure!(failed == 0, "{failed} conformance check(s) failed on {spec}");
+    Ok(())
+}

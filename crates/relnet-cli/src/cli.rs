@@ -58,6 +58,9 @@ pub enum BenchCommand {
     /// Relational pretraining throughput: augment-only, step-only and end-to-end views/s and peak
     /// memory, as ../shared/bench/torch_reference.py prints them.
     Pretrain(crate::bench_cmd::BenchPretrainArgs),
+    /// The GPU check: the backend-conformance suite on a device, then pretraining speed
+    /// (Conv-4 and ResNet-32, K = 4 and 32, M = 64) on the embedded synthetic data, as one summary.
+    Device(crate::bench_cmd::BenchDeviceArgs),
 }
 
 /// Where datasets live.
@@ -129,5 +132,6 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::R
         Command::Report(a) => crate::reproduce_cmd::report_cmd(a, out),
         Command::Results { dir } => crate::train_cmd::results_cmd(dir, out),
         Command::Bench(BenchCommand::Pretrain(a)) => crate::bench_cmd::pretrain(a, out, err),
+        Command::Bench(BenchCommand::Device(a)) => crate::bench_cmd::device_check(a, out, err),
     }
 }

@@ -60,6 +60,12 @@ impl BenchResult {
     }
 }
 
+fn sync(device: &burn::tensor::Device) {
+    if let Err(e) = device.sync() {
+        eprintln!("warning: device sync failed: {e:?}");
+    }
+}
+
 /// Peak resident set size of this process in MB (Linux), if known.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -116,6 +122,8 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
         let t_bwd = t.elapsed().as_secs_f64();
         model = optim.step(1e-3, model, grads);
         std::hint::black_box(out.accuracy);
+        // A GPU queues work: wait for the step to finish before reading the clock.
+        sync(&device);
         if s >= cfg.warmup {
             let total = t.elapsed().as_secs_f64();
             step_secs += total;
@@ -146,6 +154,7 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
     }
+    sync(&device);
     let end_to_end = cfg.steps as f64 * per_step / t.elapsed().as_secs_f64();
     Ok(BenchResult { augment_only, step_only, end_to_end, peak_rss_mb: peak_rss_mb() })
 }

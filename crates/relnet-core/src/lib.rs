@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod data;
+pub mod ddp;
 pub mod device;
 pub mod error;
 pub mod features;

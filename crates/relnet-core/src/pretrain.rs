@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, Progress};
 use crate::config::{ConfigError, RunConfig, check_range};
 use crate::data::registry::{DatasetInfo, Split, lookup};
 use crate::data::{DataRoot, ImageSet};
-use crate::device::DeviceSpec;
+use crate::device::{DeviceList, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::methods::MethodConfig;
 pub use crate::trainer::{EpochMetrics, Monitor, Outcome, Reporter, Tick, fmt_secs};
@@ -92,9 +92,14 @@ pub struct PretrainConfig {
     /// Run directory: config.toml, metrics.jsonl, checkpoint/, backbone.bpk.
     #[arg(long, value_name = "DIR", default_value = "runs/pretrain")]
     pub out: PathBuf,
-    /// Compute device: cpu, cuda or cuda:N.
+    /// Compute device: cpu, cuda, cuda:N, wgpu, wgpu:N (the last ones are cargo features).
     #[arg(long, default_value_t = DeviceSpec::Cpu, env = "RELNET_DEVICE")]
     pub device: DeviceSpec,
+    /// Data-parallel training over several devices, e.g. cuda:0,cuda:1 (replaces --device): each
+    /// device takes M/N images of every batch; gradients are averaged (docs/backends.md).
+    #[arg(long, value_name = "LIST")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceList>,
     /// Use only N images of the training split, drawn at random (fixed by the seed; quick runs).
     #[arg(long, value_name = "N")]
     pub limit_images: Option<usize>,
@@ -272,7 +277,7 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
             // folder or another machine's data root resumes the same run.
             let strip = |t: &str| -> Option<toml::Table> {
                 let mut table: toml::Table = t.parse().ok()?;
-                for key in ["device", "data_root", "out", "results", "backbone"] {
+                for key in ["device", "devices", "data_root", "out", "results", "backbone"] {
                     table.remove(key);
                 }
                 Some(table)
@@ -296,7 +301,18 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let spec = method.spec();
     let out = &cfg.out;
     let (saved, _lock) = prepare_run_dir(out, &cfg, resume)?;
-    let device = cfg.device.device()?.autodiff();
+    let (device, replicas) = match &cfg.devices {
+        Some(DeviceList(list)) if list.len() > 1 => {
+            let m = cfg.batch_size();
+            if m < 2 * list.len() {
+                return Err(Error::Invalid(format!("data-parallel training over {} devices needs a batch of at least {} images (2 per device), not {m}", list.len(), 2 * list.len())));
+            }
+            let all = list.iter().map(|d| Ok(d.device()?.autodiff())).collect::<Result<Vec<_>>>()?;
+            (all[0].clone(), all[1..].to_vec())
+        }
+        Some(DeviceList(list)) => (list[0].device()?.autodiff(), Vec::new()),
+        None => (cfg.device.device()?.autodiff(), Vec::new()),
+    };
     device.seed(cfg.seed);
     let info = lookup(&cfg.dataset)?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());
@@ -331,6 +347,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
         lr: cfg.lr(),
         seed: cfg.seed,
         device,
+        replicas,
         resume: saved,
         on_nonfinite: (cfg.on_nonfinite == OnNonFinite::Skip).then_some(cfg.max_nonfinite),
     };

@@ -209,6 +209,8 @@ pub struct Run<'a> {
     pub lr: f64,
     pub seed: u64,
     pub device: Device,
+    /// More devices for data-parallel training beside `device` (autodiff; empty: one device).
+    pub replicas: Vec<Device>,
     pub resume: Option<Progress>,
     /// What a non-finite loss does: `None` stops the run at once (the last good checkpoint is
     /// kept); `Some(n)` skips the step (no update), logs it, and stops after `n` in a row.
@@ -248,7 +250,7 @@ pub fn lr_schedule(schedule: Schedule, lr: f64, epochs: usize, epoch: usize) -> 
 }
 
 /// Trains `method` to the end of the run (or to a Ctrl-C) and saves the backbone.
-pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, mut monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, mut monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
     let (k, m, epochs) = (run.views, run.batch_size, run.epochs);
     let spec = run.spec;
     let ckpt = Checkpoint::new(run.out);
@@ -263,6 +265,10 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
         report.line(&format!("starting from the backbone in {}", init.display()));
     }
     let mut optim = run.optimizer();
+    let mut replicas = crate::ddp::Replicas::<T::Model>::new(&device, &run.replicas, spec.optim);
+    if !replicas.is_empty() {
+        report.line(&format!("data-parallel over {} devices: {} images per device per step", replicas.devices(), m / replicas.devices()));
+    }
     let mut start = Progress { epoch: 0, batch: 0, finished: false };
     if let Some(p) = run.resume {
         if p.finished {
@@ -275,6 +281,7 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
             return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") });
         }
         (model, optim) = ckpt.load(model, optim)?;
+        replicas.set_optimizers(&optim);
         start = p;
         trim_metrics(&run.out.join("metrics.jsonl"), p.epoch)?;
         report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
@@ -285,6 +292,7 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
 
     for epoch in start.epoch..epochs {
         model = method.begin_epoch(model, &mut context(&run, epoch, &mut |s: &str| report.line(s)))?;
+        model = replicas.sync(model);
         let lr = run.lr_at(epoch);
         let order = epoch_order(run.images.len(), run.seed, epoch);
         let plan: Vec<Vec<usize>> = batches(&order, m, if spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
@@ -296,26 +304,36 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
         let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
         let mut skipped = Vec::new();
         for (indices, views) in prefetch {
-            let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
-            let out = method.step(&model, &batch);
-            let mut loss_value = out.loss.clone().into_scalar::<f32>();
+            // One device: the step, then its gradients only when the loss is finite. Several: every
+            // replica steps and all-reduces (a collective every device must join).
+            let (mut loss_value, accuracy, grads) = if replicas.is_empty() {
+                let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
+                let out = method.step(&model, &batch);
+                let loss_value = out.loss.clone().into_scalar::<f32>();
+                let grads = if loss_value.is_finite() { Some(GradientsParams::from_grads(out.loss.backward(), &model)) } else { None };
+                (loss_value, out.accuracy, grads)
+            } else {
+                let (l, a, g) = replicas.step(&*method, &model, views, indices, k);
+                (l, a, Some(g))
+            };
             if faults.contains(&(epoch + 1, next, false)) {
                 loss_value = f32::NAN;
             }
             // The gradients, or what was non-finite: the loss, or a gradient under a finite loss.
-            let checked = if loss_value.is_finite() {
-                let mut g = GradientsParams::from_grads(out.loss.backward(), &model);
-                if faults.contains(&(epoch + 1, next, true)) {
-                    poison_gradient(&model, &mut g);
+            let checked = match grads {
+                Some(mut g) if loss_value.is_finite() => {
+                    if faults.contains(&(epoch + 1, next, true)) {
+                        poison_gradient(&model, &mut g);
+                    }
+                    let sum = gradient_sum(&model, &g);
+                    if sum.is_finite() { Ok(g) } else { Err(("gradient", sum)) }
                 }
-                let sum = gradient_sum(&model, &g);
-                if sum.is_finite() { Ok(g) } else { Err(("gradient", sum)) }
-            } else {
-                Err(("loss", loss_value))
+                _ => Err(("loss", loss_value)),
             };
             let grads = match checked {
                 Ok(g) => g,
                 Err((what, value)) => {
+                    replicas.discard();
                     in_a_row += 1;
                     match run.on_nonfinite {
                         Some(max) if in_a_row <= max => {
@@ -331,8 +349,9 @@ pub fn train<T: Method>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report:
             in_a_row = 0;
             let rates = method.learning_rates(&model, lr);
             model = optim.step(rates, model, grads);
+            replicas.apply(|m| method.learning_rates(m, lr));
             loss_sum += loss_value as f64;
-            acc_sum += out.accuracy as f64;
+            acc_sum += accuracy as f64;
             done += 1;
             next += 1;
             let per = t0.elapsed().as_secs_f64() / done as f64;

@@ -204,6 +204,7 @@ impl EvaluatorOptions for FinetuneOptions {
             lr: self.lr,
             seed: ctx.seed,
             device,
+            replicas: Vec::new(),
             resume: saved,
             on_nonfinite: None,
         };
