@@ -122,8 +122,22 @@ fn usage_help_and_device_errors() {
     if !relnet_core::device::CUDA_COMPILED {
         let r = relnet(&["device", "--device", "cuda:1"]);
         assert_eq!(r.code, 1);
-        assert!(r.stderr.contains("built without CUDA"), "{}", r.stderr);
+        assert!(r.stderr.contains("built without cuda support") && r.stderr.contains("--features cuda"), "{}", r.stderr);
     }
+    if !relnet_core::device::WGPU_COMPILED {
+        let r = relnet(&["device", "--device", "wgpu:0"]);
+        assert_eq!(r.code, 1);
+        assert!(r.stderr.contains("built without wgpu support") && r.stderr.contains("--features wgpu"), "{}", r.stderr);
+    }
+    // Without --device: what this build offers.
+    let r = relnet(&["device"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("flex (CPU)") && r.stdout.contains("cuda") && r.stdout.contains("wgpu"), "{}", r.stdout);
+    assert_eq!(r.stdout.contains("not built: `cargo build --release --features cuda`"), !relnet_core::device::CUDA_COMPILED, "{}", r.stdout);
+    // The GPU check's own command, on the CPU, speed only and small.
+    let r = relnet(&["bench", "device", "--device", "cpu", "--no-conformance", "--steps", "1", "--warmup", "1", "--k", "2", "--backbones", "conv4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("pretraining speed") && r.stdout.contains("conv4") && r.stdout.contains("conformance skipped"), "{}", r.stdout);
 }
 
 /// The real data of ../shared/data: CIFAR-10 (JPEG image folders) and MNIST (gzip IDX).
