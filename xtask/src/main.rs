@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <task>`.
 //!
-//! * `ci`: what `.ci/run` runs: the README's test command, then the type-check of the CUDA path.
+//! * `ci`: what `.ci/run` runs: the README's test command, the conformance tables of flex and
+//!   burn-ndarray, then the type-check of the CUDA path.
 //! * `bench pretrain [FLAGS]`: builds the release binary and runs `relnet bench pretrain FLAGS`
 //!   (augment-only, step-only and end-to-end views/s and peak memory, in the terms of
 //!   `../shared/bench/torch_reference.py speed`); `--features cuda` style cargo flags are not
@@ -38,7 +39,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => {
-            cargo(&["test", "--workspace"], &[]) && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")])
+            let show = |d: &str| cargo(&["run", "-q", "-p", "relnet-cli", "--features", "ndarray", "--", "device", "--device", d, "--conformance"], &[]);
+            cargo(&["test", "--workspace"], &[]) && show("cpu") && show("ndarray") && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")])
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("pretrain") => {
             let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", "bench", "pretrain"];

@@ -119,6 +119,10 @@ pub struct DeviceArgs {
     /// Also write the conformance report as JSON to this file.
     #[arg(long, requires = "conformance")]
     pub json: Option<PathBuf>,
+    /// The backbones the conformance suite checks (comma-separated; default: conv4, resnet8,
+    /// resnet32, resnet34). A slow device (a software rasterizer) may take fewer.
+    #[arg(long, requires = "conformance", value_delimiter = ',')]
+    pub backbones: Option<Vec<String>>,
 }
 
 pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {

@@ -36,6 +36,9 @@ pub fn run(args: DeviceArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
         if let Some(t) = args.tolerance {
             opts.tolerance = t;
         }
+        if let Some(b) = &args.backbones {
+            opts.backbones = b.iter().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).collect::<anyhow::Result<_>>()?;
+        }
         let report = conformance::run(&device, &spec.to_string(), &opts, &mut |s: &str| {
             let _ = writeln!(err, "conformance: {s}");
         })?;

@@ -45,8 +45,15 @@ impl ModuleMapper for Sharder {
     }
 }
 
+/// Whether `d` is a CUDA device: the one backend with collective operations in burn 0.22.
+#[cfg(feature = "cuda")]
 fn is_cuda(d: &Device) -> bool {
     format!("{:?}", d.as_dispatch().clone().inner()).to_lowercase().contains("cuda")
+}
+
+#[cfg(not(feature = "cuda"))]
+fn is_cuda(_: &Device) -> bool {
+    false
 }
 
 impl<M: Module> Replicas<M> {
