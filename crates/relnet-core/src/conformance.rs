@@ -188,7 +188,7 @@ impl ModuleVisitor for ParamValues {
     }
 }
 
-fn params<M: Module>(m: &M) -> Values {
+pub(crate) fn params<M: Module>(m: &M) -> Values {
     let mut v = ParamValues(Vec::new());
     m.visit(&mut v);
     v.0
@@ -221,6 +221,13 @@ impl ModuleVisitor for ParamGrads<'_> {
             self.out.push((name, Vec::new()));
         }
     }
+}
+
+/// Every float parameter's gradient in `grads` (empty where it has none).
+pub(crate) fn param_grads<M: Module>(model: &M, grads: &GradientsParams) -> Values {
+    let mut g = ParamGrads { grads: Either::Params(grads), out: Vec::new(), n: 0 };
+    model.visit(&mut g);
+    g.out
 }
 
 /// Seeded inputs drawn on the host, identical on both sides: roughly standard normal.
@@ -379,9 +386,7 @@ fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &
         let out = method.step(&model, &batch);
         let loss = vec![("loss".to_string(), values(out.loss.clone()))];
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        let mut g = ParamGrads { grads: Either::Params(&grads), out: Vec::new(), n: 0 };
-        model.visit(&mut g);
-        let grad_values = g.out;
+        let grad_values = param_grads(&model, &grads);
         let mut optim = crate::trainer::optimizer(spec.optim);
         let rates = method.learning_rates(&model, lr);
         let stepped = optim.step(rates, model, grads);

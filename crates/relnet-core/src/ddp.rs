@@ -260,6 +260,18 @@ mod tests {
     /// Two replicas on one CPU device: the averaged gradient is the mean of the two shards'
     /// gradients computed one after the other, and after the update both replicas hold the
     /// same parameters as the main model.
+    fn flat(v: crate::conformance::Values) -> Vec<f32> {
+        v.into_iter().flat_map(|(_, t)| t).collect()
+    }
+
+    fn flat_grads<M: Module>(model: &M, grads: &GradientsParams) -> Vec<f32> {
+        flat(crate::conformance::param_grads(model, grads))
+    }
+
+    fn flat_params<M: Module>(model: &M) -> Vec<f32> {
+        flat(crate::conformance::params(model))
+    }
+
     #[test]
     fn two_replicas_average_the_shards_gradients_and_stay_equal() {
         use crate::methods::relational::{Relational, RelationalModel};
@@ -305,31 +317,5 @@ mod tests {
         replicas.apply(|_| ModuleLearningRate::from(1e-3f64));
         let replica = replicas.models[0].take().unwrap();
         assert_eq!(flat_params(&model), flat_params(&replica), "replicas equal after the update");
-    }
-
-    fn flat_grads<M: Module>(model: &M, grads: &GradientsParams) -> Vec<f32> {
-        struct V<'a>(&'a GradientsParams, Vec<f32>);
-        impl ModuleVisitor for V<'_> {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                if let Some(g) = self.0.get::<D>(p.id) {
-                    self.1.extend(g.into_data().iter::<f32>());
-                }
-            }
-        }
-        let mut v = V(grads, Vec::new());
-        model.visit(&mut v);
-        v.1
-    }
-
-    fn flat_params<M: Module>(model: &M) -> Vec<f32> {
-        struct V(Vec<f32>);
-        impl ModuleVisitor for V {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                self.0.extend(p.val().into_data().iter::<f32>());
-            }
-        }
-        let mut v = V(Vec::new());
-        model.visit(&mut v);
-        v.0
     }
 }
