@@ -32,6 +32,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use crate::direct3x3;
+
 /// The shape of one convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]`, stride and
 /// symmetric zero padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,6 +301,11 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
     let mut out = vec![0f32; g.n * g.output_len()];
     if g.n == 0 {
+        return out;
+    }
+    if direct3x3::covers(g) {
+        let packed = direct3x3::pack(g, weight);
+        out.par_chunks_mut(g.output_len()).zip(x.par_chunks(g.input_len())).for_each_init(Vec::new, |buf, (o, xi)| direct3x3::forward_image(g, xi, &packed, o, buf));
         return out;
     }
     out.par_chunks_mut(b * g.output_len()).zip(x.par_chunks(b * g.input_len())).for_each_init(

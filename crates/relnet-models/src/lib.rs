@@ -3,6 +3,7 @@
 
 pub mod backbone;
 pub mod conv4;
+mod direct3x3;
 pub mod fastbn;
 pub mod fastconv;
 pub mod fastpool;
