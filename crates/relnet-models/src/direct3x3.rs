@@ -15,6 +15,10 @@
 //! bits on any thread count. Where the CPU lacks AVX2 or FMA, or the shape is not covered
 //! ([`covers`]), the caller keeps im2col + GEMM.
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
 use super::fastconv::Geometry;
 
 /// Output channels per register tile (the last tile of a layer may have fewer: 2 or 4).
@@ -38,7 +42,7 @@ fn cpu_ok() -> bool {
 /// Whether [`forward_image`] handles `g`: a 3x3 kernel, stride 1, padding 1, a width that is a
 /// multiple of 8, an even number of output channels, on a CPU with AVX2 and FMA.
 pub(crate) fn covers(g: &Geometry) -> bool {
-    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w % 8 == 0 && g.w > 0 && g.h > 0 && g.co % 2 == 0 && g.ci > 0 && cpu_ok()
+    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w.is_multiple_of(8) && g.w > 0 && g.h > 0 && g.co.is_multiple_of(2) && g.ci > 0 && cpu_ok()
 }
 
 /// The register tiles' output channels: `R` at a time, the last tile 2 or 4 (`co` is even).
@@ -64,21 +68,43 @@ pub(crate) fn pack(g: &Geometry, weight: &[f32]) -> Vec<f32> {
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border).
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
     let (hp, wp) = (g.h + 2, g.w + 2);
-    buf.clear();
-    buf.resize(g.ci * hp * wp, 0.0);
-    for c in 0..g.ci {
+    if buf.len() != g.ci * hp * wp {
+        buf.clear();
+        buf.resize(g.ci * hp * wp, 0.0);
+    }
+    // Every position is written: the border rows whole, then each inner row's two border
+    // columns and its values (the buffer is reused from image to image, never zeroed whole).
+    for (c, plane) in buf.chunks_exact_mut(hp * wp).enumerate() {
+        plane[..wp].fill(0.0);
+        plane[(hp - 1) * wp..].fill(0.0);
         for y in 0..g.h {
-            let src = &x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
-            let at = (c * hp + y + 1) * wp + 1;
-            buf[at..at + g.w].copy_from_slice(src);
+            let row = &mut plane[(y + 1) * wp..(y + 2) * wp];
+            row[0] = 0.0;
+            row[wp - 1] = 0.0;
+            row[1..wp - 1].copy_from_slice(&x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w]);
         }
     }
 }
 
+/// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, 3, 3]`), padding 1:
+/// `[n, co, h, w]`, one image per rayon task. Only for a `g` that [`covers`] accepts.
+pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(covers(g));
+    assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
+    let packed = pack(g, weight);
+    let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.h * g.w);
+    // The kernel writes every output value, so the output is not zeroed first.
+    let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
+    out.spare_capacity_mut()[..g.n * len_out].par_chunks_mut(len_out).zip(x.par_chunks(len_in)).for_each_init(Vec::new, |buf, (o, xi)| forward_image(g, xi, &packed, o, buf));
+    // SAFETY: the `n` chunks of `len_out` values were all written by `forward_image`.
+    unsafe { out.set_len(g.n * len_out) };
+    out
+}
+
 /// The convolution of one image `x` (`[ci, h, w]`) with the packed weights `packed` ([`pack`]),
-/// into `out` (`[co, h, w]`, overwritten). `buf` is scratch (the bordered image). Only for a `g`
+/// into `out` (`[co, h, w]`, every value written). `buf` is scratch (the bordered image). Only for a `g`
 /// that [`covers`] accepts.
-pub(crate) fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [f32], buf: &mut Vec<f32>) {
+fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit<f32>], buf: &mut Vec<f32>) {
     assert!(covers(g));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.h * g.w);
@@ -88,11 +114,55 @@ pub(crate) fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [
     // SAFETY: `covers` checked AVX2 and FMA at run time; the asserts above and `border` fix the
     // slices' lengths that the kernel's pointer arithmetic relies on (see `tile`).
     unsafe {
-        avx::image(g, buf, packed, out)
+        avx::image(g, buf, packed, out.as_mut_ptr().cast::<f32>())
+    }
+}
+
+/// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 16
+/// output channels and an even number of input channels (so the taps, `ci * 9`, split into
+/// tiles of 6).
+pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
+    covers(g) && g.co.is_multiple_of(16) && g.ci.is_multiple_of(2)
+}
+
+/// Adds one image's share of the weight gradient to `dwt`, which holds `dW` transposed
+/// (`[ci * 9, co]`): `dW[o, k] += sum_p dy[o, p] * x[k at p]`, with `x` the image (`[ci, h, w]`)
+/// and `dy` its output gradient (`[co, h, w]`). `buf` and `dyt` are scratch (the bordered
+/// image and `dy` as `[h*w, co]`). Only for a `g` that [`covers_weight_grad`] accepts.
+///
+/// The kernel is the forward's turned around: a tile of 6 taps by 16 output channels, each
+/// pixel's 16 `dy` values loaded as two vectors, each tap's input value broadcast. Pixels are
+/// taken a band of rows at a time (about 128 pixels: the band's inputs and `dy` stay in L1
+/// while every tile passes over them), and each tile sums the band's pixels in order onto
+/// `dwt`: a fixed order, so the same bits on any thread count.
+pub(crate) fn weight_grad_image(g: &Geometry, x: &[f32], dy: &[f32], dwt: &mut [f32], buf: &mut Vec<f32>, dyt: &mut Vec<f32>) {
+    assert!(covers_weight_grad(g));
+    assert_eq!(x.len(), g.ci * g.h * g.w);
+    assert_eq!(dy.len(), g.co * g.h * g.w);
+    assert_eq!(dwt.len(), g.co * g.ci * 9);
+    border(g, x, buf);
+    let p = g.h * g.w;
+    // Every value is overwritten below: only a new length needs the resize.
+    if dyt.len() != p * g.co {
+        dyt.clear();
+        dyt.resize(p * g.co, 0.0);
+    }
+    for o in 0..g.co {
+        for (i, v) in dy[o * p..(o + 1) * p].iter().enumerate() {
+            dyt[i * g.co + o] = *v;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `covers` checked AVX2 and FMA at run time; the asserts above, `border` and the
+    // resize of `dyt` fix the lengths the kernel relies on (see `avx::grad_tile`).
+    unsafe {
+        avx::weight_grad(g, buf, dyt, dwt)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
+// The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
+#[allow(clippy::needless_range_loop)]
 mod avx {
     use std::arch::x86_64::*;
 
@@ -101,7 +171,7 @@ mod avx {
     /// Every tile of one image. Pixel runs outer (a run's inputs stay in L1 across the output
     /// channel tiles), output channel tiles inner.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn image(g: &Geometry, buf: &[f32], packed: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn image(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
         let p = g.h * g.w;
         let runs = p / 8;
         let mut first = 0;
@@ -132,7 +202,7 @@ mod avx {
     /// `y + ky <= h + 1`, columns `x + kx .. x + kx + 8 <= w + 2`: inside `buf`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn tile<const RR: usize, const N: usize>(g: &Geometry, buf: &[f32], packed: &[f32], out: &mut [f32], co: usize, first: usize) {
+    unsafe fn tile<const RR: usize, const N: usize>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32, co: usize, first: usize) {
         let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
         let taps = g.ci * 9;
         // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
@@ -166,11 +236,75 @@ mod avx {
                 }
             }
         }
-        let o = out.as_mut_ptr();
+        let o = out;
         for r in 0..RR {
             let row = (co + r) * g.h * g.w;
             for i in 0..N {
                 unsafe { _mm256_storeu_ps(o.add(row + dst[i]), acc[r][i]) };
+            }
+        }
+    }
+
+    /// Taps per weight-gradient tile.
+    const TAPS: usize = 6;
+
+    /// Every weight-gradient tile of one image, band of rows by band of rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_grad(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+        let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
+        // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
+        let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
+        let band = (128 / g.w).max(1);
+        let mut y0 = 0;
+        while y0 < g.h {
+            let y1 = (y0 + band).min(g.h);
+            for k in (0..g.ci * 9).step_by(TAPS) {
+                for o in (0..g.co).step_by(16) {
+                    // SAFETY: forwarded from the caller; `k + TAPS <= ci * 9`, `o + 16 <= co`.
+                    unsafe { grad_tile(g, buf, dyt, dwt, &offs[k..k + TAPS], k, o, y0, y1) };
+                }
+            }
+            y0 = y1;
+        }
+    }
+
+    /// `dwt[k + t][o .. o + 16] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + 16]`.
+    ///
+    /// SAFETY: AVX2 and FMA present; `buf` is the bordered image, `dyt` is `h * w * co`, `dwt`
+    /// is `ci * 9 * co`, `k + TAPS <= ci * 9`, `o + 16 <= co`, `y1 <= h`. Output pixel (y, x)
+    /// with the tap at `offs[t]` (channel c, row ky, column kx) reads bordered position
+    /// `c * plane + (y + ky) * wp + x + kx`: inside `buf`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn grad_tile(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32], offs: &[usize], k: usize, o: usize, y0: usize, y1: usize) {
+        let wp = g.w + 2;
+        let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 2]; TAPS];
+        for t in 0..TAPS {
+            for v in 0..2 {
+                acc[t][v] = unsafe { _mm256_loadu_ps(dw.add((k + t) * g.co + o + 8 * v)) };
+            }
+        }
+        let mut at = [0usize; TAPS];
+        at.copy_from_slice(offs);
+        for y in y0..y1 {
+            let row = unsafe { b.add(y * wp) };
+            let mut dp = unsafe { d.add(y * g.w * g.co + o) };
+            for x in 0..g.w {
+                let d0 = unsafe { _mm256_loadu_ps(dp) };
+                let d1 = unsafe { _mm256_loadu_ps(dp.add(8)) };
+                for t in 0..TAPS {
+                    let v = unsafe { _mm256_broadcast_ss(&*row.add(at[t] + x)) };
+                    acc[t][0] = _mm256_fmadd_ps(v, d0, acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(v, d1, acc[t][1]);
+                }
+                dp = unsafe { dp.add(g.co) };
+            }
+        }
+        for t in 0..TAPS {
+            for v in 0..2 {
+                unsafe { _mm256_storeu_ps(dw.add((k + t) * g.co + o + 8 * v), acc[t][v]) };
             }
         }
     }
@@ -217,14 +351,66 @@ mod tests {
             assert!(covers(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let wt: Vec<f32> = (0..co * ci * 9).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
-            let mut out = vec![f32::NAN; co * h * w];
-            forward_image(&g, &x, &pack(&g, &wt), &mut out, &mut Vec::new());
-            let want = naive(&g, &x, &wt);
+            // Two images: the second the first negated.
+            let g = Geometry { n: 2, ..g };
+            let x2: Vec<f32> = x.iter().copied().chain(x.iter().map(|v| -v)).collect();
+            let out = forward(&g, &x2, &wt);
+            let mut want = naive(&g, &x, &wt);
+            want.extend(want.clone().iter().map(|v| -v));
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                 // FMA rounds once per multiply-add where the definition rounds twice.
                 assert!((a - b).abs() <= 1e-5 * scale, "{g:?} at {i}: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_equals_the_definition() {
+        if !cpu_ok() {
+            eprintln!("SKIP: this CPU lacks AVX2 or FMA; the direct kernel is never used here");
+            return;
+        }
+        for (ci, h, w, co) in [(16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (2, 3, 8, 16), (4, 5, 24, 48), (2, 40, 8, 16)] {
+            let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+            assert!(covers_weight_grad(&g));
+            let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let dy: Vec<f32> = (0..co * h * w).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
+            // Two images summed onto a start that is not zero.
+            let start: Vec<f32> = (0..co * ci * 9).map(|i| (i % 7) as f32).collect();
+            let mut dwt = start.clone();
+            let (mut buf, mut dyt) = (Vec::new(), Vec::new());
+            weight_grad_image(&g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+            weight_grad_image(&g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+            let mut scale = 0f32;
+            let mut want = start.clone();
+            for o in 0..co {
+                for c in 0..ci {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let mut s = 0f64;
+                            for y in 0..h {
+                                for xx in 0..w {
+                                    let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        s += (dy[(o * h + y) * w + xx] * x[(c * h + iy as usize) * w + ix as usize]) as f64;
+                                    }
+                                }
+                            }
+                            let k = (c * 3 + ky) * 3 + kx;
+                            want[k * co + o] += 2.0 * s as f32;
+                            scale = scale.max((2.0 * s).abs() as f32);
+                        }
+                    }
+                }
+            }
+            for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{g:?} at {i}: {a} vs {b}");
+            }
+        }
+        let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        for bad in [Geometry { co: 8, ..g }, Geometry { ci: 3, ..g }, Geometry { w: 4, ..g }] {
+            assert!(!covers_weight_grad(&bad), "{bad:?}");
         }
     }
 

@@ -299,13 +299,11 @@ fn patches(g: &Geometry, x: &[f32], b: usize, col: &mut Vec<f32>) -> usize {
 /// `[n, co, oh, ow]`, row-major.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
+    if direct3x3::covers(g) {
+        return direct3x3::forward(g, x, weight);
+    }
     let mut out = vec![0f32; g.n * g.output_len()];
     if g.n == 0 {
-        return out;
-    }
-    if direct3x3::covers(g) {
-        let packed = direct3x3::pack(g, weight);
-        out.par_chunks_mut(g.output_len()).zip(x.par_chunks(g.input_len())).for_each_init(Vec::new, |buf, (o, xi)| direct3x3::forward_image(g, xi, &packed, o, buf));
         return out;
     }
     out.par_chunks_mut(b * g.output_len()).zip(x.par_chunks(b * g.input_len())).for_each_init(
@@ -356,7 +354,15 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
             wide
         };
         let mut dw = Vec::new();
-        if want_w {
+        if want_w && direct3x3::covers_weight_grad(g) {
+            // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol` lend
+            // their buffers as scratch).
+            dw = vec![0f32; g.co * rows];
+            for j in 0..b {
+                let (xi, dyi) = (&xc[j * g.input_len()..(j + 1) * g.input_len()], &dyc[j * g.output_len()..(j + 1) * g.output_len()]);
+                direct3x3::weight_grad_image(g, xi, dyi, &mut dw, col, dcol);
+            }
+        } else if want_w {
             let ld = patches(g, xc, b, col);
             // dW (co x rows) = dY (co x bP) * patches^T (bP x rows), stored column-major
             // (as dW^T, `[rows, co]`), transposed back when the chunks are summed.
