@@ -118,11 +118,10 @@ fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit
     }
 }
 
-/// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 16
-/// output channels and an even number of input channels (so the taps, `ci * 9`, split into
-/// tiles of 6).
+/// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 8
+/// output channels.
 pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
-    covers(g) && g.co.is_multiple_of(16) && g.ci.is_multiple_of(2)
+    covers(g) && g.co.is_multiple_of(8)
 }
 
 /// Adds one image's share of the weight gradient to `dwt`, which holds `dW` transposed
@@ -131,7 +130,8 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// image and `dy` as `[h*w, co]`). Only for a `g` that [`covers_weight_grad`] accepts.
 ///
 /// The kernel is the forward's turned around: a tile of 6 taps by 16 output channels, each
-/// pixel's 16 `dy` values loaded as two vectors, each tap's input value broadcast. Pixels are
+/// pixel's 16 `dy` values loaded as two vectors, each tap's input value broadcast (a layer's
+/// last tiles may have 3 taps, or 8 channels). Pixels are
 /// taken a band of rows at a time (about 128 pixels: the band's inputs and `dy` stay in L1
 /// while every tile passes over them), and each tile sums the band's pixels in order onto
 /// `dwt`: a fixed order, so the same bits on any thread count.
@@ -245,7 +245,7 @@ mod avx {
         }
     }
 
-    /// Taps per weight-gradient tile.
+    /// Taps per weight-gradient tile (the last may have 3: `ci * 9` is a multiple of 3).
     const TAPS: usize = 6;
 
     /// Every weight-gradient tile of one image, band of rows by band of rows.
@@ -259,51 +259,63 @@ mod avx {
         while y0 < g.h {
             let y1 = (y0 + band).min(g.h);
             for k in (0..g.ci * 9).step_by(TAPS) {
+                let taps = (g.ci * 9 - k).min(TAPS);
                 for o in (0..g.co).step_by(16) {
-                    // SAFETY: forwarded from the caller; `k + TAPS <= ci * 9`, `o + 16 <= co`.
-                    unsafe { grad_tile(g, buf, dyt, dwt, &offs[k..k + TAPS], k, o, y0, y1) };
+                    let offs = &offs[k..k + taps];
+                    // SAFETY: forwarded from the caller; `k + T <= ci * 9`, `o + 8 * V <= co`.
+                    unsafe {
+                        match (taps, g.co - o >= 16) {
+                            (TAPS, true) => grad_tile::<TAPS, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (TAPS, false) => grad_tile::<TAPS, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (_, true) => grad_tile::<3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (_, false) => grad_tile::<3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        }
+                    }
                 }
             }
             y0 = y1;
         }
     }
 
-    /// `dwt[k + t][o .. o + 16] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + 16]`.
+    /// `dwt[k + t][o .. o + 8V] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + 8V]`, for `t < T`.
     ///
     /// SAFETY: AVX2 and FMA present; `buf` is the bordered image, `dyt` is `h * w * co`, `dwt`
-    /// is `ci * 9 * co`, `k + TAPS <= ci * 9`, `o + 16 <= co`, `y1 <= h`. Output pixel (y, x)
+    /// is `ci * 9 * co`, `offs.len() == T`, `k + T <= ci * 9`, `o + 8 * V <= co`, `y1 <= h`. Output pixel (y, x)
     /// with the tap at `offs[t]` (channel c, row ky, column kx) reads bordered position
     /// `c * plane + (y + ky) * wp + x + kx`: inside `buf`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn grad_tile(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32], offs: &[usize], k: usize, o: usize, y0: usize, y1: usize) {
+    unsafe fn grad_tile<const T: usize, const V: usize>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32], offs: &[usize], k: usize, o: usize, y0: usize, y1: usize) {
         let wp = g.w + 2;
         let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
-        let mut acc = [[_mm256_setzero_ps(); 2]; TAPS];
-        for t in 0..TAPS {
-            for v in 0..2 {
+        let mut acc = [[_mm256_setzero_ps(); V]; T];
+        for t in 0..T {
+            for v in 0..V {
                 acc[t][v] = unsafe { _mm256_loadu_ps(dw.add((k + t) * g.co + o + 8 * v)) };
             }
         }
-        let mut at = [0usize; TAPS];
+        let mut at = [0usize; T];
         at.copy_from_slice(offs);
         for y in y0..y1 {
             let row = unsafe { b.add(y * wp) };
             let mut dp = unsafe { d.add(y * g.w * g.co + o) };
             for x in 0..g.w {
-                let d0 = unsafe { _mm256_loadu_ps(dp) };
-                let d1 = unsafe { _mm256_loadu_ps(dp.add(8)) };
-                for t in 0..TAPS {
-                    let v = unsafe { _mm256_broadcast_ss(&*row.add(at[t] + x)) };
-                    acc[t][0] = _mm256_fmadd_ps(v, d0, acc[t][0]);
-                    acc[t][1] = _mm256_fmadd_ps(v, d1, acc[t][1]);
+                let mut d = [_mm256_setzero_ps(); V];
+                for v in 0..V {
+                    d[v] = unsafe { _mm256_loadu_ps(dp.add(8 * v)) };
+                }
+                for t in 0..T {
+                    let b = unsafe { _mm256_broadcast_ss(&*row.add(at[t] + x)) };
+                    for v in 0..V {
+                        acc[t][v] = _mm256_fmadd_ps(b, d[v], acc[t][v]);
+                    }
                 }
                 dp = unsafe { dp.add(g.co) };
             }
         }
-        for t in 0..TAPS {
-            for v in 0..2 {
+        for t in 0..T {
+            for v in 0..V {
                 unsafe { _mm256_storeu_ps(dw.add((k + t) * g.co + o + 8 * v), acc[t][v]) };
             }
         }
@@ -371,7 +383,7 @@ mod tests {
             eprintln!("SKIP: this CPU lacks AVX2 or FMA; the direct kernel is never used here");
             return;
         }
-        for (ci, h, w, co) in [(16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (2, 3, 8, 16), (4, 5, 24, 48), (2, 40, 8, 16)] {
+        for (ci, h, w, co) in [(16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (3, 32, 32, 16), (3, 32, 32, 8), (8, 16, 16, 16), (2, 3, 8, 16), (4, 5, 24, 48), (2, 40, 8, 16), (5, 8, 8, 24)] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
             assert!(covers_weight_grad(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
@@ -409,7 +421,7 @@ mod tests {
             }
         }
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        for bad in [Geometry { co: 8, ..g }, Geometry { ci: 3, ..g }, Geometry { w: 4, ..g }] {
+        for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
         }
     }

@@ -23,7 +23,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::fastconv::{enabled, on_flex, values};
+use crate::fastconv::{enabled, on_flex, par_filled, values};
 
 /// Per channel `c` of `x` (`[n, channels, plane]`): `f(c, the channel's n planes)` in parallel.
 fn per_channel<T: Send>(x: &[f32], n: usize, channels: usize, plane: usize, f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync) -> Vec<T> {
@@ -81,16 +81,16 @@ fn affine(channels: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32
 pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> Vec<f32> {
     let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).for_each(|(yi, xi)| {
+    let len = channels * plane;
+    par_filled(x.len(), len, |i, yi| {
+        let xi = &x[i * len..(i + 1) * len];
         for c in 0..channels {
             let (a, b) = (scale[c], shift[c]);
             for (o, &v) in yi[c * plane..(c + 1) * plane].iter_mut().zip(&xi[c * plane..(c + 1) * plane]) {
-                *o = (v * a + b).max(floor);
+                o.write((v * a + b).max(floor));
             }
         }
-    });
-    y
+    })
 }
 
 /// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
@@ -98,17 +98,17 @@ pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[
 #[allow(clippy::too_many_arguments)]
 fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
     let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).zip(dy.par_chunks(channels * plane)).for_each(|((o, xi), di)| {
+    let len = channels * plane;
+    par_filled(x.len(), len, |i, o| {
+        let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
         for c in 0..channels {
             let (a, b) = (scale[c], shift[c]);
             let r = c * plane..(c + 1) * plane;
             for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
-                *o = if v * a + b > 0.0 { g } else { 0.0 };
+                o.write(if v * a + b > 0.0 { g } else { 0.0 });
             }
         }
-    });
-    out
+    })
 }
 
 /// The gradients of the training-mode batch norm for `dy`: `(dx, dgamma, dbeta)`.
@@ -137,14 +137,15 @@ pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, 
             (k as f32, (sums[c].0 / count) as f32, (sums[c].1 / count) as f32, inv_std[c] as f32)
         })
         .collect();
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(channels * plane).zip(x.par_chunks(channels * plane)).zip(dy.par_chunks(channels * plane)).for_each(|((o, xi), di)| {
+    let len = channels * plane;
+    let dx = par_filled(x.len(), len, |i, o| {
+        let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
         for c in 0..channels {
             let (k, md, mdx, is) = coef[c];
             let m = mean[c];
             let r = c * plane..(c + 1) * plane;
             for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
-                *o = k * (g - md - (v - m) * is * mdx);
+                o.write(k * (g - md - (v - m) * is * mdx));
             }
         }
     });
@@ -254,10 +255,10 @@ pub trait FastAddRelu: Backend {
 
 fn flex_add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     let ((shape, av), (_, bv)) = (values(a), values(b));
-    let mut y = vec![0f32; av.len()];
-    y.par_chunks_mut(1 << 14).zip(av.par_chunks(1 << 14)).zip(bv.par_chunks(1 << 14)).for_each(|((y, a), b)| {
-        for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-            *o = (u + v).max(0.0);
+    const CHUNK: usize = 1 << 14;
+    let y = par_filled(av.len(), CHUNK, |i, y| {
+        for ((o, &u), &v) in y.iter_mut().zip(&av[i * CHUNK..]).zip(&bv[i * CHUNK..]) {
+            o.write((u + v).max(0.0));
         }
     });
     FlexTensor::from_data(TensorData::new(y, shape))
@@ -280,10 +281,10 @@ impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
                 let [node_a, node_b] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
                 let ((shape, yv), (_, dv)) = (values(&ops.state), values(&dy));
-                let mut dx = vec![0f32; yv.len()];
-                dx.par_chunks_mut(1 << 14).zip(yv.par_chunks(1 << 14)).zip(dv.par_chunks(1 << 14)).for_each(|((o, y), d)| {
-                    for ((o, &y), &d) in o.iter_mut().zip(y).zip(d) {
-                        *o = if y > 0.0 { d } else { 0.0 };
+                const CHUNK: usize = 1 << 14;
+                let dx = par_filled(yv.len(), CHUNK, |i, o| {
+                    for ((o, &y), &d) in o.iter_mut().zip(&yv[i * CHUNK..]).zip(&dv[i * CHUNK..]) {
+                        o.write(if y > 0.0 { d } else { 0.0 });
                     }
                 });
                 let dx = FlexTensor::from_data(TensorData::new(dx, shape));

@@ -207,6 +207,18 @@ fn col2im_add(g: &Geometry, col: &[f32], ld: usize, dx: &mut [f32]) {
     }
 }
 
+/// A vector of `len` values made chunk by chunk on rayon's pool, without zeroing it first:
+/// `fill(i, chunk)` gets the `i`-th run of `chunk` values (the last may be shorter) and must
+/// write every one of them (`MaybeUninit::write`). For outputs that a pass overwrites whole,
+/// where `vec![0.0; len]` would cost a memset of the same size.
+pub(crate) fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, c)| fill(i, c));
+    // SAFETY: every chunk of the `len` values was written by `fill`, as its contract requires.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `dst (m x n, row-major) (+)= a (m x k) * b (k x n)`, with `a` and `b` addressed by (row
 /// stride, column stride), on the calling thread.
 #[allow(clippy::too_many_arguments)]
