@@ -45,9 +45,21 @@ pub(crate) fn covers(g: &Geometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w.is_multiple_of(8) && g.w > 0 && g.h > 0 && g.co.is_multiple_of(2) && g.ci > 0 && cpu_ok()
 }
 
-/// The register tiles' output channels: `R` at a time, the last tile 2 or 4 (`co` is even).
+/// The register tiles' output channels, as (first, count): `R` at a time, the last tile 2 or
+/// 4 (`co` is even), except that a tail of 2 after a full tile becomes two tiles of 4 (a tile
+/// of 2 has only four accumulators, too few to keep both FMA units busy).
 fn tiles(co: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..co).step_by(R).map(move |first| (first, (co - first).min(R)))
+    let split = co % R == 2 && co > R;
+    let full = if split { co / R - 1 } else { co / R };
+    let tail: &[usize] = if split { &[4, 4] } else if co % R == 4 { &[4] } else if co % R == 2 { &[2] } else { &[] };
+    let mut counts: Vec<usize> = std::iter::repeat_n(R, full).chain(tail.iter().copied()).collect();
+    counts.retain(|&c| c > 0);
+    let mut first = 0;
+    counts.into_iter().map(move |c| {
+        let t = (first, c);
+        first += c;
+        t
+    })
 }
 
 /// `[co, ci, 3, 3]` packed tile by tile ([`tiles`]), a tile of `rows` channels from channel
@@ -358,7 +370,7 @@ mod tests {
         }
         // (ci, side, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
         // 8, 24 (a tail of one and two runs) and 40.
-        for (ci, h, w, co) in [(3, 32, 32, 16), (16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (8, 16, 16, 16), (5, 3, 8, 4), (2, 7, 24, 8), (1, 1, 40, 12), (3, 8, 8, 2), (4, 8, 16, 10)] {
+        for (ci, h, w, co) in [(3, 32, 32, 16), (16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (8, 16, 16, 16), (5, 3, 8, 4), (2, 7, 24, 8), (1, 1, 40, 12), (3, 8, 8, 2), (4, 8, 16, 10), (3, 32, 32, 8), (8, 16, 16, 14)] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
             assert!(covers(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
@@ -423,6 +435,22 @@ mod tests {
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tiles_cover_the_channels_once() {
+        for co in (2..=130).step_by(2) {
+            let t: Vec<(usize, usize)> = tiles(co).collect();
+            let mut next = 0;
+            for &(first, count) in &t {
+                assert_eq!(first, next, "co {co}: {t:?}");
+                assert!(matches!(count, 2 | 4 | 6), "co {co}: {t:?}");
+                next += count;
+            }
+            assert_eq!(next, co, "co {co}: {t:?}");
+            // A tile of 2 only where the layer has 2 channels.
+            assert!(co == 2 || t.iter().all(|&(_, c)| c > 2), "co {co}: {t:?}");
         }
     }
 

@@ -26,6 +26,20 @@ use crate::fastconv::{enabled, on_flex, par_filled, values};
 pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<f32> {
     let (oh, ow) = (h / kh, w / kw);
     let scale = 1.0 / (kh * kw) as f32;
+    if kh == 2 && kw == 2 && oh * ow > 0 {
+        // Conv-4's pools: each output the sum of its two row pairs, in the order the general
+        // loop below adds them, written once (the general loop's per-block sums do not
+        // vectorise; this form does).
+        return par_filled(planes * oh * ow, oh * ow, |i, yp| {
+            let xp = &x[i * h * w..(i + 1) * h * w];
+            for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
+                let (a, b) = (&xp[2 * oy * w..2 * oy * w + 2 * ow], &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow]);
+                for (ox, o) in out.iter_mut().enumerate() {
+                    o.write(((a[2 * ox] + a[2 * ox + 1]) + (b[2 * ox] + b[2 * ox + 1])) * scale);
+                }
+            }
+        });
+    }
     let mut y = vec![0f32; planes * oh * ow];
     if oh * ow == 0 {
         return y;
@@ -60,8 +74,15 @@ pub fn backward(dy: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: us
                 let d = &dp[oy * ow..(oy + 1) * ow];
                 for ky in 0..kh {
                     let row = &mut xp[(oy * kh + ky) * w..(oy * kh + ky + 1) * w];
-                    for (block, &g) in row.chunks_exact_mut(kw).zip(d) {
-                        block.fill(std::mem::MaybeUninit::new(g * scale));
+                        if kw == 2 {
+                        for (ox, &g) in d.iter().enumerate() {
+                            row[2 * ox].write(g * scale);
+                            row[2 * ox + 1].write(g * scale);
+                        }
+                    } else {
+                        for (block, &g) in row.chunks_exact_mut(kw).zip(d) {
+                            block.fill(std::mem::MaybeUninit::new(g * scale));
+                        }
                     }
                 }
             }
