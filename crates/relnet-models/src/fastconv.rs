@@ -14,6 +14,11 @@
 //! the flipped kernel, and otherwise `W^T * dY` added back through col2im. Chunks are spread
 //! over rayon's pool; each GEMM runs on one thread.
 //!
+//! The 3x3, stride-1, padding-1 convolutions of maps whose width is a multiple of 8 (the
+//! backbones' main ones) skip the patch matrix altogether on CPUs with AVX2 and FMA: forward,
+//! input gradient and weight gradient go through the register-tiled kernels of `direct3x3.rs`
+//! (`RELNET_DIRECT_CONV=off` keeps im2col + GEMM for them too).
+//!
 //! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
 
 use std::sync::OnceLock;
