@@ -1,19 +1,22 @@
 //! A direct 3x3, stride-1, padding-1 convolution for NCHW f32 on AVX2 + FMA: no patch matrix.
 //!
-//! Each image is copied once into a zero-bordered buffer (`[ci, h+2, w+2]`); then a register
+//! Each image is copied once into a zero-bordered buffer (`[ci, h+2, w+2]`). Forward, a register
 //! tile of [`R`] output channels by [`S`] runs of 8 output pixels (6 x 2: twelve 8-float
-//! accumulators, and room in the 16 registers for the two runs and one weight) walks the `ci * 9` taps, loading each run of 8 input pixels straight from the
-//! bordered image (an unaligned load, no edge tests: the border is the padding) and
-//! broadcasting each tap's weight. The weights are packed once per call tile by tile, each tile
-//! as `[ci*9][rows]`, so a tile reads them in order. A run of 8 never crosses an output row because the width is a
-//! multiple of 8, so a run's 8 inputs are contiguous for every tap.
+//! accumulators, with room in the 16 registers for the two runs and one weight) walks the
+//! `ci * 9` taps, loading each run of 8 input pixels straight from the bordered image (an
+//! unaligned load, no edge tests: the border is the padding) and broadcasting each tap's weight.
+//! The weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile
+//! reads them in order. The width is a multiple of 8, so a run never crosses an output row and
+//! its 8 inputs are contiguous for every tap. The input gradient of a stride-1 convolution is
+//! this same kernel on the flipped, transposed weights (`fastconv::backward`). The weight
+//! gradient ([`weight_grad_image`]) turns the tile around: 6 taps by 16 output channels.
 //!
 //! This replaces im2col + GEMM (the patch matrix is 9x the input, and building it was 16% of
 //! ResNet-32's step) for the convolutions of the CIFAR ResNets' stages and Conv-4's first three
-//! blocks, forward and (through the flipped kernel) the input gradient. Each output value is
-//! summed over channels, then rows, then columns of the kernel, in that fixed order: the same
-//! bits on any thread count. Where the CPU lacks AVX2 or FMA, or the shape is not covered
-//! ([`covers`]), the caller keeps im2col + GEMM.
+//! blocks. Each output value is summed over channels, then rows, then columns of the kernel, in
+//! that fixed order: the same bits on any thread count. Where the CPU lacks AVX2 or FMA, where
+//! `RELNET_DIRECT_CONV=off`, or where the shape is not covered ([`covers`]), the caller keeps
+//! im2col + GEMM.
 
 use std::mem::MaybeUninit;
 
@@ -42,7 +45,7 @@ fn cpu_ok() -> bool {
 /// Whether [`forward_image`] handles `g`: a 3x3 kernel, stride 1, padding 1, a width that is a
 /// multiple of 8, an even number of output channels, on a CPU with AVX2 and FMA.
 pub(crate) fn covers(g: &Geometry) -> bool {
-    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w.is_multiple_of(8) && g.w > 0 && g.h > 0 && g.co.is_multiple_of(2) && g.ci > 0 && cpu_ok()
+    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w.is_multiple_of(8) && g.w > 0 && g.h > 0 && g.co > 0 && g.co.is_multiple_of(2) && g.ci > 0 && cpu_ok()
 }
 
 /// The register tiles' output channels, as (first, count): `R` at a time, the last tile 2 or
@@ -114,8 +117,8 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 }
 
 /// The convolution of one image `x` (`[ci, h, w]`) with the packed weights `packed` ([`pack`]),
-/// into `out` (`[co, h, w]`, every value written). `buf` is scratch (the bordered image). Only for a `g`
-/// that [`covers`] accepts.
+/// into `out` (`[co, h, w]`, every value written). `buf` is scratch (the bordered image). Only
+/// for a `g` that [`covers`] accepts.
 fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit<f32>], buf: &mut Vec<f32>) {
     assert!(covers(g));
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -143,10 +146,10 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 ///
 /// The kernel is the forward's turned around: a tile of 6 taps by 16 output channels, each
 /// pixel's 16 `dy` values loaded as two vectors, each tap's input value broadcast (a layer's
-/// last tiles may have 3 taps, or 8 channels). Pixels are
-/// taken a band of rows at a time (about 128 pixels: the band's inputs and `dy` stay in L1
-/// while every tile passes over them), and each tile sums the band's pixels in order onto
-/// `dwt`: a fixed order, so the same bits on any thread count.
+/// last tiles may have 3 taps, or 8 channels). Pixels are taken a band of rows at a time
+/// (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over them),
+/// and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same bits on
+/// any thread count.
 pub(crate) fn weight_grad_image(g: &Geometry, x: &[f32], dy: &[f32], dwt: &mut [f32], buf: &mut Vec<f32>, dyt: &mut Vec<f32>) {
     assert!(covers_weight_grad(g));
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -186,10 +189,11 @@ mod avx {
     pub(super) unsafe fn image(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
         let p = g.h * g.w;
         let runs = p / 8;
+        let tiles: Vec<(usize, usize)> = tiles(g.co).collect();
         let mut first = 0;
         while first < runs {
             let s = (runs - first).min(S);
-            for (co, rows) in tiles(g.co) {
+            for &(co, rows) in &tiles {
                 // SAFETY: forwarded from the caller; `first + s <= runs`, `co + rows <= g.co`.
                 unsafe {
                     match (rows, s) {
@@ -457,7 +461,7 @@ mod tests {
     #[test]
     fn declines_what_it_does_not_cover() {
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        for bad in [Geometry { w: 4, ..g }, Geometry { co: 7, ..g }, Geometry { sh: 2, ..g }, Geometry { ph: 0, ..g }, Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g }] {
+        for bad in [Geometry { w: 4, ..g }, Geometry { co: 7, ..g }, Geometry { co: 0, ..g }, Geometry { sh: 2, ..g }, Geometry { ph: 0, ..g }, Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g }] {
             assert!(!covers(&bad), "{bad:?}");
         }
     }
