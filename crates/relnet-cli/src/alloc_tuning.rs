@@ -16,7 +16,9 @@
 pub fn tune_for_tensors() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        // SAFETY: mallopt only changes allocator parameters; called before any worker thread.
+        // SAFETY: glibc's `mallopt` takes no pointers and accepts any parameter and value (it
+        // returns 0 for ones it rejects); it only changes malloc's tuning, under malloc's own
+        // lock. `main` calls this first, before any other thread allocates.
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0);
             libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use relnet_core::config::{self, ConfigError, RunConfig, check_range};
-use relnet_core::data::registry::{self, NAMES, Normalization};
+use relnet_core::data::registry::{self, Normalization};
 use relnet_core::data::{DataRoot, Split, download, folder};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +37,7 @@ pub fn run(cmd: DataCommand, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
 
 fn list(root: &DataRoot, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "data root: {}", root.path().display())?;
-    for name in NAMES.iter().filter(|n| !n.starts_with("folder:")) {
+    for name in registry::names().iter().filter(|n| !n.starts_with("folder:")) {
         let info = registry::lookup(name)?;
         let status = match info.locate(root) {
             Ok(_) if matches!(info.source, registry::Source::Generated) => "built in".to_string(),

@@ -35,6 +35,13 @@ where
     match cli::dispatch(cli, out, err) {
         Ok(()) => 0,
         Err(e) => {
+            // A subcommand that parses its own flags (`pretrain`: one method's at a time).
+            if let Some(e) = e.downcast_ref::<clap::Error>() {
+                let code = if e.use_stderr() { 2 } else { 0 };
+                let text = e.render().ansi().to_string();
+                let _ = if code == 0 { write!(out, "{text}") } else { write!(err, "{text}") };
+                return code;
+            }
             let _ = writeln!(err, "error: {e:#}");
             e.downcast_ref::<train_cmd::CliError>().map_or(1, |c| train_cmd::exit_code(&c.0))
         }

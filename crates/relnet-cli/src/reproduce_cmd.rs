@@ -161,7 +161,7 @@ fn dry_run(grid: &Grid, a: &ReproduceArgs, cells: &[Cell], env: &Env, out: &mut 
         total += est.unwrap_or(0.0);
         let mut missing: Vec<&str> = Vec::new();
         for d in std::iter::once(c.dataset.as_str()).chain(c.evals.iter().map(|e| e.dataset.as_str())) {
-            let present = d == "synthetic" || lookup(d).map(|info| info.locate(&root).is_ok()).unwrap_or(false);
+            let present = lookup(d).is_ok_and(|info| info.locate(&root).is_ok());
             if !present && !missing.contains(&d) {
                 missing.push(d);
                 absent.insert(d.to_string());

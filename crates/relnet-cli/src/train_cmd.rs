@@ -4,6 +4,7 @@
 //! (`PretrainConfig` and every method's options, `EvalConfig` and every evaluator's options),
 //! and the flags given are laid over `--config FILE` by config key, with no hand-kept list.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgMatches, Args, FromArgMatches};
 use relnet_core::config::{self, given};
-use relnet_core::methods::MethodConfig;
-use relnet_core::pretrain::{MonitorSpec, Outcome, PretrainConfig, Reporter, Tick, pretrain};
+use relnet_core::methods::{MethodConfig, MethodEntry};
+use relnet_core::pretrain::{Outcome, PretrainConfig, Reporter, Tick};
 use relnet_core::Error;
-use relnet_eval::knn::KnnMonitor;
-use relnet_eval::{EvalConfig, EvaluatorConfig, evaluate};
+use relnet_eval::{EvalConfig, evaluate};
 
 /// A library error as the user reads it: with the flag that fixes it where there is one.
 pub fn explain(e: &Error) -> String {
@@ -111,95 +111,129 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
-/// `relnet pretrain`: the run's flags (from `PretrainConfig`), `--method` and every method's
-/// flags (from the method registry), `--config`, `--resume`.
+/// `relnet pretrain`: the run's flags (from `PretrainConfig`), `--method`, `--config`,
+/// `--resume`, and the flags of the run's method (from its options struct).
+///
+/// A command holds one method's flags at a time, so two methods may have flags of the same name:
+/// the words after `pretrain` are kept as given, the method is found first (`--method`, else the
+/// config file's `[method] kind`, else relational), and they are parsed by [`pretrain_command`]
+/// for that method.
 #[derive(Debug)]
-pub struct PretrainArgs(ArgMatches);
+pub struct PretrainArgs(Vec<OsString>);
 
 impl FromArgMatches for PretrainArgs {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
-        Ok(PretrainArgs(m.clone()))
+        Ok(PretrainArgs(m.get_many::<OsString>("args").map(|v| v.cloned().collect()).unwrap_or_default()))
     }
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        self.0 = m.clone();
+        *self = Self::from_arg_matches(m)?;
         Ok(())
     }
 }
 
 impl Args for PretrainArgs {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        let cmd = cmd
-            .arg(clap::Arg::new("config").long("config").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
-                "TOML file with any run key below and a [method] table (kind = \"relational\" and the method's keys); flags override it. Written resolved to <out>/config.toml",
-            ))
-            .arg(
-                clap::Arg::new("method")
-                    .long("method")
-                    .value_parser(clap::builder::PossibleValuesParser::new(MethodConfig::NAMES))
-                    .help("Pretraining method (default relational); each method's options are listed below under its name"),
-            )
-            .arg(clap::Arg::new("resume").long("resume").action(clap::ArgAction::SetTrue).help("Continue the run in --out from its last checkpoint"));
-        MethodConfig::augment_args(PretrainConfig::augment_args(cmd))
+        cmd.disable_help_flag(true).arg(
+            clap::Arg::new("args")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .value_parser(clap::value_parser!(OsString))
+                .help("Run `relnet pretrain --help` (with `--method NAME` for that method's options)"),
+        )
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
     }
 }
 
-/// The flags of a run as a TOML table of overrides, with the method's flags in `[method]`.
-/// Without `--method`, the method is the config file's (or the default): `file_kind` names it,
-/// and a flag of another method is refused rather than switching methods.
-fn pretrain_overrides(m: &ArgMatches, file_kind: &str) -> Result<toml::Table, config::ConfigError> {
-    let run = PretrainConfig::from_arg_matches(m).map_err(|e| config::ConfigError::key("flags", e.to_string()))?;
-    let mut table = given(&run, m);
-    let chosen = m.get_one::<String>("method").cloned();
-    let kind = chosen.clone().unwrap_or_else(|| file_kind.to_string());
-    let mut method = toml::Table::new();
-    if chosen.is_some() {
-        method.insert("kind".into(), kind.clone().into());
-    }
-    for (name, flags) in MethodConfig::given(m) {
-        if name != kind {
-            let keys: Vec<String> = flags.keys().map(|k| format!("--{}", k.replace('_', "-"))).collect();
-            return Err(config::ConfigError::key(
-                flags.keys().next().map(String::as_str).unwrap_or("method"),
-                format!("{} is an option of the {name} method; this run's method is {kind}", keys.join(", ")),
-            ));
+/// The value of `--name VALUE` or `--name=VALUE` in `args`.
+fn raw_value(args: &[OsString], name: &str) -> Option<String> {
+    let flag = format!("--{name}");
+    let mut it = args.iter().map(|a| a.to_string_lossy().to_string());
+    while let Some(a) = it.next() {
+        if a == flag {
+            return it.next();
         }
-        method.extend(flags);
+        if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+            return Some(v.to_string());
+        }
     }
-    if !method.is_empty() {
-        method.insert("kind".into(), kind.into());
-        table.insert("method".into(), toml::Value::Table(method));
+    None
+}
+
+/// The method `args` select: `--method`, else the config file's `[method] kind`, else the default.
+fn chosen_method(args: &[OsString]) -> String {
+    if let Some(m) = raw_value(args, "method") {
+        return m;
     }
-    Ok(table)
+    let from_file = raw_value(args, "config")
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("method")?.get("kind")?.as_str().map(str::to_string));
+    from_file.unwrap_or_else(|| MethodConfig::default().get().name().to_string())
+}
+
+/// The command `relnet pretrain` for `method`: the run's flags and that method's.
+pub fn pretrain_command(method: &MethodEntry) -> clap::Command {
+    let names = relnet_core::methods::names();
+    let list: Vec<String> = relnet_core::methods::entries().iter().map(|e| format!("  {:<12} {}", e.name, e.spec.summary)).collect();
+    let cmd = clap::Command::new("pretrain")
+        .bin_name("relnet pretrain")
+        .about("Pretraining with relational reasoning or a baseline method, writing a backbone artifact")
+        .after_help(format!("Methods (`relnet pretrain --method NAME --help` lists that method's options):\n{}", list.join("\n")))
+        .arg(clap::Arg::new("config").long("config").value_name("FILE").value_parser(clap::value_parser!(PathBuf)).help(
+            "TOML file with any run key below and a [method] table (kind = \"relational\" and the method's keys); flags override it. Written resolved to <out>/config.toml",
+        ))
+        .arg(
+            clap::Arg::new("method")
+                .long("method")
+                .value_parser(clap::builder::PossibleValuesParser::new(names))
+                .help("Pretraining method (default relational); its options are listed below under its name"),
+        )
+        .arg(clap::Arg::new("resume").long("resume").action(clap::ArgAction::SetTrue).help("Continue the run in --out from its last checkpoint"));
+    let cmd = PretrainConfig::augment_args(cmd).next_help_heading(format!("Options of the {} method", method.name));
+    // The options struct's doc comment would become the command's description: set it after.
+    method.augment_args(cmd).next_help_heading(None::<&str>).about("Pretraining with relational reasoning or a baseline method, writing a backbone artifact")
+}
+
+/// The clap error of an unknown flag as a config error naming the method that has it, when one
+/// does: a flag never switches methods.
+fn flag_of_another_method(e: &clap::Error, kind: &str) -> Option<config::ConfigError> {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let flag = match e.get(clap::error::ContextKind::InvalidArg)? {
+        clap::error::ContextValue::String(s) => s.split('=').next()?.to_string(),
+        _ => return None,
+    };
+    let long = flag.strip_prefix("--")?;
+    let owner = relnet_core::methods::entries().into_iter().find(|m| {
+        m.name != kind && m.augment_args(clap::Command::new(m.name)).get_arguments().any(|a| a.get_long() == Some(long))
+    })?;
+    Some(config::ConfigError::key(&long.replace('-', "_"), format!("{flag} is an option of the {} method; this run's method is {kind}", owner.name)))
 }
 
 pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let m = a.0;
+    let kind = chosen_method(&a.0);
+    let entry = relnet_core::methods::entry(&kind).unwrap_or_else(|| relnet_core::methods::entries()[0]);
+    let m = match pretrain_command(entry).try_get_matches_from(std::iter::once(OsString::from("relnet pretrain")).chain(a.0.iter().cloned())) {
+        Ok(m) => m,
+        Err(e) => return Err(flag_of_another_method(&e, &kind).map_or_else(|| anyhow::Error::new(e), |c| anyhow::Error::new(c))),
+    };
     let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
-    // The method the file (or the default, or --method) selects, with the run's flags laid on
-    // but not yet the method's.
-    let mut first = given(&PretrainConfig::from_arg_matches(&m)?, &m);
-    if let Some(kind) = m.get_one::<String>("method") {
-        first.insert("method".into(), toml::Value::Table([("kind".to_string(), toml::Value::from(kind.clone()))].into_iter().collect()));
+    let mut overrides = given(&PretrainConfig::from_arg_matches(&m)?, &m);
+    let mut method = entry.given(&m);
+    if m.get_one::<String>("method").is_some() || !method.is_empty() {
+        method.insert("kind".into(), kind.clone().into());
+        overrides.insert("method".into(), toml::Value::Table(method));
     }
-    let from_file: PretrainConfig = config::resolve(file, first)?;
-    let overrides = pretrain_overrides(&m, from_file.method.get().name())?;
     let cfg: PretrainConfig = config::resolve(file, overrides)?;
     let cfg = cfg.resolved();
     writeln!(err, "# relnet pretrain, resolved config\n{}", config::to_toml(&cfg))?;
     let stop = stop_flag();
     let mut progress = Progress::new(err);
-    let mut monitor = match cfg.monitor {
-        Some(MonitorSpec::Knn { every }) => {
-            let device = cfg.device.device().map_err(CliError::from)?;
-            Some(KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, device).map_err(CliError::from)?)
-        }
-        None => None,
-    };
-    let outcome = pretrain(&cfg, m.get_flag("resume"), stop, &mut progress, monitor.as_mut().map(|k| k as &mut dyn relnet_core::pretrain::Monitor))
-        .map_err(CliError::from)?;
+    let outcome = relnet_eval::pretrain(&cfg, m.get_flag("resume"), stop, &mut progress).map_err(CliError::from)?;
     match outcome {
         Outcome::Finished { backbone } => writeln!(out, "backbone={}", backbone.display())?,
         Outcome::Interrupted { epoch, batch } => {
@@ -251,7 +285,7 @@ impl Args for EvalArgs {
             .global(true)
             .value_parser(clap::value_parser!(PathBuf))
             .help("TOML file with the keys below and an [evaluator] table (kind = \"linear\" and its keys); flags override it");
-        EvaluatorConfig::subcommands(cmd.arg(config)).subcommand_required(true)
+        relnet_eval::entries().into_iter().fold(cmd.arg(config), |cmd, e| cmd.subcommand(e.subcommand())).subcommand_required(true)
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
@@ -262,8 +296,8 @@ pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     let (name, sub) = a.0.subcommand().ok_or_else(|| anyhow::anyhow!("no evaluator given"))?;
     let common = EvalConfig::from_arg_matches(sub)?;
     let mut overrides = given(&common, sub);
-    let own = EvaluatorConfig::given(name, sub).ok_or_else(|| anyhow::anyhow!("unknown evaluator `{name}`"))?;
-    overrides.insert("evaluator".into(), toml::Value::Table(own));
+    let entry = relnet_eval::entry(name).ok_or_else(|| anyhow::anyhow!("unknown evaluator `{name}`"))?;
+    overrides.insert("evaluator".into(), toml::Value::Table(entry.given(sub)));
     let file = sub.get_one::<PathBuf>("config").or_else(|| a.0.get_one::<PathBuf>("config"));
     let cfg: EvalConfig = config::resolve(file.map(PathBuf::as_path), overrides)?;
     writeln!(err, "# relnet eval {name}, resolved config\n{}", config::to_toml(&cfg))?;
@@ -274,9 +308,9 @@ pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     for (role, p) in &record.outputs {
         writeln!(out, "{role}={}", p.display())?;
     }
-    let headline = |k: &str| k.ends_with("accuracy") || k.starts_with("top1") || k == "map" || k.starts_with("precision_at_") || k.starts_with("recall_at_");
+    let spec = cfg.evaluator.get().spec();
     for (k, v) in &record.metrics {
-        if !headline(k) {
+        if !spec.is_headline(k) {
             continue;
         }
         if k != &format!("{}_accuracy", record.eval_split) {
@@ -290,8 +324,24 @@ pub fn eval_cmd(a: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
     Ok(())
 }
 
+/// `relnet results DIR`: the table of every record at DIR (a run, a `results/` folder, a tree,
+/// one file), each verified against its checksum. The whole table is always printed; the exit
+/// status is 1 (after it) when a record was edited after it was written or does not read, so a
+/// script notices; records without a checksum (schema version 1) are listed as `unverified` and
+/// do not fail.
 pub fn results_cmd(dir: PathBuf, out: &mut dyn Write) -> anyhow::Result<()> {
-    write!(out, "{}", relnet_eval::results::table(&dir).map_err(CliError::from)?)?;
+    let listing = relnet_eval::results::listing(&dir).map_err(CliError::from)?;
+    write!(out, "{}", listing.text)?;
+    if !listing.trusted() {
+        let mut problems = Vec::new();
+        if listing.edited > 0 {
+            problems.push(format!("{} edited after it was written", listing.edited));
+        }
+        if listing.unreadable > 0 {
+            problems.push(format!("{} unreadable", listing.unreadable));
+        }
+        anyhow::bail!("{}: {} result record(s) cannot be trusted ({}); they are named below the table", dir.display(), listing.edited + listing.unreadable, problems.join(", "));
+    }
     Ok(())
 }
 

@@ -25,10 +25,15 @@ pub struct Checkpoint {
     dir: PathBuf,
 }
 
-/// A test hook: `RELNET_FAULT_ABORT=GENERATION:STAGE` aborts the process (as a SIGKILL would:
-/// no destructor, no cleanup) while writing that checkpoint generation, at `model` (the model's
-/// temporary file written, not renamed), `optimizer` (the model in place, the optimiser not
-/// written) or `progress` (both written, the generation not committed). Unset in normal use.
+/// A test hook, compiled in only with the `fault-injection` feature (the test build):
+/// `RELNET_FAULT_ABORT=GENERATION:STAGE` aborts the process (as a SIGKILL would: no destructor,
+/// no cleanup) while writing that checkpoint generation, at `model` (the model's temporary file
+/// written, not renamed), `optimizer` (the model in place, the optimiser not written) or
+/// `progress` (both written, the generation not committed).
+#[cfg(not(feature = "fault-injection"))]
+fn fault(_generation: u64, _stage: &str) {}
+
+#[cfg(feature = "fault-injection")]
 fn fault(generation: u64, stage: &str) {
     if let Ok(v) = std::env::var("RELNET_FAULT_ABORT") {
         if v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage) {

@@ -130,9 +130,13 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
     let text = toml::to_string(&table).unwrap_or_default();
     let config: C = toml::from_str(&text).map_err(|e| {
         let msg = e.message().trim().to_string();
-        // "unknown field `x`" names the key itself; for a bad value (e.g. "unknown variant `v`")
-        // the span locates its key.
-        let key = if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(&text, e.span()));
+        // A tagged table (`[method]`, `[evaluator]`) parsed by its registry names its own key.
+        let (key, msg) = match split_nested(&msg) {
+            Some((key, problem)) => (Some(key), problem),
+            // "unknown field `x`" names the key itself; for a bad value (e.g. "unknown variant
+            // `v`") the span locates its key.
+            None => (if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(&text, e.span())), msg),
+        };
         let file = match &key {
             Some(k) if from_flags.contains(k) => None,
             _ => file,
@@ -144,6 +148,29 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
         e.in_file(if from_flag { None } else { file })
     })?;
     Ok(config)
+}
+
+/// The error of parsing `text` (a table serialised by relnet) as an options struct, naming the key.
+pub fn error_in(text: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim().to_string();
+    let key = if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(text, e.span()));
+    ConfigError { file: None, key, problem: msg }
+}
+
+const NESTED: &str = "\u{1}key ";
+
+/// A nested table's error as a serde message that [`resolve`] turns back into a keyed error.
+pub fn nested_message(e: &ConfigError) -> String {
+    match &e.key {
+        Some(k) => format!("{NESTED}{k}\u{1}{}", e.problem),
+        None => e.problem.clone(),
+    }
+}
+
+fn split_nested(msg: &str) -> Option<(String, String)> {
+    let rest = msg.strip_prefix(NESTED)?;
+    let (key, problem) = rest.split_once('\u{1}')?;
+    Some((key.to_string(), problem.to_string()))
 }
 
 /// Every key of a table, nested ones included.

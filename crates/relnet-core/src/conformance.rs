@@ -26,12 +26,6 @@ use rand_chacha::ChaCha8Rng;
 use relnet_models::{Backbone, BackboneKind};
 
 use crate::data::{DataRoot, ImageSet, Split};
-use crate::methods::deepcluster::DeepCluster;
-use crate::methods::deepinfomax::DeepInfomax;
-use crate::methods::relational::Relational;
-use crate::methods::rotation::Rotation;
-use crate::methods::simclr::Simclr;
-use crate::methods::supervised::Classifier;
 use crate::methods::{Batch, Context, Method, MethodConfig, MethodSpec};
 
 /// Relative error allowed by default: f32 on two backends whose kernels sum in different orders
@@ -104,6 +98,8 @@ pub struct Options {
     pub backbones: Vec<BackboneKind>,
     /// The backbone under every method's step.
     pub method_backbone: BackboneKind,
+    /// The methods whose step is checked (`None`: every registered method).
+    pub methods: Option<Vec<String>>,
     pub seed: u64,
 }
 
@@ -114,6 +110,7 @@ impl Default for Options {
             deep_gradient_tolerance: DEEP_GRADIENT_TOLERANCE,
             backbones: vec![BackboneKind::Conv4, BackboneKind::Resnet8, BackboneKind::Resnet32, BackboneKind::Resnet34],
             method_backbone: BackboneKind::Conv4,
+            methods: None,
             seed: 7,
         }
     }
@@ -271,10 +268,16 @@ pub fn run(target: &Device, target_name: &str, opts: &Options, progress: &mut dy
     }
     let mut synthetic = crate::data::registry::lookup("synthetic")?.load(Split::Train, &DataRoot(std::path::PathBuf::from(".")))?;
     synthetic.images.keep(&(0..64).collect::<Vec<_>>());
-    for name in MethodConfig::NAMES {
-        let cfg = MethodConfig::default_for(name).expect("a registered method");
-        progress(&format!("method {name}: one training step"));
-        checks.extend(method_checks(&sides, &cfg, opts, &synthetic.images, synthetic.classes.len(), &tmp)?);
+    let labels: Vec<i64> = synthetic.images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
+    for entry in crate::methods::entries() {
+        if opts.methods.as_ref().is_some_and(|only| !only.iter().any(|m| m == entry.name)) {
+            continue;
+        }
+        let mut cfg = entry.default_config();
+        cfg.get_mut().resolve(true);
+        progress(&format!("method {}: one training step", entry.name));
+        let mut case = MethodCase { sides: &sides, opts, cfg: &cfg, images: &synthetic.images, classes: synthetic.classes.len(), tmp: &tmp, backbone: opts.method_backbone, labels: labels.clone() };
+        checks.extend(cfg.get().conformance(&mut case)?);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(Report { reference: "cpu (burn-flex with relnet's operations)".into(), target: target_name.to_string(), checks, seconds: t0.elapsed().as_secs_f64() })
@@ -304,10 +307,11 @@ fn check(group: &str, name: String, target: &Values, reference: &Values, metric:
 
 fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
     let (seed, tol) = (opts.seed, opts.tolerance);
-    let grad_tol = if matches!(kind, BackboneKind::Resnet32 | BackboneKind::Resnet56 | BackboneKind::Resnet34) { opts.deep_gradient_tolerance } else { tol };
-    // ResNet-34 is the 64x64 backbone (tiny-ImageNet, SlimageNet64); batch 8: at batches of 3-4
-    // batch norm over a 8x8 map is ill-conditioned enough to move gradients by 0.5%.
-    let (batch, side) = (8, if kind == BackboneKind::Resnet34 { 64 } else { 32 });
+    let spec = kind.spec();
+    let grad_tol = if spec.deep { opts.deep_gradient_tolerance } else { tol };
+    // Batch 8: at batches of 3-4 batch norm over a 8x8 map is ill-conditioned enough to move
+    // gradients by 0.5%.
+    let (batch, side) = (8, spec.check_side);
     let ra = s.reference.clone().autodiff();
     let ta = s.target.clone().autodiff();
     ra.seed(seed);
@@ -344,23 +348,25 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     Ok(checks)
 }
 
-fn method_checks(s: &Sides, cfg: &MethodConfig, opts: &Options, images: &ImageSet, classes: usize, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
-    let backbone = opts.method_backbone;
-    let labels: Vec<i64> = images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
-    // One line per method; the match is exhaustive, so a new method cannot be left out.
-    match cfg {
-        MethodConfig::Relational(o) => step_checks(s, &mut Relational { backbone, aggregation: o.aggregation, loss: o.loss }, cfg, opts, images, classes, tmp),
-        MethodConfig::Simclr(o) => step_checks(s, &mut Simclr { backbone, temperature: o.temperature, variant: o.simclr_loss }, cfg, opts, images, classes, tmp),
-        MethodConfig::Rotation(_) => step_checks(s, &mut Rotation { backbone }, cfg, opts, images, classes, tmp),
-        MethodConfig::Deepcluster(o) => {
-            let mut dc = DeepCluster::new(backbone, o.cluster_weights);
-            dc.n_init = 1;
-            step_checks(s, &mut dc, cfg, opts, images, classes, tmp)
-        }
-        MethodConfig::Deepinfomax(o) => step_checks(s, &mut DeepInfomax::new(backbone, o.dim_prior), cfg, opts, images, classes, tmp),
-        MethodConfig::Supervised(_) => step_checks(s, &mut Classifier { backbone, labels, classifier_lr: None, test: None, test_accuracy: None }, cfg, opts, images, classes, tmp),
-        // Random weights train nothing: its backbone is the backbone checks' initialisation.
-        MethodConfig::Random(_) => Ok(Vec::new()),
+/// One method's case in the suite: what [`crate::methods::MethodOptions::conformance`] gets.
+pub struct MethodCase<'a> {
+    sides: &'a Sides,
+    opts: &'a Options,
+    cfg: &'a MethodConfig,
+    images: &'a ImageSet,
+    classes: usize,
+    tmp: &'a std::path::Path,
+    /// The backbone the methods are checked on.
+    pub backbone: BackboneKind,
+    /// The labels of the images the case trains on (for methods that need them).
+    pub labels: Vec<i64>,
+}
+
+impl MethodCase<'_> {
+    /// One training step of `method` on the reference and on the target, from the same weights:
+    /// the loss, the parameter gradients and the optimiser's update compared.
+    pub fn step<T: Method>(&mut self, method: &mut T) -> crate::Result<Vec<Check>> {
+        step_checks(self.sides, method, self.cfg, self.opts, self.images, self.classes, self.tmp)
     }
 }
 
@@ -377,7 +383,7 @@ fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &
     let model = method.begin_epoch(model, &mut ctx)?; // DeepCluster clusters here, on the reference
     let before = params(&model);
     let model_t = model.clone().fork(&ta);
-    let (m, k) = (8, match spec.views { crate::methods::Views::Fixed(v) => v, crate::methods::Views::K => 4 });
+    let (m, k) = (8, cfg.get().views());
     let side = images.height;
     let x = host_normal(m * k * 3 * side * side, opts.seed + 3);
     let lr = spec.default_lr;
@@ -405,18 +411,43 @@ fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &
 /// The optimiser's update on the entries whose gradient both sides agree on to 10%: elsewhere
 /// an adaptive optimiser's first step, `lr * g / (|g| + eps)`, turns the f32 noise of a
 /// near-zero gradient (a bias under batch norm) into a full step of either sign.
+///
+/// Those entries are a small minority; the check fails (error infinite) when the filter leaves
+/// fewer than half of the elements that have a gradient on the reference, or none at all:
+/// otherwise backends whose gradients disagree everywhere would compare nothing and pass.
 fn update_check(name: &str, before: &Values, after_t: &Values, after_r: &Values, grad_t: &Values, grad_r: &Values, tol: f64) -> Check {
+    /// The least fraction of the elements with a reference gradient that must be compared.
+    const MIN_COMPARED: f64 = 0.5;
+    let check_name = format!("{name} optimiser update");
+    let fail = |worst: String| Check { group: "method".into(), name: check_name.clone(), error: f64::INFINITY, worst, tolerance: tol };
     if before.len() != after_t.len() || before.len() != after_r.len() || before.len() != grad_r.len() || before.len() != grad_t.len() {
-        return Check { group: "method".into(), name: format!("{name} optimiser update"), error: f64::INFINITY, worst: "parameter count differs".into(), tolerance: tol };
+        return fail("parameter count differs".into());
     }
     let mut dt = Vec::new();
     let mut dr = Vec::new();
+    // Elements with a reference gradient (batch-norm running statistics have none), and of
+    // those the ones compared.
+    let (mut with_grad, mut compared) = (0usize, 0usize);
     for ((((b, t), r), gt), gr) in before.iter().zip(after_t).zip(after_r).zip(grad_t).zip(grad_r) {
+        if gr.1.len() == b.1.len() {
+            with_grad += b.1.len();
+        }
         let keep: Vec<usize> = (0..b.1.len()).filter(|&i| matches!((gt.1.get(i), gr.1.get(i)), (Some(u), Some(v)) if (u - v).abs() <= 0.1 * v.abs() && v.abs() > 1e-6)).collect();
+        compared += keep.len();
         dt.push((t.0.clone(), keep.iter().map(|&i| t.1[i] - b.1[i]).collect()));
         dr.push((r.0.clone(), keep.iter().map(|&i| r.1[i] - b.1[i]).collect()));
     }
-    check("method", format!("{name} optimiser update"), &dt, &dr, Metric::L2Relative, tol)
+    let fraction = compared as f64 / with_grad.max(1) as f64;
+    if compared == 0 || fraction < MIN_COMPARED {
+        return fail(format!(
+            "{compared} of {with_grad} elements with a gradient compared ({:.1}%, at least {:.0}% needed): the two sides' gradients agree to 10% on too few elements",
+            100.0 * fraction,
+            100.0 * MIN_COMPARED
+        ));
+    }
+    let mut c = check("method", check_name.clone(), &dt, &dr, Metric::L2Relative, tol);
+    c.worst = format!("{}; {compared} of {with_grad} elements compared", c.worst);
+    c
 }
 
 #[cfg(test)]
@@ -442,5 +473,49 @@ mod tests {
         let t: Values = vec![("big".into(), vec![100.0]), ("tiny".into(), vec![-1e-9])];
         assert!(relative_error(&t, &r, Metric::L2Relative).0 < 1e-8);
         assert!(relative_error(&t, &r, Metric::MaxRelative).0 >= 2.0);
+    }
+
+    #[test]
+    fn update_check_fails_when_too_few_elements_are_compared() {
+        let v = |x: &[f32]| -> Values { vec![("w".into(), x.to_vec())] };
+        let before = v(&[1.0, 1.0, 1.0, 1.0]);
+        let after = v(&[0.9, 0.9, 0.9, 0.9]);
+        let grad = v(&[0.5, -0.5, 0.25, 1.0]);
+        // Agreeing gradients, the same update: every element compared, error 0.
+        let c = update_check("m", &before, &after, &after, &grad, &grad, 1e-3);
+        assert!(c.passed() && c.error == 0.0, "{c:?}");
+        assert!(c.worst.contains("4 of 4 elements compared"), "{c:?}");
+        // A wrong update where the gradients agree is measured and fails.
+        let c = update_check("m", &before, &v(&[0.9, 0.9, 0.9, 0.8]), &after, &grad, &grad, 1e-3);
+        assert!(!c.passed() && c.error.is_finite() && c.error > 0.1, "{c:?}");
+        // Gradients that disagree everywhere: nothing compared. Before the fix this passed with
+        // error 0 (empty tensors on both sides), whatever the updates were.
+        let other = v(&[-0.5, 0.5, -0.25, -1.0]);
+        let c = update_check("m", &before, &v(&[5.0, -5.0, 5.0, -5.0]), &after, &other, &grad, 1e-3);
+        assert!(!c.passed() && c.error.is_infinite(), "{c:?}");
+        assert!(c.worst.contains("0 of 4 elements with a gradient compared"), "{c:?}");
+        // All-zero reference gradients (below the 1e-6 floor): nothing compared either.
+        let zero = v(&[0.0; 4]);
+        let c = update_check("m", &before, &after, &after, &zero, &zero, 1e-3);
+        assert!(c.error.is_infinite() && c.worst.contains("0 of 4"), "{c:?}");
+        // One element of four (25%) is too few; two of four (50%) is enough.
+        let one_agrees = v(&[0.5, 0.5, -0.25, -1.0]);
+        let c = update_check("m", &before, &after, &after, &one_agrees, &grad, 1e-3);
+        assert!(c.error.is_infinite() && c.worst.contains("1 of 4") && c.worst.contains("25.0%"), "{c:?}");
+        let two_agree = v(&[0.5, -0.5, -0.25, -1.0]);
+        let c = update_check("m", &before, &after, &after, &two_agree, &grad, 1e-3);
+        assert!(c.passed() && c.worst.contains("2 of 4 elements compared"), "{c:?}");
+        // Tensors without a reference gradient (running statistics) are not counted.
+        let mut before2 = before.clone();
+        before2.push(("running mean".into(), vec![0.0; 100]));
+        let mut after2 = after.clone();
+        after2.push(("running mean".into(), vec![0.1; 100]));
+        let mut grad2 = grad.clone();
+        grad2.push(("running mean".into(), Vec::new()));
+        let c = update_check("m", &before2, &after2, &after2, &grad2, &grad2, 1e-3);
+        assert!(c.passed() && c.worst.contains("4 of 4 elements compared"), "{c:?}");
+        // Parameter counts that differ are still their own failure.
+        let c = update_check("m", &before2, &after, &after, &grad, &grad, 1e-3);
+        assert!(c.error.is_infinite() && c.worst == "parameter count differs", "{c:?}");
     }
 }

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod methods;
 pub mod objective;
 pub mod pretrain;
+pub mod registry;
 pub mod record;
 pub mod streams;
 pub mod trainer;

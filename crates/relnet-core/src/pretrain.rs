@@ -156,7 +156,7 @@ impl PretrainConfig {
     /// small fast setting (K = 4, 3 epochs) on the embedded `synthetic` data; the method's batch
     /// size and learning rate.
     pub fn resolved(mut self) -> Self {
-        let small = self.dataset == "synthetic";
+        let small = lookup(&self.dataset).is_ok_and(|info| info.small);
         let spec = self.method.get().spec();
         self.method.get_mut().resolve(small);
         self.epochs.get_or_insert(if small { 3 } else { 200 });
@@ -207,18 +207,9 @@ pub fn check_lr(key: &str, lr: f64) -> std::result::Result<(), ConfigError> {
     }
 }
 
-/// The smallest image side a backbone takes (its downsampling must leave at least one pixel).
-pub fn min_side(kind: BackboneKind) -> usize {
-    match kind {
-        BackboneKind::Conv4 => 8,
-        BackboneKind::Resnet34 => 32,
-        _ => 4,
-    }
-}
-
 /// An error unless `kind` can take `height x width` images of `dataset`.
 pub fn check_image_size(kind: BackboneKind, dataset: &str, height: usize, width: usize) -> Result<()> {
-    let min = min_side(kind);
+    let min = kind.spec().min_side;
     if height < min || width < min {
         return Err(Error::Invalid(format!("dataset `{dataset}` has {height}x{width} images; the {kind} backbone needs at least {min}x{min}")));
     }

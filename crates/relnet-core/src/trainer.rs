@@ -48,23 +48,6 @@ pub struct EpochMetrics {
     pub skipped_steps: Vec<usize>,
 }
 
-/// Steps a test makes non-finite: `RELNET_FAULT_NONFINITE=EPOCH:STEP[:grad],...` (epochs from 1,
-/// steps from 0): the loss, or with `:grad` one gradient element while the loss stays finite.
-/// A fault-injection hook for the tests of the non-finite handling; unset in normal use.
-fn injected_nonfinite() -> Vec<(usize, usize, bool)> {
-    std::env::var("RELNET_FAULT_NONFINITE")
-        .map(|v| {
-            v.split(',')
-                .filter_map(|p| {
-                    let mut it = p.trim().split(':');
-                    let (e, s, g) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next());
-                    Some((e, s, g == Some("grad")))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The sum of every element of every gradient in `grads` (of `model`'s parameters): non-finite
 /// when any element is NaN or infinite (or, harmlessly, when finite gradients overflow f32).
 /// One reduction per parameter and one read back per step.
@@ -251,157 +234,36 @@ pub fn lr_schedule(schedule: Schedule, lr: f64, epochs: usize, epoch: usize) -> 
 
 /// Trains `method` to the end of the run (or to a Ctrl-C) and saves the backbone.
 pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, mut monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
-    let (k, m, epochs) = (run.views, run.batch_size, run.epochs);
-    let spec = run.spec;
     let ckpt = Checkpoint::new(run.out);
-    let device = run.device.clone();
-    let mut model = method.model(&context(&run, 0, &mut |s: &str| report.line(s)), &device);
-    if let Some(init) = &run.init {
-        let (backbone, kind) = relnet_models::io::load_backbone(init, &device)?;
-        if kind != run.backbone {
-            return Err(Error::artifact(init, format!("holds a {kind} backbone, but the run is configured for {}", run.backbone)));
-        }
-        model = T::with_backbone(model, backbone);
-        report.line(&format!("starting from the backbone in {}", init.display()));
-    }
     let mut optim = run.optimizer();
-    let mut replicas = crate::ddp::Replicas::<T::Model>::new(&device, &run.replicas, spec.optim);
+    let mut replicas = crate::ddp::Replicas::<T::Model>::new(&run.device, &run.replicas, run.spec.optim);
     if !replicas.is_empty() {
-        report.line(&format!("data-parallel over {} devices: {} images per device per step", replicas.devices(), m / replicas.devices()));
+        report.line(&format!("data-parallel over {} devices: {} images per device per step", replicas.devices(), run.batch_size / replicas.devices()));
     }
-    let mut start = Progress { epoch: 0, batch: 0, finished: false };
-    if let Some(p) = run.resume {
-        if p.finished {
-            // Nothing to train; the method's closing measurement (fine-tuning's test accuracy)
-            // is taken again from the saved model, so that resuming a finished run still
-            // yields it.
-            let (model, _) = ckpt.load(model, optim)?;
-            report.line("run already finished; nothing to train");
-            method.finish(&model.valid(), &mut context(&run, run.epochs, &mut |s: &str| report.line(s)))?;
-            return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") });
-        }
-        (model, optim) = ckpt.load(model, optim)?;
-        replicas.set_optimizers(&optim);
-        start = p;
-        trim_metrics(&run.out.join("metrics.jsonl"), p.epoch)?;
-        report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
-    }
-    let faults = injected_nonfinite();
-    let mut in_a_row = 0usize;
-    let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (epochs * q).div_ceil(4)).collect();
-
-    for epoch in start.epoch..epochs {
-        model = method.begin_epoch(model, &mut context(&run, epoch, &mut |s: &str| report.line(s)))?;
-        model = replicas.sync(model);
-        let lr = run.lr_at(epoch);
-        let order = epoch_order(run.images.len(), run.seed, epoch);
-        let plan: Vec<Vec<usize>> = batches(&order, m, if spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
+    let model = initial_model(method, &run, report)?;
+    let (mut model, start) = match resume(method, &run, &ckpt, model, &mut optim, &mut replicas, report)? {
+        Resumed::Finished => return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") }),
+        Resumed::At(model, start) => (model, start),
+    };
+    let mut guard = NonFiniteGuard { limit: run.on_nonfinite, in_a_row: 0, faults: faults::nonfinite() };
+    let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (run.epochs * q).div_ceil(4)).collect();
+    for epoch in start.epoch..run.epochs {
         let first = if epoch == start.epoch { start.batch } else { 0 };
-        let steps = plan.len();
-        let mut next = first;
-        let prefetch = view_feed(run.images.clone(), run.pipeline.clone(), plan, first, k, epoch, run.seed);
-        let t0 = Instant::now();
-        let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
-        let mut skipped = Vec::new();
-        for (indices, views) in prefetch {
-            // One device: the step, then its gradients only when the loss is finite. Several: every
-            // replica steps and all-reduces (a collective every device must join).
-            let (mut loss_value, accuracy, grads) = if replicas.is_empty() {
-                let batch = Batch { x: to_tensor(views, &device), m: indices.len(), k, indices };
-                let out = method.step(&model, &batch);
-                let loss_value = out.loss.clone().into_scalar::<f32>();
-                let grads = if loss_value.is_finite() { Some(GradientsParams::from_grads(out.loss.backward(), &model)) } else { None };
-                (loss_value, out.accuracy, grads)
-            } else {
-                let (l, a, g) = replicas.step(&*method, &model, views, indices, k);
-                (l, a, Some(g))
-            };
-            if faults.contains(&(epoch + 1, next, false)) {
-                loss_value = f32::NAN;
-            }
-            // The gradients, or what was non-finite: the loss, or a gradient under a finite loss.
-            let checked = match grads {
-                Some(mut g) if loss_value.is_finite() => {
-                    if faults.contains(&(epoch + 1, next, true)) {
-                        poison_gradient(&model, &mut g);
-                    }
-                    let sum = gradient_sum(&model, &g);
-                    if sum.is_finite() { Ok(g) } else { Err(("gradient", sum)) }
-                }
-                _ => Err(("loss", loss_value)),
-            };
-            let grads = match checked {
-                Ok(g) => g,
-                Err((what, value)) => {
-                    replicas.discard();
-                    in_a_row += 1;
-                    match run.on_nonfinite {
-                        Some(max) if in_a_row <= max => {
-                            report.line(&format!("epoch {} step {next}: {what} {value}: step skipped ({in_a_row} in a row, at most {max})", epoch + 1));
-                            skipped.push(next);
-                            next += 1;
-                            continue;
-                        }
-                        _ => return Err(Error::NonFinite { what, epoch: epoch + 1, step: next, value, checkpoint: run.out.join("checkpoint") }),
-                    }
-                }
-            };
-            in_a_row = 0;
-            let rates = method.learning_rates(&model, lr);
-            model = optim.step(rates, model, grads);
-            replicas.apply(|m| method.learning_rates(m, lr));
-            loss_sum += loss_value as f64;
-            acc_sum += accuracy as f64;
-            done += 1;
-            next += 1;
-            let per = t0.elapsed().as_secs_f64() / done as f64;
-            report.tick(&Tick {
-                epoch: epoch + 1,
-                epochs,
-                step: next,
-                steps,
-                loss: loss_sum / done as f64,
-                accuracy: acc_sum / done as f64,
-                views_per_s: (done * m * k) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                eta_s: (steps - next) as f64 * per + (epochs - epoch - 1) as f64 * steps as f64 * per,
-            });
-            if stop.load(Ordering::SeqCst) && next < steps {
-                ckpt.save(&model, &optim, Progress { epoch, batch: next, finished: false })?;
-                report.line(&format!("interrupted: checkpoint saved at epoch {} batch {next}; the run can be resumed", epoch + 1));
-                return Ok(Outcome::Interrupted { epoch, batch: next });
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let mut metrics = EpochMetrics {
-            epoch: epoch + 1,
-            loss: loss_sum / done.max(1) as f64,
-            accuracy: acc_sum / done.max(1) as f64,
-            metric: spec.metric.into(),
-            lr,
-            steps: done,
-            seconds: secs,
-            views_per_s: (done * m * k) as f64 / secs.max(1e-9),
-            monitor: BTreeMap::new(),
-            skipped_steps: skipped,
+        let mut loop_state = EpochLoop { optim: &mut optim, replicas: &mut replicas, guard: &mut guard, ckpt: &ckpt, stop: &stop };
+        let (trained, end) = train_epoch(method, &run, model, &mut loop_state, epoch, first, report)?;
+        model = trained;
+        let mut metrics = match end {
+            EpochEnd::Done(metrics) => metrics,
+            EpochEnd::Interrupted { batch } => return Ok(Outcome::Interrupted { epoch, batch }),
         };
         if let Some(mon) = monitor.as_deref_mut() {
-            if (epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == epochs {
+            if (epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == run.epochs {
                 let backbone = T::backbone(&model).clone().valid();
                 metrics.monitor = mon.measure(&backbone, &mut |s: &str| report.line(s))?;
             }
         }
-        append_metrics(&run.out.join("metrics.jsonl"), &metrics)?;
-        let monitored: String = metrics.monitor.iter().map(|(k, v)| format!(", {k} {v:.2}")).collect();
-        report.line(&format!(
-            "epoch {}/{epochs} done: loss {:.4} {} {:.3}{monitored} in {} ({:.0} views/s)",
-            epoch + 1,
-            metrics.loss,
-            spec.metric,
-            metrics.accuracy,
-            fmt_secs(secs),
-            metrics.views_per_s
-        ));
-        let finished = epoch + 1 == epochs;
+        log_epoch(&run, &metrics, report)?;
+        let finished = epoch + 1 == run.epochs;
         if milestones.contains(&(epoch + 1)) || stop.load(Ordering::SeqCst) {
             ckpt.save(&model, &optim, Progress { epoch: epoch + 1, batch: 0, finished })?;
         }
@@ -410,11 +272,264 @@ pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, 
             return Ok(Outcome::Interrupted { epoch: epoch + 1, batch: 0 });
         }
     }
+    finish(method, &run, model, report)
+}
+
+/// The method's model, with its backbone from `run.init` when the run starts from an artifact.
+fn initial_model<T: Method>(method: &T, run: &Run, report: &mut dyn Reporter) -> Result<T::Model> {
+    let model = method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device);
+    let Some(init) = &run.init else { return Ok(model) };
+    let (backbone, kind) = relnet_models::io::load_backbone(init, &run.device)?;
+    if kind != run.backbone {
+        return Err(Error::artifact(init, format!("holds a {kind} backbone, but the run is configured for {}", run.backbone)));
+    }
+    report.line(&format!("starting from the backbone in {}", init.display()));
+    Ok(T::with_backbone(model, backbone))
+}
+
+enum Resumed<M> {
+    /// The run had finished: nothing to train.
+    Finished,
+    /// Train on from here.
+    At(M, Progress),
+}
+
+/// The model, optimiser state and position of a resumed run (or a fresh start).
+#[allow(clippy::too_many_arguments)]
+fn resume<T: Method>(
+    method: &mut T,
+    run: &Run,
+    ckpt: &Checkpoint,
+    model: T::Model,
+    optim: &mut ModuleOptimizer,
+    replicas: &mut crate::ddp::Replicas<T::Model>,
+    report: &mut dyn Reporter,
+) -> Result<Resumed<T::Model>> {
+    let Some(p) = run.resume else { return Ok(Resumed::At(model, Progress { epoch: 0, batch: 0, finished: false })) };
+    if p.finished {
+        // The method's closing measurement (fine-tuning's test accuracy) is taken again from the
+        // saved model, so that resuming a finished run still yields it.
+        let (model, _) = ckpt.load(model, run.optimizer())?;
+        report.line("run already finished; nothing to train");
+        method.finish(&model.valid(), &mut context(run, run.epochs, &mut |s: &str| report.line(s)))?;
+        return Ok(Resumed::Finished);
+    }
+    let fresh = std::mem::replace(optim, run.optimizer());
+    let (model, loaded) = ckpt.load(model, fresh)?;
+    *optim = loaded;
+    replicas.set_optimizers(optim);
+    trim_metrics(&run.out.join("metrics.jsonl"), p.epoch)?;
+    report.line(&format!("resuming at epoch {} batch {}", p.epoch + 1, p.batch));
+    Ok(Resumed::At(model, p))
+}
+
+/// What a non-finite loss or gradient does: stop, or skip up to `limit` steps in a row.
+struct NonFiniteGuard {
+    limit: Option<usize>,
+    in_a_row: usize,
+    faults: Vec<faults::Fault>,
+}
+
+impl NonFiniteGuard {
+    /// The step's gradients when its loss and gradients are finite; `Ok(None)` when it is to be
+    /// skipped; the error that stops the run otherwise.
+    fn check<M: Module>(&mut self, model: &M, run: &Run, epoch: usize, step: usize, mut loss: f32, grads: Option<GradientsParams>, report: &mut dyn Reporter) -> Result<Option<(f32, GradientsParams)>> {
+        if self.faults.iter().any(|f| f.hits(epoch, step, false)) {
+            loss = f32::NAN;
+        }
+        let checked = match grads {
+            Some(mut g) if loss.is_finite() => {
+                if self.faults.iter().any(|f| f.hits(epoch, step, true)) {
+                    poison_gradient(model, &mut g);
+                }
+                let sum = gradient_sum(model, &g);
+                if sum.is_finite() { Ok(g) } else { Err(("gradient", sum)) }
+            }
+            _ => Err(("loss", loss)),
+        };
+        match checked {
+            Ok(g) => {
+                self.in_a_row = 0;
+                Ok(Some((loss, g)))
+            }
+            Err((what, value)) => {
+                self.in_a_row += 1;
+                match self.limit {
+                    Some(max) if self.in_a_row <= max => {
+                        report.line(&format!("epoch {} step {step}: {what} {value}: step skipped ({} in a row, at most {max})", epoch + 1, self.in_a_row));
+                        Ok(None)
+                    }
+                    _ => Err(Error::NonFinite { what, epoch: epoch + 1, step, value, checkpoint: run.out.join("checkpoint") }),
+                }
+            }
+        }
+    }
+}
+
+/// Fault injection for the tests of the non-finite handling: compiled in only with the
+/// `fault-injection` feature (the test build), where `RELNET_FAULT_NONFINITE=EPOCH:STEP[:grad],...`
+/// (epochs from 1, steps from 0) makes the loss, or with `:grad` one gradient element under a
+/// finite loss, non-finite.
+mod faults {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Fault {
+        pub epoch: usize,
+        pub step: usize,
+        pub gradient: bool,
+    }
+
+    impl Fault {
+        /// Whether the fault strikes step `step` of epoch `epoch` (0-based), in the loss or a gradient.
+        pub fn hits(&self, epoch: usize, step: usize, gradient: bool) -> bool {
+            self.epoch == epoch + 1 && self.step == step && self.gradient == gradient
+        }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub fn nonfinite() -> Vec<Fault> {
+        std::env::var("RELNET_FAULT_NONFINITE").map(|v| parse(&v)).unwrap_or_default()
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub fn nonfinite() -> Vec<Fault> {
+        Vec::new()
+    }
+
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    pub fn parse(v: &str) -> Vec<Fault> {
+        v.split(',')
+            .filter_map(|p| {
+                let mut it = p.trim().split(':');
+                let (epoch, step, g) = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next());
+                Some(Fault { epoch, step, gradient: g == Some("grad") })
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn fault_lists_parse() {
+            let f = super::parse("2:1, 1:0:grad,bad");
+            assert_eq!(f.len(), 2);
+            assert!(f[0].hits(1, 1, false) && !f[0].hits(1, 1, true) && !f[0].hits(0, 1, false));
+            assert!(f[1].hits(0, 0, true));
+        }
+    }
+}
+
+/// What one epoch's loop borrows from the run's state.
+struct EpochLoop<'a, M: Module> {
+    optim: &'a mut ModuleOptimizer,
+    replicas: &'a mut crate::ddp::Replicas<M>,
+    guard: &'a mut NonFiniteGuard,
+    ckpt: &'a Checkpoint,
+    stop: &'a Arc<AtomicBool>,
+}
+
+enum EpochEnd {
+    Done(EpochMetrics),
+    /// Ctrl-C mid-epoch: a checkpoint was saved before this batch.
+    Interrupted { batch: usize },
+}
+
+/// One epoch from batch `first`: the steps, progress ticks, and a checkpoint on Ctrl-C.
+fn train_epoch<T: Method + Sync>(method: &mut T, run: &Run, model: T::Model, st: &mut EpochLoop<T::Model>, epoch: usize, first: usize, report: &mut dyn Reporter) -> Result<(T::Model, EpochEnd)> {
+    let (k, m, epochs) = (run.views, run.batch_size, run.epochs);
+    let mut model = method.begin_epoch(model, &mut context(run, epoch, &mut |s: &str| report.line(s)))?;
+    model = st.replicas.sync(model);
+    let lr = run.lr_at(epoch);
+    let order = epoch_order(run.images.len(), run.seed, epoch);
+    let plan: Vec<Vec<usize>> = batches(&order, m, if run.spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
+    let steps = plan.len();
+    let mut next = first;
+    let prefetch = view_feed(run.images.clone(), run.pipeline.clone(), plan, first, k, epoch, run.seed);
+    let t0 = Instant::now();
+    let (mut loss_sum, mut acc_sum, mut done) = (0.0f64, 0.0f64, 0usize);
+    let mut skipped = Vec::new();
+    for (indices, views) in prefetch {
+        // One device: the step, then its gradients only when the loss is finite. Several: every
+        // replica steps and all-reduces (a collective every device must join).
+        let (loss_value, accuracy, grads) = if st.replicas.is_empty() {
+            let batch = Batch { x: to_tensor(views, &run.device), m: indices.len(), k, indices };
+            let out = method.step(&model, &batch);
+            let loss_value = out.loss.clone().into_scalar::<f32>();
+            let grads = if loss_value.is_finite() { Some(GradientsParams::from_grads(out.loss.backward(), &model)) } else { None };
+            (loss_value, out.accuracy, grads)
+        } else {
+            let (l, a, g) = st.replicas.step(&*method, &model, views, indices, k);
+            (l, a, Some(g))
+        };
+        let Some((loss_value, grads)) = st.guard.check(&model, run, epoch, next, loss_value, grads, report)? else {
+            st.replicas.discard();
+            skipped.push(next);
+            next += 1;
+            continue;
+        };
+        let rates = method.learning_rates(&model, lr);
+        model = st.optim.step(rates, model, grads);
+        st.replicas.apply(|m| method.learning_rates(m, lr));
+        loss_sum += loss_value as f64;
+        acc_sum += accuracy as f64;
+        done += 1;
+        next += 1;
+        let per = t0.elapsed().as_secs_f64() / done as f64;
+        report.tick(&Tick {
+            epoch: epoch + 1,
+            epochs,
+            step: next,
+            steps,
+            loss: loss_sum / done as f64,
+            accuracy: acc_sum / done as f64,
+            views_per_s: (done * m * k) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            eta_s: (steps - next) as f64 * per + (epochs - epoch - 1) as f64 * steps as f64 * per,
+        });
+        if st.stop.load(Ordering::SeqCst) && next < steps {
+            st.ckpt.save(&model, st.optim, Progress { epoch, batch: next, finished: false })?;
+            report.line(&format!("interrupted: checkpoint saved at epoch {} batch {next}; the run can be resumed", epoch + 1));
+            return Ok((model, EpochEnd::Interrupted { batch: next }));
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let metrics = EpochMetrics {
+        epoch: epoch + 1,
+        loss: loss_sum / done.max(1) as f64,
+        accuracy: acc_sum / done.max(1) as f64,
+        metric: run.spec.metric.into(),
+        lr,
+        steps: done,
+        seconds: secs,
+        views_per_s: (done * m * k) as f64 / secs.max(1e-9),
+        monitor: BTreeMap::new(),
+        skipped_steps: skipped,
+    };
+    Ok((model, EpochEnd::Done(metrics)))
+}
+
+/// Appends an epoch's metrics to `metrics.jsonl` and reports them.
+fn log_epoch(run: &Run, metrics: &EpochMetrics, report: &mut dyn Reporter) -> Result<()> {
+    append_metrics(&run.out.join("metrics.jsonl"), metrics)?;
+    let monitored: String = metrics.monitor.iter().map(|(k, v)| format!(", {k} {v:.2}")).collect();
+    report.line(&format!(
+        "epoch {}/{} done: loss {:.4} {} {:.3}{monitored} in {} ({:.0} views/s)",
+        metrics.epoch,
+        run.epochs,
+        metrics.loss,
+        run.spec.metric,
+        metrics.accuracy,
+        fmt_secs(metrics.seconds),
+        metrics.views_per_s
+    ));
+    Ok(())
+}
+
+/// Saves the trained backbone and runs the method's closing hook.
+fn finish<T: Method>(method: &mut T, run: &Run, model: T::Model, report: &mut dyn Reporter) -> Result<Outcome> {
     let trained = model.valid();
     let backbone = run.out.join("backbone.bpk");
     relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone)?;
     report.line(&format!("backbone saved to {}", backbone.display()));
-    method.finish(&trained, &mut context(&run, epochs, &mut |s: &str| report.line(s)))?;
+    method.finish(&trained, &mut context(run, run.epochs, &mut |s: &str| report.line(s)))?;
     Ok(Outcome::Finished { backbone })
 }
 

@@ -39,6 +39,17 @@ impl Default for EmbedOptions {
 impl EvaluatorOptions for EmbedOptions {
     const NAME: &'static str = "embed";
 
+    fn spec(&self) -> crate::EvaluatorSpec {
+        crate::EvaluatorSpec {
+            name: "embed",
+            about: "Write the frozen features and labels of a split as safetensors (numpy, PyTorch, `relnet plot tsne`)",
+            order: 4,
+            report: &[],
+            headline: &[],
+            frozen_features: true,
+        }
+    }
+
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         Ok(())
     }

@@ -91,18 +91,30 @@ impl Default for FinetuneOptions {
     }
 }
 
-impl FinetuneOptions {
-    fn cutout_for(&self, dataset: &str) -> f64 {
-        self.cutout.unwrap_or(match dataset {
-            "cifar100" | "cifar100-20" => 0.0625,
-            "stl10" => 0.111,
-            _ => 0.25,
-        })
-    }
-}
-
 impl EvaluatorOptions for FinetuneOptions {
     const NAME: &'static str = "finetune";
+
+    fn spec(&self) -> crate::EvaluatorSpec {
+        crate::EvaluatorSpec {
+            name: "finetune",
+            about: "Fine-tune backbone and a linear classifier from the artifact; writes the fine-tuned backbone",
+            order: 1,
+            report: &[("test_accuracy", "accuracy")],
+            headline: &["*accuracy"],
+            frozen_features: false,
+        }
+    }
+
+    fn cost_seconds(&self, c: &crate::CostInputs) -> f64 {
+        let frac = match self.labels {
+            Some(crate::labels::LabelBudget::Percent(p)) => p / 100.0,
+            _ => 1.0,
+        };
+        let n = self.limit_images.map_or(c.train_images as f64 * frac, |l| l as f64);
+        // A training view costs about 0.6 of a pretraining view (one view, no relation head);
+        // then one forward pass over the test split.
+        self.epochs as f64 * n * 0.6 / c.views_per_s + c.test_images as f64 / (c.views_per_s * c.forward_speedup)
+    }
 
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         check_range("epochs", self.epochs, 1, 100_000)?;
@@ -142,7 +154,7 @@ impl EvaluatorOptions for FinetuneOptions {
         }
         // The run's config.toml: the evaluation as resolved (resuming is not part of it).
         let mut written = cfg.clone();
-        written.evaluator = crate::EvaluatorConfig::Finetune(resolved.clone());
+        written.evaluator = crate::EvaluatorConfig::new(resolved.clone());
         let (saved, _lock) = prepare_run_dir(&out, &written, self.resume)?;
         let mut data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
         let available = data.images.len();
@@ -156,11 +168,14 @@ impl EvaluatorOptions for FinetuneOptions {
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;
         let (preset, cutout) = match self.augmentation {
             FinetuneAugment::Plain => (Preset::Plain, None),
-            FinetuneAugment::Finetune => (Preset::Finetune, Some(self.cutout_for(&cfg.dataset))),
+            FinetuneAugment::Finetune => (Preset::Finetune, Some(self.cutout.unwrap_or(ctx.info.cutout))),
         };
         let pipeline = Arc::new(pipeline_for(preset, &data.images, &data.info, cutout, data.mean, data.std)?);
         let spec = MethodSpec {
             name: "finetune",
+            display: "Fine-tuning",
+            order: u32::MAX,
+            cost: 0.6,
             summary: "backbone + linear classifier from a saved backbone, cross-entropy on labels",
             preset,
             views: Views::Fixed(1),

@@ -46,6 +46,17 @@ impl Default for KnnOptions {
 impl EvaluatorOptions for KnnOptions {
     const NAME: &'static str = "knn";
 
+    fn spec(&self) -> crate::EvaluatorSpec {
+        crate::EvaluatorSpec {
+            name: "knn",
+            about: "Weighted kNN on L2-normalised frozen features (k = 20 and 200, T = 0.07)",
+            order: 2,
+            report: &[("top1_k20", "k=20"), ("top1_k200", "k=200")],
+            headline: &["top1_*"],
+            frozen_features: true,
+        }
+    }
+
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         if self.k.is_empty() {
             return Err(ConfigError::key("k", "at least one neighbour count is needed"));

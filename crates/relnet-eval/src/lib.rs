@@ -3,7 +3,8 @@
 //!
 //! An evaluator is one file: its options struct (the `[evaluator]` table of an evaluation config
 //! and, through clap's derive, the flags of `relnet eval <name>`) implementing
-//! [`EvaluatorOptions`], plus one line in the `registry!` below. [`evaluate`] does the rest:
+//! [`EvaluatorOptions`], plus one [`register`] call (relnet's own are in the registry below; any
+//! crate that depends on relnet-eval can add its own). [`evaluate`] does the rest:
 //! it hashes and loads the backbone artifact, resolves the dataset, hands the evaluator an
 //! [`EvalContext`] (frozen features computed once and cached), and writes the record it returns
 //! under `<backbone dir>/results/`.
@@ -19,6 +20,7 @@ pub mod plot;
 pub mod results;
 pub mod retrieval;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ use relnet_core::data::DataRoot;
 use relnet_core::device::DeviceSpec;
 use relnet_core::pretrain::{Reporter, check_image_size};
 use relnet_core::record::{ArtifactRef, ResultRecord};
+use relnet_core::registry::{Named, Registry, RegistryError};
 use relnet_core::{Error, Result};
 use relnet_models::{Backbone, BackboneKind};
 use serde::de::DeserializeOwned;
@@ -41,91 +44,267 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::{Features, frozen_features, load_split};
 
+/// What the rest of relnet asks about an evaluator: its name and help, where reports put it and
+/// which of its metrics they show, and what its cost is made of.
+#[derive(Clone, Copy, Debug)]
+pub struct EvaluatorSpec {
+    /// The name in configs (`kind = "..."`) and on the command line (`relnet eval <name>`).
+    pub name: &'static str,
+    /// One line of help (`relnet eval --help`).
+    pub about: &'static str,
+    /// Rank among evaluators in reports.
+    pub order: u32,
+    /// The metrics a grid report shows, `(record key, column label)`; the first is compared with
+    /// the paper's value.
+    pub report: &'static [(&'static str, &'static str)],
+    /// The metrics `relnet eval` prints as `key=value` lines: exact keys, `prefix*` or `*suffix`.
+    pub headline: &'static [&'static str],
+    /// Reads the frozen features of the evaluation dataset (the grid's estimate counts one
+    /// forward pass per dataset for all such evaluators of a cell).
+    pub frozen_features: bool,
+}
+
+impl EvaluatorSpec {
+    /// Whether `relnet eval` prints metric `key`.
+    pub fn is_headline(&self, key: &str) -> bool {
+        self.headline.iter().any(|p| match (p.strip_suffix('*'), p.strip_prefix('*')) {
+            (Some(prefix), _) => key.starts_with(prefix),
+            (_, Some(suffix)) => key.ends_with(suffix),
+            _ => key == *p,
+        })
+    }
+}
+
+/// What the grid's time estimate knows of an evaluation: the sizes of the evaluation dataset's
+/// splits and the device's measured speeds.
+#[derive(Clone, Copy, Debug)]
+pub struct CostInputs {
+    pub train_images: usize,
+    pub test_images: usize,
+    /// Training views per second of the cell's backbone.
+    pub views_per_s: f64,
+    /// How much faster an eval-mode forward pass is than a training view.
+    pub forward_speedup: f64,
+    /// Seconds of one linear-probe epoch per 10,000 training images.
+    pub probe_epoch_s_per_10k: f64,
+}
+
 /// An evaluator's options: the `[evaluator]` table of an evaluation config and its flags.
-pub trait EvaluatorOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + 'static {
+///
+/// Implemented once per evaluator, in its own file; [`register`] makes it known to relnet
+/// (relnet's own evaluators are registered from the start).
+pub trait EvaluatorOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static {
     /// The name in configs (`kind = "..."`) and on the command line (`relnet eval <name>`).
     const NAME: &'static str;
+    /// What reports, the CLI and the grid ask about the evaluator.
+    fn spec(&self) -> EvaluatorSpec;
     /// Checks every value's range; errors name the key.
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         Ok(())
+    }
+    /// Seconds this evaluation adds beyond the shared feature pass (the grid's estimates).
+    fn cost_seconds(&self, _inputs: &CostInputs) -> f64 {
+        0.0
     }
     /// Runs the evaluation and returns its record (metrics filled in; the runtime adds the wall
     /// time and writes it).
     fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord>;
 }
 
-/// [`EvaluatorOptions`] behind a pointer.
-pub trait DynEvaluator: Debug {
+/// [`EvaluatorOptions`] behind a pointer: what [`EvaluatorConfig`] holds.
+pub trait DynEvaluator: Debug + Send + Sync {
     fn name(&self) -> &'static str;
+    fn spec(&self) -> EvaluatorSpec;
     fn validate(&self) -> std::result::Result<(), ConfigError>;
+    fn cost_seconds(&self, inputs: &CostInputs) -> f64;
     fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord>;
+    /// The options as the `[evaluator]` table, without `kind`.
+    fn to_table(&self) -> toml::Table;
+    fn clone_box(&self) -> Box<dyn DynEvaluator>;
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<T: EvaluatorOptions> DynEvaluator for T {
     fn name(&self) -> &'static str {
         T::NAME
     }
+    fn spec(&self) -> EvaluatorSpec {
+        EvaluatorOptions::spec(self)
+    }
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         EvaluatorOptions::validate(self)
+    }
+    fn cost_seconds(&self, inputs: &CostInputs) -> f64 {
+        EvaluatorOptions::cost_seconds(self, inputs)
     }
     fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord> {
         EvaluatorOptions::run(self, ctx)
     }
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("evaluator options serialise to a TOML table")
+    }
+    fn clone_box(&self) -> Box<dyn DynEvaluator> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
-/// The registry: one line per evaluator (`Variant => options type, "one-line help"`).
-macro_rules! registry {
-    ($($variant:ident => $opts:ty, $about:literal),* $(,)?) => {
-        /// The evaluator of an evaluation with its options: the `[evaluator]` table, tagged by `kind`.
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-        #[serde(tag = "kind", rename_all = "lowercase")]
-        pub enum EvaluatorConfig {
-            $($variant($opts)),*
-        }
-
-        impl EvaluatorConfig {
-            pub const NAMES: &'static [&'static str] = &[$(<$opts as EvaluatorOptions>::NAME),*];
-
-            pub fn get(&self) -> &dyn DynEvaluator {
-                match self { $(EvaluatorConfig::$variant(o) => o),* }
-            }
-
-            /// One subcommand per evaluator, each with the common evaluation flags and its own.
-            pub fn subcommands(mut cmd: clap::Command) -> clap::Command {
-                $(cmd = cmd.subcommand(
-                    <$opts as Args>::augment_args(
-                        EvalConfig::augment_args(clap::Command::new(<$opts as EvaluatorOptions>::NAME).about($about))
-                            .next_help_heading(concat!("Options of ", stringify!($variant)))
-                    )
-                );)*
-                cmd
-            }
-
-            /// The evaluator's name and its options given explicitly in the subcommand's `matches`.
-            pub fn given(name: &str, matches: &ArgMatches) -> Option<toml::Table> {
-                $(if name == <$opts as EvaluatorOptions>::NAME {
-                    let v = <$opts as FromArgMatches>::from_arg_matches(matches).ok()?;
-                    let mut t = relnet_core::config::given(&v, matches);
-                    t.insert("kind".into(), name.into());
-                    return Some(t);
-                })*
-                None
-            }
-        }
-    };
+/// A registered evaluator: its spec, and how to build, parse and flag its options.
+pub struct EvaluatorEntry {
+    pub spec: EvaluatorSpec,
+    default: fn() -> Box<dyn DynEvaluator>,
+    parse: fn(&str) -> std::result::Result<Box<dyn DynEvaluator>, toml::de::Error>,
+    augment_args: fn(clap::Command) -> clap::Command,
+    given: fn(&ArgMatches) -> Option<toml::Table>,
 }
 
-registry! {
-    Linear => linear::LinearOptions, "Linear probe on frozen, cached features; prints test_accuracy=<percent> last",
-    Knn => knn::KnnOptions, "Weighted kNN on L2-normalised frozen features (k = 20 and 200, T = 0.07)",
-    Finetune => finetune::FinetuneOptions, "Fine-tune backbone and a linear classifier from the artifact; writes the fine-tuned backbone",
-    Retrieval => retrieval::RetrievalOptions, "Retrieval of test images from a gallery: precision@k, recall@k, mAP; --show N draws the neighbours",
-    Embed => embed::EmbedOptions, "Write the frozen features and labels of a split as safetensors (numpy, PyTorch, `relnet plot tsne`)",
+impl EvaluatorEntry {
+    /// The entry of the options type `T`.
+    pub fn of<T: EvaluatorOptions>() -> Self {
+        EvaluatorEntry {
+            spec: T::default().spec(),
+            default: || Box::new(T::default()),
+            parse: |text| toml::from_str::<T>(text).map(|o| Box::new(o) as Box<dyn DynEvaluator>),
+            augment_args: <T as Args>::augment_args,
+            given: |m| <T as FromArgMatches>::from_arg_matches(m).ok().map(|v| relnet_core::config::given(&v, m)),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// The evaluator with its default options.
+    pub fn default_config(&self) -> EvaluatorConfig {
+        EvaluatorConfig((self.default)())
+    }
+
+    /// The subcommand `relnet eval <name>`: the common evaluation flags and the evaluator's own.
+    pub fn subcommand(&self) -> clap::Command {
+        let cmd = EvalConfig::augment_args(clap::Command::new(self.spec.name).about(self.spec.about));
+        (self.augment_args)(cmd.next_help_heading(format!("Options of {}", self.spec.name)))
+    }
+
+    /// The evaluator's options given explicitly in its subcommand's `matches`, `kind` included.
+    pub fn given(&self, matches: &ArgMatches) -> toml::Table {
+        let mut t = (self.given)(matches).unwrap_or_default();
+        t.insert("kind".into(), self.spec.name.into());
+        t
+    }
+}
+
+impl Named for EvaluatorEntry {
+    fn name(&self) -> &str {
+        self.spec.name
+    }
+}
+
+static REGISTRY: Registry<EvaluatorEntry> = Registry::new("evaluator", || {
+    vec![
+        EvaluatorEntry::of::<linear::LinearOptions>(),
+        EvaluatorEntry::of::<knn::KnnOptions>(),
+        EvaluatorEntry::of::<finetune::FinetuneOptions>(),
+        EvaluatorEntry::of::<retrieval::RetrievalOptions>(),
+        EvaluatorEntry::of::<embed::EmbedOptions>(),
+    ]
+});
+
+/// Makes the evaluator whose options are `T` known to relnet: `relnet eval T::NAME` with its
+/// flags, `[evaluator] kind = T::NAME` in configs, grid protocols and the report.
+pub fn register<T: EvaluatorOptions>() -> std::result::Result<(), RegistryError> {
+    REGISTRY.add(EvaluatorEntry::of::<T>())
+}
+
+/// Every registered evaluator, in registration order (relnet's own first).
+pub fn entries() -> Vec<&'static EvaluatorEntry> {
+    REGISTRY.all()
+}
+
+/// The registered evaluator `name`.
+pub fn entry(name: &str) -> Option<&'static EvaluatorEntry> {
+    REGISTRY.get(name)
+}
+
+/// Every registered evaluator's name.
+pub fn names() -> Vec<String> {
+    REGISTRY.names()
+}
+
+/// The evaluator of an evaluation with its options: the `[evaluator]` table, tagged by `kind`.
+pub struct EvaluatorConfig(Box<dyn DynEvaluator>);
+
+impl EvaluatorConfig {
+    /// A config holding `options`.
+    pub fn new<T: EvaluatorOptions>(options: T) -> Self {
+        EvaluatorConfig(Box::new(options))
+    }
+
+    pub fn get(&self) -> &dyn DynEvaluator {
+        &*self.0
+    }
+
+    /// The options, when they are of type `T`.
+    pub fn downcast_ref<T: EvaluatorOptions>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref::<T>()
+    }
+
+    /// The `[evaluator]` table, `kind` included.
+    pub fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), self.0.name().into());
+        t.extend(self.0.to_table());
+        t
+    }
+
+    /// Parses an `[evaluator]` table (with its `kind`); errors name the key.
+    pub fn from_table(mut table: toml::Table) -> std::result::Result<Self, ConfigError> {
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            Some(_) => return Err(ConfigError::key("kind", "must be an evaluator name (a string)")),
+            None => return Err(ConfigError::key("kind", format!("missing: the evaluator's name, one of {}", names().join(", ")))),
+        };
+        let e = entry(&kind).ok_or_else(|| ConfigError::key("kind", format!("unknown evaluator `{kind}` (known: {})", names().join(", "))))?;
+        let text = toml::to_string(&table).unwrap_or_default();
+        (e.parse)(&text).map(EvaluatorConfig).map_err(|err| relnet_core::config::error_in(&text, &err))
+    }
+}
+
+impl Clone for EvaluatorConfig {
+    fn clone(&self) -> Self {
+        EvaluatorConfig(self.0.clone_box())
+    }
+}
+
+impl Debug for EvaluatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for EvaluatorConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name() && self.0.to_table() == other.0.to_table()
+    }
 }
 
 impl Default for EvaluatorConfig {
     fn default() -> Self {
-        EvaluatorConfig::Linear(Default::default())
+        EvaluatorConfig::new(linear::LinearOptions::default())
+    }
+}
+
+impl Serialize for EvaluatorConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_table().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EvaluatorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        EvaluatorConfig::from_table(table).map_err(|e| serde::de::Error::custom(relnet_core::config::nested_message(&e)))
     }
 }
 
@@ -268,4 +447,16 @@ pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Report
     let path = record.save(&dir)?;
     ctx.report.line(&format!("result record written to {}", path.display()));
     Ok((record, path))
+}
+
+/// Runs (or resumes) a pretraining run with the monitor its config names (`monitor = "knn:2"`:
+/// kNN accuracy of the eval-mode backbone every 2 epochs, into `metrics.jsonl`). The command line
+/// and the grid both start runs here, so a grid profile's `monitor` key is honoured.
+pub fn pretrain(cfg: &relnet_core::pretrain::PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<relnet_core::pretrain::Outcome> {
+    use relnet_core::pretrain::{Monitor, MonitorSpec};
+    let mut monitor = match cfg.monitor {
+        Some(MonitorSpec::Knn { every }) => Some(knn::KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, cfg.device.device()?)?),
+        None => None,
+    };
+    relnet_core::pretrain::pretrain(cfg, resume, stop, report, monitor.as_mut().map(|k| k as &mut dyn Monitor))
 }

@@ -64,6 +64,21 @@ impl Default for LinearOptions {
 impl EvaluatorOptions for LinearOptions {
     const NAME: &'static str = "linear";
 
+    fn spec(&self) -> crate::EvaluatorSpec {
+        crate::EvaluatorSpec {
+            name: "linear",
+            about: "Linear probe on frozen, cached features; prints test_accuracy=<percent> last",
+            order: 0,
+            report: &[("test_accuracy", "accuracy")],
+            headline: &["*_accuracy"],
+            frozen_features: true,
+        }
+    }
+
+    fn cost_seconds(&self, c: &crate::CostInputs) -> f64 {
+        self.epochs as f64 * c.probe_epoch_s_per_10k * c.train_images as f64 / 1e4
+    }
+
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         check_range("epochs", self.epochs, 1, 100_000)?;
         check_range("batch_size", self.batch_size, 1, 65_536)?;

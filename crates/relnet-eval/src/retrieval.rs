@@ -81,6 +81,17 @@ pub const SHOWN_NEIGHBOURS: usize = 10;
 impl EvaluatorOptions for RetrievalOptions {
     const NAME: &'static str = "retrieval";
 
+    fn spec(&self) -> crate::EvaluatorSpec {
+        crate::EvaluatorSpec {
+            name: "retrieval",
+            about: "Retrieval of test images from a gallery: precision@k, recall@k, mAP; --show N draws the neighbours",
+            order: 3,
+            report: &[("map", "mAP"), ("precision_at_10", "P@10")],
+            headline: &["map", "precision_at_*", "recall_at_*"],
+            frozen_features: true,
+        }
+    }
+
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         if self.k.is_empty() {
             return Err(ConfigError::key("k", "at least one cut-off is needed"));

@@ -4,6 +4,11 @@
 //! `cargo run --release -p relnet-models --example fma_peak` (x86-64 with AVX2 and FMA).
 use std::time::Instant;
 
+/// Twelve chains of `iters` fused multiply-adds from `seed`; returns a checksum.
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn chains(iters: u64, seed: f32) -> f32 {
@@ -20,6 +25,7 @@ unsafe fn chains(iters: u64, seed: f32) -> f32 {
     }
     let mut out = [0f32; 8];
     let s = a.iter().fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
+    // SAFETY: `out` holds the 8 floats stored.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
     out[0]
 }
@@ -34,6 +40,7 @@ fn main() {
         for run in 0..3 {
             let t = Instant::now();
             let sums: Vec<f32> = std::thread::scope(|s| {
+                // SAFETY: AVX2 and FMA were detected above.
                 let hs: Vec<_> = (0..threads).map(|i| s.spawn(move || unsafe { chains(iters, 1e-3 * (i + 1) as f32) })).collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()
             });

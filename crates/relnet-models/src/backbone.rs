@@ -9,6 +9,26 @@ use crate::conv4::Conv4;
 use crate::resnet34::ResNet34;
 use crate::resnet_cifar::ResNetCifar;
 
+/// What the rest of relnet asks about a backbone, declared in the backbone's own file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackboneSpec {
+    /// The name as the reference spells it (`--backbone`, configs, artifacts).
+    pub name: &'static str,
+    /// Size of the pooled feature vector.
+    pub features: usize,
+    /// Channels of the first conv -> BN -> ReLU map (Deep InfoMax's local map).
+    pub first_channels: usize,
+    /// The smallest image side the backbone takes (its downsampling must leave one pixel).
+    pub min_side: usize,
+    /// Trainable parameters of the reference implementation (BN running statistics excluded).
+    pub reference_params: usize,
+    /// The image side the conformance suite checks it at.
+    pub check_side: usize,
+    /// Deep enough that f32 gradients differ between backends by more than the default
+    /// tolerance (the conformance suite uses its deep-gradient tolerance).
+    pub deep: bool,
+}
+
 /// Backbone names as the reference spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -24,43 +44,34 @@ impl BackboneKind {
     pub const ALL: [BackboneKind; 5] =
         [BackboneKind::Conv4, BackboneKind::Resnet8, BackboneKind::Resnet32, BackboneKind::Resnet56, BackboneKind::Resnet34];
 
-    pub fn name(self) -> &'static str {
+    /// Everything relnet asks about the backbone, declared in the backbone's own file.
+    pub fn spec(self) -> BackboneSpec {
         match self {
-            BackboneKind::Conv4 => "conv4",
-            BackboneKind::Resnet8 => "resnet8",
-            BackboneKind::Resnet32 => "resnet32",
-            BackboneKind::Resnet56 => "resnet56",
-            BackboneKind::Resnet34 => "resnet34",
+            BackboneKind::Conv4 => crate::conv4::SPEC,
+            BackboneKind::Resnet8 => crate::resnet_cifar::RESNET8,
+            BackboneKind::Resnet32 => crate::resnet_cifar::RESNET32,
+            BackboneKind::Resnet56 => crate::resnet_cifar::RESNET56,
+            BackboneKind::Resnet34 => crate::resnet34::SPEC,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
     }
 
     /// Size of the pooled feature vector.
     pub fn features(self) -> usize {
-        match self {
-            BackboneKind::Resnet34 => ResNet34::FEATURES,
-            BackboneKind::Conv4 => Conv4::FEATURES,
-            _ => ResNetCifar::FEATURES,
-        }
+        self.spec().features
     }
 
     /// Channels of the first conv -> BN -> ReLU map (Deep InfoMax's local map).
     pub fn first_channels(self) -> usize {
-        match self {
-            BackboneKind::Conv4 => 8,
-            BackboneKind::Resnet34 => 64,
-            _ => 16,
-        }
+        self.spec().first_channels
     }
 
     /// Trainable parameters of the reference implementation (BN running statistics excluded).
     pub fn reference_params(self) -> usize {
-        match self {
-            BackboneKind::Conv4 => 24_648,
-            BackboneKind::Resnet8 => 77_392,
-            BackboneKind::Resnet32 => 466_256,
-            BackboneKind::Resnet56 => 855_120,
-            BackboneKind::Resnet34 => 21_284_672,
-        }
+        self.spec().reference_params
     }
 
     pub fn init(self, device: &Device) -> Backbone {
@@ -86,11 +97,13 @@ impl FromStr for BackboneKind {
         BackboneKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown backbone `{s}` (expected conv4, resnet8, resnet32, resnet56 or resnet34)"))
+            .ok_or_else(|| format!("unknown backbone `{s}` (expected {})", BackboneKind::ALL.map(BackboneKind::name).join(", ")))
     }
 }
 
 /// Any backbone. `forward` gives the pooled features `[N, F]`.
+// One value per model, never stored in bulk: the largest variant's size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     Conv4(Conv4),

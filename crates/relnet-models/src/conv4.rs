@@ -6,6 +6,8 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 
+use crate::backbone::BackboneSpec;
+
 use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
 use crate::fastpool::avg_pool2d;
@@ -51,6 +53,18 @@ pub struct Conv4 {
     pub layer3: ConvBlock,
     pub layer4: ConvBlock,
 }
+
+/// What relnet asks about Conv-4.
+pub const SPEC: BackboneSpec = BackboneSpec {
+    name: "conv4",
+    features: Conv4::FEATURES,
+    first_channels: 8,
+    // Four 2x2 poolings: 8 pixels is the smallest side that leaves one.
+    min_side: 8,
+    reference_params: 24_648,
+    check_side: 32,
+    deep: false,
+};
 
 impl Conv4 {
     pub const FEATURES: usize = 64;

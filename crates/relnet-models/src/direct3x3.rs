@@ -11,12 +11,12 @@
 //! this same kernel on the flipped, transposed weights (`fastconv::backward`). The weight
 //! gradient ([`weight_grad_image`]) turns the tile around: 6 taps by 16 output channels.
 //!
-//! This replaces im2col + GEMM (the patch matrix is 9x the input, and building it was 16% of
-//! ResNet-32's step) for the convolutions of the CIFAR ResNets' stages and Conv-4's first three
-//! blocks. Each output value is summed over channels, then rows, then columns of the kernel, in
-//! that fixed order: the same bits on any thread count. Where the CPU lacks AVX2 or FMA, where
-//! `RELNET_DIRECT_CONV=off`, or where the shape is not covered ([`covers`]), the caller keeps
-//! im2col + GEMM.
+//! This replaces im2col + GEMM for the convolutions of the CIFAR ResNets' stages and Conv-4's
+//! first three blocks: the patch matrix is 9x the input, and writing it and reading it back is
+//! memory traffic that the direct kernel does not have. Each output value is summed over
+//! channels, then rows, then columns of the kernel, in that fixed order: the same bits on any
+//! thread count. Where the CPU lacks AVX2 or FMA, where `RELNET_DIRECT_CONV=off`, or where the
+//! shape is not covered ([`covers`]), the caller keeps im2col + GEMM.
 
 use std::mem::MaybeUninit;
 
@@ -106,19 +106,23 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
+    assert_eq!(weight.len(), g.co * g.ci * 9);
     let packed = pack(g, weight);
     let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.h * g.w);
-    // The kernel writes every output value, so the output is not zeroed first.
+    // Not zeroed first: `forward_image` writes every value.
     let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
     out.spare_capacity_mut()[..g.n * len_out].par_chunks_mut(len_out).zip(x.par_chunks(len_in)).for_each_init(Vec::new, |buf, (o, xi)| forward_image(g, xi, &packed, o, buf));
-    // SAFETY: the `n` chunks of `len_out` values were all written by `forward_image`.
+    // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`covers`)
+    // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values
+    // with an image, and `forward_image` wrote each chunk whole before `for_each_init` returned
+    // (had it panicked, the panic would have propagated before this line).
     unsafe { out.set_len(g.n * len_out) };
     out
 }
 
 /// The convolution of one image `x` (`[ci, h, w]`) with the packed weights `packed` ([`pack`]),
-/// into `out` (`[co, h, w]`, every value written). `buf` is scratch (the bordered image). Only
-/// for a `g` that [`covers`] accepts.
+/// into `out` (`[co, h, w]`): every value of `out` is written ([`forward`] relies on it). `buf`
+/// is scratch (the bordered image). Only for a `g` that [`covers`] accepts.
 fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit<f32>], buf: &mut Vec<f32>) {
     assert!(covers(g));
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -126,8 +130,8 @@ fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit
     assert_eq!(packed.len(), g.co * g.ci * 9);
     border(g, x, buf);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `covers` checked AVX2 and FMA at run time; the asserts above and `border` fix the
-    // slices' lengths that the kernel's pointer arithmetic relies on (see `tile`).
+    // SAFETY: `covers` checked AVX2 and FMA at run time and the shape `avx::image` needs; the
+    // asserts above and `border` give the lengths it requires of `buf`, `packed` and `out`.
     unsafe {
         avx::image(g, buf, packed, out.as_mut_ptr().cast::<f32>())
     }
@@ -168,8 +172,9 @@ pub(crate) fn weight_grad_image(g: &Geometry, x: &[f32], dy: &[f32], dwt: &mut [
         }
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `covers` checked AVX2 and FMA at run time; the asserts above, `border` and the
-    // resize of `dyt` fix the lengths the kernel relies on (see `avx::grad_tile`).
+    // SAFETY: `covers_weight_grad` checked AVX2 and FMA at run time and the shape
+    // `avx::weight_grad` needs; the asserts above, `border` and the resize of `dyt` give the
+    // lengths it requires of `buf`, `dyt` and `dwt`.
     unsafe {
         avx::weight_grad(g, buf, dyt, dwt)
     }
@@ -183,10 +188,21 @@ mod avx {
 
     use super::{Geometry, S, tiles};
 
-    /// Every tile of one image. Pixel runs outer (a run's inputs stay in L1 across the output
-    /// channel tiles), output channel tiles inner.
+    /// Every tile of one image: writes each of the `co * h * w` values at `out`. Pixel runs
+    /// outer (a run's inputs stay in L1 across the output channel tiles), output channel tiles
+    /// inner.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `g` is one that [`super::covers`] accepts (3x3, stride 1,
+    /// padding 1, `w` a non-zero multiple of 8, `co` even and non-zero, `ci` and `h` non-zero);
+    /// `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `packed` the packed
+    /// weights (`co * ci * 9`, [`super::pack`]), and `out` is valid for writes of `co * h * w`
+    /// floats that nothing else accesses during the call.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn image(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+        debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && packed.len() == g.co * g.ci * 9);
+        // `w` is a multiple of 8: the runs tile the plane, and `tiles` covers `0..co`.
         let p = g.h * g.w;
         let runs = p / 8;
         let tiles: Vec<(usize, usize)> = tiles(g.co).collect();
@@ -194,15 +210,18 @@ mod avx {
         while first < runs {
             let s = (runs - first).min(S);
             for &(co, rows) in &tiles {
-                // SAFETY: forwarded from the caller; `first + s <= runs`, `co + rows <= g.co`.
+                // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
+                // `tiles` yields consecutive tiles of 2, 4 or 6 channels ending at `g.co`,
+                // `co + rows <= g.co`.
                 unsafe {
                     match (rows, s) {
                         (6, 2) => tile::<6, 2>(g, buf, packed, out, co, first),
-                        (6, _) => tile::<6, 1>(g, buf, packed, out, co, first),
+                        (6, 1) => tile::<6, 1>(g, buf, packed, out, co, first),
                         (4, 2) => tile::<4, 2>(g, buf, packed, out, co, first),
-                        (4, _) => tile::<4, 1>(g, buf, packed, out, co, first),
-                        (_, 2) => tile::<2, 2>(g, buf, packed, out, co, first),
-                        _ => tile::<2, 1>(g, buf, packed, out, co, first),
+                        (4, 1) => tile::<4, 1>(g, buf, packed, out, co, first),
+                        (2, 2) => tile::<2, 2>(g, buf, packed, out, co, first),
+                        (2, 1) => tile::<2, 1>(g, buf, packed, out, co, first),
+                        _ => unreachable!("tile of {rows} channels by {s} runs"),
                     }
                 }
             }
@@ -212,10 +231,13 @@ mod avx {
 
     /// Output channels `co .. co + RR` at the `N` runs of 8 pixels from run `first`.
     ///
-    /// SAFETY: AVX2 and FMA present; `buf` is the bordered image (`ci * (h+2) * (w+2)`),
-    /// `packed` is `co * ci * 9`, `out` is `co * h * w`, `co + RR <= g.co`, `first + N <= h*w/8`,
-    /// and `w % 8 == 0`. A run at output (y, x..x+8) with tap (ky, kx) reads bordered row
-    /// `y + ky <= h + 1`, columns `x + kx .. x + kx + 8 <= w + 2`: inside `buf`.
+    /// # Safety
+    ///
+    /// What [`image`] requires, and `co + RR <= g.co`, `first + N <= h * w / 8`. Then a run at
+    /// output (y, x..x+8) with tap (ky, kx) reads bordered row `y + ky <= h + 1`, columns
+    /// `x + kx .. x + kx + 8 <= w + 2`: inside `buf`; the tile's weights are
+    /// `packed[co * ci * 9 .. (co + RR) * ci * 9]`; it stores channels `co .. co + RR` at
+    /// pixels `first * 8 .. (first + N) * 8`: inside `out`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn tile<const RR: usize, const N: usize>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32, co: usize, first: usize) {
@@ -232,22 +254,29 @@ mod avx {
         }
         let mut acc = [[_mm256_setzero_ps(); N]; RR];
         let b = buf.as_ptr();
+        // SAFETY: `co < g.co`: the start of this tile's weights, inside `packed`.
         let mut w = unsafe { packed.as_ptr().add(co * taps) };
         for c in 0..g.ci {
+            // SAFETY: `c < ci`: the start of channel `c`'s bordered plane, inside `buf`.
             let base = unsafe { b.add(c * plane) };
             for ky in 0..3 {
                 for kx in 0..3 {
                     let off = ky * wp + kx;
                     let mut v = [_mm256_setzero_ps(); N];
                     for i in 0..N {
+                        // SAFETY: 8 values of bordered row `y + ky`, columns `x + kx ..`, of
+                        // channel `c` (see `# Safety`): inside `buf`.
                         v[i] = unsafe { _mm256_loadu_ps(base.add(at[i] + off)) };
                     }
                     for r in 0..RR {
+                        // SAFETY: `w` walks this tile's `ci * 9 * RR` weights, `r < RR`.
                         let k = unsafe { _mm256_broadcast_ss(&*w.add(r)) };
                         for i in 0..N {
                             acc[r][i] = _mm256_fmadd_ps(k, v[i], acc[r][i]);
                         }
                     }
+                    // SAFETY: at most one past this tile's weights, which end inside `packed`
+                    // or at its end.
                     w = unsafe { w.add(RR) };
                 }
             }
@@ -256,6 +285,8 @@ mod avx {
         for r in 0..RR {
             let row = (co + r) * g.h * g.w;
             for i in 0..N {
+                // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + 8 <= h * w`:
+                // inside `out`.
                 unsafe { _mm256_storeu_ps(o.add(row + dst[i]), acc[r][i]) };
             }
         }
@@ -264,9 +295,17 @@ mod avx {
     /// Taps per weight-gradient tile (the last may have 3: `ci * 9` is a multiple of 3).
     const TAPS: usize = 6;
 
-    /// Every weight-gradient tile of one image, band of rows by band of rows.
+    /// Adds one image's weight gradient onto `dwt`: every tile, band of rows by band of rows.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `g` is one that [`super::covers_weight_grad`] accepts (what
+    /// [`super::covers`] accepts, with `co` a multiple of 8); `buf` holds the bordered image
+    /// (`ci * (h+2) * (w+2)` values), `dyt` the output gradient as `[h * w, co]`, and `dwt`
+    /// holds `ci * 9 * co` values.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weight_grad(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+        debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co);
         let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
         // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
         let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
@@ -278,13 +317,17 @@ mod avx {
                 let taps = (g.ci * 9 - k).min(TAPS);
                 for o in (0..g.co).step_by(16) {
                     let offs = &offs[k..k + taps];
-                    // SAFETY: forwarded from the caller; `k + T <= ci * 9`, `o + 8 * V <= co`.
+                    // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= h`, `offs` the
+                    // `taps` offsets from tap `k`, and `k + taps <= ci * 9`; `ci * 9` is a
+                    // multiple of 3, so `taps` is 6 or 3, and `co` a multiple of 8, so `co - o`
+                    // is at least 16 (two vectors) or exactly 8 (one).
                     unsafe {
-                        match (taps, g.co - o >= 16) {
-                            (TAPS, true) => grad_tile::<TAPS, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (TAPS, false) => grad_tile::<TAPS, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (_, true) => grad_tile::<3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (_, false) => grad_tile::<3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        match (taps, g.co - o) {
+                            (TAPS, 16..) => grad_tile::<TAPS, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (TAPS, 8) => grad_tile::<TAPS, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (3, 16..) => grad_tile::<3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (3, 8) => grad_tile::<3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                            (t, c) => unreachable!("weight-gradient tile of {t} taps by {c} channels"),
                         }
                     }
                 }
@@ -295,10 +338,13 @@ mod avx {
 
     /// `dwt[k + t][o .. o + 8V] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + 8V]`, for `t < T`.
     ///
-    /// SAFETY: AVX2 and FMA present; `buf` is the bordered image, `dyt` is `h * w * co`, `dwt`
-    /// is `ci * 9 * co`, `offs.len() == T`, `k + T <= ci * 9`, `o + 8 * V <= co`, `y1 <= h`. Output pixel (y, x)
-    /// with the tap at `offs[t]` (channel c, row ky, column kx) reads bordered position
-    /// `c * plane + (y + ky) * wp + x + kx`: inside `buf`.
+    /// # Safety
+    ///
+    /// What [`weight_grad`] requires, and `offs.len() == T` with `offs[t]` the offset of tap
+    /// `k + t` (channel c, row ky, column kx) in the bordered image, `c * plane + ky * wp + kx`,
+    /// `k + T <= ci * 9`, `o + 8 * V <= co`, `y1 <= h`. Then output pixel (y, x) reads bordered
+    /// position `c * plane + (y + ky) * wp + x + kx`: inside `buf`; `dyt[(y * w + x) * co + o ..]`
+    /// and `dwt[(k + t) * co + o ..]`, `8 * V` values each: inside theirs.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
@@ -308,30 +354,38 @@ mod avx {
         let mut acc = [[_mm256_setzero_ps(); V]; T];
         for t in 0..T {
             for v in 0..V {
+                // SAFETY: row `k + t < ci * 9` of `dwt`, columns `o + 8v .. o + 8v + 8 <= co`.
                 acc[t][v] = unsafe { _mm256_loadu_ps(dw.add((k + t) * g.co + o + 8 * v)) };
             }
         }
         let mut at = [0usize; T];
         at.copy_from_slice(offs);
         for y in y0..y1 {
+            // SAFETY: `y < h`: the start of bordered row `y` of channel 0, inside `buf`.
             let row = unsafe { b.add(y * wp) };
-            let mut dp = unsafe { d.add(y * g.w * g.co + o) };
+            // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
+            // row's last pixel it points past the end of `dyt`, where it is never read.
+            let mut dp = d.wrapping_add(y * g.w * g.co + o);
             for x in 0..g.w {
                 let mut d = [_mm256_setzero_ps(); V];
                 for v in 0..V {
+                    // SAFETY: pixel (y, x)'s `dy` for channels `o + 8v .. o + 8v + 8 <= co`,
+                    // inside `dyt`.
                     d[v] = unsafe { _mm256_loadu_ps(dp.add(8 * v)) };
                 }
                 for t in 0..T {
+                    // SAFETY: tap `k + t`'s input for pixel (y, x), inside `buf` (see `# Safety`).
                     let b = unsafe { _mm256_broadcast_ss(&*row.add(at[t] + x)) };
                     for v in 0..V {
                         acc[t][v] = _mm256_fmadd_ps(b, d[v], acc[t][v]);
                     }
                 }
-                dp = unsafe { dp.add(g.co) };
+                dp = dp.wrapping_add(g.co);
             }
         }
         for t in 0..T {
             for v in 0..V {
+                // SAFETY: the same `dwt` values as loaded above.
                 unsafe { _mm256_storeu_ps(dw.add((k + t) * g.co + o + 8 * v), acc[t][v]) };
             }
         }

@@ -10,6 +10,8 @@
 //! statistics as `BatchNorm::forward` does. Inference, other backends, `RELNET_CONV=burn` and
 //! `RELNET_BN=burn` (this one alone) keep burn's path.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -23,7 +25,26 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::fastconv::{enabled, on_flex, par_filled, values};
+use crate::fastconv::{enabled, mul, on_flex, par_filled, values};
+
+/// Panics, naming `what`, unless `x` values are whole images of `channels` planes of `plane`
+/// values (`n` of them, where given): what the kernels below index by. Returns the length of
+/// one image, `channels * plane`, which is non-zero unless `x` is 0.
+fn check_images(what: &str, x: usize, n: Option<usize>, channels: usize, plane: usize) -> usize {
+    let len = mul(channels, plane, what);
+    match n {
+        Some(n) => assert!(mul(n, len, what) == x, "{what}: {x} values are not {n} images of {channels} channels x {plane} values"),
+        None => assert!(if len == 0 { x == 0 } else { x.is_multiple_of(len) }, "{what}: {x} values are not whole images of {channels} channels x {plane} values"),
+    }
+    len
+}
+
+/// Panics, naming `what`, unless each of `per_channel` (name, values) has one value per channel.
+fn check_channels(what: &str, channels: usize, per_channel: &[(&str, &[f32])]) {
+    for (name, v) in per_channel {
+        assert!(v.len() == channels, "{what}: {name} has {} values for {channels} channels", v.len());
+    }
+}
 
 /// Per channel `c` of `x` (`[n, channels, plane]`): `f(c, the channel's n planes)` in parallel.
 fn per_channel<T: Send>(x: &[f32], n: usize, channels: usize, plane: usize, f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync) -> Vec<T> {
@@ -50,8 +71,10 @@ fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32, g: impl Fn(f32, f32)
     (su, sv)
 }
 
-/// Mean and biased variance of every channel: per plane in f32 lanes, across planes in f64.
+/// Mean and biased variance of every channel of `x` (`[n, channels, plane]`): per plane in f32
+/// lanes, across planes in f64. Panics unless `x` has `n * channels * plane` values.
 pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
+    check_images("fastbn::statistics", x.len(), Some(n), channels, plane);
     let count = (n * plane).max(1) as f64;
     let stats = per_channel(x, n, channels, plane, |_, planes| {
         let (mut s, mut ss) = (0f64, 0f64);
@@ -76,13 +99,21 @@ fn affine(channels: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32
     (scale, shift)
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, then `max(y, 0)` if `relu`.
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, per channel, then `max(y, 0)` if `relu`,
+/// for `x` of whole images of `channels` planes of `plane` values.
+///
+/// # Panics
+///
+/// Unless `x` is such images (a multiple of `channels * plane` values, none if that is 0) and
+/// `mean`, `var`, `gamma` and `beta` have one value per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> Vec<f32> {
+    const WHAT: &str = "fastbn::normalise";
+    let len = check_images(WHAT, x.len(), None, channels, plane);
+    check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
     let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let len = channels * plane;
-    par_filled(x.len(), len, |i, yi| {
+    let fill = |i: usize, yi: &mut [MaybeUninit<f32>]| {
         let xi = &x[i * len..(i + 1) * len];
         for c in 0..channels {
             let (a, b) = (scale[c], shift[c]);
@@ -90,16 +121,23 @@ pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[
                 o.write((v * a + b).max(floor));
             }
         }
-    })
+    };
+    // SAFETY: `len` divides `x.len()` and is non-zero unless `x` is empty (checked above), so
+    // every chunk is one whole image of `len` values, and `fill` writes each of its `channels`
+    // runs of `plane` values.
+    unsafe { par_filled(x.len(), len, fill) }
 }
 
 /// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
 /// expression, in the same float operations, as the forward pass decided on.
 #[allow(clippy::too_many_arguments)]
 fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
+    const WHAT: &str = "fastbn::relu_mask";
+    let len = check_images(WHAT, x.len(), None, channels, plane);
+    assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
+    check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
     let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
-    let len = channels * plane;
-    par_filled(x.len(), len, |i, o| {
+    let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
         let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
         for c in 0..channels {
             let (a, b) = (scale[c], shift[c]);
@@ -108,12 +146,25 @@ fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32],
                 o.write(if v * a + b > 0.0 { g } else { 0.0 });
             }
         }
-    })
+    };
+    // SAFETY: as in `normalise` (`dy` is as long as `x`): every chunk is one whole image of
+    // `len` values, and `fill` writes each of its `channels` runs of `plane` values.
+    unsafe { par_filled(x.len(), len, fill) }
 }
 
-/// The gradients of the training-mode batch norm for `dy`: `(dx, dgamma, dbeta)`.
+/// The gradients of the training-mode batch norm of `x` (`[n, channels, plane]`) for `dy` (the
+/// same shape): `(dx, dgamma, dbeta)`.
+///
+/// # Panics
+///
+/// Unless `x` and `dy` have `n * channels * plane` values and `mean`, `var` and `gamma` one
+/// per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const WHAT: &str = "fastbn::backward";
+    let len = check_images(WHAT, x.len(), Some(n), channels, plane);
+    assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
+    check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     // Per channel: sum of dy (dbeta) and of dy * x_hat (dgamma).
     let sums = per_channel(dy, n, channels, plane, |c, dys| {
@@ -137,8 +188,7 @@ pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, 
             (k as f32, (sums[c].0 / count) as f32, (sums[c].1 / count) as f32, inv_std[c] as f32)
         })
         .collect();
-    let len = channels * plane;
-    let dx = par_filled(x.len(), len, |i, o| {
+    let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
         let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
         for c in 0..channels {
             let (k, md, mdx, is) = coef[c];
@@ -148,7 +198,11 @@ pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, 
                 o.write(k * (g - md - (v - m) * is * mdx));
             }
         }
-    });
+    };
+    // SAFETY: `x` and `dy` are `n` images of `len` values (checked above; `len` is non-zero
+    // unless they are empty), so every chunk is one whole image, and `fill` writes each of its
+    // `channels` runs of `plane` values.
+    let dx = unsafe { par_filled(x.len(), len, fill) };
     (dx, dgamma, dbeta)
 }
 
@@ -161,7 +215,9 @@ pub trait FastBatchNorm: Backend {
 
 fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
     let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
+    assert!(shape.len() >= 2, "fast_batch_norm_train: input of shape {shape:?} has no channel axis");
     let (n, c) = (shape[0], shape[1]);
+    check_channels("fast_batch_norm_train", c, &[("gamma", &gv), ("beta", &bv)]);
     let plane = shape[2..].iter().product::<usize>();
     let (mean, var) = statistics(&xv, n, c, plane);
     let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
@@ -186,6 +242,7 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 let dy = grads.consume::<Flex>(&ops.node);
                 let (x, gamma, beta, mean, var, eps, relu) = ops.state;
                 let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) = (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
+                // The forward pass checked the input's shape; `backward` checks the rest.
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
                 let masked;
@@ -253,14 +310,20 @@ pub trait FastAddRelu: Backend {
     fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
+/// Elements per task of the element-wise passes.
+const CHUNK: usize = 1 << 14;
+
 fn flex_add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
-    let ((shape, av), (_, bv)) = (values(a), values(b));
-    const CHUNK: usize = 1 << 14;
-    let y = par_filled(av.len(), CHUNK, |i, y| {
+    let ((shape, av), (shape_b, bv)) = (values(a), values(b));
+    assert!(shape == shape_b, "fast_add_relu: the shapes {shape:?} and {shape_b:?} differ");
+    let fill = |i: usize, y: &mut [MaybeUninit<f32>]| {
         for ((o, &u), &v) in y.iter_mut().zip(&av[i * CHUNK..]).zip(&bv[i * CHUNK..]) {
             o.write((u + v).max(0.0));
         }
-    });
+    };
+    // SAFETY: chunk `i` is `y = out[i * CHUNK..][..y.len()]`, and `av` and `bv` are as long as
+    // the output (equal shapes), so the zip runs over all of `y` and writes it.
+    let y = unsafe { par_filled(av.len(), CHUNK, fill) };
     FlexTensor::from_data(TensorData::new(y, shape))
 }
 
@@ -280,13 +343,16 @@ impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
             fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [node_a, node_b] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
-                let ((shape, yv), (_, dv)) = (values(&ops.state), values(&dy));
-                const CHUNK: usize = 1 << 14;
-                let dx = par_filled(yv.len(), CHUNK, |i, o| {
+                let ((shape, yv), (dy_shape, dv)) = (values(&ops.state), values(&dy));
+                assert!(shape == dy_shape, "fast_add_relu backward: output {shape:?} and its gradient {dy_shape:?} differ in shape");
+                let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
                     for ((o, &y), &d) in o.iter_mut().zip(&yv[i * CHUNK..]).zip(&dv[i * CHUNK..]) {
                         o.write(if y > 0.0 { d } else { 0.0 });
                     }
-                });
+                };
+                // SAFETY: chunk `i` is `dx[i * CHUNK..][..o.len()]`, and `yv` and `dv` are as
+                // long as `dx` (equal shapes), so the zip runs over all of `o` and writes it.
+                let dx = unsafe { par_filled(yv.len(), CHUNK, fill) };
                 let dx = FlexTensor::from_data(TensorData::new(dx, shape));
                 match (node_a, node_b) {
                     (Some(a), Some(b)) => {

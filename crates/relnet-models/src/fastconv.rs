@@ -81,6 +81,32 @@ impl Geometry {
     fn output_len(&self) -> usize {
         self.co * self.cols()
     }
+    /// Panics, naming `what`, unless the kernels can run this geometry on slices of these
+    /// lengths: kernel and stride at least 1, a kernel no larger than the padded input, no size
+    /// overflowing `usize`, and `x` (`[n, ci, h, w]`), `weight` (`[co, ci, kh, kw]`) and `dy`
+    /// (`[n, co, oh, ow]`, when given) exactly as long as the geometry says.
+    fn check(&self, what: &str, x: usize, weight: usize, dy: Option<usize>) {
+        assert!(self.kh > 0 && self.kw > 0 && self.sh > 0 && self.sw > 0, "{what}: kernel {}x{} and stride {}x{} must be at least 1", self.kh, self.kw, self.sh, self.sw);
+        let padded = |len: usize, p: usize| mul(2, p, what).checked_add(len).unwrap_or_else(|| panic!("{what}: padded size overflows usize"));
+        assert!(padded(self.h, self.ph) >= self.kh && padded(self.w, self.pw) >= self.kw, "{what}: kernel {}x{} is larger than the padded input {}x{} (padding {}x{})", self.kh, self.kw, self.h, self.w, self.ph, self.pw);
+        // Per image (or per output channel) first, so that each partial product is checked
+        // even where the batch (or `co`) is 0.
+        let size = |dims: [usize; 4]| dims.into_iter().fold(1, |p, d| mul(p, d, what));
+        let want = size([self.ci, self.h, self.w, self.n]);
+        assert!(x == want, "{what}: input of {x} values, {self:?} needs {want}");
+        let want = size([self.ci, self.kh, self.kw, self.co]);
+        assert!(weight == want, "{what}: weight of {weight} values, {self:?} needs {want}");
+        let want = size([self.co, self.oh(), self.ow(), self.n]);
+        if let Some(dy) = dy {
+            assert!(dy == want, "{what}: output gradient of {dy} values, {self:?} needs {want}");
+        }
+    }
+    /// Whether some image, input channel or output value is missing: then the convolution's
+    /// output and gradients are all zeros (sums of nothing), which the kernels, working on
+    /// whole non-empty images, are not asked to compute.
+    fn empty(&self) -> bool {
+        self.n == 0 || self.input_len() == 0 || self.output_len() == 0
+    }
     /// The stride-1 convolution that maps this one's output gradient to its input gradient:
     /// `co` input channels, `ci` output channels, padding `k - 1 - p` (the same size as the input).
     fn transposed(&self) -> Geometry {
@@ -213,15 +239,27 @@ fn col2im_add(g: &Geometry, col: &[f32], ld: usize, dx: &mut [f32]) {
 }
 
 /// A vector of `len` values made chunk by chunk on rayon's pool, without zeroing it first:
-/// `fill(i, chunk)` gets the `i`-th run of `chunk` values (the last may be shorter) and must
-/// write every one of them (`MaybeUninit::write`). For outputs that a pass overwrites whole,
-/// where `vec![0.0; len]` would cost a memset of the same size.
-pub(crate) fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+/// `fill(i, c)` gets the `i`-th run `c` of `chunk` values (the last may be shorter). For
+/// outputs that a pass overwrites whole, where `vec![0.0; len]` would add a memset of the
+/// same size as the pass's own writes.
+///
+/// # Safety
+///
+/// Every call of `fill` that returns must have written every element of the slice it was
+/// given (`MaybeUninit::write`); the vector's values are read as initialised afterwards. A
+/// `fill` that panics exposes nothing: the panic propagates and the vector is dropped empty.
+pub(crate) unsafe fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, c)| fill(i, c));
-    // SAFETY: every chunk of the `len` values was written by `fill`, as its contract requires.
+    // SAFETY: the capacity is at least `len`, and the chunks partition `..len`, each written
+    // whole by `fill` (the caller's contract); `for_each` returns only after every chunk.
     unsafe { out.set_len(len) };
     out
+}
+
+/// `a * b`, panicking with `what` where it overflows `usize` (a release build would wrap).
+pub(crate) fn mul(a: usize, b: usize, what: &str) -> usize {
+    a.checked_mul(b).unwrap_or_else(|| panic!("{what}: {a} x {b} overflows usize"))
 }
 
 /// `dst (m x n, row-major) (+)= a (m x k) * b (k x n)`, with `a` and `b` addressed by (row
@@ -236,11 +274,16 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[
 /// `a` instead (the weight gradient: `a` is dY, a ninth of the patch matrix `b`).
 #[allow(clippy::too_many_arguments)]
 fn matmul_to(m: usize, n: usize, k: usize, dst: &mut [f32], d_rs: usize, d_cs: usize, accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
-    assert!(m == 0 || n == 0 || dst.len() > (m - 1) * d_rs + (n - 1) * d_cs);
-    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
-    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    // SAFETY: the asserts above keep every index the GEMM touches inside the three slices, and
-    // `dst` does not alias `a` or `b` (it is borrowed mutably).
+    // The last element a `rows x cols` matrix with these strides addresses, in checked
+    // arithmetic (a wrapped product could pass the length check below).
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1).checked_mul(rs).and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| rows == 0 || cols == 0 || last(rows, cols, rs, cs).is_some_and(|l| l < len);
+    assert!(fits(dst.len(), m, n, d_rs, d_cs), "matmul: dst of {} values is too short for {m}x{n}", dst.len());
+    assert!(fits(a.len(), m, k, a_rs, a_cs), "matmul: a of {} values is too short for {m}x{k}", a.len());
+    assert!(fits(b.len(), k, n, b_rs, b_cs), "matmul: b of {} values is too short for {k}x{n}", b.len());
+    // SAFETY: the asserts above keep every element the GEMM reads or writes inside the three
+    // slices (each slice is at most `isize::MAX` bytes, so the offsets fit in `isize`), and
+    // `dst`, borrowed mutably, overlaps neither `a` nor `b`.
     unsafe {
         gemm::gemm(
             m,
@@ -267,11 +310,9 @@ fn matmul_to(m: usize, n: usize, k: usize, dst: &mut [f32], d_rs: usize, d_cs: u
 }
 
 /// Images per GEMM: enough for about 1,024 output pixels (one image of a 32x32 map, 16 of an
-/// 8x8 one), at most an eighth of the batch (work for every core). Measured on ResNet-32 (K = 4,
-/// M = 64): 1 image per GEMM, 256, 1,024 or 4,096 pixels all gave 99-119 views/s, within the
-/// host's noise. A function of the shape
-/// only, never of the thread count: the weight gradient sums chunks in chunk order, so one
-/// thread or many give the same bits.
+/// 8x8 one), at most an eighth of the batch (work for every core); the exact figure is not
+/// critical (docs/performance.md). A function of the shape only, never of the thread count: the
+/// weight gradient sums chunks in chunk order, so one thread or many give the same bits.
 fn chunk(g: &Geometry) -> usize {
     (1024 / g.cols().max(1)).clamp(1, (g.n / 8).max(1))
 }
@@ -314,13 +355,19 @@ fn patches(g: &Geometry, x: &[f32], b: usize, col: &mut Vec<f32>) -> usize {
 
 /// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, kh, kw]`), no bias:
 /// `[n, co, oh, ow]`, row-major.
+///
+/// # Panics
+///
+/// Where the slices' lengths do not match `g`, or `g` has a zero kernel or stride or a kernel
+/// larger than the padded input.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    g.check("fastconv::forward", x.len(), weight.len(), None);
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
     if direct3x3::covers(g) {
         return direct3x3::forward(g, x, weight);
     }
     let mut out = vec![0f32; g.n * g.output_len()];
-    if g.n == 0 {
+    if g.empty() {
         return out;
     }
     out.par_chunks_mut(b * g.output_len()).zip(x.par_chunks(b * g.input_len())).for_each_init(
@@ -344,11 +391,16 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     out
 }
 
-/// The gradients of [`forward`] for the output gradient `dy`: the input's (if `want_x`) and the
-/// weight's (if `want_w`).
+/// The gradients of [`forward`] for the output gradient `dy` (`[n, co, oh, ow]`): the input's
+/// (if `want_x`) and the weight's (if `want_w`).
+///
+/// # Panics
+///
+/// Where [`forward`] panics, or where `dy`'s length does not match `g`.
 pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: bool, want_w: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
-    if g.n == 0 {
+    if g.empty() {
         return (want_x.then(|| vec![0f32; g.n * g.input_len()]), want_w.then(|| vec![0f32; g.co * rows]));
     }
     // With stride 1 (and not pointwise, which needs no patches at all), the input gradient is a
@@ -446,6 +498,8 @@ pub(crate) fn values(t: &FlexTensor) -> (Vec<usize>, std::borrow::Cow<'_, [f32]>
 }
 
 fn geometry(x: &[usize], w: &[usize], sh: usize, sw: usize, ph: usize, pw: usize) -> Geometry {
+    assert!(x.len() == 4 && w.len() == 4, "fast_conv2d: input {x:?} and weight {w:?} must both have rank 4");
+    assert!(x[1] == w[1], "fast_conv2d: the weight {w:?} has {} input channels, the input {x:?} {}", w[1], x[1]);
     Geometry { n: x[0], ci: x[1], h: x[2], w: x[3], co: w[0], kh: w[2], kw: w[3], sh, sw, ph, pw }
 }
 

@@ -1,9 +1,11 @@
 //! Non-overlapping average pooling (kernel = stride, no padding, NCHW f32) for burn-flex, with a
 //! direct backward pass, registered through burn's backend extension like [`crate::fastconv`].
-//! burn-flex 0.22 runs the 2D pool as a 3D one and its backward pass, generic over kernel,
-//! stride and padding, was the largest single item of Conv-4's step profile (16%).
+//! burn-flex 0.22 runs the 2D pool as a 3D one, and its backward pass, generic over kernel,
+//! stride and padding, would be a large part of Conv-4's training step (docs/performance.md).
 //!
 //! Other backends, other pool shapes, `ceil_mode` and `RELNET_CONV=burn` keep burn's pool.
+
+use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -19,18 +21,32 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::fastconv::{enabled, on_flex, par_filled, values};
+use crate::fastconv::{enabled, mul, on_flex, par_filled, values};
+
+/// Panics, naming `what`, unless the kernel is at least 1x1 and `len` values are `planes`
+/// planes of `h x w` (the input) or, if `pooled`, of `h / kh x w / kw` (the output).
+fn check(what: &str, len: usize, planes: usize, (h, w): (usize, usize), (kh, kw): (usize, usize), pooled: bool) {
+    assert!(kh > 0 && kw > 0, "{what}: kernel {kh}x{kw} must be at least 1x1");
+    let (ph, pw) = if pooled { (h / kh, w / kw) } else { (h, w) };
+    let want = mul(mul(ph, pw, what), planes, what);
+    assert!(len == want, "{what}: {len} values are not {planes} planes of {ph}x{pw}");
+}
 
 /// The mean of every `kh x kw` block of every `h x w` plane of `x` (`planes` of them): planes of
 /// `(h / kh) x (w / kw)`; rows and columns past the last whole block are dropped.
+///
+/// # Panics
+///
+/// Unless the kernel is at least 1x1 and `x` has `planes * h * w` values.
 pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<f32> {
+    check("fastpool::forward", x.len(), planes, (h, w), (kh, kw), false);
     let (oh, ow) = (h / kh, w / kw);
     let scale = 1.0 / (kh * kw) as f32;
     if kh == 2 && kw == 2 && oh * ow > 0 {
         // Conv-4's pools: each output the sum of its two row pairs, in the order the general
         // loop below adds them, written once (the general loop's per-block sums do not
         // vectorise; this form does).
-        return par_filled(planes * oh * ow, oh * ow, |i, yp| {
+        let fill = |i: usize, yp: &mut [MaybeUninit<f32>]| {
             let xp = &x[i * h * w..(i + 1) * h * w];
             for (oy, out) in yp.chunks_exact_mut(ow).enumerate() {
                 let (a, b) = (&xp[2 * oy * w..2 * oy * w + 2 * ow], &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow]);
@@ -38,7 +54,10 @@ pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: usiz
                     o.write(((a[2 * ox] + a[2 * ox + 1]) + (b[2 * ox] + b[2 * ox + 1])) * scale);
                 }
             }
-        });
+        };
+        // SAFETY: `oh * ow > 0` divides the output's length, so every chunk is one whole output
+        // plane, which `fill` writes row by row (`oh` rows of `ow` values).
+        return unsafe { par_filled(planes * oh * ow, oh * ow, fill) };
     }
     let mut y = vec![0f32; planes * oh * ow];
     if oh * ow == 0 {
@@ -61,32 +80,41 @@ pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: usiz
     y
 }
 
-/// The input gradient of [`forward`]: each output gradient, divided by `kh * kw`, spread over
-/// its block; zero on the dropped rows and columns.
+/// The input gradient of [`forward`] for `dy` (`planes` planes of `(h / kh) x (w / kw)`): each
+/// output gradient, divided by `kh * kw`, spread over its block; zero on the dropped rows and
+/// columns.
+///
+/// # Panics
+///
+/// Unless the kernel is at least 1x1 and `dy` has `planes * (h / kh) * (w / kw)` values.
 pub fn backward(dy: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<f32> {
+    check("fastpool::backward", dy.len(), planes, (h, w), (kh, kw), true);
     let (oh, ow) = (h / kh, w / kw);
     let scale = 1.0 / (kh * kw) as f32;
-    if oh * ow > 0 && h % kh == 0 && w % kw == 0 {
+    if oh * ow > 0 && h.is_multiple_of(kh) && w.is_multiple_of(kw) {
         // The blocks tile the plane: every value is written, so nothing is zeroed first.
-        return par_filled(planes * h * w, h * w, |i, xp| {
+        let fill = |i: usize, xp: &mut [MaybeUninit<f32>]| {
             let dp = &dy[i * oh * ow..(i + 1) * oh * ow];
             for oy in 0..oh {
                 let d = &dp[oy * ow..(oy + 1) * ow];
                 for ky in 0..kh {
                     let row = &mut xp[(oy * kh + ky) * w..(oy * kh + ky + 1) * w];
-                        if kw == 2 {
+                    if kw == 2 {
                         for (ox, &g) in d.iter().enumerate() {
                             row[2 * ox].write(g * scale);
                             row[2 * ox + 1].write(g * scale);
                         }
                     } else {
                         for (block, &g) in row.chunks_exact_mut(kw).zip(d) {
-                            block.fill(std::mem::MaybeUninit::new(g * scale));
+                            block.fill(MaybeUninit::new(g * scale));
                         }
                     }
                 }
             }
-        });
+        };
+        // SAFETY: `h * w > 0` divides the length, so every chunk is one whole plane; with
+        // `h = oh * kh` and `w = ow * kw`, `fill` writes its `h` rows, each as `ow` blocks of `kw`.
+        return unsafe { par_filled(planes * h * w, h * w, fill) };
     }
     let mut dx = vec![0f32; planes * h * w];
     if oh * ow == 0 {
@@ -114,6 +142,7 @@ pub trait FastAvgPool: Backend {
 
 fn flex_forward(x: &FlexTensor, kh: usize, kw: usize) -> FlexTensor {
     let (s, xv) = values(x);
+    assert!(s.len() == 4, "fast_avg_pool2d: input of shape {s:?} is not NCHW");
     let y = forward(&xv, s[0] * s[1], s[2], s[3], kh, kw);
     FlexTensor::from_data(TensorData::new(y, [s[0], s[1], s[2] / kh, s[3] / kw]))
 }

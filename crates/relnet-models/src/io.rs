@@ -167,7 +167,7 @@ pub fn import_safetensors(path: &Path, kind: Option<BackboneKind>, device: &Devi
     let mut store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter).skip_enum_variants(true);
     for (from, to) in RENAMES {
         // File name -> burn name.
-        store = store.with_key_remapping(&to.replace('.', r"\."), &from.replace(r"\.", "."));
+        store = store.with_key_remapping(to.replace('.', r"\."), from.replace(r"\.", "."));
     }
     backbone.load_from(&mut store).map_err(|e| err(path, format!("cannot load {kind} weights: {e}")))?;
     Ok((backbone, kind))

@@ -1,5 +1,12 @@
 //! relnet-models: the backbones and heads of the paper, each with `new(&Device)` (or a kind's
 //! `init(&Device)`), generic over the device.
+//!
+//! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `fastpool`,
+//! `direct3x3`): outputs written without zeroing them first, the `gemm` crate's raw-pointer
+//! GEMM and the AVX2 + FMA intrinsics. Their public functions check every length against the
+//! shape they are given and panic on a mismatch, so no input makes them read or write out of
+//! range or return unwritten values.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, unsafe_op_in_unsafe_fn)]
 
 pub mod backbone;
 pub mod conv4;
@@ -14,5 +21,5 @@ pub mod params;
 pub mod resnet34;
 pub mod resnet_cifar;
 
-pub use backbone::{Backbone, BackboneKind, global_avg_pool};
+pub use backbone::{Backbone, BackboneKind, BackboneSpec, global_avg_pool};
 pub use heads::{LocalDiscriminator, MlpHead, PriorDiscriminator, linear_head};

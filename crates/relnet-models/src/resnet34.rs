@@ -6,6 +6,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 
+use crate::backbone::BackboneSpec;
+
 use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
@@ -21,6 +23,18 @@ pub struct ResNet34 {
     pub layer3: Vec<BasicBlock>,
     pub layer4: Vec<BasicBlock>,
 }
+
+/// What relnet asks about ResNet-34 (the 64x64 backbone of tiny-ImageNet and SlimageNet64).
+pub const SPEC: BackboneSpec = BackboneSpec {
+    name: "resnet34",
+    features: ResNet34::FEATURES,
+    first_channels: 64,
+    // The stem's stride 2 and max-pool, then three stride-2 stages.
+    min_side: 32,
+    reference_params: 21_284_672,
+    check_side: 64,
+    deep: true,
+};
 
 impl ResNet34 {
     pub const FEATURES: usize = 512;

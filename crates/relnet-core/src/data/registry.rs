@@ -78,6 +78,8 @@ pub enum DatasetId {
     Synthetic,
     /// Any image folder `<path>/{train,test}/<class>/*`.
     Folder(PathBuf),
+    /// A dataset registered by another crate ([`register`]).
+    Registered(String),
 }
 
 /// The registered names, in the order `relnet data list` shows them.
@@ -107,6 +109,7 @@ impl DatasetId {
             DatasetId::FashionMnist => "fashion-mnist".into(),
             DatasetId::Synthetic => "synthetic".into(),
             DatasetId::Folder(p) => format!("folder:{}", p.display()),
+            DatasetId::Registered(n) => n.clone(),
         }
     }
 }
@@ -136,11 +139,9 @@ impl FromStr for DatasetId {
             "mnist" => DatasetId::Mnist,
             "fashion-mnist" => DatasetId::FashionMnist,
             "synthetic" => DatasetId::Synthetic,
+            _ if REGISTRY.get(s).is_some() => DatasetId::Registered(s.to_string()),
             _ => {
-                return Err(DataError::Invalid(format!(
-                    "unknown dataset `{s}`; known: {}",
-                    NAMES.join(", ")
-                )));
+                return Err(DataError::Invalid(format!("unknown dataset `{s}`; known: {}", names().join(", "))));
             }
         })
     }
@@ -191,6 +192,12 @@ pub struct DatasetInfo {
     pub test_split: Split,
     /// Random-crop padding of the reference's augmentations (CIFAR 4, STL 12, tiny/slim 8).
     pub crop_padding: usize,
+    /// Cutout's default size (fraction of the image area) when fine-tuning on this dataset: the
+    /// reference's 0.25, with CIFAR-100's 0.0625 and STL-10's 0.111.
+    pub cutout: f64,
+    /// A small, quick dataset (the embedded `synthetic`): runs default to a few epochs and a small
+    /// K instead of the paper's 200 epochs and K = 32.
+    pub small: bool,
     pub source: Source,
     /// Where the official copy lives and what layout relnet expects.
     pub help: String,
@@ -217,6 +224,8 @@ impl DatasetId {
             train_split: Train,
             test_split: Test,
             crop_padding: padding,
+            cutout: 0.25,
+            small: false,
             source,
             help: help.to_string(),
         };
@@ -229,16 +238,18 @@ impl DatasetId {
                  classes airplane ... truck. `relnet data download cifar10` fetches the binary archive."),
             DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
                 let coarse = *self == DatasetId::Cifar100Coarse;
-                base(if coarse { 20 } else { 100 }, 32, CIFAR100_NORM, 4,
+                let info = base(if coarse { 20 } else { 100 }, 32, CIFAR100_NORM, 4,
                     Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", top: "cifar-100-binary", md5: "03b5dce01913d631647c71ecec9e9cb8" },
                     "CIFAR-100 (https://www.cs.toronto.edu/~kriz/cifar.html): extract the official binary archive \
                      cifar-100-binary.tar.gz in the data root (giving cifar-100-binary/train.bin and test.bin). \
                      `cifar100-20` uses the same files with the 20 coarse labels. \
-                     `relnet data download cifar100` fetches it.")
+                     `relnet data download cifar100` fetches it.");
+                DatasetInfo { cutout: 0.0625, ..info }
             }
             DatasetId::Stl10 => DatasetInfo {
                 splits: vec![Train, Test, Unlabeled],
                 pretrain_split: Unlabeled,
+                cutout: 0.111,
                 ..base(10, 96, Normalization::Fixed { mean: [0.5; 3], std: [0.5; 3] }, 12,
                     Source::TarGz { url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", top: "stl10_binary", md5: "91f7769df0f17e558f3565bffb0c7dfb" },
                     "STL-10 (https://cs.stanford.edu/~acoates/stl10/): extract stl10_binary.tar.gz in the data root \
@@ -287,9 +298,16 @@ impl DatasetId {
             }
             DatasetId::Synthetic => {
                 let spec = synthetic::SyntheticSpec::default();
-                base(synthetic::CLASSES.len(), spec.side, Normalization::FromTrainSplit, 4, Source::Generated,
-                    "synthetic: generated in memory from a fixed seed, nothing to obtain.")
+                DatasetInfo {
+                    small: true,
+                    ..base(synthetic::CLASSES.len(), spec.side, Normalization::FromTrainSplit, 4, Source::Generated,
+                        "synthetic: generated in memory from a fixed seed, nothing to obtain.")
+                }
             }
+            DatasetId::Registered(name) => match REGISTRY.get(name) {
+                Some(e) => DatasetInfo { id: self.clone(), ..e.source.info() },
+                None => base(0, 0, Normalization::FromTrainSplit, 4, Source::Manual, &format!("`{name}` is not registered in this program")),
+            },
             DatasetId::Folder(p) => DatasetInfo {
                 num_classes: None,
                 image_size: None,
@@ -344,6 +362,8 @@ pub enum Location {
     ImageFolder(PathBuf),
     Idx(PathBuf),
     Generated,
+    /// A registered dataset: its [`DatasetSource`] finds its own files.
+    Registered(String),
 }
 
 impl Location {
@@ -352,7 +372,7 @@ impl Location {
         use Location::*;
         match self {
             CifarBinary(p) | CifarFolder(p) | Cifar100Binary(p) | Stl10(p) | Tiny(p) | ImageFolder(p) | Idx(p) => p,
-            Generated => Path::new(""),
+            Generated | Registered(_) => Path::new(""),
         }
     }
 }
@@ -387,6 +407,7 @@ impl DatasetInfo {
             DatasetId::Mnist => first_dir(vec![r.join("mnist")], Location::Idx),
             DatasetId::FashionMnist => first_dir(vec![r.join("fashion-mnist")], Location::Idx),
             DatasetId::Synthetic => Ok(Location::Generated),
+            DatasetId::Registered(name) => Ok(Location::Registered(name.clone())),
             DatasetId::Folder(p) => first_dir(vec![p.clone()], Location::ImageFolder),
         }
     }
@@ -455,6 +476,11 @@ impl DatasetInfo {
                 };
                 (set.into_rgb(), names, x)
             }
+            (_, Location::Registered(name)) => {
+                let entry = REGISTRY.get(name).ok_or_else(|| DataError::Invalid(format!("dataset `{name}` is not registered in this program")))?;
+                let (set, classes) = entry.source.load(split, root)?;
+                return Ok(LoadedSplit { dataset: self.id.clone(), split, images: set, classes, source: None });
+            }
             (_, Location::Generated) => {
                 let set = synthetic::generate(&synthetic::SyntheticSpec::default(), train);
                 let classes = synthetic::CLASSES.iter().map(|s| s.to_string()).collect();
@@ -503,6 +529,71 @@ pub const FASHION_CLASSES: [&str; 10] =
 /// Parses a dataset name and returns its registry entry.
 pub fn lookup(name: &str) -> DataResult<DatasetInfo> {
     Ok(name.parse::<DatasetId>()?.info())
+}
+
+/// A dataset defined outside relnet's own readers: its metadata and how to load a split.
+///
+/// Register it with [`register`]; from then on its name works wherever a dataset is named
+/// (`--dataset`, configs, the grid, `relnet data list`).
+pub trait DatasetSource: Send + Sync + 'static {
+    /// The dataset's metadata; its `id` is replaced by the registered name. [`DatasetInfo::new`]
+    /// gives the usual defaults.
+    fn info(&self) -> DatasetInfo;
+    /// The images and class names of `split` (one of `info().splits`), read from under `root` or
+    /// generated; a missing file is a [`DataError::Missing`] naming where it looked.
+    fn load(&self, split: Split, root: &DataRoot) -> DataResult<(ImageSet, Vec<String>)>;
+}
+
+/// A registered dataset.
+pub struct DatasetEntry {
+    pub name: String,
+    pub source: Box<dyn DatasetSource>,
+}
+
+impl crate::registry::Named for DatasetEntry {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+static REGISTRY: crate::registry::Registry<DatasetEntry> = crate::registry::Registry::new("dataset", Vec::new);
+
+/// Makes the dataset `name` known to relnet. Names of relnet's own datasets are refused.
+pub fn register(name: &str, source: impl DatasetSource) -> Result<(), crate::registry::RegistryError> {
+    let builtin = name.starts_with("folder:") || NAMES.contains(&name) || matches!(name.parse::<DatasetId>(), Ok(id) if !matches!(id, DatasetId::Registered(_)));
+    if builtin {
+        return Err(crate::registry::RegistryError::Duplicate { kind: "dataset", name: name.to_string() });
+    }
+    REGISTRY.add(DatasetEntry { name: name.to_string(), source: Box::new(source) })
+}
+
+/// Every dataset name, relnet's own (in `relnet data list` order) then the registered ones.
+pub fn names() -> Vec<String> {
+    NAMES.iter().map(|s| s.to_string()).chain(REGISTRY.names()).collect()
+}
+
+impl DatasetInfo {
+    /// The metadata of a dataset `name` with `classes` classes of `side` x `side` RGB images,
+    /// train and test splits (pretraining on train), normalised from the train split, crop padding
+    /// 4, cutout 0.25, nothing to download.
+    pub fn new(name: &str, classes: usize, side: usize, help: &str) -> Self {
+        DatasetInfo {
+            id: DatasetId::Registered(name.to_string()),
+            num_classes: Some(classes),
+            image_size: Some((side, side)),
+            file_channels: 3,
+            normalization: Normalization::FromTrainSplit,
+            splits: vec![Split::Train, Split::Test],
+            pretrain_split: Split::Train,
+            train_split: Split::Train,
+            test_split: Split::Test,
+            crop_padding: 4,
+            cutout: 0.25,
+            small: false,
+            source: Source::Manual,
+            help: help.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

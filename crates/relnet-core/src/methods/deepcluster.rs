@@ -31,6 +31,9 @@ use crate::features::extract;
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "deepcluster",
+    display: "DeepCluster",
+    order: 2,
+    cost: 1.4,
     summary: "DeepCluster: k-means of PCA-whitened features each epoch, cross-entropy on the clusters",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -69,6 +72,10 @@ impl MethodOptions for DeepclusterOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        1
+    }
+
     fn validate(&self) -> Result<(), crate::config::ConfigError> {
         crate::config::check_range("kmeans_restarts", self.kmeans_restarts, 1, 100)
     }
@@ -77,6 +84,13 @@ impl MethodOptions for DeepclusterOptions {
         let mut dc = DeepCluster::new(run.backbone, self.cluster_weights);
         dc.n_init = self.kmeans_restarts;
         train(&mut dc, run, stop, report, monitor)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        // One k-means restart: the check compares one step, not the clustering's quality.
+        let mut dc = DeepCluster::new(case.backbone, self.cluster_weights);
+        dc.n_init = 1;
+        case.step(&mut dc)
     }
 }
 

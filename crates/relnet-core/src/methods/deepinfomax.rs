@@ -28,6 +28,9 @@ use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKi
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "deepinfomax",
+    display: "Deep InfoMax",
+    order: 4,
+    cost: 16.0,
     summary: "Deep InfoMax: local JSD mutual information with the first feature map, prior matching",
     preset: Preset::Flip,
     views: Views::Fixed(1),
@@ -67,9 +70,17 @@ impl MethodOptions for DeepinfomaxOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        1
+    }
+
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut DeepInfomax::new(backbone, self.dim_prior), run, stop, report, monitor)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        case.step(&mut DeepInfomax::new(case.backbone, self.dim_prior))
     }
 }
 

@@ -10,8 +10,8 @@
 //!   background thread, optimiser and schedule, progress, checkpoints, resume, NaN stop). Every
 //!   method ends in the same backbone artifact, so every evaluator works on every method.
 //!
-//! Adding a method: a new file with both parts, plus one line in the `registry!` below
-//! (see `docs/architecture.md`).
+//! Adding a method: a new file with both parts and one [`register`] call, in relnet or in any
+//! crate that depends on it (see `docs/architecture.md`).
 
 pub mod deepcluster;
 pub mod deepinfomax;
@@ -33,26 +33,28 @@ use relnet_augment::Preset;
 use relnet_models::Backbone;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::Any;
 
 use crate::config::ConfigError;
 use crate::data::ImageSet;
 use crate::error::Result;
+use crate::registry::{Named, Registry, RegistryError};
 use crate::trainer::{Monitor, Outcome, Reporter, Run};
 
 /// A method's options: the `[method]` table of a run's config and its command-line flags.
-pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + 'static {
+///
+/// Implemented once per method, in the method's own file; [`register`] makes it known to every
+/// part of relnet (relnet's own methods are registered from the start).
+pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static {
     /// The name in configs (`kind = "..."`) and on the command line.
     const NAME: &'static str;
-    /// What the method needs from the shared loop.
+    /// What the method needs from the shared loop, and how reports show it.
     fn spec(&self) -> MethodSpec;
-    /// Views per image of a batch (K for relational).
-    fn views(&self) -> usize {
-        match self.spec().views {
-            Views::Fixed(v) => v,
-            Views::K => 1,
-        }
-    }
-    /// Fills defaults that depend on the dataset (`small`: the embedded `synthetic` set).
+    /// Views per image of a batch (K for relational reasoning). No default: a method that takes
+    /// the run's K must read it here, and one that does not says how many it uses.
+    fn views(&self) -> usize;
+    /// Fills defaults that depend on the dataset (`small`: a dataset whose spec says it is small,
+    /// such as the embedded `synthetic`).
     fn resolve(&mut self, _small: bool) {}
     /// Checks every value's range; errors name the key.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -60,16 +62,25 @@ pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + 
     }
     /// Builds the method and trains it with the shared loop.
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
+    /// The method's case in the backend-conformance suite: usually `case.step(&mut TheMethod { .. })`,
+    /// one training step on the reference and on the target from the same weights. A method that
+    /// trains nothing returns no checks.
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> Result<Vec<crate::conformance::Check>>;
 }
 
-/// [`MethodOptions`] behind a pointer: what the registry hands out.
-pub trait DynMethod: Debug {
+/// [`MethodOptions`] behind a pointer: what [`MethodConfig`] holds.
+pub trait DynMethod: Debug + Send + Sync {
     fn name(&self) -> &'static str;
     fn spec(&self) -> MethodSpec;
     fn views(&self) -> usize;
     fn resolve(&mut self, small: bool);
     fn validate(&self) -> Result<(), ConfigError>;
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> Result<Vec<crate::conformance::Check>>;
+    /// The options as the `[method]` table, without `kind`.
+    fn to_table(&self) -> toml::Table;
+    fn clone_box(&self) -> Box<dyn DynMethod>;
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<T: MethodOptions> DynMethod for T {
@@ -91,81 +102,199 @@ impl<T: MethodOptions> DynMethod for T {
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
         MethodOptions::launch(self, run, stop, report, monitor)
     }
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> Result<Vec<crate::conformance::Check>> {
+        MethodOptions::conformance(self, case)
+    }
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("method options serialise to a TOML table")
+    }
+    fn clone_box(&self) -> Box<dyn DynMethod> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
-/// The registry: one line per method (`Variant => options type`). It generates
-/// [`MethodConfig`], the `[method]` table of a config tagged by `kind`, and the flag plumbing.
-macro_rules! registry {
-    ($($variant:ident => $opts:ty),* $(,)?) => {
-        /// The method of a run with its options: the `[method]` table of a config, tagged by `kind`.
-        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-        #[serde(tag = "kind", rename_all = "lowercase")]
-        pub enum MethodConfig {
-            $($variant($opts)),*
-        }
-
-        impl MethodConfig {
-            /// Every method's name, in registry order.
-            pub const NAMES: &'static [&'static str] = &[$(<$opts as MethodOptions>::NAME),*];
-
-            pub fn get(&self) -> &dyn DynMethod {
-                match self { $(MethodConfig::$variant(o) => o),* }
-            }
-
-            pub fn get_mut(&mut self) -> &mut dyn DynMethod {
-                match self { $(MethodConfig::$variant(o) => o),* }
-            }
-
-            /// The method `name` with its default options.
-            pub fn default_for(name: &str) -> Option<MethodConfig> {
-                $(if name == <$opts as MethodOptions>::NAME {
-                    return Some(MethodConfig::$variant(<$opts>::default()));
-                })*
-                None
-            }
-
-            /// Adds every method's flags to `cmd`, each method's under its own help heading.
-            pub fn augment_args(mut cmd: clap::Command) -> clap::Command {
-                $(cmd = <$opts as Args>::augment_args(cmd.next_help_heading(concat!("Options of the ", stringify!($variant), " method")));)*
-                cmd.next_help_heading(None::<&str>)
-            }
-
-            /// The options given explicitly in `matches`, by method name (empty tables left out).
-            pub fn given(matches: &ArgMatches) -> Vec<(&'static str, toml::Table)> {
-                let mut out = Vec::new();
-                $(if let Ok(v) = <$opts as FromArgMatches>::from_arg_matches(matches) {
-                    let t = crate::config::given(&v, matches);
-                    if !t.is_empty() {
-                        out.push((<$opts as MethodOptions>::NAME, t));
-                    }
-                })*
-                out
-            }
-        }
-    };
+/// A registered method: its name and spec, and how to build, parse and flag its options.
+pub struct MethodEntry {
+    pub name: &'static str,
+    pub spec: MethodSpec,
+    default: fn() -> Box<dyn DynMethod>,
+    parse: fn(&str) -> std::result::Result<Box<dyn DynMethod>, toml::de::Error>,
+    augment_args: fn(clap::Command) -> clap::Command,
+    given: fn(&ArgMatches) -> Option<toml::Table>,
 }
 
-registry! {
-    Relational => relational::RelationalOptions,
-    Simclr => simclr::SimclrOptions,
-    Rotation => rotation::RotationOptions,
-    Deepcluster => deepcluster::DeepclusterOptions,
-    Deepinfomax => deepinfomax::DeepinfomaxOptions,
-    Supervised => supervised::SupervisedOptions,
-    Random => random::RandomOptions,
+impl MethodEntry {
+    /// The entry of the options type `T`.
+    pub fn of<T: MethodOptions>() -> Self {
+        MethodEntry {
+            name: T::NAME,
+            spec: T::default().spec(),
+            default: || Box::new(T::default()),
+            parse: |text| toml::from_str::<T>(text).map(|o| Box::new(o) as Box<dyn DynMethod>),
+            augment_args: <T as Args>::augment_args,
+            given: |m| <T as FromArgMatches>::from_arg_matches(m).ok().map(|v| crate::config::given(&v, m)),
+        }
+    }
+
+    /// The method with its default options.
+    pub fn default_config(&self) -> MethodConfig {
+        MethodConfig((self.default)())
+    }
+
+    /// Adds the method's flags to `cmd` (a command holds one method's flags at a time, so two
+    /// methods may have flags of the same name).
+    pub fn augment_args(&self, cmd: clap::Command) -> clap::Command {
+        (self.augment_args)(cmd)
+    }
+
+    /// The method's options given explicitly in `matches` (of a command built with
+    /// [`MethodEntry::augment_args`]), by config key.
+    pub fn given(&self, matches: &ArgMatches) -> toml::Table {
+        (self.given)(matches).unwrap_or_default()
+    }
+}
+
+impl Named for MethodEntry {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+static REGISTRY: Registry<MethodEntry> = Registry::new("method", || {
+    vec![
+        MethodEntry::of::<relational::RelationalOptions>(),
+        MethodEntry::of::<simclr::SimclrOptions>(),
+        MethodEntry::of::<rotation::RotationOptions>(),
+        MethodEntry::of::<deepcluster::DeepclusterOptions>(),
+        MethodEntry::of::<deepinfomax::DeepinfomaxOptions>(),
+        MethodEntry::of::<supervised::SupervisedOptions>(),
+        MethodEntry::of::<random::RandomOptions>(),
+    ]
+});
+
+/// Makes the method whose options are `T` known to relnet: `[method] kind = T::NAME` in configs,
+/// `--method T::NAME` with its flags, the grid, the report and the conformance suite.
+pub fn register<T: MethodOptions>() -> std::result::Result<(), RegistryError> {
+    let entry = MethodEntry::of::<T>();
+    if let Views::K { option } = entry.spec.views {
+        let cmd = <T as Args>::augment_args(clap::Command::new(T::NAME));
+        if !cmd.get_arguments().any(|a| a.get_id() == option) {
+            return Err(RegistryError::Invalid { kind: "method", name: T::NAME.into(), problem: format!("its spec takes the run's K from option `{option}`, which its options do not have") });
+        }
+    }
+    REGISTRY.add(entry)
+}
+
+/// Every registered method, in registration order (relnet's own first).
+pub fn entries() -> Vec<&'static MethodEntry> {
+    REGISTRY.all()
+}
+
+/// The registered method `name`.
+pub fn entry(name: &str) -> Option<&'static MethodEntry> {
+    REGISTRY.get(name)
+}
+
+/// Every registered method's name.
+pub fn names() -> Vec<String> {
+    REGISTRY.names()
+}
+
+/// The method of a run with its options: the `[method]` table of a config, tagged by `kind`.
+/// Any registered method (see [`register`]).
+pub struct MethodConfig(Box<dyn DynMethod>);
+
+impl MethodConfig {
+    /// A config holding `options`.
+    pub fn new<T: MethodOptions>(options: T) -> Self {
+        MethodConfig(Box::new(options))
+    }
+
+    pub fn get(&self) -> &dyn DynMethod {
+        &*self.0
+    }
+
+    pub fn get_mut(&mut self) -> &mut dyn DynMethod {
+        &mut *self.0
+    }
+
+    /// The options, when they are of type `T`.
+    pub fn downcast_ref<T: MethodOptions>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref::<T>()
+    }
+
+    /// The method `name` with its default options.
+    pub fn default_for(name: &str) -> Option<MethodConfig> {
+        entry(name).map(MethodEntry::default_config)
+    }
+
+    /// The `[method]` table, `kind` included.
+    pub fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), self.0.name().into());
+        t.extend(self.0.to_table());
+        t
+    }
+
+    /// Parses a `[method]` table (with its `kind`); errors name the key.
+    pub fn from_table(mut table: toml::Table) -> std::result::Result<Self, ConfigError> {
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(k)) => k,
+            Some(_) => return Err(ConfigError::key("kind", "must be a method name (a string)")),
+            None => return Err(ConfigError::key("kind", format!("missing: the method's name, one of {}", names().join(", ")))),
+        };
+        let e = entry(&kind).ok_or_else(|| ConfigError::key("kind", format!("unknown method `{kind}` (known: {})", names().join(", "))))?;
+        let text = toml::to_string(&table).unwrap_or_default();
+        (e.parse)(&text).map(MethodConfig).map_err(|err| crate::config::error_in(&text, &err))
+    }
+}
+
+impl Clone for MethodConfig {
+    fn clone(&self) -> Self {
+        MethodConfig(self.0.clone_box())
+    }
+}
+
+impl Debug for MethodConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for MethodConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name() && self.0.to_table() == other.0.to_table()
+    }
 }
 
 impl Default for MethodConfig {
     fn default() -> Self {
-        MethodConfig::Relational(Default::default())
+        MethodConfig::new(relational::RelationalOptions::default())
+    }
+}
+
+impl Serialize for MethodConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_table().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MethodConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        MethodConfig::from_table(table).map_err(|e| serde::de::Error::custom(crate::config::nested_message(&e)))
     }
 }
 
 /// How many augmented views of each image a batch holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Views {
-    /// The run's K (relational reasoning).
-    K,
+    /// The run's K (relational reasoning), held in the option named `option`: the grid sets it
+    /// from its K rules.
+    K { option: &'static str },
     Fixed(usize),
 }
 
@@ -192,6 +321,13 @@ pub enum Schedule {
 #[derive(Clone, Copy, Debug)]
 pub struct MethodSpec {
     pub name: &'static str,
+    /// The name reports print ("Relational reasoning").
+    pub display: &'static str,
+    /// Rank in reports (rows sorted by it; the paper's order for relnet's methods).
+    pub order: u32,
+    /// Training cost per view relative to relational reasoning's, for the grid's estimates
+    /// (a grid file's `method_cost` overrides it).
+    pub cost: f64,
     pub summary: &'static str,
     pub preset: Preset,
     pub views: Views,

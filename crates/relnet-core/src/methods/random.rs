@@ -13,6 +13,9 @@ use crate::trainer::{Monitor, Outcome, Reporter, Run};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "random",
+    display: "Random weights (lower bound)",
+    order: 1,
+    cost: 0.0,
     summary: "the randomly initialised backbone saved as is (the lower bound)",
     preset: Preset::Plain,
     views: Views::Fixed(1),
@@ -38,10 +41,20 @@ impl MethodOptions for RandomOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        1
+    }
+
     fn launch(&self, run: Run, _stop: Arc<AtomicBool>, report: &mut dyn Reporter, _monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
         let backbone = run.out.join("backbone.bpk");
         relnet_models::io::save_backbone(&run.backbone.init(&run.device).valid(), run.backbone, &backbone)?;
         report.line(&format!("random-weights backbone saved to {}", backbone.display()));
         Ok(Outcome::Finished { backbone })
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        // Random weights train nothing: the backbone checks cover its initialisation.
+        let _ = case;
+        Ok(Vec::new())
     }
 }

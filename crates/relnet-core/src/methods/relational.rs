@@ -18,9 +18,12 @@ use crate::objective::{Aggregation, RelationLoss, pair_indices, relation_pairs, 
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "relational",
+    display: "Relational reasoning",
+    order: 6,
+    cost: 1.0,
     summary: "self-supervised relational reasoning (K views, relation head, BCE or focal loss)",
     preset: Preset::Relational,
-    views: Views::K,
+    views: Views::K { option: "k" },
     drop_last: false,
     needs_labels: false,
     needs_data: true,
@@ -77,6 +80,10 @@ impl MethodOptions for RelationalOptions {
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut Relational { backbone, aggregation: self.aggregation, loss: self.loss }, run, stop, report, monitor)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        case.step(&mut Relational { backbone: case.backbone, aggregation: self.aggregation, loss: self.loss })
     }
 }
 

@@ -16,6 +16,9 @@ use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKi
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "rotation",
+    display: "RotationNet",
+    order: 3,
+    cost: 2.5,
     summary: "RotationNet: predict the rotation (0/90/180/270) of each image, 4-way cross-entropy",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -41,9 +44,17 @@ impl MethodOptions for RotationOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        1
+    }
+
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut Rotation { backbone }, run, stop, report, monitor)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        case.step(&mut Rotation { backbone: case.backbone })
     }
 }
 

@@ -22,6 +22,9 @@ use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKi
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "simclr",
+    display: "SimCLR",
+    order: 5,
+    cost: 1.0,
     summary: "SimCLR: two views, projection head, NT-Xent (temperature 0.5)",
     preset: Preset::Relational,
     views: Views::Fixed(2),
@@ -60,6 +63,10 @@ impl MethodOptions for SimclrOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        2
+    }
+
     fn validate(&self) -> Result<(), crate::config::ConfigError> {
         if self.temperature > 0.0 && self.temperature <= 100.0 {
             Ok(())
@@ -71,6 +78,10 @@ impl MethodOptions for SimclrOptions {
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut Simclr { backbone, temperature: self.temperature, variant: self.simclr_loss }, run, stop, report, monitor)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        case.step(&mut Simclr { backbone: case.backbone, temperature: self.temperature, variant: self.simclr_loss })
     }
 }
 

@@ -30,6 +30,9 @@ use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "supervised",
+    display: "Supervised (upper bound)",
+    order: 0,
+    cost: 0.6,
     summary: "cross-entropy on the true labels, SGD 0.1 with step decay (the upper bound)",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -55,6 +58,10 @@ impl MethodOptions for SupervisedOptions {
         SPEC
     }
 
+    fn views(&self) -> usize {
+        1
+    }
+
     fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
         let labels = labels_of(&run.images, &run.dataset)?;
         let test = run.dataset_info.load(run.dataset_info.test_split, &run.root)?;
@@ -71,6 +78,10 @@ impl MethodOptions for SupervisedOptions {
             report.line(&format!("supervised test accuracy {acc:.2}% on {n} images; record {}", path.display()));
         }
         Ok(outcome)
+    }
+
+    fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
+        case.step(&mut Classifier { backbone: case.backbone, labels: case.labels.clone(), classifier_lr: None, test: None, test_accuracy: None })
     }
 }
 

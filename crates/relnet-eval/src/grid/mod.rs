@@ -23,7 +23,9 @@ use relnet_core::record::{sanitize, sha256_hex};
 use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::EvaluatorConfig;
+use relnet_core::methods::Views;
+
+use crate::{CostInputs, EvaluatorConfig};
 
 /// The grid of the paper, embedded in the binary (`crates/relnet-eval/grids/reproduce.toml`).
 pub const PAPER_GRID: &str = include_str!("../../grids/reproduce.toml");
@@ -67,6 +69,9 @@ fn rule<T: Copy>(map: &BTreeMap<String, T>, backbone: &str, dataset: &str) -> Op
 #[serde(deny_unknown_fields)]
 pub struct Protocol {
     pub title: String,
+    /// Rank of the protocol's section in the report (then by name).
+    #[serde(default = "last")]
+    pub order: u32,
     pub evaluator: String,
     #[serde(default)]
     pub options: toml::Table,
@@ -96,6 +101,10 @@ pub struct Profile {
     #[serde(default)]
     pub options: BTreeMap<String, toml::Table>,
     pub experiments: Vec<Experiment>,
+}
+
+fn last() -> u32 {
+    u32::MAX
 }
 
 fn default_estimate() -> String {
@@ -257,8 +266,8 @@ impl Grid {
             }
         }
         for (name, p) in &grid.protocols {
-            if !EvaluatorConfig::NAMES.contains(&p.evaluator.as_str()) {
-                return Err(bad(format!("protocol `{name}`: unknown evaluator `{}` (known: {})", p.evaluator, EvaluatorConfig::NAMES.join(", "))));
+            if crate::entry(&p.evaluator).is_none() {
+                return Err(bad(format!("protocol `{name}`: unknown evaluator `{}` (known: {})", p.evaluator, crate::names().join(", "))));
             }
         }
         Ok(grid)
@@ -368,9 +377,12 @@ impl Grid {
         }
         let mut m = toml::Table::new();
         m.insert("kind".into(), method.into());
-        if method == "relational" {
+        let spec = relnet_core::methods::entry(method)
+            .ok_or_else(|| Error::Config(ConfigError::key("methods", format!("unknown method `{method}` (known: {})", relnet_core::methods::names().join(", ")))))?
+            .spec;
+        if let Views::K { option } = spec.views {
             if let Some(k) = rule(&self.pretrain.k, backbone, dataset) {
-                m.insert("k".into(), toml::Value::Integer(k as i64));
+                m.insert(option.into(), toml::Value::Integer(k as i64));
             }
         }
         lay(&mut table, &prof.pretrain);
@@ -437,9 +449,9 @@ pub fn estimate_seconds(grid: &Grid, profile: &Profile, cell: &Cell) -> Option<f
     let t = grid.estimate.devices.get(&profile.estimate)?;
     let images = |d: &str| grid.estimate.images.get(d).copied();
     let vps = *t.views_per_s.get(&cell.backbone)?;
-    let cost = t.method_cost.get(&cell.method).copied().unwrap_or(1.0);
-    let [pre, train, _] = images(&cell.dataset)?;
     let spec = cell.pretrain.method.get().spec();
+    let cost = t.method_cost.get(&cell.method).copied().unwrap_or(spec.cost);
+    let [pre, train, _] = images(&cell.dataset)?;
     let n = if spec.needs_labels { train } else { pre };
     let n = cell.pretrain.limit_images.map_or(n, |l| l.min(n)) as f64;
     let views = cell.pretrain.epochs() as f64 * n * cell.pretrain.method.get().views() as f64;
@@ -447,23 +459,14 @@ pub fn estimate_seconds(grid: &Grid, profile: &Profile, cell: &Cell) -> Option<f
     let mut featurised: Vec<&str> = Vec::new();
     for e in &cell.evals {
         let [_, tr, te] = images(&e.dataset).unwrap_or([50_000, 50_000, 10_000]);
-        if !featurised.contains(&e.dataset.as_str()) && !matches!(e.evaluator, EvaluatorConfig::Finetune(_)) {
+        let evaluator = e.evaluator.get();
+        if !featurised.contains(&e.dataset.as_str()) && evaluator.spec().frozen_features {
             featurised.push(&e.dataset);
             s += (tr + te) as f64 / (vps * t.forward_speedup);
         }
         s += t.fixed_eval_s;
-        match &e.evaluator {
-            EvaluatorConfig::Linear(o) => s += o.epochs as f64 * t.probe_epoch_s_per_10k * tr as f64 / 1e4,
-            EvaluatorConfig::Finetune(o) => {
-                let frac = match o.labels {
-                    Some(crate::labels::LabelBudget::Percent(p)) => p / 100.0,
-                    _ => 1.0,
-                };
-                let n = o.limit_images.map_or(tr as f64 * frac, |l| l as f64);
-                s += o.epochs as f64 * n * 0.6 / vps + te as f64 / (vps * t.forward_speedup);
-            }
-            _ => {}
-        }
+        let inputs = CostInputs { train_images: tr, test_images: te, views_per_s: vps, forward_speedup: t.forward_speedup, probe_epoch_s_per_10k: t.probe_epoch_s_per_10k };
+        s += evaluator.cost_seconds(&inputs);
     }
     Some(s)
 }
@@ -511,10 +514,8 @@ mod tests {
         assert_eq!(cells.iter().map(|c| c.method.as_str()).collect::<Vec<_>>(), ["simclr", "relational"]);
         assert!(cells.iter().all(|c| c.evals.len() == 1 && c.pretrain.epochs == Some(2)));
         assert_eq!(cells[1].pretrain.method.get().views(), 4);
-        match &cells[1].evals[0].evaluator {
-            EvaluatorConfig::Linear(o) => assert_eq!(o.epochs, 10),
-            other => panic!("{other:?}"),
-        }
+        let linear = cells[1].evals[0].evaluator.downcast_ref::<crate::linear::LinearOptions>().expect("the linear protocol's evaluator");
+        assert_eq!(linear.epochs, 10);
         let all = g.cells("cpu", &Filter::default()).unwrap();
         assert_eq!(all.len(), 7);
         let rel = all.iter().find(|c| c.method == "relational").unwrap();

@@ -17,32 +17,19 @@ use crate::EvaluatorConfig;
 use crate::plot::bars::{Bar, Line, bars_png, lines_png};
 use crate::plot::metrics::{curves_png, read_run};
 
-/// The paper's row order and names.
-pub const METHODS: &[(&str, &str)] = &[
-    ("supervised", "Supervised (upper bound)"),
-    ("random", "Random weights (lower bound)"),
-    ("deepcluster", "DeepCluster"),
-    ("rotation", "RotationNet"),
-    ("deepinfomax", "Deep InfoMax"),
-    ("simclr", "SimCLR"),
-    ("relational", "Relational reasoning"),
-];
-
+/// A method's row name (its spec's `display`; the name itself for a method no longer registered).
 fn method_name(m: &str) -> String {
-    METHODS.iter().find(|(k, _)| *k == m).map_or_else(|| m.to_string(), |(_, n)| n.to_string())
+    relnet_core::methods::entry(m).map_or_else(|| m.to_string(), |e| e.spec.display.to_string())
 }
 
+/// A method's rank among the rows (its spec's `order`; unknown methods last).
 fn method_rank(m: &str) -> usize {
-    METHODS.iter().position(|(k, _)| *k == m).unwrap_or(METHODS.len())
+    relnet_core::methods::entry(m).map_or(usize::MAX, |e| e.spec.order as usize)
 }
 
 /// The metrics a protocol's evaluator reports, the first compared with the paper.
 fn metrics_of(e: &EvaluatorConfig) -> &'static [(&'static str, &'static str)] {
-    match e {
-        EvaluatorConfig::Knn(_) => &[("top1_k20", "k=20"), ("top1_k200", "k=200")],
-        EvaluatorConfig::Retrieval(_) => &[("map", "mAP"), ("precision_at_10", "P@10")],
-        _ => &[("test_accuracy", "accuracy")],
-    }
+    e.get().spec().report
 }
 
 /// One evaluation of one cell as the report sees it.
@@ -200,7 +187,7 @@ pub fn report(results: &Path) -> Result<Report> {
     };
 
     let _ = writeln!(md, "# relnet reproduce: results\n");
-    let _ = writeln!(md, "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of `../shared/reference/relational-reasoning.md`, section 6; *approx.* marks values read off a figure.\n", results.display(), manifests.len(), entries.len());
+    let _ = writeln!(md, "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of the paper's tables (Patacchiola & Storkey, NeurIPS 2020; the grid file's `[paper]` tables name each one); *approx.* marks values read off a figure.\n", results.display(), manifests.len(), entries.len());
 
     // protocol -> condition -> (method, epochs, variant) -> entries, one per seed.
     let mut by_protocol: BTreeMap<String, BTreeMap<Condition, BTreeMap<Row, Vec<&Entry>>>> = BTreeMap::new();
@@ -213,9 +200,8 @@ pub fn report(results: &Path) -> Result<Report> {
             group.push(e);
         }
     }
-    let order: Vec<String> = grid.protocols.keys().cloned().collect();
     let mut protocols: Vec<&String> = by_protocol.keys().collect();
-    protocols.sort_by_key(|p| ["linear", "transfer", "grain", "finetune", "fewer-labels", "knn", "retrieval"].iter().position(|x| x == p).unwrap_or(order.iter().position(|x| x == *p).unwrap_or(99) + 10));
+    protocols.sort_by_key(|p| (grid.protocols.get(*p).map_or(u32::MAX, |p| p.order), (*p).clone()));
     let mut epoch_lines: BTreeMap<String, Vec<Line>> = BTreeMap::new();
 
     for proto in protocols {

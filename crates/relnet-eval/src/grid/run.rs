@@ -18,7 +18,7 @@ use std::time::Instant;
 use relnet_core::data::DataRoot;
 use relnet_core::data::registry::lookup;
 use relnet_core::device::DeviceSpec;
-use relnet_core::pretrain::{Outcome, Reporter, Tick, fmt_secs, pretrain};
+use relnet_core::pretrain::{Outcome, Reporter, Tick, fmt_secs};
 use relnet_core::record::{ResultRecord, sha256_file};
 use relnet_core::{DataError, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -285,7 +285,7 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
     cfg.device = env.device.clone();
     let started = Instant::now();
     let pre = if cell.pretrain.method.get().spec().needs_data { dataset_present(&cell.dataset, &root) } else { Ok(()) };
-    let outcome = pre.and_then(|()| match catch_unwind(AssertUnwindSafe(|| pretrain(&cfg, true, stop.clone(), report, None))) {
+    let outcome = pre.and_then(|()| match catch_unwind(AssertUnwindSafe(|| crate::pretrain(&cfg, true, stop.clone(), report))) {
         Ok(r) => r,
         Err(p) => Err(Error::Invalid(panic_text(p))),
     });
