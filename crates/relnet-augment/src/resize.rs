@@ -37,10 +37,10 @@ fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
             *wx = triangle((x as f64 + xmin as f64 - center + 0.5) * ss);
             total += *wx;
         }
-        for x in 0..n {
-            let v = if total != 0.0 { w[x] / total } else { 0.0 };
+        for (k, &wx) in c.k[xx * ksize..xx * ksize + n].iter_mut().zip(&w[..n]) {
+            let v = if total != 0.0 { wx / total } else { 0.0 };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            c.k[xx * ksize + x] = if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 };
+            *k = if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 };
         }
         c.start.push(xmin);
         c.len.push(n);

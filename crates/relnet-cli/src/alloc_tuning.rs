@@ -3,11 +3,10 @@
 //! glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh `mmap`
 //! and returns it with `munmap` on free. A training step allocates and frees the same large
 //! activation buffers every time, so each step pays page faults and page zeroing for all of
-//! them: with Deep InfoMax (hundreds of MiB of per-position activations) `perf` put over 20% of
-//! the time in the kernel's fault path, and these settings made a 10-step run 1.75x faster
-//! (39 s -> 22 s, identical losses). Relational Conv-4 passes of more than about 256 views gain
-//! as much (K = 16: 619 -> 929 views/s; M = 256: 675 -> 999); Conv-4 at K = 4, M = 64 is
-//! unchanged within noise. The cost: freed memory is kept by the process for reuse instead of
+//! them. Serving them from the heap and keeping freed memory removes that cost without changing
+//! any result; it matters most where activations are large (Deep InfoMax's per-position maps,
+//! backbone passes of more than a few hundred views). Figures: docs/performance.md, "The
+//! allocator settings". The cost: freed memory is kept by the process for reuse instead of
 //! going back to the system, so RSS stays near its peak (which it reaches each step anyway).
 //!
 //! Skipped when `GLIBC_TUNABLES` is set, so a user's own malloc settings win.

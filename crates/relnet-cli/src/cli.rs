@@ -39,9 +39,10 @@ pub enum Command {
     /// Render a results directory of `relnet reproduce` as Markdown and CSV tables beside the
     /// paper's values, with figures.
     Report(crate::reproduce_cmd::ReportArgs),
-    /// Print the result records under a folder as a table.
+    /// Print the result records under a folder as a table, each verified against its checksum
+    /// (exit status 1 when one was edited after it was written or does not read).
     Results {
-        /// Folder searched recursively for results/*.json records.
+        /// A run folder, a results/ folder, a tree of runs (searched recursively), or one record file.
         #[arg(default_value = "runs")]
         dir: PathBuf,
     },

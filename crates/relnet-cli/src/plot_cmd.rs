@@ -101,7 +101,7 @@ fn tsne(a: TsneArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         (None, Some(backbone)) => {
             let dataset = a.dataset.clone().unwrap_or_default();
-            let cfg = EvalConfig { backbone: backbone.clone(), dataset: dataset.clone(), data_root: a.data_root.clone(), seed: a.seed, device: a.device.clone(), ..Default::default() };
+            let cfg = EvalConfig { backbone: backbone.clone(), dataset: dataset.clone(), data_root: a.data_root.clone(), seed: a.seed, device: a.device, ..Default::default() };
             let mut progress = Progress::new(err);
             let mut ctx = EvalContext::new(&cfg, stop_flag(), &mut progress).map_err(CliError::from)?;
             let f = ctx.features(a.split).map_err(CliError::from)?;

@@ -95,7 +95,7 @@ pub fn reproduce(a: ReproduceArgs, out: &mut dyn Write, err: &mut dyn Write) -> 
         anyhow::bail!("no cell of profile `{}` passes --only {}", a.profile, a.only);
     }
     let results = results_dir(&a);
-    let env = Env { results: results.clone(), data_root: a.data_root.clone(), device: a.device.clone() };
+    let env = Env { results: results.clone(), data_root: a.data_root.clone(), device: a.device };
 
     if a.dry_run {
         return dry_run(&grid, &a, &cells, &env, out);
@@ -189,7 +189,7 @@ fn slurm(grid: &Grid, a: &ReproduceArgs, grid_text: &str, cells: &[Cell], env: &
     let profile = grid.profile(&a.profile).map_err(CliError)?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let results = abs(&env.results);
-    let env = Env { results: results.clone(), data_root: env.data_root.as_deref().map(abs), device: env.device.clone() };
+    let env = Env { results: results.clone(), data_root: env.data_root.as_deref().map(abs), device: env.device };
     std::fs::create_dir_all(results.join("slurm")).map_err(|e| CliError(relnet_core::Error::io(&results, e)))?;
     write_grid_files(&env, grid_text, &a.profile, &a.only).map_err(CliError)?;
     let relnet = std::env::current_exe()?;

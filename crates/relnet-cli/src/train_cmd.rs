@@ -67,7 +67,7 @@ impl Reporter for Progress<'_> {
 
     fn tick(&mut self, t: &Tick) {
         if !self.live {
-            if t.step % 20 == 0 || t.step == t.steps {
+            if t.step.is_multiple_of(20) || t.step == t.steps {
                 self.line(&t.to_string());
             }
             return;
@@ -219,7 +219,7 @@ pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -
     let entry = relnet_core::methods::entry(&kind).unwrap_or_else(|| relnet_core::methods::entries()[0]);
     let m = match pretrain_command(entry).try_get_matches_from(std::iter::once(OsString::from("relnet pretrain")).chain(a.0.iter().cloned())) {
         Ok(m) => m,
-        Err(e) => return Err(flag_of_another_method(&e, &kind).map_or_else(|| anyhow::Error::new(e), |c| anyhow::Error::new(c))),
+        Err(e) => return Err(flag_of_another_method(&e, &kind).map_or_else(|| anyhow::Error::new(e), anyhow::Error::new)),
     };
     let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
     let mut overrides = given(&PretrainConfig::from_arg_matches(&m)?, &m);

@@ -6,6 +6,7 @@
 //! - `end_to_end_views_per_s`: the real loop, views built on the prefetch thread while the model
 //!   trains on the previous batch (what `relnet pretrain` does);
 //! - `peak_rss_mb`: the process's peak resident memory (Linux `VmHWM`).
+//!
 //! "Views" are images through the backbone: M*K per step.
 
 use std::sync::Arc;

@@ -35,11 +35,10 @@ fn fault(_generation: u64, _stage: &str) {}
 
 #[cfg(feature = "fault-injection")]
 fn fault(generation: u64, stage: &str) {
-    if let Ok(v) = std::env::var("RELNET_FAULT_ABORT") {
-        if v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage) {
+    if let Ok(v) = std::env::var("RELNET_FAULT_ABORT")
+        && v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage) {
             std::process::abort();
         }
-    }
 }
 
 fn err(path: &Path, what: impl std::fmt::Display) -> Error {

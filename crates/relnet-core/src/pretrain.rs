@@ -260,8 +260,8 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
     }
     let path = out.join("config.toml");
     let now = crate::config::to_toml(config);
-    if resume {
-        if let Ok(before) = std::fs::read_to_string(&path) {
+    if resume
+        && let Ok(before) = std::fs::read_to_string(&path) {
             // Where the run reads and writes (device, data root, its own folder, where results
             // go, the path of the backbone it fine-tunes, whose content its folder's name
             // already fixes) may change between the start and the resume: a moved results
@@ -278,7 +278,6 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
                 return Err(Error::ConfigChanged { config: path });
             }
         }
-    }
     crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
     Ok((if resume { saved } else { None }, lock))
 }

@@ -4,8 +4,8 @@
 //! labels, a probe's split and order, a clustering) takes its generator's seed from
 //! [`stream`]`(seed, purpose, parts)`: a hash of the run seed, the purpose and the coordinates of
 //! the draw (epoch, batch, class...). Two draws share a seed only if all three are equal, so seed 2
-//! no longer replays seed 3 one batch later (as `seed ^ (epoch << 32) ^ batch` did), and a resumed
-//! run redraws exactly what the interrupted one would have drawn.
+//! never replays seed 3 one batch later (as a XOR such as `seed ^ (epoch << 32) ^ batch` would),
+//! and a resumed run redraws exactly what the interrupted one would have drawn.
 
 /// What a stream is for. The discriminant is part of the hash: never renumber a variant, or every
 /// result made with it changes.
@@ -34,7 +34,7 @@ pub enum Purpose {
 
 /// The version of the derivation below, stored in checkpoints and in the grid's cell hash so that
 /// runs and results made with another derivation are never resumed or trusted as the same.
-/// Version 1 (before this module) used `seed ^ (epoch << 32) ^ batch` and XORed constants.
+/// Version 1 is the XOR derivation `seed ^ (epoch << 32) ^ batch` with XORed constants.
 pub const VERSION: u32 = 2;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -151,7 +151,7 @@ pub trait Reporter {
     fn line(&mut self, text: &str);
 
     fn tick(&mut self, t: &Tick) {
-        if t.step % 20 == 0 || t.step == t.steps {
+        if t.step.is_multiple_of(20) || t.step == t.steps {
             self.line(&t.to_string());
         }
     }
@@ -256,12 +256,11 @@ pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, 
             EpochEnd::Done(metrics) => metrics,
             EpochEnd::Interrupted { batch } => return Ok(Outcome::Interrupted { epoch, batch }),
         };
-        if let Some(mon) = monitor.as_deref_mut() {
-            if (epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == run.epochs {
+        if let Some(mon) = monitor.as_deref_mut()
+            && ((epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == run.epochs) {
                 let backbone = T::backbone(&model).clone().valid();
                 metrics.monitor = mon.measure(&backbone, &mut |s: &str| report.line(s))?;
             }
-        }
         log_epoch(&run, &metrics, report)?;
         let finished = epoch + 1 == run.epochs;
         if milestones.contains(&(epoch + 1)) || stop.load(Ordering::SeqCst) {
@@ -331,9 +330,10 @@ struct NonFiniteGuard {
 }
 
 impl NonFiniteGuard {
-    /// The step's gradients when its loss and gradients are finite; `Ok(None)` when it is to be
+    /// The gradients of step `at` = (epoch, step) when its loss and gradients are finite; `Ok(None)` when it is to be
     /// skipped; the error that stops the run otherwise.
-    fn check<M: Module>(&mut self, model: &M, run: &Run, epoch: usize, step: usize, mut loss: f32, grads: Option<GradientsParams>, report: &mut dyn Reporter) -> Result<Option<(f32, GradientsParams)>> {
+    fn check<M: Module>(&mut self, model: &M, run: &Run, at: (usize, usize), mut loss: f32, grads: Option<GradientsParams>, report: &mut dyn Reporter) -> Result<Option<(f32, GradientsParams)>> {
+        let (epoch, step) = at;
         if self.faults.iter().any(|f| f.hits(epoch, step, false)) {
             loss = f32::NAN;
         }
@@ -460,7 +460,7 @@ fn train_epoch<T: Method + Sync>(method: &mut T, run: &Run, model: T::Model, st:
             let (l, a, g) = st.replicas.step(&*method, &model, views, indices, k);
             (l, a, Some(g))
         };
-        let Some((loss_value, grads)) = st.guard.check(&model, run, epoch, next, loss_value, grads, report)? else {
+        let Some((loss_value, grads)) = st.guard.check(&model, run, (epoch, next), loss_value, grads, report)? else {
             st.replicas.discard();
             skipped.push(next);
             next += 1;

@@ -124,11 +124,10 @@ impl EvaluatorOptions for FinetuneOptions {
         if !(0.0..=1.0).contains(&self.weight_decay) {
             return Err(ConfigError::key("weight_decay", format!("value {} out of range (allowed [0, 1])", self.weight_decay)));
         }
-        if let Some(c) = self.cutout {
-            if !(c > 0.0 && c < 1.0) {
+        if let Some(c) = self.cutout
+            && !(c > 0.0 && c < 1.0) {
                 return Err(ConfigError::key("cutout", format!("value {c} out of range (allowed (0, 1))")));
             }
-        }
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
             if self.labels.is_some() {
@@ -235,11 +234,10 @@ impl EvaluatorOptions for FinetuneOptions {
         record.metrics.insert("test_images".into(), n as f64);
         record.metrics.insert("train_images".into(), labelled as f64);
         record.metrics.insert("label_fraction".into(), labelled as f64 / available.max(1) as f64);
-        if let Some(last) = std::fs::read_to_string(out.join("metrics.jsonl")).ok().and_then(|m| m.lines().last().map(str::to_string)) {
-            if let Some(a) = serde_json::from_str::<serde_json::Value>(&last).ok().and_then(|v| v["accuracy"].as_f64()) {
+        if let Some(last) = std::fs::read_to_string(out.join("metrics.jsonl")).ok().and_then(|m| m.lines().last().map(str::to_string))
+            && let Some(a) = serde_json::from_str::<serde_json::Value>(&last).ok().and_then(|v| v["accuracy"].as_f64()) {
                 record.metrics.insert("last_epoch_train_accuracy".into(), 100.0 * a);
             }
-        }
         record.outputs.insert("finetuned_backbone".into(), backbone);
         record.outputs.insert("run_dir".into(), out);
         Ok(record)

@@ -256,7 +256,7 @@ mod tests {
                 while picked < 4 {
                     let c = (lcg(&mut seed) % dim as u64) as usize;
                     if data[i * dim + c] == 0.0 {
-                        data[i * dim + c] = if lcg(&mut seed) % 2 == 0 { 0.5 } else { -0.5 };
+                        data[i * dim + c] = if lcg(&mut seed).is_multiple_of(2) { 0.5 } else { -0.5 };
                         picked += 1;
                     }
                 }

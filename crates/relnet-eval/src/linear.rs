@@ -83,11 +83,10 @@ impl EvaluatorOptions for LinearOptions {
         check_range("epochs", self.epochs, 1, 100_000)?;
         check_range("batch_size", self.batch_size, 1, 65_536)?;
         check_lr("lr", self.lr)?;
-        if let Some(f) = self.val_fraction {
-            if !(f > 0.0 && f < 1.0) {
+        if let Some(f) = self.val_fraction
+            && !(f > 0.0 && f < 1.0) {
                 return Err(ConfigError::key("val_fraction", format!("value {f} out of range (allowed (0, 1))")));
             }
-        }
         Ok(())
     }
 

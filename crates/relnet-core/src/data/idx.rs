@@ -78,7 +78,7 @@ pub fn read_idx(path: &Path, ndim: usize) -> DataResult<(Vec<usize>, Vec<u8>)> {
         dims.push(d as usize);
         total = total.saturating_mul(d);
     }
-    if dims.iter().any(|&d| d == 0) {
+    if dims.contains(&0) {
         return Err(DataError::file(path, format!("IDX header has a zero dimension: {dims:?}")));
     }
     if total > MAX_BYTES {

@@ -38,21 +38,20 @@ impl ImageSet {
         labels: Option<Vec<u16>>,
     ) -> DataResult<Self> {
         let per = height * width * channels;
-        if per == 0 || pixels.len() % per != 0 {
+        if per == 0 || !pixels.len().is_multiple_of(per) {
             return Err(DataError::Invalid(format!(
                 "internal: {} bytes is not a whole number of {height}x{width}x{channels} images",
                 pixels.len()
             )));
         }
-        if let Some(l) = &labels {
-            if l.len() != pixels.len() / per {
+        if let Some(l) = &labels
+            && l.len() != pixels.len() / per {
                 return Err(DataError::Invalid(format!(
                     "internal: {} labels for {} images",
                     l.len(),
                     pixels.len() / per
                 )));
             }
-        }
         Ok(ImageSet { height, width, channels, pixels, labels })
     }
 

@@ -453,11 +453,10 @@ impl DatasetInfo {
             (_, Location::ImageFolder(dir)) => {
                 let d = self.split_dir(dir, split)?;
                 let (set, classes) = folder::read_image_folder(&d, self.image_size, None)?;
-                if let Some(n) = self.num_classes {
-                    if classes.len() != n {
+                if let Some(n) = self.num_classes
+                    && classes.len() != n {
                         return Err(DataError::file(&d, format!("{} class folders, expected {n}", classes.len())));
                     }
-                }
                 (set, classes, d)
             }
             (_, Location::Idx(dir)) => {

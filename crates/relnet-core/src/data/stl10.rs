@@ -32,14 +32,13 @@ pub fn read_stl10(x_path: &Path, y_path: Option<&Path>) -> DataResult<ImageSet> 
         push_column_major(&mut pixels, rec);
         Ok(())
     })?;
-    if let (Some(l), Some(y)) = (&labels, y_path) {
-        if l.len() != n {
+    if let (Some(l), Some(y)) = (&labels, y_path)
+        && l.len() != n {
             return Err(DataError::file(
                 y,
                 format!("{} labels but {} holds {n} images", l.len(), x_path.display()),
             ));
         }
-    }
     ImageSet::new(SIDE, SIDE, 3, pixels, labels)
 }
 

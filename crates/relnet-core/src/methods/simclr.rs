@@ -6,6 +6,7 @@
 //! `ratio_i = exp(s(i, p(i)) / t) / sum_{j != i} exp(s(i, j) / t)`:
 //! - `log-mean` (default, the reference code's): `-log(mean_i ratio_i)`;
 //! - `mean-log` (the standard NT-Xent): `mean_i -log(ratio_i)`.
+//!
 //! The self term is masked out of the denominator (the reference subtracts `e^(1/t)`, the same
 //! value when rows are unit vectors).
 

@@ -380,11 +380,10 @@ impl Grid {
         let spec = relnet_core::methods::entry(method)
             .ok_or_else(|| Error::Config(ConfigError::key("methods", format!("unknown method `{method}` (known: {})", relnet_core::methods::names().join(", ")))))?
             .spec;
-        if let Views::K { option } = spec.views {
-            if let Some(k) = rule(&self.pretrain.k, backbone, dataset) {
+        if let Views::K { option } = spec.views
+            && let Some(k) = rule(&self.pretrain.k, backbone, dataset) {
                 m.insert(option.into(), toml::Value::Integer(k as i64));
             }
-        }
         lay(&mut table, &prof.pretrain);
         if let Some(o) = prof.method.get(method) {
             lay(&mut m, o);

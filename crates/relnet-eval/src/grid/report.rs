@@ -118,8 +118,12 @@ fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     (mean, Some(var.sqrt()))
 }
 
+/// What [`entries`] reads: the evaluations, the cell folders that could not be read (and why),
+/// and the manifests.
+type Cells = (Vec<Entry>, Vec<(PathBuf, String)>, Vec<Manifest>);
+
 /// Reads every cell of `results` (and the cells its invocations asked for that never started).
-fn entries(results: &Path, grid: &Grid) -> Result<(Vec<Entry>, Vec<(PathBuf, String)>, Vec<Manifest>)> {
+fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
     let mut found: Vec<Manifest> = Vec::new();

@@ -126,21 +126,39 @@ impl Manifest {
     }
 }
 
+/// Why an evaluation's record cannot be trusted: the report shows it, the runner reruns the
+/// evaluation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("the manifest names no record file")]
+    NoRecord,
+    #[error("{} is missing", .0.display())]
+    Missing(PathBuf),
+    #[error("{}: {problem}", path.display())]
+    Unreadable { path: PathBuf, problem: String },
+    #[error("{} changed since it was written (checksum mismatch)", .0.display())]
+    Changed(PathBuf),
+    #[error("{} was measured on another backbone than the cell's", .0.display())]
+    OtherBackbone(PathBuf),
+    #[error("{}: the settings of evaluation {key} changed", dir.display())]
+    SettingsChanged { dir: PathBuf, key: String },
+}
+
 /// Checks an evaluation's record against its manifest entry: present, same bytes, a valid
 /// record of `backbone_sha256`. Returns the record or why it cannot be trusted.
-pub fn verify_record(cell_dir: &Path, outcome: &EvalOutcome, backbone_sha256: Option<&str>) -> std::result::Result<ResultRecord, String> {
-    let rel = outcome.record.as_ref().ok_or("no record file named")?;
+pub fn verify_record(cell_dir: &Path, outcome: &EvalOutcome, backbone_sha256: Option<&str>) -> std::result::Result<ResultRecord, Untrusted> {
+    let rel = outcome.record.as_ref().ok_or(Untrusted::NoRecord)?;
     let path = cell_dir.join(rel);
     if !path.exists() {
-        return Err(format!("{} is missing", path.display()));
+        return Err(Untrusted::Missing(path));
     }
-    let sha = sha256_file(&path).map_err(|e| e.to_string())?;
+    let sha = sha256_file(&path).map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
     if Some(sha.as_str()) != outcome.record_sha256.as_deref() {
-        return Err(format!("{} changed since it was written (checksum mismatch)", path.display()));
+        return Err(Untrusted::Changed(path));
     }
-    let record = ResultRecord::load(&path).map_err(|e| e.to_string())?;
+    let record = ResultRecord::load(&path).map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
     if backbone_sha256.is_some_and(|b| b != record.backbone.sha256) {
-        return Err(format!("{} was measured on another backbone than the cell's", path.display()));
+        return Err(Untrusted::OtherBackbone(path));
     }
     Ok(record)
 }
@@ -211,13 +229,13 @@ fn set_outcome(m: &mut Manifest, o: EvalOutcome) {
 
 /// Whether the outcome `o` of `spec` in the manifest `m` can be kept: done, measured with the
 /// same evaluation settings, and its record verifies.
-fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Result<bool, String> {
+fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Result<bool, Untrusted> {
     let Some(o) = m.eval(&spec.key()) else { return Ok(false) };
     if o.status != Status::Done {
         return Ok(false);
     }
     if m.cell.evals.iter().find(|e| e.key() == spec.key()) != Some(spec) {
-        return Err(format!("{}: the settings of evaluation {} changed", dir.display(), spec.key()));
+        return Err(Untrusted::SettingsChanged { dir: dir.to_path_buf(), key: spec.key() });
     }
     verify_record(dir, o, m.backbone_sha256.as_deref()).map(|_| true)
 }
@@ -239,8 +257,8 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             None
         }
     };
-    if let Some(m) = &prior {
-        if m.status == Status::Done {
+    if let Some(m) = &prior
+        && m.status == Status::Done {
             let mut all = true;
             for spec in &cell.evals {
                 match keeps(&dir, m, spec) {
@@ -256,7 +274,6 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
                 return Ok(CellRun::AlreadyDone);
             }
         }
-    }
     // The manifest starts from the prior one, so that a kill or an error loses none of its
     // verified outcomes; evaluations this run does not ask for (another `protocol` filter) stay
     // as they were.
@@ -282,7 +299,7 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
     let mut cfg = cell.pretrain.clone();
     cfg.out = dir.clone();
     cfg.data_root = env.data_root.clone();
-    cfg.device = env.device.clone();
+    cfg.device = env.device;
     let started = Instant::now();
     let pre = if cell.pretrain.method.get().spec().needs_data { dataset_present(&cell.dataset, &root) } else { Ok(()) };
     let outcome = pre.and_then(|()| match catch_unwind(AssertUnwindSafe(|| crate::pretrain(&cfg, true, stop.clone(), report))) {
@@ -333,7 +350,7 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             dataset: spec.dataset.clone(),
             data_root: env.data_root.clone(),
             seed: cell.seed,
-            device: env.device.clone(),
+            device: env.device,
             results: None,
             evaluator: spec.evaluator.clone(),
         };
@@ -496,6 +513,6 @@ pub fn manifests(results: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
 }
 
 /// Metrics of a cell's verified records by evaluation key.
-pub fn verified_metrics(dir: &Path, m: &Manifest) -> BTreeMap<String, std::result::Result<ResultRecord, String>> {
+pub fn verified_metrics(dir: &Path, m: &Manifest) -> BTreeMap<String, std::result::Result<ResultRecord, Untrusted>> {
     m.evals.iter().filter(|e| e.status == Status::Done).map(|e| (e.key.clone(), verify_record(dir, e, m.backbone_sha256.as_deref()))).collect()
 }

@@ -42,12 +42,11 @@ pub fn read_run(run_dir: &Path) -> Result<RunCurves> {
         if let Some(m) = v["monitor"].as_object() {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort_by_key(|k| k.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap_or(usize::MAX));
-            if let Some(k) = keys.first() {
-                if let Some(val) = m[*k].as_f64() {
+            if let Some(k) = keys.first()
+                && let Some(val) = m[*k].as_f64() {
                     curves.monitor_name.get_or_insert_with(|| k.to_string());
                     curves.monitor.push((epoch, val));
                 }
-            }
         }
     }
     if curves.epochs.is_empty() {
