@@ -17,6 +17,7 @@ pub mod methods;
 pub mod objective;
 pub mod pretrain;
 pub mod registry;
+pub mod run;
 pub mod record;
 pub mod streams;
 pub mod trainer;

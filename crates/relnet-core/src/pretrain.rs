@@ -2,24 +2,22 @@
 //! table), and the preparation every task on the shared loop goes through (data, run directory,
 //! resume checks), used by pretraining here and by fine-tuning in relnet-eval.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use relnet_augment::{Preset, PresetParams};
 use relnet_models::BackboneKind;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, Progress};
 use crate::config::{ConfigError, RunConfig, check_range};
-use crate::data::registry::{DatasetInfo, Split, lookup};
+use crate::data::registry::lookup;
 use crate::data::{DataRoot, ImageSet};
 use crate::device::{DeviceList, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::methods::MethodConfig;
+use crate::run::{RunBuilder, TaskData, load_task_data, prepare_run_dir};
 pub use crate::trainer::{EpochMetrics, Monitor, Outcome, Reporter, Tick, fmt_secs};
-use crate::trainer::Run;
 
 /// What is measured during pretraining: `knn:EVERY` (kNN accuracy of the eval-mode backbone every
 /// EVERY epochs and after the last).
@@ -207,81 +205,6 @@ pub fn check_lr(key: &str, lr: f64) -> std::result::Result<(), ConfigError> {
     }
 }
 
-/// An error unless `kind` can take `height x width` images of `dataset`.
-pub fn check_image_size(kind: BackboneKind, dataset: &str, height: usize, width: usize) -> Result<()> {
-    let min = kind.spec().min_side;
-    if height < min || width < min {
-        return Err(Error::Invalid(format!("dataset `{dataset}` has {height}x{width} images; the {kind} backbone needs at least {min}x{min}")));
-    }
-    Ok(())
-}
-
-/// A split loaded for training: the images (optionally a random subset), the class count and the
-/// normalisation of the dataset.
-pub struct TaskData {
-    pub info: DatasetInfo,
-    pub root: DataRoot,
-    pub split: Split,
-    pub images: ImageSet,
-    pub classes: usize,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-/// Loads `split` of a dataset (and its normalisation), keeping `limit` random images when given.
-pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Option<usize>, seed: u64) -> Result<TaskData> {
-    let loaded = info.load(split, &root)?;
-    let (mean, std) = info.norm_stats_reusing(&root, Some(&loaded))?;
-    let classes = loaded.classes.len();
-    let mut images = loaded.images;
-    if let Some(limit) = limit {
-        images.keep(&limited_subset(images.len(), limit, seed));
-    }
-    Ok(TaskData { info, root, split, images, classes, mean, std })
-}
-
-/// Prepares a run directory: refuses one that holds a run unless resuming, refuses a resume whose
-/// configuration differs (the device, data root and paths may change), writes the resolved
-/// configuration. Returns the
-/// saved progress to resume from.
-///
-/// The run directory is locked first (`run.lock`): a second process on the same directory is
-/// refused with `Error::Locked`, and the lock, returned with the progress, is held until it is
-/// dropped at the end of the run.
-pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<(Option<Progress>, crate::fsutil::DirLock)> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let lock = match crate::fsutil::DirLock::take(out, "run.lock").map_err(|e| Error::io(out.join("run.lock"), e))? {
-        Ok(l) => l,
-        Err(holder) => return Err(Error::Locked { dir: out.to_path_buf(), holder }),
-    };
-    let saved = Checkpoint::new(out).progress()?;
-    if saved.is_some() && !resume {
-        return Err(Error::RunExists { dir: out.to_path_buf() });
-    }
-    let path = out.join("config.toml");
-    let now = crate::config::to_toml(config);
-    if resume
-        && let Ok(before) = std::fs::read_to_string(&path) {
-            // Where the run reads and writes (device, data root, its own folder, where results
-            // go, the path of the backbone it fine-tunes, whose content its folder's name
-            // already fixes) may change between the start and the resume: a moved results
-            // folder or another machine's data root resumes the same run.
-            let strip = |t: &str| -> Option<toml::Table> {
-                let mut table: toml::Table = t.parse().ok()?;
-                for key in ["device", "devices", "data_root", "out", "results", "backbone"] {
-                    table.remove(key);
-                }
-                Some(table)
-            };
-            let before = strip(&before);
-            if before.is_none() || before != strip(&now) {
-                return Err(Error::ConfigChanged { config: path });
-            }
-        }
-    crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
-    Ok((if resume { saved } else { None }, lock))
-}
-
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
 /// then checkpoints and returns `Interrupted`. `monitor` is what `cfg.monitor` names, built by
 /// the caller (relnet-eval's kNN), or `None`.
@@ -311,42 +234,23 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let data = if spec.needs_data {
         let d = load_task_data(info.clone(), root.clone(), split, cfg.limit_images, cfg.seed)?;
         report.line(&format!("loaded {} {} ({} images) in {:.1} s", cfg.dataset, split.as_str(), d.images.len(), t.elapsed().as_secs_f64()));
-        check_image_size(cfg.backbone, &cfg.dataset, d.images.height, d.images.width)?;
         d
     } else {
         let side = info.image_size.map_or(32, |(h, _)| h);
         TaskData { info: info.clone(), root: root.clone(), split, images: ImageSet::new(side, side, 3, Vec::new(), None)?, classes: 0, mean: [0.0; 3], std: [1.0; 3] }
     };
-    let pipeline = Arc::new(pipeline_for(spec.preset, &data.images, &data.info, None, data.mean, data.std)?);
-    let run = Run {
-        spec,
-        backbone: cfg.backbone,
-        init: cfg.init.clone(),
-        out,
-        dataset: cfg.dataset.clone(),
-        dataset_info: data.info,
-        root: data.root,
-        images: Arc::new(data.images),
-        classes: data.classes,
-        mean: data.mean,
-        std: data.std,
-        pipeline,
-        views: method.views(),
-        batch_size: cfg.batch_size(),
-        epochs: cfg.epochs(),
-        lr: cfg.lr(),
-        seed: cfg.seed,
-        device,
-        replicas,
-        resume: saved,
-        on_nonfinite: (cfg.on_nonfinite == OnNonFinite::Skip).then_some(cfg.max_nonfinite),
-    };
+    let run = RunBuilder::new(spec, cfg.backbone, out, &cfg.dataset, data, device)
+        .init(cfg.init.clone())
+        .views(method.views())
+        .batch_size(cfg.batch_size())
+        .epochs(cfg.epochs())
+        .lr(cfg.lr())
+        .seed(cfg.seed)
+        .replicas(replicas)
+        .resume(saved)
+        .on_nonfinite((cfg.on_nonfinite == OnNonFinite::Skip).then_some(cfg.max_nonfinite))
+        .build()?;
     method.launch(run, stop, report, monitor)
-}
-
-/// A preset's pipeline for `images` of a dataset.
-pub fn pipeline_for(preset: Preset, images: &ImageSet, info: &DatasetInfo, cutout: Option<f64>, mean: [f32; 3], std: [f32; 3]) -> Result<relnet_augment::Pipeline> {
-    Ok(preset.build(&PresetParams { side: images.width, padding: info.crop_padding, cutout, mean, std })?)
 }
 
 /// The images `--limit-images N` keeps: N of the `total`, drawn without replacement with a

@@ -9,15 +9,15 @@
 //! the reference by default (`schedule = "reference"`: milestones at 100 and 150 whatever the
 //! run's length) and offers `schedule = "scaled"` (milestones at 50% and 75% of this run's epochs).
 
-use std::sync::Arc;
 
 use relnet_augment::Preset;
 use relnet_core::config::{ConfigError, check_range};
 use relnet_core::methods::supervised::{Classifier, labels_of};
 use relnet_core::methods::{MethodSpec, OptimKind, Schedule, Views};
-use relnet_core::pretrain::{Outcome, check_image_size, check_lr, load_task_data, pipeline_for, prepare_run_dir};
+use relnet_core::pretrain::{Outcome, check_lr};
+use relnet_core::run::{RunBuilder, load_task_data, prepare_run_dir};
 use relnet_core::record::{ResultRecord, sanitize};
-use relnet_core::trainer::{Run, train};
+use relnet_core::trainer::train;
 use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -163,13 +163,11 @@ impl EvaluatorOptions for FinetuneOptions {
             ctx.report.line(&format!("fine-tuning on {} labelled images of {available} (label budget {budget})", data.images.len()));
         }
         let labelled = data.images.len();
-        check_image_size(ctx.kind, &cfg.dataset, data.images.height, data.images.width)?;
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;
         let (preset, cutout) = match self.augmentation {
             FinetuneAugment::Plain => (Preset::Plain, None),
             FinetuneAugment::Finetune => (Preset::Finetune, Some(self.cutout.unwrap_or(ctx.info.cutout))),
         };
-        let pipeline = Arc::new(pipeline_for(preset, &data.images, &data.info, cutout, data.mean, data.std)?);
         let spec = MethodSpec {
             name: "finetune",
             display: "Fine-tuning",
@@ -199,29 +197,15 @@ impl EvaluatorOptions for FinetuneOptions {
         };
         let device = ctx.device.clone().autodiff();
         device.seed(ctx.seed);
-        let run = Run {
-            spec,
-            backbone: ctx.kind,
-            init: Some(cfg.backbone.clone()),
-            out: &out,
-            dataset: cfg.dataset.clone(),
-            dataset_info: data.info,
-            root: data.root,
-            classes: data.classes,
-            mean: data.mean,
-            std: data.std,
-            images: Arc::new(data.images),
-            pipeline,
-            views: 1,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            lr: self.lr,
-            seed: ctx.seed,
-            device,
-            replicas: Vec::new(),
-            resume: saved,
-            on_nonfinite: None,
-        };
+        let run = RunBuilder::new(spec, ctx.kind, &out, &cfg.dataset, data, device)
+            .init(Some(cfg.backbone.clone()))
+            .batch_size(self.batch_size)
+            .epochs(self.epochs)
+            .lr(self.lr)
+            .seed(ctx.seed)
+            .resume(saved)
+            .cutout(cutout)
+            .build()?;
         let report = &mut *ctx.report;
         let outcome = train(&mut method, run, ctx.stop.clone(), report, None)?;
         let backbone = match outcome {
