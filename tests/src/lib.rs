@@ -48,7 +48,9 @@ pub fn subprocess_entry() {
 /// This test binary re-executed to run `relnet ARGS` through its `subprocess_entry_point` test.
 pub fn subprocess_command(args: &[&str]) -> std::process::Command {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"]).env("RELNET_TEST_ARGS", args.join("\u{1f}")).env("RELNET_PLAIN_PROGRESS", "1");
+    cmd.args(["--exact", "subprocess_entry_point", "--nocapture", "--test-threads=1"])
+        .env("RELNET_TEST_ARGS", args.join("\u{1f}"))
+        .env("RELNET_PLAIN_PROGRESS", "1");
     cmd
 }
 
@@ -58,5 +60,9 @@ pub fn subprocess(args: &[&str], env: &[(&str, &str)]) -> Run {
     let stdout = String::from_utf8_lossy(&out.stdout);
     // libtest's own lines ("running 1 test") are not relnet's output.
     let stdout = stdout.lines().filter(|l| !l.starts_with("running ") && !l.is_empty()).collect::<Vec<_>>().join("\n");
-    Run { code: out.status.code().unwrap_or(255) as u8, stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    Run {
+        code: out.status.code().unwrap_or(255) as u8,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

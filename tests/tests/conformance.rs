@@ -13,7 +13,8 @@ static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn suite(spec: DeviceSpec) {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let device = spec.device().expect("device");
-    let report = conformance::run(&device, &spec.to_string(), &Options::default(), &mut |s: &str| eprintln!("{s}")).expect("suite runs");
+    let report = conformance::run(&device, &spec.to_string(), &Options::default(), &mut |s: &str| eprintln!("{s}"))
+        .expect("suite runs");
     eprintln!("{}", report.table());
     // CI prints the tables from here (.ci/run) rather than running the suite again.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance");
@@ -21,7 +22,10 @@ fn suite(spec: DeviceSpec) {
     std::fs::write(dir.join(format!("{spec}.txt")), report.table()).unwrap();
     // Every backbone, every method but `random` (it trains nothing), in every group.
     assert!(report.checks.iter().filter(|c| c.group == "backbone").count() >= 12, "{}", report.table());
-    assert_eq!(report.checks.iter().filter(|c| c.group == "method").count(), 3 * (relnet_core::methods::names().len() - 1));
+    assert_eq!(
+        report.checks.iter().filter(|c| c.group == "method").count(),
+        3 * (relnet_core::methods::names().len() - 1)
+    );
     assert!(report.checks.iter().any(|c| c.group == "artifact"));
     assert!(report.failures().is_empty(), "{}", report.table());
     // The target really ran other operations than the reference: not bit-identical everywhere.

@@ -63,7 +63,8 @@ fn info_on_mnist_idx_written_here() {
     let (tx, ty) = idx::TRAIN_STEMS;
     let (sx, sy) = idx::TEST_STEMS;
     idx::write_idx(&dir.join(format!("{tx}.gz")), &[30, 28, 28], &vec![128; 30 * 784], true).unwrap();
-    idx::write_idx(&dir.join(format!("{ty}.gz")), &[30], &(0..30).map(|i| (i % 10) as u8).collect::<Vec<_>>(), true).unwrap();
+    idx::write_idx(&dir.join(format!("{ty}.gz")), &[30], &(0..30).map(|i| (i % 10) as u8).collect::<Vec<_>>(), true)
+        .unwrap();
     idx::write_idx(&dir.join(sx), &[10, 28, 28], &vec![0; 10 * 784], false).unwrap();
     idx::write_idx(&dir.join(sy), &[10], &(0..10).collect::<Vec<u8>>(), false).unwrap();
     let r = relnet(&["data", "info", "fashion-mnist", "--data-root", root.path().to_str().unwrap()]);
@@ -84,7 +85,17 @@ fn synthetic_info_and_preview_with_config() {
     let cfg = dir.path().join("p.toml");
     std::fs::write(&cfg, "per_class = 4\nsplit = \"test\"\n").unwrap();
     let png = dir.path().join("grid.png");
-    let r = relnet(&["data", "preview", "synthetic", "--config", cfg.to_str().unwrap(), "--scale", "2", "--out", png.to_str().unwrap()]);
+    let r = relnet(&[
+        "data",
+        "preview",
+        "synthetic",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--scale",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("per_class = 4") && r.stderr.contains("scale = 2"), "{}", r.stderr);
     let (w, h) = image_dims(&png);
@@ -122,22 +133,55 @@ fn usage_help_and_device_errors() {
     if !relnet_core::device::CUDA_COMPILED {
         let r = relnet(&["device", "--device", "cuda:1"]);
         assert_eq!(r.code, 1);
-        assert!(r.stderr.contains("built without cuda support") && r.stderr.contains("--features cuda"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("built without cuda support") && r.stderr.contains("--features cuda"),
+            "{}",
+            r.stderr
+        );
     }
     if !relnet_core::device::WGPU_COMPILED {
         let r = relnet(&["device", "--device", "wgpu:0"]);
         assert_eq!(r.code, 1);
-        assert!(r.stderr.contains("built without wgpu support") && r.stderr.contains("--features wgpu"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("built without wgpu support") && r.stderr.contains("--features wgpu"),
+            "{}",
+            r.stderr
+        );
     }
     // Without --device: what this build offers.
     let r = relnet(&["device"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("flex (CPU)") && r.stdout.contains("cuda") && r.stdout.contains("wgpu"), "{}", r.stdout);
-    assert_eq!(r.stdout.contains("not built: `cargo build --release --features cuda`"), !relnet_core::device::CUDA_COMPILED, "{}", r.stdout);
+    assert_eq!(
+        r.stdout.contains("not built: `cargo build --release --features cuda`"),
+        !relnet_core::device::CUDA_COMPILED,
+        "{}",
+        r.stdout
+    );
     // The GPU check's own command, on the CPU, speed only and small.
-    let r = relnet(&["bench", "device", "--device", "cpu", "--no-conformance", "--steps", "1", "--warmup", "1", "--k", "2", "--backbones", "conv4"]);
+    let r = relnet(&[
+        "bench",
+        "device",
+        "--device",
+        "cpu",
+        "--no-conformance",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--k",
+        "2",
+        "--backbones",
+        "conv4",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("pretraining speed") && r.stdout.contains("conv4") && r.stdout.contains("conformance skipped"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("pretraining speed")
+            && r.stdout.contains("conv4")
+            && r.stdout.contains("conformance skipped"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// The real data of ../shared/data: CIFAR-10 (JPEG image folders) and MNIST (gzip IDX).
@@ -150,20 +194,30 @@ fn shared_cifar10_jpeg_and_mnist() {
     let f = std::fs::File::open(shared.join("cifar10-jpg.tar.gz")).unwrap();
     tar::Archive::new(flate2::read::GzDecoder::new(f)).unpack(&cifar).unwrap();
     #[cfg(unix)]
-    std::os::unix::fs::symlink(std::fs::canonicalize(shared.join("mnist")).unwrap(), root.path().join("mnist")).unwrap();
+    std::os::unix::fs::symlink(std::fs::canonicalize(shared.join("mnist")).unwrap(), root.path().join("mnist"))
+        .unwrap();
 
     let r = relnet(&["data", "info", "cifar10", "--data-root", root.path().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("split train: 50000 images") && r.stdout.contains("split test: 10000 images"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("split train: 50000 images") && r.stdout.contains("split test: 10000 images"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("per class: 5000..5000") && r.stdout.contains("per class: 1000..1000"), "{}", r.stdout);
     // Means of the decoded JPEG train set: 0.4913 / 0.4821 / 0.4465 (data README), within 0.002.
     let line = r.stdout.lines().skip_while(|l| !l.starts_with("split train")).find(|l| l.contains("mean (")).unwrap();
-    let means: Vec<f64> = line.split('(').nth(1).unwrap().split(')').next().unwrap().split(", ").map(|v| v.parse().unwrap()).collect();
+    let means: Vec<f64> =
+        line.split('(').nth(1).unwrap().split(')').next().unwrap().split(", ").map(|v| v.parse().unwrap()).collect();
     for (m, want) in means.iter().zip([0.4913, 0.4821, 0.4465]) {
         assert!((m - want).abs() < 0.002, "{line}");
     }
 
     let r = relnet(&["data", "info", "mnist", "--data-root", root.path().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("split train: 60000 images") && r.stdout.contains("split test: 10000 images"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("split train: 60000 images") && r.stdout.contains("split test: 10000 images"),
+        "{}",
+        r.stdout
+    );
 }

@@ -60,7 +60,12 @@ fn download_from_a_file_mirror() {
     // It is not the official archive: its MD5 is not the published one, and nothing moves.
     let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--data-root", root_s]);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stderr.contains("does not match the published checksum c32a1d4ab5d03f1284b67883e8d87530") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("does not match the published checksum c32a1d4ab5d03f1284b67883e8d87530")
+            && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     // A repacked local copy, with the check skipped explicitly.
     let r = relnet(&["data", "download", "cifar10", "--mirror", &url, "--skip-checksum", "--data-root", root_s]);

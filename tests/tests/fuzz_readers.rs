@@ -100,7 +100,9 @@ fn dataset_readers_survive_mutated_files() {
 
     let f = d.join("train.bin");
     cifar::write_records(&f, &[vec![1, 30], vec![2, 40]], &images(2, 32)).unwrap();
-    total += fuzz("CIFAR-100 binary", &f, 300, 2, || cifar::read_cifar100_files(&[&f], cifar::Cifar100Labels::Fine).map_err(|e| e.to_string()));
+    total += fuzz("CIFAR-100 binary", &f, 300, 2, || {
+        cifar::read_cifar100_files(&[&f], cifar::Cifar100Labels::Fine).map_err(|e| e.to_string())
+    });
 
     let (x, y) = (d.join("train_X.bin"), d.join("train_y.bin"));
     stl10::write_stl10(&x, Some(&y), &images(2, 96), &[1, 9]).unwrap();
@@ -130,9 +132,13 @@ fn dataset_readers_survive_mutated_files() {
     }
     let f = root.join("val/val_annotations.txt");
     std::fs::write(&f, ann).unwrap();
-    total += fuzz("tiny-ImageNet val annotations", &f, 200, 8, || tiny::read_tiny(&root, false).map(|_| ()).map_err(|e| e.to_string()));
+    total += fuzz("tiny-ImageNet val annotations", &f, 200, 8, || {
+        tiny::read_tiny(&root, false).map(|_| ()).map_err(|e| e.to_string())
+    });
     let w = root.join("wnids.txt");
-    total += fuzz("tiny-ImageNet wnids", &w, 100, 9, || tiny::read_tiny(&root, false).map(|_| ()).map_err(|e| e.to_string()));
+    total += fuzz("tiny-ImageNet wnids", &w, 100, 9, || {
+        tiny::read_tiny(&root, false).map(|_| ()).map_err(|e| e.to_string())
+    });
     println!("fuzz dataset readers: {total} cases in all");
 }
 
@@ -146,24 +152,34 @@ fn configs_artifacts_checkpoints_and_archives_survive_mutated_files() {
 
     let f = d.join("run.toml");
     std::fs::write(&f, "dataset = \"synthetic\"\nepochs = 3\nbatch_size = 32\nseed = 4\n[method]\nkind = \"relational\"\nk = 4\nloss = \"bce\"\n").unwrap();
-    fuzz("config TOML", &f, 300, 11, || config::resolve::<PretrainConfig>(Some(&f), Default::default()).map_err(|e| e.to_string()));
+    fuzz("config TOML", &f, 300, 11, || {
+        config::resolve::<PretrainConfig>(Some(&f), Default::default()).map_err(|e| e.to_string())
+    });
 
     let device = relnet_core::device::DeviceSpec::Cpu.device().unwrap();
     let b = BackboneKind::Conv4.init(&device);
     let f = d.join("backbone.bpk");
     io::save_backbone(&b, BackboneKind::Conv4, &f).unwrap();
-    fuzz("backbone artifact (burnpack)", &f, 200, 12, || io::load_backbone(&f, &device).map(|_| ()).map_err(|e| e.to_string()));
+    fuzz("backbone artifact (burnpack)", &f, 200, 12, || {
+        io::load_backbone(&f, &device).map(|_| ()).map_err(|e| e.to_string())
+    });
 
     let f = d.join("backbone.safetensors");
     io::export_safetensors(&b, BackboneKind::Conv4, &f).unwrap();
-    fuzz("safetensors import", &f, 200, 13, || io::import_safetensors(&f, Some(BackboneKind::Conv4), &device).map(|_| ()).map_err(|e| e.to_string()));
+    fuzz("safetensors import", &f, 200, 13, || {
+        io::import_safetensors(&f, Some(BackboneKind::Conv4), &device).map(|_| ()).map_err(|e| e.to_string())
+    });
 
     // A checkpoint's progress file.
     let run = d.join("run");
     let ckpt = relnet_core::checkpoint::Checkpoint::new(&run);
     std::fs::create_dir_all(run.join("checkpoint")).unwrap();
     let f = run.join("checkpoint/progress.json");
-    std::fs::write(&f, "{\n  \"epoch\": 3,\n  \"batch\": 0,\n  \"finished\": false,\n  \"generation\": 2,\n  \"streams\": 2\n}").unwrap();
+    std::fs::write(
+        &f,
+        "{\n  \"epoch\": 3,\n  \"batch\": 0,\n  \"finished\": false,\n  \"generation\": 2,\n  \"streams\": 2\n}",
+    )
+    .unwrap();
     fuzz("checkpoint progress", &f, 200, 14, || ckpt.progress().map_err(|e| e.to_string()));
 
     // A dataset archive (tar.gz).

@@ -4,8 +4,8 @@
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use relnet_augment::{Preset, PresetParams, build_views};
-use relnet_core::data::registry::lookup;
 use relnet_core::data::DataRoot;
+use relnet_core::data::registry::lookup;
 use relnet_models::BackboneKind;
 
 #[test]
@@ -15,7 +15,9 @@ fn synthetic_views_through_conv4() {
     let split = info.load(info.pretrain_split, &root).unwrap();
     let (mean, std) = info.norm_stats(&root).unwrap();
     let (h, w) = (split.images.height, split.images.width);
-    let pipe = Preset::Relational.build(&PresetParams { side: w, padding: info.crop_padding, cutout: None, mean, std }).unwrap();
+    let pipe = Preset::Relational
+        .build(&PresetParams { side: w, padding: info.crop_padding, cutout: None, mean, std })
+        .unwrap();
     let (m, k) = (16, 4);
     let imgs: Vec<&[u8]> = (0..m).map(|i| split.images.image(i)).collect();
     let batch = build_views(&pipe, &imgs, w, h, k, w, 42);

@@ -16,11 +16,24 @@ fn s(p: &Path) -> &str {
 /// the run folder and the record the evaluation wrote.
 fn evaluated_run(dir: &Path) -> (PathBuf, PathBuf) {
     let run = dir.join("rel");
-    let r = relnet(&["pretrain", "--limit-images", "256", "--k", "2", "--batch-size", "32", "--epochs", "1", "--out", s(&run)]);
+    let r = relnet(&[
+        "pretrain",
+        "--limit-images",
+        "256",
+        "--k",
+        "2",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        s(&run),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = relnet(&["eval", "knn", "--backbone", s(&run.join("backbone.bpk")), "--k", "5"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let line = r.stderr.lines().find(|l| l.starts_with("record: ")).unwrap_or_else(|| panic!("no record line: {}", r.stderr));
+    let line =
+        r.stderr.lines().find(|l| l.starts_with("record: ")).unwrap_or_else(|| panic!("no record line: {}", r.stderr));
     let record = PathBuf::from(&line["record: ".len()..]);
     assert!(record.starts_with(run.join("results")), "{}", record.display());
     (run, record)
@@ -29,7 +42,8 @@ fn evaluated_run(dir: &Path) -> (PathBuf, PathBuf) {
 /// A record saved through the library, as an evaluation would, under `dir/results/`.
 fn saved(dir: &Path, seed: u64, accuracy: f64) -> PathBuf {
     let a = ArtifactRef { path: dir.join("backbone.bpk"), sha256: "cd".repeat(32), kind: "conv4".into() };
-    let mut r = ResultRecord::new("linear", serde_json::json!({"epochs": 3}), a, "synthetic", seed, Some("train"), "test");
+    let mut r =
+        ResultRecord::new("linear", serde_json::json!({"epochs": 3}), a, "synthetic", seed, Some("train"), "test");
     r.metrics.insert("test_accuracy".into(), accuracy);
     r.save(dir).unwrap()
 }
@@ -53,7 +67,10 @@ fn an_evaluation_writes_a_record_that_verifies_and_an_edit_to_it_is_flagged_by_n
     assert_eq!(v["schema_version"], 2, "{v}");
     let checksum = v["checksum"].as_str().unwrap_or_else(|| panic!("no checksum: {v}"));
     assert!(checksum.starts_with("sha256:") && checksum.len() == 7 + 64, "{checksum}");
-    assert_eq!(Some(checksum), relnet_core::record::content_checksum(&std::fs::read_to_string(&record).unwrap()).as_deref());
+    assert_eq!(
+        Some(checksum),
+        relnet_core::record::content_checksum(&std::fs::read_to_string(&record).unwrap()).as_deref()
+    );
     let (loaded, integrity) = ResultRecord::load_checked(&record).unwrap();
     assert_eq!(integrity, Integrity::Verified);
     assert_eq!(loaded.checksum.as_deref(), Some(checksum));
@@ -75,7 +92,8 @@ fn an_evaluation_writes_a_record_that_verifies_and_an_edit_to_it_is_flagged_by_n
     let metric = json(&record)["metrics"]["top1_k5"].as_f64().expect("a kNN record has top1_k5");
     let line = text.lines().find(|l| l.trim_start().starts_with("\"top1_k5\": ")).unwrap_or_else(|| panic!("{text}"));
     let forged = if metric < 90.0 { metric + 9.5 } else { metric - 9.5 };
-    let edited_line = format!("{}: {forged:?}{}", line.split(':').next().unwrap(), if line.ends_with(',') { "," } else { "" });
+    let edited_line =
+        format!("{}: {forged:?}{}", line.split(':').next().unwrap(), if line.ends_with(',') { "," } else { "" });
     let edited = text.replacen(line, &edited_line, 1);
     assert_ne!(edited, text);
     std::fs::write(&record, &edited).unwrap();
@@ -88,7 +106,8 @@ fn an_evaluation_writes_a_record_that_verifies_and_an_edit_to_it_is_flagged_by_n
         let rows = rows(&r.stdout);
         assert_eq!(rows.len(), 1, "the edited record is still listed: {}", r.stdout);
         assert!(rows[0].contains("**EDITED**") && rows[0].contains(&format!("top1_k5 {forged:.2}")), "{}", r.stdout);
-        let note = r.stdout.split("\nEDITED:").nth(1).unwrap_or_else(|| panic!("no note below the table: {}", r.stdout));
+        let note =
+            r.stdout.split("\nEDITED:").nth(1).unwrap_or_else(|| panic!("no note below the table: {}", r.stdout));
         assert!(note.contains(s(&record)) && note.contains("checksum mismatch"), "{}", r.stdout);
         assert!(r.stderr.contains("1 edited"), "{}", r.stderr);
     }
@@ -152,7 +171,13 @@ fn broken_records_are_named_with_their_problem_and_nothing_else_is_lost() {
     let rows = rows(&r.stdout);
     assert_eq!(rows.len(), 1, "the good record is still listed: {}", r.stdout);
     assert!(rows[0].ends_with("| ok |"), "{}", r.stdout);
-    let line = |name: &str| r.stdout.lines().find(|l| l.starts_with("unreadable: ") && l.contains(name)).unwrap_or_else(|| panic!("{name} not named: {}", r.stdout)).to_string();
+    let line = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("unreadable: ") && l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not named: {}", r.stdout))
+            .to_string()
+    };
     assert!(line("truncated.json").contains("not valid JSON"), "{}", r.stdout);
     assert!(line("future.json").contains("schema version 99"), "{}", r.stdout);
     assert!(line("wrong-shape.json").contains("bad result record"), "{}", r.stdout);

@@ -8,7 +8,9 @@ use relnet_core::data::{DataRoot, ImageSet, Split, cifar, folder, stl10};
 use relnet_tests::relnet;
 
 fn px(n: usize, side: usize, seed: u8) -> Vec<Vec<u8>> {
-    (0..n).map(|i| (0..side * side * 3).map(|j| (j as u8).wrapping_add(seed).wrapping_mul(i as u8 + 1)).collect()).collect()
+    (0..n)
+        .map(|i| (0..side * side * 3).map(|j| (j as u8).wrapping_add(seed).wrapping_mul(i as u8 + 1)).collect())
+        .collect()
 }
 
 fn root_of(dir: &Path) -> DataRoot {

@@ -21,7 +21,8 @@ fn subprocess_entry_point() {
 fn a_second_process_on_one_run_directory_is_refused_and_a_stale_lock_is_taken_over() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let args = ["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "30", "--out", s(&out)];
+    let args =
+        ["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "30", "--out", s(&out)];
     let mut child = subprocess_command(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Wait until the first run holds the lock and has saved its first checkpoint (after epoch 8
     // of 30).
@@ -39,7 +40,11 @@ fn a_second_process_on_one_run_directory_is_refused_and_a_stale_lock_is_taken_ov
     second.push("--resume");
     let r = relnet(&second);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains(&format!("is in use by process {}", child.id())) && r.stderr.contains("run.lock"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("is in use by process {}", child.id())) && r.stderr.contains("run.lock"),
+        "{}",
+        r.stderr
+    );
 
     // Killed, it leaves its lock behind; the next run recognises it as stale and resumes.
     child.kill().unwrap();
@@ -100,12 +105,16 @@ fn a_nonfinite_loss_or_gradient_stops_the_run_or_is_skipped() {
     let r = sub_env(&resumed, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let epochs: Vec<u64> = metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
+    let epochs: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
     assert_eq!(epochs, [1, 2, 3], "each epoch once: {metrics}");
 
     // Skip: the steps are skipped and logged; one more in a row than allowed stops the run.
     let out = tmp.path().join("skip");
-    let args: Vec<&str> = base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
+    let args: Vec<&str> =
+        base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
     let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:0,1:1")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("epoch 1 step 1: loss NaN: step skipped (2 in a row, at most 2)"), "{}", r.stderr);
@@ -116,7 +125,8 @@ fn a_nonfinite_loss_or_gradient_stops_the_run_or_is_skipped() {
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("on_nonfinite = \"skip\"") && config.contains("max_nonfinite = 2"), "{config}");
     let out = tmp.path().join("skip-too-many");
-    let args: Vec<&str> = base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
+    let args: Vec<&str> =
+        base.iter().copied().chain(["--on-nonfinite", "skip", "--max-nonfinite", "2", "--out", s(&out)]).collect();
     let r = sub_env(&args, &[("RELNET_FAULT_NONFINITE", "1:0,1:1,1:2")]);
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stderr.contains("at epoch 1 step 2"), "{}", r.stderr);
@@ -141,7 +151,24 @@ fn the_same_seed_gives_the_same_bits_and_another_seed_does_not() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |name: &str, seed: &str, threads: &str| {
         let out = tmp.path().join(name);
-        let r = sub_env(&["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "2", "--seed", seed, "--out", s(&out)], &[("RAYON_NUM_THREADS", threads)]);
+        let r = sub_env(
+            &[
+                "pretrain",
+                "--limit-images",
+                "128",
+                "--k",
+                "2",
+                "--batch-size",
+                "32",
+                "--epochs",
+                "2",
+                "--seed",
+                seed,
+                "--out",
+                s(&out),
+            ],
+            &[("RAYON_NUM_THREADS", threads)],
+        );
         assert_eq!(r.code, 0, "{}", r.stderr);
         out
     };
@@ -185,7 +212,12 @@ fn a_full_disk_mid_run_keeps_the_last_checkpoint_whole_and_resumable() {
     let small = tmp.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     // A 1.2 MB tmpfs: room for one checkpoint of this run (about 720 kB), not for two.
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1200k", "tmpfs"]).arg(&small).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1200k", "tmpfs"])
+        .arg(&small)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !mounted {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run");
         return;
@@ -198,15 +230,25 @@ fn a_full_disk_mid_run_keeps_the_last_checkpoint_whole_and_resumable() {
     assert_eq!(r.code, 1, "the disk fills at the second checkpoint: {}", r.stderr);
     assert!(r.stderr.contains("No space left on device") && r.stderr.contains(s(&out)), "{}", r.stderr);
     // The first checkpoint is whole: its progress names generation 1, whose files are there.
-    let progress: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/progress.json")).unwrap()).unwrap();
+    let progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/progress.json")).unwrap()).unwrap();
     assert_eq!((progress["epoch"].as_u64(), progress["generation"].as_u64()), (Some(1), Some(1)), "{progress}");
-    let mut names: Vec<String> = std::fs::read_dir(out.join("checkpoint")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(out.join("checkpoint"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, ["model.1.bpk", "optimizer.1.bpk", "progress.json"], "the failed generation was cleaned up");
     // Moved to a disk with room, it resumes from that checkpoint and finishes.
     let big = tmp.path().join("big");
     std::fs::create_dir_all(big.join("run/checkpoint")).unwrap();
-    for f in ["config.toml", "metrics.jsonl", "checkpoint/model.1.bpk", "checkpoint/optimizer.1.bpk", "checkpoint/progress.json"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint/model.1.bpk",
+        "checkpoint/optimizer.1.bpk",
+        "checkpoint/progress.json",
+    ] {
         std::fs::copy(out.join(f), big.join("run").join(f)).unwrap();
     }
     let big_run = big.join("run");
@@ -221,7 +263,10 @@ fn a_full_disk_mid_run_keeps_the_last_checkpoint_whole_and_resumable() {
 fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
-    let r = sub_env(&["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "1", "--out", s(&pre)], &[]);
+    let r = sub_env(
+        &["pretrain", "--limit-images", "128", "--k", "2", "--batch-size", "32", "--epochs", "1", "--out", s(&pre)],
+        &[],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The same backbone bytes in two folders: one fine-tuning runs through, one is killed.
     let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
@@ -230,9 +275,28 @@ fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
         std::fs::copy(pre.join("backbone.bpk"), d.join("backbone.bpk")).unwrap();
     }
     let ft = |d: &Path| -> Vec<String> {
-        ["eval", "finetune", "--backbone", s(&d.join("backbone.bpk")), "--epochs", "12", "--limit-images", "256", "--resume"].iter().map(|a| a.to_string()).collect()
+        [
+            "eval",
+            "finetune",
+            "--backbone",
+            s(&d.join("backbone.bpk")),
+            "--epochs",
+            "12",
+            "--limit-images",
+            "256",
+            "--resume",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
     };
-    let accuracy = |stdout: &str| stdout.lines().find_map(|l| l.strip_prefix("test_accuracy=")).unwrap_or_else(|| panic!("no accuracy in {stdout}")).to_string();
+    let accuracy = |stdout: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("test_accuracy="))
+            .unwrap_or_else(|| panic!("no accuracy in {stdout}"))
+            .to_string()
+    };
     let a = ft(&whole);
     let r = sub_env(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -241,7 +305,8 @@ fn a_finetuning_killed_mid_run_resumes_to_the_uninterrupted_result() {
     let a = ft(&killed);
     let argv: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut child = subprocess_command(&argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let run_dir = || std::fs::read_dir(killed.join("finetune")).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path());
+    let run_dir =
+        || std::fs::read_dir(killed.join("finetune")).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path());
     let started = Instant::now();
     while !run_dir().is_some_and(|d| d.join("checkpoint/progress.json").exists()) {
         assert!(child.try_wait().unwrap().is_none(), "the fine-tuning ended before it could be killed");
@@ -266,7 +331,9 @@ fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
     let tmp = tempfile::tempdir().unwrap();
     // 4 epochs of 3 steps, a checkpoint after each epoch (generations 1-4).
     let base = ["pretrain", "--limit-images", "96", "--k", "2", "--batch-size", "32", "--epochs", "4", "--seed", "3"];
-    let with_out = |out: &Path| -> Vec<String> { base.iter().map(|a| a.to_string()).chain(["--out".into(), s(out).into()]).collect() };
+    let with_out = |out: &Path| -> Vec<String> {
+        base.iter().map(|a| a.to_string()).chain(["--out".into(), s(out).into()]).collect()
+    };
     let run = |args: &[String], env: &[(&str, &str)]| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         sub_env(&a, env)
@@ -281,7 +348,8 @@ fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
         // Whatever the kill left, the committed checkpoint is whole: progress.json parses and
         // names files that exist.
         if let Ok(text) = std::fs::read_to_string(out.join("checkpoint/progress.json")) {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: progress.json half-written: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: progress.json half-written: {e}"));
             let g = v["generation"].as_u64().unwrap();
             for f in [format!("model.{g}.bpk"), format!("optimizer.{g}.bpk")] {
                 assert!(out.join("checkpoint").join(&f).exists(), "{what}: {f} of the committed generation");
@@ -291,7 +359,10 @@ fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
         args.push("--resume".into());
         let r = run(&args, &[]);
         assert_eq!(r.code, 0, "{what}: {}", r.stderr);
-        assert!(std::fs::read(out.join("backbone.bpk")).unwrap() == want, "{what}: the resumed backbone differs from the uninterrupted one");
+        assert!(
+            std::fs::read(out.join("backbone.bpk")).unwrap() == want,
+            "{what}: the resumed backbone differs from the uninterrupted one"
+        );
     };
     // Inside checkpoint writes: between the model's temporary file and its rename, before the
     // optimiser, before the commit.

@@ -39,8 +39,28 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => {
-            let show = |d: &str| cargo(&["run", "-q", "-p", "relnet-cli", "--features", "ndarray", "--", "device", "--device", d, "--conformance"], &[]);
-            cargo(&["test", "--workspace"], &[]) && show("cpu") && show("ndarray") && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")])
+            let show = |d: &str| {
+                cargo(
+                    &[
+                        "run",
+                        "-q",
+                        "-p",
+                        "relnet-cli",
+                        "--features",
+                        "ndarray",
+                        "--",
+                        "device",
+                        "--device",
+                        d,
+                        "--conformance",
+                    ],
+                    &[],
+                )
+            };
+            cargo(&["test", "--workspace"], &[])
+                && show("cpu")
+                && show("ndarray")
+                && cargo(&["check", "--workspace", "--features", "cuda"], &[("DOCS_RS", "1")])
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("pretrain") => {
             let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", "bench", "pretrain"];
@@ -57,7 +77,20 @@ fn main() -> ExitCode {
                 Some(b @ ("cuda" | "wgpu")) => (b, &args[2..]),
                 _ => ("cuda", &args[1..]),
             };
-            let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--features", backend, "--", "bench", "device", "--device", backend];
+            let mut a = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "relnet-cli",
+                "--features",
+                backend,
+                "--",
+                "bench",
+                "device",
+                "--device",
+                backend,
+            ];
             a.extend(rest.iter().map(String::as_str));
             cargo(&a, &[])
         }

@@ -40,12 +40,48 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage_32x32");
     let rrc = RandomResizedCrop::new(32, (0.08, 1.0), (0.75, 4.0 / 3.0)).unwrap();
     g.bench_function("random_resized_crop", |b| b.iter(|| rrc.apply(img.clone(), &mut rng)));
-    g.bench_function("hflip", |b| b.iter(|| { let mut i = img.clone(); hflip(&mut i); i }));
-    g.bench_function("brightness", |b| b.iter(|| { let mut i = img.clone(); adjust_brightness(&mut i, 1.3); i }));
-    g.bench_function("contrast", |b| b.iter(|| { let mut i = img.clone(); adjust_contrast(&mut i, 1.3); i }));
-    g.bench_function("saturation", |b| b.iter(|| { let mut i = img.clone(); adjust_saturation(&mut i, 1.3); i }));
-    g.bench_function("hue", |b| b.iter(|| { let mut i = img.clone(); adjust_hue(&mut i, 0.1); i }));
-    g.bench_function("grayscale", |b| b.iter(|| { let mut i = img.clone(); Grayscale::apply_in_place(&mut i); i }));
+    g.bench_function("hflip", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            hflip(&mut i);
+            i
+        })
+    });
+    g.bench_function("brightness", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            adjust_brightness(&mut i, 1.3);
+            i
+        })
+    });
+    g.bench_function("contrast", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            adjust_contrast(&mut i, 1.3);
+            i
+        })
+    });
+    g.bench_function("saturation", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            adjust_saturation(&mut i, 1.3);
+            i
+        })
+    });
+    g.bench_function("hue", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            adjust_hue(&mut i, 0.1);
+            i
+        })
+    });
+    g.bench_function("grayscale", |b| {
+        b.iter(|| {
+            let mut i = img.clone();
+            Grayscale::apply_in_place(&mut i);
+            i
+        })
+    });
     let norm = Normalize::new([0.49, 0.48, 0.45], [0.25; 3]).unwrap();
     let mut out = vec![0f32; 3 * 32 * 32];
     g.bench_function("normalize", |b| b.iter(|| norm.write(&img, &mut out)));

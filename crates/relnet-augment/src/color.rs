@@ -145,7 +145,11 @@ impl ColorJitter {
             }
         }
         if !(0.0..=0.5).contains(&hue) {
-            return Err(AugError { transform: "ColorJitter", param: "hue", problem: format!("= {hue} must be in [0, 0.5]") });
+            return Err(AugError {
+                transform: "ColorJitter",
+                param: "hue",
+                problem: format!("= {hue} must be in [0, 0.5]"),
+            });
         }
         check_prob("ColorJitter", "p", p)?;
         Ok(ColorJitter { brightness, contrast, saturation, hue, p })
@@ -155,7 +159,9 @@ impl ColorJitter {
     pub fn params(&self, rng: &mut AugRng) -> ([usize; 4], [Option<f32>; 4]) {
         let mut order = [0, 1, 2, 3];
         order.shuffle(rng);
-        let factor = |rng: &mut AugRng, x: f32| (x > 0.0).then(|| uniform(rng, (1.0 - x).max(0.0) as f64, (1.0 + x) as f64) as f32);
+        let factor = |rng: &mut AugRng, x: f32| {
+            (x > 0.0).then(|| uniform(rng, (1.0 - x).max(0.0) as f64, (1.0 + x) as f64) as f32)
+        };
         let b = factor(rng, self.brightness);
         let c = factor(rng, self.contrast);
         let s = factor(rng, self.saturation);

@@ -18,10 +18,18 @@ impl RandomErasing {
     pub fn new(p: f64, scale: (f64, f64), ratio: (f64, f64), value: f32) -> Result<Self, AugError> {
         check_prob("RandomErasing", "p", p)?;
         if !(scale.0 > 0.0 && scale.0 <= scale.1 && scale.1 <= 1.0) {
-            return Err(AugError { transform: "RandomErasing", param: "scale", problem: format!("= {scale:?} must satisfy 0 < min <= max <= 1") });
+            return Err(AugError {
+                transform: "RandomErasing",
+                param: "scale",
+                problem: format!("= {scale:?} must satisfy 0 < min <= max <= 1"),
+            });
         }
         if !(ratio.0 > 0.0 && ratio.0 <= ratio.1 && ratio.1.is_finite()) {
-            return Err(AugError { transform: "RandomErasing", param: "ratio", problem: format!("= {ratio:?} must satisfy 0 < min <= max") });
+            return Err(AugError {
+                transform: "RandomErasing",
+                param: "ratio",
+                problem: format!("= {ratio:?} must satisfy 0 < min <= max"),
+            });
         }
         Ok(RandomErasing { p, scale, log_ratio: (ratio.0.ln(), ratio.1.ln()), value })
     }

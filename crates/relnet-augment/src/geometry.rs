@@ -156,7 +156,11 @@ pub fn affine_pil(img: &RgbImage, m: [f64; 6]) -> RgbImage {
             for c in 0..3 {
                 let px = |yy: usize, xx: usize| img.data[(yy * w + xx) * 3 + c] as f64;
                 let v1 = px(ya, xa) + (px(ya, xb) - px(ya, xa)) * dx;
-                let v2 = if yb_ok { px((y0 + 1) as usize, xa) + (px((y0 + 1) as usize, xb) - px((y0 + 1) as usize, xa)) * dx } else { v1 };
+                let v2 = if yb_ok {
+                    px((y0 + 1) as usize, xa) + (px((y0 + 1) as usize, xb) - px((y0 + 1) as usize, xa)) * dx
+                } else {
+                    v1
+                };
                 let v = v1 + (v2 - v1) * dy;
                 out.data[o + c] = (v + 0.5).clamp(0.0, 255.0) as u8;
             }

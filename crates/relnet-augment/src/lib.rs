@@ -15,7 +15,10 @@ mod pipeline;
 mod resize;
 mod views;
 
-pub use color::{ColorJitter, Grayscale, RandomGrayscale, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, rgb_to_hsv, hsv_to_rgb};
+pub use color::{
+    ColorJitter, Grayscale, RandomGrayscale, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
+    hsv_to_rgb, rgb_to_hsv,
+};
 pub use crop::{RandomCrop, RandomResizedCrop};
 pub use erase::RandomErasing;
 pub use geometry::{RandomAffine, RandomHorizontalFlip, Rotate90, affine_pil, hflip, inverse_affine, rotate90};

@@ -18,7 +18,11 @@ pub struct Normalize {
 impl Normalize {
     pub fn new(mean: [f32; 3], std: [f32; 3]) -> Result<Self, AugError> {
         if std.iter().any(|&s| !(s > 0.0 && s.is_finite())) || mean.iter().any(|m| !m.is_finite()) {
-            return Err(AugError { transform: "Normalize", param: "std", problem: format!("= {std:?} must be positive (mean {mean:?} finite)") });
+            return Err(AugError {
+                transform: "Normalize",
+                param: "std",
+                problem: format!("= {std:?} must be positive (mean {mean:?} finite)"),
+            });
         }
         Ok(Normalize { mean, std })
     }

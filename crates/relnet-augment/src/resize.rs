@@ -24,7 +24,12 @@ fn coeffs(in_size: usize, out_size: usize) -> Coeffs {
     let filterscale = scale.max(1.0);
     let support = filterscale; // triangle support is 1
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut c = Coeffs { start: Vec::with_capacity(out_size), len: Vec::with_capacity(out_size), ksize, k: vec![0; out_size * ksize] };
+    let mut c = Coeffs {
+        start: Vec::with_capacity(out_size),
+        len: Vec::with_capacity(out_size),
+        ksize,
+        k: vec![0; out_size * ksize],
+    };
     let mut w = vec![0f64; ksize];
     for xx in 0..out_size {
         let center = (xx as f64 + 0.5) * scale;

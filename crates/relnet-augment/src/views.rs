@@ -6,9 +6,9 @@ use std::thread::JoinHandle;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
+use crate::AugRng;
 use crate::image::RgbImage;
 use crate::pipeline::Pipeline;
-use crate::AugRng;
 
 /// A batch of normalised views, `n x channels x height x width` f32 (NCHW, as burn's conv takes).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +34,15 @@ pub fn view_rng(seed: u64, k: usize, m: usize) -> AugRng {
 /// augmentation-major order: rows `k*M .. (k+1)*M - 1` hold view `k` of images `0 .. M-1`.
 /// Every view is drawn independently with [`view_rng`]`(seed, k, m)`. `out_side` is the
 /// pipeline's output side (the crop size, or the input size for size-preserving pipelines).
-pub fn build_views(pipeline: &Pipeline, images: &[&[u8]], width: usize, height: usize, k: usize, out_side: usize, seed: u64) -> ViewBatch {
+pub fn build_views(
+    pipeline: &Pipeline,
+    images: &[&[u8]],
+    width: usize,
+    height: usize,
+    k: usize,
+    out_side: usize,
+    seed: u64,
+) -> ViewBatch {
     let m = images.len();
     let per = 3 * out_side * out_side;
     let mut data = vec![0f32; m * k * per];

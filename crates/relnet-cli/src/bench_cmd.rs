@@ -37,7 +37,10 @@ pub struct BenchPretrainArgs {
 }
 
 pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    anyhow::ensure!(a.k >= 2 && a.batch_size >= 2 && a.steps >= 1, "--k and --batch-size must be at least 2, --steps at least 1");
+    anyhow::ensure!(
+        a.k >= 2 && a.batch_size >= 2 && a.steps >= 1,
+        "--k and --batch-size must be at least 2, --steps at least 1"
+    );
     let cfg = BenchConfig {
         dataset: a.dataset,
         data_root: a.data_root,
@@ -50,11 +53,20 @@ pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) 
         seed: a.seed,
         device: a.device.parse().map_err(|e| anyhow!("--device: {e}"))?,
     };
-    writeln!(out, "relnet bench pretrain: dataset={} backbone={} K={} M={} loss={} steps={} threads={}", cfg.dataset, cfg.backbone, cfg.k, cfg.m, cfg.loss, cfg.steps, rayon::current_num_threads())?;
+    writeln!(
+        out,
+        "relnet bench pretrain: dataset={} backbone={} K={} M={} loss={} steps={} threads={}",
+        cfg.dataset,
+        cfg.backbone,
+        cfg.k,
+        cfg.m,
+        cfg.loss,
+        cfg.steps,
+        rayon::current_num_threads()
+    )?;
     let r = bench_pretrain(&cfg, &mut |line: &str| {
         let _ = writeln!(err, "{line}");
-    })
-    ?;
+    })?;
     write!(out, "{}", r.lines())?;
     Ok(())
 }
@@ -95,7 +107,12 @@ pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write
     let t0 = std::time::Instant::now();
     writeln!(out, "relnet {} GPU check on {spec} ({})", env!("CARGO_PKG_VERSION"), relnet_core::fsutil::host())?;
     for b in relnet_core::device::backends().iter().filter(|b| b.compiled) {
-        writeln!(out, "  backend {}: {}", b.name, b.devices.as_ref().map(|d| d.join(", ")).unwrap_or_else(|e| e.clone()))?;
+        writeln!(
+            out,
+            "  backend {}: {}",
+            b.name,
+            b.devices.as_ref().map(|d| d.join(", ")).unwrap_or_else(|e| e.clone())
+        )?;
     }
     let mut summary = serde_json::json!({ "device": spec.to_string(), "host": relnet_core::fsutil::host() });
     let mut failed = 0;
@@ -107,7 +124,11 @@ pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write
         failed = report.failures().len();
         summary["conformance"] = serde_json::to_value(&report)?;
     }
-    writeln!(out, "pretraining speed (relational, M = 64, synthetic data; views/s; {} timed steps after {} warm-up)", a.steps, a.warmup)?;
+    writeln!(
+        out,
+        "pretraining speed (relational, M = 64, synthetic data; views/s; {} timed steps after {} warm-up)",
+        a.steps, a.warmup
+    )?;
     writeln!(out, "  {:<10} {:>3} {:>14} {:>12} {:>12}", "backbone", "K", "augment only", "step only", "end to end")?;
     let mut speeds = Vec::new();
     for b in &a.backbones {
@@ -127,7 +148,11 @@ pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write
             let r = bench_pretrain(&cfg, &mut |line: &str| {
                 let _ = writeln!(err, "{b} K={k}: {line}");
             })?;
-            writeln!(out, "  {:<10} {:>3} {:>14.1} {:>12.1} {:>12.1}", b, k, r.augment_only, r.step_only, r.end_to_end)?;
+            writeln!(
+                out,
+                "  {:<10} {:>3} {:>14.1} {:>12.1} {:>12.1}",
+                b, k, r.augment_only, r.step_only, r.end_to_end
+            )?;
             speeds.push(serde_json::json!({ "backbone": b, "k": k, "m": 64, "augment_only": r.augment_only, "step_only": r.step_only, "end_to_end": r.end_to_end }));
         }
     }
@@ -139,7 +164,18 @@ pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write
         relnet_core::fsutil::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
         writeln!(out, "written: {}", path.display())?;
     }
-    writeln!(out, "GPU check finished in {:.0} s: conformance {}", t0.elapsed().as_secs_f64(), if a.no_conformance { "skipped".to_string() } else if failed == 0 { "passed".to_string() } else { format!("FAILED ({failed} checks)") })?;
+    writeln!(
+        out,
+        "GPU check finished in {:.0} s: conformance {}",
+        t0.elapsed().as_secs_f64(),
+        if a.no_conformance {
+            "skipped".to_string()
+        } else if failed == 0 {
+            "passed".to_string()
+        } else {
+            format!("FAILED ({failed} checks)")
+        }
+    )?;
     anyhow::ensure!(failed == 0, "{failed} conformance check(s) failed on {spec}");
     Ok(())
 }

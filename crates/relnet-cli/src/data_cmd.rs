@@ -16,7 +16,9 @@ use crate::cli::DataCommand;
 pub fn run(cmd: DataCommand, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         DataCommand::List(root) => list(&DataRoot::resolve(root.data_root.as_deref()), out),
-        DataCommand::Info { name, splits, root } => info(&name, &splits, &DataRoot::resolve(root.data_root.as_deref()), out, err),
+        DataCommand::Info { name, splits, root } => {
+            info(&name, &splits, &DataRoot::resolve(root.data_root.as_deref()), out, err)
+        }
         DataCommand::Download { name, mirror, skip_checksum, root } => {
             let info = registry::lookup(&name)?;
             let root = DataRoot::resolve(root.data_root.as_deref());
@@ -27,7 +29,9 @@ pub fn run(cmd: DataCommand, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             match outcome {
                 download::Outcome::AlreadyPresent(p) => writeln!(out, "{name} is already present at {}", p.display())?,
                 download::Outcome::Downloaded(p) => writeln!(out, "{name} downloaded to {}", p.display())?,
-                download::Outcome::NothingToDownload => writeln!(out, "{name} is generated in memory: nothing to download")?,
+                download::Outcome::NothingToDownload => {
+                    writeln!(out, "{name} is generated in memory: nothing to download")?
+                }
             }
             Ok(())
         }
@@ -44,7 +48,12 @@ fn list(root: &DataRoot, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(loc) => format!("found at {}", loc.path().display()),
             Err(_) => "not found".to_string(),
         };
-        writeln!(out, "{name:<14} {:>4} classes  {}  {status}", info.num_classes.unwrap_or(0), size_str(info.image_size))?;
+        writeln!(
+            out,
+            "{name:<14} {:>4} classes  {}  {status}",
+            info.num_classes.unwrap_or(0),
+            size_str(info.image_size)
+        )?;
     }
     writeln!(out, "folder:<path>  any image folder <path>/{{train,test}}/<class>/*")?;
     Ok(())
@@ -58,7 +67,13 @@ fn fmt3(v: &[f64]) -> String {
     format!("({})", v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", "))
 }
 
-fn info(name: &str, splits: &[String], root: &DataRoot, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+fn info(
+    name: &str,
+    splits: &[String],
+    root: &DataRoot,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
     let info = registry::lookup(name)?;
     let splits: Vec<Split> = if splits.is_empty() {
         info.splits.clone()
@@ -98,7 +113,12 @@ fn info(name: &str, splits: &[String], root: &DataRoot, out: &mut dyn Write, err
             classes_printed = true;
         }
         let (mean, std) = set.channel_stats();
-        writeln!(out, "split {split}: {} images, loaded in {secs:.2} s, {:.1} MB in memory", set.len(), set.pixels.len() as f64 / 1e6)?;
+        writeln!(
+            out,
+            "split {split}: {} images, loaded in {secs:.2} s, {:.1} MB in memory",
+            set.len(),
+            set.pixels.len() as f64 / 1e6
+        )?;
         if set.labels.is_some() {
             let counts = set.class_counts(s.classes.len());
             let (lo, hi) = (counts.iter().min().unwrap_or(&0), counts.iter().max().unwrap_or(&0));
@@ -217,7 +237,13 @@ fn preview(a: PreviewArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     if filled.iter().all(|&f| f == 0) {
         bail!("no images to preview");
     }
-    writeln!(out, "wrote {} ({} rows: {})", cfg.out.display(), rows, s.classes.iter().take(rows).cloned().collect::<Vec<_>>().join(", "))?;
+    writeln!(
+        out,
+        "wrote {} ({} rows: {})",
+        cfg.out.display(),
+        rows,
+        s.classes.iter().take(rows).cloned().collect::<Vec<_>>().join(", ")
+    )?;
     Ok(())
 }
 

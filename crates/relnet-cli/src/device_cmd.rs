@@ -22,7 +22,10 @@ pub fn run(args: DeviceArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             };
             writeln!(out, "  {:<36} {:<52} {}", b.name, how, if b.compiled { devices } else { String::new() })?;
         }
-        writeln!(out, "check one: relnet device --device NAME; compare it with the CPU: relnet device --device NAME --conformance")?;
+        writeln!(
+            out,
+            "check one: relnet device --device NAME; compare it with the CPU: relnet device --device NAME --conformance"
+        )?;
         return Ok(());
     }
     let spec = args.device.unwrap_or_default();
@@ -37,7 +40,8 @@ pub fn run(args: DeviceArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             opts.tolerance = t;
         }
         if let Some(b) = &args.backbones {
-            opts.backbones = b.iter().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).collect::<anyhow::Result<_>>()?;
+            opts.backbones =
+                b.iter().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).collect::<anyhow::Result<_>>()?;
         }
         let report = conformance::run(&device, &spec.to_string(), &opts, &mut |s: &str| {
             let _ = writeln!(err, "conformance: {s}");

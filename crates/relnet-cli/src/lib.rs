@@ -3,8 +3,8 @@
 mod bench_cmd;
 mod cli;
 mod data_cmd;
-mod flags;
 mod device_cmd;
+mod flags;
 mod plot_cmd;
 mod reproduce_cmd;
 mod train_cmd;

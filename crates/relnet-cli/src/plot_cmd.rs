@@ -83,7 +83,17 @@ pub fn run(c: PlotCommand, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
             let dest = a.out.clone().unwrap_or_else(|| a.runs[0].join("metrics.png"));
             let runs = relnet_eval::plot::metrics::plot_runs(&a.runs, &dest).map_err(CliError::from)?;
             for r in &runs {
-                writeln!(err, "{}: {} epochs{}", r.name, r.epochs.len(), if r.monitor.is_empty() { String::new() } else { format!(", {} kNN monitor points", r.monitor.len()) })?;
+                writeln!(
+                    err,
+                    "{}: {} epochs{}",
+                    r.name,
+                    r.epochs.len(),
+                    if r.monitor.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} kNN monitor points", r.monitor.len())
+                    }
+                )?;
             }
             writeln!(out, "{}", dest.display())?;
             Ok(())
@@ -101,7 +111,14 @@ fn tsne(a: TsneArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
         }
         (None, Some(backbone)) => {
             let dataset = a.dataset.clone().unwrap_or_default();
-            let cfg = EvalConfig { backbone: backbone.clone(), dataset: dataset.clone(), data_root: a.data_root.clone(), seed: a.seed, device: a.device, ..Default::default() };
+            let cfg = EvalConfig {
+                backbone: backbone.clone(),
+                dataset: dataset.clone(),
+                data_root: a.data_root.clone(),
+                seed: a.seed,
+                device: a.device,
+                ..Default::default()
+            };
             let mut progress = Progress::new(err);
             let mut ctx = EvalContext::new(&cfg, stop_flag(), &mut progress).map_err(CliError::from)?;
             let f = ctx.features(a.split).map_err(CliError::from)?;
@@ -119,10 +136,23 @@ fn tsne(a: TsneArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result
     } else {
         features
     };
-    let dest = a.out.clone().unwrap_or_else(|| default_dir.join(format!("tsne-{}-{split}.png", relnet_core::record::sanitize(&dataset))));
-    writeln!(err, "t-SNE of {} x {} features (perplexity {}, {} iterations, seed {})...", features.n, features.dim, a.perplexity, a.iterations, a.seed)?;
+    let dest = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_dir.join(format!("tsne-{}-{split}.png", relnet_core::record::sanitize(&dataset))));
+    writeln!(
+        err,
+        "t-SNE of {} x {} features (perplexity {}, {} iterations, seed {})...",
+        features.n, features.dim, a.perplexity, a.iterations, a.seed
+    )?;
     let t = Instant::now();
-    let settings = TsneSettings { perplexity: a.perplexity, iterations: a.iterations, seed: a.seed, threads: a.threads, ..Default::default() };
+    let settings = TsneSettings {
+        perplexity: a.perplexity,
+        iterations: a.iterations,
+        seed: a.seed,
+        threads: a.threads,
+        ..Default::default()
+    };
     let points = tsne_2d(&features.data, features.dim, &settings).map_err(CliError::from)?;
     writeln!(err, "t-SNE of {} points in {:.1} s", features.n, t.elapsed().as_secs_f64())?;
     let title = format!("t-SNE of {dataset} {split} features ({} points, perplexity {})", features.n, a.perplexity);

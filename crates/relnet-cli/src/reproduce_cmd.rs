@@ -71,9 +71,16 @@ fn find_cell<'a>(cells: &'a [Cell], id: &str) -> anyhow::Result<(usize, &'a Cell
         return Ok(hit);
     }
     if let Ok(i) = id.parse::<usize>() {
-        return cells.get(i).map(|c| (i, c)).ok_or_else(|| anyhow::anyhow!("cell {i} does not exist: the grid has {} cells (0..{})", cells.len(), cells.len().saturating_sub(1)));
+        return cells.get(i).map(|c| (i, c)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "cell {i} does not exist: the grid has {} cells (0..{})",
+                cells.len(),
+                cells.len().saturating_sub(1)
+            )
+        });
     }
-    let hits: Vec<(usize, &Cell)> = cells.iter().enumerate().filter(|(_, c)| c.dir_name() == id || c.hash.starts_with(id)).collect();
+    let hits: Vec<(usize, &Cell)> =
+        cells.iter().enumerate().filter(|(_, c)| c.dir_name() == id || c.hash.starts_with(id)).collect();
     match hits.as_slice() {
         [one] => Ok(*one),
         [] => anyhow::bail!("no cell named `{id}` in this grid (see --dry-run)"),
@@ -174,10 +181,24 @@ fn dry_run(grid: &Grid, a: &ReproduceArgs, cells: &[Cell], env: &Env, out: &mut 
             _ => "",
         };
         let evals: Vec<String> = c.evals.iter().map(|e| e.key()).collect();
-        writeln!(out, "{i:>4}  {:<52} {:>9}  {:<10} {}{done}", c.dir_name(), est.map_or("?".into(), fmt_secs), data, evals.join(" "))?;
+        writeln!(
+            out,
+            "{i:>4}  {:<52} {:>9}  {:<10} {}{done}",
+            c.dir_name(),
+            est.map_or("?".into(), fmt_secs),
+            data,
+            evals.join(" ")
+        )?;
     }
     let evals: usize = cells.iter().map(|c| c.evals.len()).sum();
-    writeln!(out, "{} cells, {evals} evaluations; estimated {} in all on {} ({})", cells.len(), fmt_secs(total), profile.estimate, grid.estimate.devices.get(&profile.estimate).map_or("no estimate table", |t| t.source.as_str()))?;
+    writeln!(
+        out,
+        "{} cells, {evals} evaluations; estimated {} in all on {} ({})",
+        cells.len(),
+        fmt_secs(total),
+        profile.estimate,
+        grid.estimate.devices.get(&profile.estimate).map_or("no estimate table", |t| t.source.as_str())
+    )?;
     for d in absent {
         let help = lookup(&d).ok().and_then(|info| info.locate(&root).err()).map(|e| e.to_string()).unwrap_or_default();
         writeln!(out, "\ndataset `{d}` is absent: its cells or evaluations would be reported as skipped.\n{help}")?;
@@ -185,7 +206,14 @@ fn dry_run(grid: &Grid, a: &ReproduceArgs, cells: &[Cell], env: &Env, out: &mut 
     Ok(())
 }
 
-fn slurm(grid: &Grid, a: &ReproduceArgs, grid_text: &str, cells: &[Cell], env: &Env, out: &mut dyn Write) -> anyhow::Result<()> {
+fn slurm(
+    grid: &Grid,
+    a: &ReproduceArgs,
+    grid_text: &str,
+    cells: &[Cell],
+    env: &Env,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let profile = grid.profile(&a.profile).map_err(CliError)?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let results = abs(&env.results);
@@ -193,7 +221,10 @@ fn slurm(grid: &Grid, a: &ReproduceArgs, grid_text: &str, cells: &[Cell], env: &
     std::fs::create_dir_all(results.join("slurm")).map_err(|e| CliError(relnet_core::Error::io(&results, e)))?;
     write_grid_files(&env, grid_text, &a.profile, &a.only).map_err(CliError)?;
     let relnet = std::env::current_exe()?;
-    let longest = cells.iter().filter_map(|c| estimate_seconds(grid, profile, c)).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+    let longest = cells
+        .iter()
+        .filter_map(|c| estimate_seconds(grid, profile, c))
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
     let device = env.device.to_string();
     let grid_path = results.join("grid.toml");
     let job = SlurmJob {
@@ -208,7 +239,8 @@ fn slurm(grid: &Grid, a: &ReproduceArgs, grid_text: &str, cells: &[Cell], env: &
         longest_estimate_s: longest,
     };
     let path = results.join("slurm").join("reproduce.sbatch");
-    relnet_core::fsutil::write_atomic(&path, script(&job, cells).as_bytes()).map_err(|e| CliError(relnet_core::Error::io(&path, e)))?;
+    relnet_core::fsutil::write_atomic(&path, script(&job, cells).as_bytes())
+        .map_err(|e| CliError(relnet_core::Error::io(&path, e)))?;
     writeln!(out, "SLURM job-array script: {} ({} tasks, one cell each)", path.display(), cells.len())?;
     writeln!(out, "submit:  sbatch {}", path.display())?;
     writeln!(out, "then:    {} report {}", relnet.display(), results.display())?;
@@ -229,6 +261,13 @@ pub fn report_cmd(a: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn write_report(results: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let r = relnet_eval::grid::report::write(results).map_err(CliError)?;
     write!(out, "{}", r.markdown)?;
-    writeln!(out, "report: {} and {} ({} figures in {})", results.join("report.md").display(), results.join("report.csv").display(), r.figures.len(), results.join("figures").display())?;
+    writeln!(
+        out,
+        "report: {} and {} ({} figures in {})",
+        results.join("report.md").display(),
+        results.join("report.csv").display(),
+        r.figures.len(),
+        results.join("figures").display()
+    )?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `relnet pretrain`, `relnet eval <evaluator>` and `relnet results`.
 //!
 //! The flags are not declared here: they derive from the library's option structs
-//! (`PretrainConfig` and every method's options, `EvalConfig` and every evaluator's options),
-//! and the flags given are laid over `--config FILE` by config key, with no hand-kept list.
+//! (`PretrainConfig` and the chosen method's options, `EvalConfig` and each registered
+//! evaluator's), and the flags given are laid over `--config FILE` by config key, with no
+//! hand-kept list.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -11,16 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{ArgMatches, Args, FromArgMatches};
+use relnet_core::Error;
 use relnet_core::config::{self, given};
 use relnet_core::methods::{MethodConfig, MethodEntry};
 use relnet_core::pretrain::{Outcome, PretrainConfig, Reporter, Tick};
-use relnet_core::Error;
 use relnet_eval::{EvalConfig, evaluate};
 
 /// A library error as the user reads it: with the flag that fixes it where there is one.
 pub fn explain(e: &Error) -> String {
     match e {
-        Error::RunExists { dir } => format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display()),
+        Error::RunExists { dir } => {
+            format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display())
+        }
         Error::ConfigChanged { config } => format!(
             "{}: --resume with a different configuration than the run was started with; use the same flags (or none: `relnet pretrain --config {} --resume`)",
             config.display(),
@@ -177,7 +180,8 @@ fn chosen_method(args: &[OsString]) -> String {
 /// The command `relnet pretrain` for `method`: the run's flags and that method's.
 pub fn pretrain_command(method: &MethodEntry) -> clap::Command {
     let names = relnet_core::methods::names();
-    let list: Vec<String> = relnet_core::methods::entries().iter().map(|e| format!("  {:<12} {}", e.name, e.spec.summary)).collect();
+    let list: Vec<String> =
+        relnet_core::methods::entries().iter().map(|e| format!("  {:<12} {}", e.name, e.spec.summary)).collect();
     let cmd = clap::Command::new("pretrain")
         .bin_name("relnet pretrain")
         .about("Pretraining with relational reasoning or a baseline method, writing a backbone artifact")
@@ -189,12 +193,15 @@ pub fn pretrain_command(method: &MethodEntry) -> clap::Command {
             clap::Arg::new("method")
                 .long("method")
                 .value_parser(clap::builder::PossibleValuesParser::new(names))
-                .help("Pretraining method (default relational); its options are listed below under its name"),
+                .help("Pretraining method (default relational); `--method NAME --help` lists NAME's options"),
         )
         .arg(clap::Arg::new("resume").long("resume").action(clap::ArgAction::SetTrue).help("Continue the run in --out from its last checkpoint"));
     let cmd = PretrainConfig::augment_args(cmd).next_help_heading(format!("Options of the {} method", method.name));
     // The options struct's doc comment would become the command's description: set it after.
-    method.augment_args(cmd).next_help_heading(None::<&str>).about("Pretraining with relational reasoning or a baseline method, writing a backbone artifact")
+    method
+        .augment_args(cmd)
+        .next_help_heading(None::<&str>)
+        .about("Pretraining with relational reasoning or a baseline method, writing a backbone artifact")
 }
 
 /// The clap error of an unknown flag as a config error naming the method that has it, when one
@@ -211,15 +218,32 @@ fn flag_of_another_method(e: &clap::Error, kind: &str) -> Option<config::ConfigE
     let owner = relnet_core::methods::entries().into_iter().find(|m| {
         m.name != kind && m.augment_args(clap::Command::new(m.name)).get_arguments().any(|a| a.get_long() == Some(long))
     })?;
-    Some(config::ConfigError::key(&long.replace('-', "_"), format!("{flag} is an option of the {} method; this run's method is {kind}", owner.name)))
+    Some(config::ConfigError::key(
+        &long.replace('-', "_"),
+        format!("{flag} is an option of the {} method; this run's method is {kind}", owner.name),
+    ))
 }
 
 pub fn pretrain_cmd(a: PretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     let kind = chosen_method(&a.0);
-    let entry = relnet_core::methods::entry(&kind).unwrap_or_else(|| relnet_core::methods::entries()[0]);
-    let m = match pretrain_command(entry).try_get_matches_from(std::iter::once(OsString::from("relnet pretrain")).chain(a.0.iter().cloned())) {
+    let entry = match relnet_core::methods::entry(&kind) {
+        Some(e) => e,
+        // `--method` with an unknown name: clap's parser of `--method` lists the known ones.
+        None if raw_value(&a.0, "method").is_some() => relnet_core::methods::entries()[0],
+        None => {
+            let known = relnet_core::methods::names().join(", ");
+            let mut e = config::ConfigError::key("kind", format!("unknown method `{kind}` (known: {known})"));
+            e.file = raw_value(&a.0, "config").map(PathBuf::from);
+            return Err(e.into());
+        }
+    };
+    let m = match pretrain_command(entry)
+        .try_get_matches_from(std::iter::once(OsString::from("relnet pretrain")).chain(a.0.iter().cloned()))
+    {
         Ok(m) => m,
-        Err(e) => return Err(flag_of_another_method(&e, &kind).map_or_else(|| anyhow::Error::new(e), anyhow::Error::new)),
+        Err(e) => {
+            return Err(flag_of_another_method(&e, &kind).map_or_else(|| anyhow::Error::new(e), anyhow::Error::new));
+        }
     };
     let file = m.get_one::<PathBuf>("config").map(PathBuf::as_path);
     let mut overrides = given(&PretrainConfig::from_arg_matches(&m)?, &m);
@@ -285,7 +309,10 @@ impl Args for EvalArgs {
             .global(true)
             .value_parser(clap::value_parser!(PathBuf))
             .help("TOML file with the keys below and an [evaluator] table (kind = \"linear\" and its keys); flags override it");
-        relnet_eval::entries().into_iter().fold(cmd.arg(config), |cmd, e| cmd.subcommand(e.subcommand())).subcommand_required(true)
+        relnet_eval::entries()
+            .into_iter()
+            .fold(cmd.arg(config), |cmd, e| cmd.subcommand(e.subcommand()))
+            .subcommand_required(true)
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
         Self::augment_args(cmd)
@@ -340,7 +367,12 @@ pub fn results_cmd(dir: PathBuf, out: &mut dyn Write) -> anyhow::Result<()> {
         if listing.unreadable > 0 {
             problems.push(format!("{} unreadable", listing.unreadable));
         }
-        anyhow::bail!("{}: {} result record(s) cannot be trusted ({}); they are named below the table", dir.display(), listing.edited + listing.unreadable, problems.join(", "));
+        anyhow::bail!(
+            "{}: {} result record(s) cannot be trusted ({}); they are named below the table",
+            dir.display(),
+            listing.edited + listing.unreadable,
+            problems.join(", ")
+        );
     }
     Ok(())
 }

@@ -9,8 +9,27 @@ fn sigint_checkpoints_and_resume_finishes() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let args = ["pretrain", "--dataset", "synthetic", "--limit-images", "640", "--k", "2", "--batch-size", "16", "--epochs", "3", "--out", out.to_str().unwrap()];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relnet")).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let args = [
+        "pretrain",
+        "--dataset",
+        "synthetic",
+        "--limit-images",
+        "640",
+        "--k",
+        "2",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relnet"))
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait for the first progress line, then interrupt.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {

@@ -81,14 +81,22 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
     let split = info.load(info.pretrain_split, &root)?;
     let (mean, std) = info.norm_stats_reusing(&root, Some(&split))?;
     let images = Arc::new(split.images);
-    let pipeline = Arc::new(
-        Preset::Relational.build(&PresetParams { side: images.width, padding: info.crop_padding, cutout: None, mean, std })?,
-    );
+    let pipeline = Arc::new(Preset::Relational.build(&PresetParams {
+        side: images.width,
+        padding: info.crop_padding,
+        cutout: None,
+        mean,
+        std,
+    })?);
     let (k, m, total) = (cfg.k, cfg.m, cfg.warmup + cfg.steps);
     let order = epoch_order(images.len(), cfg.seed, 0);
     let plan: Vec<Vec<usize>> = batches(&order, m, m).into_iter().take(total).map(|b| b.to_vec()).collect();
     if plan.len() < total {
-        return Err(crate::Error::Invalid(format!("{} has only {} full batches of {m}; ask for fewer steps", cfg.dataset, plan.len())));
+        return Err(crate::Error::Invalid(format!(
+            "{} has only {} full batches of {m}; ask for fewer steps",
+            cfg.dataset,
+            plan.len()
+        )));
     }
     let views_of = |b: usize, idx: &[usize]| batch_views(&images, &pipeline, idx, k, view_seed(cfg.seed, 0, b));
     let per_step = (m * k) as f64;

@@ -36,9 +36,10 @@ fn fault(_generation: u64, _stage: &str) {}
 #[cfg(feature = "fault-injection")]
 fn fault(generation: u64, stage: &str) {
     if let Ok(v) = std::env::var("RELNET_FAULT_ABORT")
-        && v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage) {
-            std::process::abort();
-        }
+        && v.split_once(':').is_some_and(|(g, s)| g.trim().parse() == Ok(generation) && s.trim() == stage)
+    {
+        std::process::abort();
+    }
 }
 
 fn err(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -117,7 +118,8 @@ impl Checkpoint {
             let bytes = optim.into_bytes().map_err(|e| err(&optim_path, e))?;
             write_atomic(&optim_path, &bytes[..]).map_err(|e| Error::io(&optim_path, e))?;
             fault(generation, "progress");
-            let json = serde_json::to_vec_pretty(&Stored { progress, generation, streams: crate::streams::VERSION }).map_err(|e| err(&self.progress_path(), e))?;
+            let json = serde_json::to_vec_pretty(&Stored { progress, generation, streams: crate::streams::VERSION })
+                .map_err(|e| err(&self.progress_path(), e))?;
             write_atomic(&self.progress_path(), &json).map_err(|e| Error::io(self.progress_path(), e))
         })();
         if result.is_err() {
@@ -158,7 +160,9 @@ impl Checkpoint {
         let mut store = BurnpackStore::from_file(&model_path).auto_extension(false);
         model.load_from(&mut store).map_err(|e| err(&model_path, format!("cannot load checkpoint: {e}")))?;
         let bytes = std::fs::read(&optim_path).map_err(|e| err(&optim_path, e))?;
-        let optim = optim.from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| err(&optim_path, format!("cannot load optimiser state: {e}")))?;
+        let optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| err(&optim_path, format!("cannot load optimiser state: {e}")))?;
         Ok((model, optim))
     }
 }
@@ -179,7 +183,10 @@ mod tests {
         assert!(e.contains("progress.json") && e.contains("version 1") && e.contains("new directory"), "{e}");
         write(r#"{"epoch": 3, "batch": 0, "finished": true, "generation": 4}"#);
         assert!(ckpt.progress().unwrap().unwrap().finished);
-        write(&format!(r#"{{"epoch": 3, "batch": 5, "finished": false, "generation": 4, "streams": {}}}"#, crate::streams::VERSION));
+        write(&format!(
+            r#"{{"epoch": 3, "batch": 5, "finished": false, "generation": 4, "streams": {}}}"#,
+            crate::streams::VERSION
+        ));
         assert_eq!(ckpt.progress().unwrap().unwrap().batch, 5);
     }
 }

@@ -13,7 +13,10 @@ pub fn symmetric_eigen(a: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * d + i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..d).flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * d + j].powi(2)).sum();
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * d + j].powi(2))
+            .sum();
         let scale: f64 = (0..d).map(|i| a[i * d + i].powi(2)).sum::<f64>().max(1e-300);
         if off <= 1e-24 * scale {
             break;
@@ -302,7 +305,8 @@ mod tests {
             for q in 0..3 {
                 let mp: f64 = y.chunks(3).map(|r| r[p] as f64).sum::<f64>() / n as f64;
                 let mq: f64 = y.chunks(3).map(|r| r[q] as f64).sum::<f64>() / n as f64;
-                let c: f64 = y.chunks(3).map(|r| (r[p] as f64 - mp) * (r[q] as f64 - mq)).sum::<f64>() / (n as f64 - 1.0);
+                let c: f64 =
+                    y.chunks(3).map(|r| (r[p] as f64 - mp) * (r[q] as f64 - mq)).sum::<f64>() / (n as f64 - 1.0);
                 let want = if p == q { 1.0 } else { 0.0 };
                 assert!((c - want).abs() < 1e-3, "cov[{p}][{q}] = {c}");
             }

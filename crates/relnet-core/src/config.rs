@@ -78,7 +78,12 @@ pub fn given<T: Serialize>(parsed: &T, matches: &clap::ArgMatches) -> toml::Tabl
     let Ok(table) = toml::Table::try_from(parsed) else { return toml::Table::new() };
     table
         .into_iter()
-        .filter(|(k, _)| matches!(matches.try_contains_id(k).ok().and_then(|_| matches.value_source(k)), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .filter(|(k, _)| {
+            matches!(
+                matches.try_contains_id(k).ok().and_then(|_| matches.value_source(k)),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
         .collect()
 }
 
@@ -135,7 +140,11 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
             Some((key, problem)) => (Some(key), problem),
             // "unknown field `x`" names the key itself; for a bad value (e.g. "unknown variant
             // `v`") the span locates its key.
-            None => (if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(&text, e.span())), msg),
+            None => (
+                if msg.starts_with("unknown field") { extract_key(&msg) } else { None }
+                    .or_else(|| key_at(&text, e.span())),
+                msg,
+            ),
         };
         let file = match &key {
             Some(k) if from_flags.contains(k) => None,
@@ -153,7 +162,8 @@ pub fn resolve<C: RunConfig>(file: Option<&Path>, overrides: toml::Table) -> Res
 /// The error of parsing `text` (a table serialised by relnet) as an options struct, naming the key.
 pub fn error_in(text: &str, e: &toml::de::Error) -> ConfigError {
     let msg = e.message().trim().to_string();
-    let key = if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(text, e.span()));
+    let key =
+        if msg.starts_with("unknown field") { extract_key(&msg) } else { None }.or_else(|| key_at(text, e.span()));
     ConfigError { file: None, key, problem: msg }
 }
 
@@ -175,7 +185,9 @@ fn split_nested(msg: &str) -> Option<(String, String)> {
 
 /// Every key of a table, nested ones included.
 fn keys_of(t: &toml::Table) -> Vec<String> {
-    t.iter().flat_map(|(k, v)| std::iter::once(k.clone()).chain(v.as_table().map(keys_of).unwrap_or_default())).collect()
+    t.iter()
+        .flat_map(|(k, v)| std::iter::once(k.clone()).chain(v.as_table().map(keys_of).unwrap_or_default()))
+        .collect()
 }
 
 /// Pulls the key name out of serde messages like "unknown field `foo`, expected ...".
@@ -245,11 +257,19 @@ mod tests {
     #[test]
     fn merge_lays_nested_tables_and_replaces_a_table_whose_kind_changes() {
         let table = |t: &str| t.parse::<toml::Table>().unwrap();
-        let mut base = table("epochs = 3\n[method]\nkind = \"simclr\"\ntemperature = 0.2\nsimclr_loss = \"mean-log\"\n");
+        let mut base =
+            table("epochs = 3\n[method]\nkind = \"simclr\"\ntemperature = 0.2\nsimclr_loss = \"mean-log\"\n");
         merge(&mut base, table("epochs = 5\n[method]\ntemperature = 0.7\n"));
-        assert_eq!(base, table("epochs = 5\n[method]\nkind = \"simclr\"\ntemperature = 0.7\nsimclr_loss = \"mean-log\"\n"));
+        assert_eq!(
+            base,
+            table("epochs = 5\n[method]\nkind = \"simclr\"\ntemperature = 0.7\nsimclr_loss = \"mean-log\"\n")
+        );
         merge(&mut base, table("[method]\nkind = \"relational\"\nk = 4\n"));
-        assert_eq!(base, table("epochs = 5\n[method]\nkind = \"relational\"\nk = 4\n"), "another kind's options do not carry over");
+        assert_eq!(
+            base,
+            table("epochs = 5\n[method]\nkind = \"relational\"\nk = 4\n"),
+            "another kind's options do not carry over"
+        );
     }
 
     #[test]

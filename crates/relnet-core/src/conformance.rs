@@ -83,7 +83,14 @@ impl Report {
             );
         }
         let failed = self.failures().len();
-        s += &format!("{} of {} checks passed on {} in {:.1} s{}\n", self.checks.len() - failed, self.checks.len(), self.target, self.seconds, if failed > 0 { " — FAILED" } else { "" });
+        s += &format!(
+            "{} of {} checks passed on {} in {:.1} s{}\n",
+            self.checks.len() - failed,
+            self.checks.len(),
+            self.target,
+            self.seconds,
+            if failed > 0 { " — FAILED" } else { "" }
+        );
         s
     }
 }
@@ -253,7 +260,12 @@ impl Sides {
 
 /// Runs the suite: `target` against burn-flex with relnet's operations. `progress` gets a line
 /// per group.
-pub fn run(target: &Device, target_name: &str, opts: &Options, progress: &mut dyn FnMut(&str)) -> crate::Result<Report> {
+pub fn run(
+    target: &Device,
+    target_name: &str,
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> crate::Result<Report> {
     let t0 = Instant::now();
     let sides = Sides {
         reference: Device::flex(),
@@ -266,9 +278,11 @@ pub fn run(target: &Device, target_name: &str, opts: &Options, progress: &mut dy
         progress(&format!("backbone {kind}: forward, backward, artifacts"));
         checks.extend(backbone_checks(&sides, kind, opts, &tmp)?);
     }
-    let mut synthetic = crate::data::registry::lookup("synthetic")?.load(Split::Train, &DataRoot(std::path::PathBuf::from(".")))?;
+    let mut synthetic =
+        crate::data::registry::lookup("synthetic")?.load(Split::Train, &DataRoot(std::path::PathBuf::from(".")))?;
     synthetic.images.keep(&(0..64).collect::<Vec<_>>());
-    let labels: Vec<i64> = synthetic.images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
+    let labels: Vec<i64> =
+        synthetic.images.labels.as_ref().map(|l| l.iter().map(|&v| v as i64).collect()).unwrap_or_default();
     for entry in crate::methods::entries() {
         if opts.methods.as_ref().is_some_and(|only| !only.iter().any(|m| m == entry.name)) {
             continue;
@@ -276,15 +290,31 @@ pub fn run(target: &Device, target_name: &str, opts: &Options, progress: &mut dy
         let mut cfg = entry.default_config();
         cfg.get_mut().resolve(true);
         progress(&format!("method {}: one training step", entry.name));
-        let mut case = MethodCase { sides: &sides, opts, cfg: &cfg, images: &synthetic.images, classes: synthetic.classes.len(), tmp: &tmp, backbone: opts.method_backbone, labels: labels.clone() };
+        let mut case = MethodCase {
+            sides: &sides,
+            opts,
+            cfg: &cfg,
+            images: &synthetic.images,
+            classes: synthetic.classes.len(),
+            tmp: &tmp,
+            backbone: opts.method_backbone,
+            labels: labels.clone(),
+        };
         checks.extend(cfg.get().conformance(&mut case)?);
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(Report { reference: "cpu (burn-flex with relnet's operations)".into(), target: target_name.to_string(), checks, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Report {
+        reference: "cpu (burn-flex with relnet's operations)".into(),
+        target: target_name.to_string(),
+        checks,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 fn tempdir() -> crate::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("relnet-conformance-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let dir = std::env::temp_dir().join(
+        format!("relnet-conformance-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
+    );
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     Ok(dir)
 }
@@ -296,7 +326,10 @@ fn backbone_pass(model: &Backbone, x: Tensor<4>, cot: Tensor<2>) -> (Values, Val
     let grads = (y.clone() * cot).sum().backward();
     let mut g = ParamGrads { grads: Either::Raw(&grads), out: Vec::new(), n: 0 };
     model.visit(&mut g);
-    let outs = vec![("output".to_string(), values(y)), ("input gradient".to_string(), x.grad(&grads).map(values).unwrap_or_default())];
+    let outs = vec![
+        ("output".to_string(), values(y)),
+        ("input gradient".to_string(), x.grad(&grads).map(values).unwrap_or_default()),
+    ];
     (outs, g.out)
 }
 
@@ -325,12 +358,35 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     let (out_t, grad_t) = s.on_target(|| backbone_pass(&model_t, tensor4(&x, [batch, 3, side, side], &ta), cot(&ta)));
     let g = "backbone";
     let mut checks = vec![
-        check(g, format!("{kind} forward output"), &out_t[..1].to_vec(), &out_r[..1].to_vec(), Metric::MaxRelative, tol),
-        check(g, format!("{kind} input gradient"), &out_t[1..].to_vec(), &out_r[1..].to_vec(), Metric::L2Relative, grad_tol),
-        check(g, format!("{kind} parameter gradients ({})", grad_r.len()), &grad_t, &grad_r, Metric::L2Relative, grad_tol),
+        check(
+            g,
+            format!("{kind} forward output"),
+            &out_t[..1].to_vec(),
+            &out_r[..1].to_vec(),
+            Metric::MaxRelative,
+            tol,
+        ),
+        check(
+            g,
+            format!("{kind} input gradient"),
+            &out_t[1..].to_vec(),
+            &out_r[1..].to_vec(),
+            Metric::L2Relative,
+            grad_tol,
+        ),
+        check(
+            g,
+            format!("{kind} parameter gradients ({})", grad_r.len()),
+            &grad_t,
+            &grad_r,
+            Metric::L2Relative,
+            grad_tol,
+        ),
     ];
     // Artifacts: saved on one side, loaded on the other, same features (eval mode).
-    let eval = |m: &Backbone, d: &Device| vec![("features".to_string(), values(m.forward(tensor4(&x, [batch, 3, side, side], d))))];
+    let eval = |m: &Backbone, d: &Device| {
+        vec![("features".to_string(), values(m.forward(tensor4(&x, [batch, 3, side, side], d))))]
+    };
     let (r, t) = (s.reference.clone(), s.target.clone());
     let path = tmp.join(format!("{kind}-target.bpk"));
     let saved_t = model_t.valid();
@@ -338,13 +394,27 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     let (loaded_r, k) = relnet_models::io::load_backbone(&path, &r)?;
     debug_assert_eq!(k, kind);
     let feats_t = s.on_target(|| eval(&saved_t, &t));
-    checks.push(check("artifact", format!("{kind} saved on target, loaded on cpu"), &eval(&loaded_r, &r), &feats_t, Metric::MaxRelative, tol));
+    checks.push(check(
+        "artifact",
+        format!("{kind} saved on target, loaded on cpu"),
+        &eval(&loaded_r, &r),
+        &feats_t,
+        Metric::MaxRelative,
+        tol,
+    ));
     let path = tmp.join(format!("{kind}-reference.bpk"));
     let saved_r = model.valid();
     relnet_models::io::save_backbone(&saved_r, kind, &path)?;
     let (loaded_t, _) = relnet_models::io::load_backbone(&path, &t)?;
     let feats_t = s.on_target(|| eval(&loaded_t, &t));
-    checks.push(check("artifact", format!("{kind} saved on cpu, loaded on target"), &feats_t, &eval(&saved_r, &r), Metric::MaxRelative, tol));
+    checks.push(check(
+        "artifact",
+        format!("{kind} saved on cpu, loaded on target"),
+        &feats_t,
+        &eval(&saved_r, &r),
+        Metric::MaxRelative,
+        tol,
+    ));
     Ok(checks)
 }
 
@@ -371,13 +441,31 @@ impl MethodCase<'_> {
 }
 
 /// One step of `method` on both sides from the same weights: loss, gradients, update.
-fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &Options, images: &ImageSet, classes: usize, tmp: &std::path::Path) -> crate::Result<Vec<Check>> {
+fn step_checks<T: Method>(
+    s: &Sides,
+    method: &mut T,
+    cfg: &MethodConfig,
+    opts: &Options,
+    images: &ImageSet,
+    classes: usize,
+    tmp: &std::path::Path,
+) -> crate::Result<Vec<Check>> {
     let spec: MethodSpec = cfg.get().spec();
     let name = spec.name;
     let ra = s.reference.clone().autodiff();
     let ta = s.target.clone().autodiff();
     let mut lines = |_: &str| {};
-    let mut ctx = Context { images, classes, mean: [0.5; 3], std: [0.25; 3], seed: opts.seed, epoch: 0, device: &ra, out: tmp, report: &mut lines };
+    let mut ctx = Context {
+        images,
+        classes,
+        mean: [0.5; 3],
+        std: [0.25; 3],
+        seed: opts.seed,
+        epoch: 0,
+        device: &ra,
+        out: tmp,
+        report: &mut lines,
+    };
     ra.seed(opts.seed);
     let model = method.model(&ctx, &ra);
     let model = method.begin_epoch(model, &mut ctx)?; // DeepCluster clusters here, on the reference
@@ -403,7 +491,14 @@ fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &
     let g = "method";
     Ok(vec![
         check(g, format!("{name} loss"), &loss_t, &loss_r, Metric::MaxRelative, opts.tolerance),
-        check(g, format!("{name} parameter gradients ({})", grad_r.len()), &grad_t, &grad_r, Metric::L2Relative, opts.tolerance),
+        check(
+            g,
+            format!("{name} parameter gradients ({})", grad_r.len()),
+            &grad_t,
+            &grad_r,
+            Metric::L2Relative,
+            opts.tolerance,
+        ),
         update_check(name, &before, &after_t, &after_r, &grad_t, &grad_r, opts.tolerance),
     ])
 }
@@ -415,12 +510,30 @@ fn step_checks<T: Method>(s: &Sides, method: &mut T, cfg: &MethodConfig, opts: &
 /// Those entries are a small minority; the check fails (error infinite) when the filter leaves
 /// fewer than half of the elements that have a gradient on the reference, or none at all:
 /// otherwise backends whose gradients disagree everywhere would compare nothing and pass.
-fn update_check(name: &str, before: &Values, after_t: &Values, after_r: &Values, grad_t: &Values, grad_r: &Values, tol: f64) -> Check {
+fn update_check(
+    name: &str,
+    before: &Values,
+    after_t: &Values,
+    after_r: &Values,
+    grad_t: &Values,
+    grad_r: &Values,
+    tol: f64,
+) -> Check {
     /// The least fraction of the elements with a reference gradient that must be compared.
     const MIN_COMPARED: f64 = 0.5;
     let check_name = format!("{name} optimiser update");
-    let fail = |worst: String| Check { group: "method".into(), name: check_name.clone(), error: f64::INFINITY, worst, tolerance: tol };
-    if before.len() != after_t.len() || before.len() != after_r.len() || before.len() != grad_r.len() || before.len() != grad_t.len() {
+    let fail = |worst: String| Check {
+        group: "method".into(),
+        name: check_name.clone(),
+        error: f64::INFINITY,
+        worst,
+        tolerance: tol,
+    };
+    if before.len() != after_t.len()
+        || before.len() != after_r.len()
+        || before.len() != grad_r.len()
+        || before.len() != grad_t.len()
+    {
         return fail("parameter count differs".into());
     }
     let mut dt = Vec::new();

@@ -63,7 +63,10 @@ impl<M: Module> Replicas<M> {
         let n = others.len();
         let all: Vec<Device> = std::iter::once(main.clone()).chain(others.iter().cloned()).collect();
         let collective = (n > 0 && all.iter().all(is_cuda)).then(|| {
-            DistributedContext::init(all.iter().map(|d| d.clone().without_autodiff()).collect(), DistributedConfig { all_reduce_op: ReduceOperation::Mean })
+            DistributedContext::init(
+                all.iter().map(|d| d.clone().without_autodiff()).collect(),
+                DistributedConfig { all_reduce_op: ReduceOperation::Mean },
+            )
         });
         Replicas {
             main: main.clone(),
@@ -108,7 +111,14 @@ impl<M: Module> Replicas<M> {
     /// One step: the main model on the first shard, the replicas on the others, in parallel.
     /// Returns the mean loss and accuracy over the shards and the main model's averaged
     /// gradients; the replicas' wait for [`apply`](Self::apply).
-    pub fn step<T: Method<Model = M> + Sync>(&mut self, method: &T, main: &M, views: ViewBatch, indices: Vec<usize>, k: usize) -> (f32, f32, GradientsParams) {
+    pub fn step<T: Method<Model = M> + Sync>(
+        &mut self,
+        method: &T,
+        main: &M,
+        views: ViewBatch,
+        indices: Vec<usize>,
+        k: usize,
+    ) -> (f32, f32, GradientsParams) {
         let n = self.devices();
         let m = indices.len();
         let shards = split(&views, m, k, n);
@@ -153,7 +163,12 @@ impl<M: Module> Replicas<M> {
             replica_grads.push(g);
         }
         if self.collective.is_none() {
-            let mut avg = Average { main: &self.main, main_grads: &mut grads, replicas: &mut replica_grads, devices: &self.devices };
+            let mut avg = Average {
+                main: &self.main,
+                main_grads: &mut grads,
+                replicas: &mut replica_grads,
+                devices: &self.devices,
+            };
             main.visit(&mut avg);
         }
         self.pending = replica_grads.into_iter().map(Some).collect();
@@ -279,7 +294,8 @@ mod tests {
         use relnet_models::BackboneKind;
         let device = Device::flex().autodiff();
         device.seed(5);
-        let method = Relational { backbone: BackboneKind::Conv4, aggregation: Aggregation::Cat, loss: RelationLoss::Bce };
+        let method =
+            Relational { backbone: BackboneKind::Conv4, aggregation: Aggregation::Cat, loss: RelationLoss::Bce };
         let model = RelationalModel::new(BackboneKind::Conv4, Aggregation::Cat, &device);
         let (m, k, side) = (8, 3, 32);
         let n = m * k * 3 * side * side;
@@ -300,7 +316,11 @@ mod tests {
             .collect();
         let mean: Vec<f32> = shard_grads[0].iter().zip(&shard_grads[1]).map(|(a, b)| (a + b) / 2.0).collect();
 
-        let mut replicas = Replicas::<RelationalModel>::new(&device, std::slice::from_ref(&device), OptimKind::Adam { weight_decay: None });
+        let mut replicas = Replicas::<RelationalModel>::new(
+            &device,
+            std::slice::from_ref(&device),
+            OptimKind::Adam { weight_decay: None },
+        );
         let model = replicas.sync(model);
         let (_, _, grads) = replicas.step(&method, &model, views, indices, k);
         let avg = flat_grads(&model, &grads);

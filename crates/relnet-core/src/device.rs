@@ -137,7 +137,10 @@ fn cuda_device(index: usize) -> Result<Device, String> {
     match guarded(|| Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().len()) {
         Some(count) if index < count => Ok(Device::cuda(index)),
         Some(0) => Err("`cuda` requested but no CUDA device is present on this machine".into()),
-        Some(count) => Err(format!("`cuda:{index}` requested but only {count} CUDA device(s) are present (cuda:0..cuda:{})", count - 1)),
+        Some(count) => Err(format!(
+            "`cuda:{index}` requested but only {count} CUDA device(s) are present (cuda:0..cuda:{})",
+            count - 1
+        )),
         None => Err("`cuda` requested but the CUDA driver could not be loaded (is an NVIDIA driver installed?)".into()),
     }
 }
@@ -177,10 +180,16 @@ pub struct BackendInfo {
 
 /// Every backend relnet knows, whether this build has it, and the devices it sees here.
 pub fn backends() -> Vec<BackendInfo> {
-    let mut out = vec![BackendInfo { name: "flex (CPU)", feature: None, compiled: true, devices: Ok(vec!["cpu".into()]) }];
+    let mut out =
+        vec![BackendInfo { name: "flex (CPU)", feature: None, compiled: true, devices: Ok(vec!["cpu".into()]) }];
     let info = |name, feature, compiled, devices| BackendInfo { name, feature: Some(feature), compiled, devices };
     let absent = || Err("not compiled in".to_string());
-    out.push(info("ndarray (CPU, deprecated upstream)", "ndarray", NDARRAY_COMPILED, if NDARRAY_COMPILED { Ok(vec!["ndarray".into()]) } else { absent() }));
+    out.push(info(
+        "ndarray (CPU, deprecated upstream)",
+        "ndarray",
+        NDARRAY_COMPILED,
+        if NDARRAY_COMPILED { Ok(vec!["ndarray".into()]) } else { absent() },
+    ));
     out.push(info("cuda", "cuda", CUDA_COMPILED, if CUDA_COMPILED { list_cuda() } else { absent() }));
     out.push(info("wgpu", "wgpu", WGPU_COMPILED, if WGPU_COMPILED { list_wgpu() } else { absent() }));
     out
@@ -188,7 +197,8 @@ pub fn backends() -> Vec<BackendInfo> {
 
 #[cfg(feature = "cuda")]
 fn list_cuda() -> Result<Vec<String>, String> {
-    let n = guarded(|| Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().len()).ok_or("the CUDA driver could not be loaded")?;
+    let n = guarded(|| Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().len())
+        .ok_or("the CUDA driver could not be loaded")?;
     Ok((0..n).map(|i| format!("cuda:{i}")).collect())
 }
 
@@ -199,7 +209,8 @@ fn list_cuda() -> Result<Vec<String>, String> {
 
 #[cfg(feature = "wgpu")]
 fn list_wgpu() -> Result<Vec<String>, String> {
-    let v = guarded(|| Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec()).ok_or("no graphics driver could be loaded")?;
+    let v = guarded(|| Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec())
+        .ok_or("no graphics driver could be loaded")?;
     Ok(v.iter().enumerate().map(|(i, d)| format!("wgpu:{i} ({d:?})")).collect())
 }
 
@@ -249,7 +260,14 @@ mod tests {
 
     #[test]
     fn parse_and_print() {
-        for (s, d) in [("cpu", DeviceSpec::Cpu), ("ndarray", DeviceSpec::Ndarray), ("cuda", DeviceSpec::Cuda(0)), ("cuda:3", DeviceSpec::Cuda(3)), ("wgpu", DeviceSpec::Wgpu(None)), ("wgpu:1", DeviceSpec::Wgpu(Some(1)))] {
+        for (s, d) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("ndarray", DeviceSpec::Ndarray),
+            ("cuda", DeviceSpec::Cuda(0)),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+            ("wgpu", DeviceSpec::Wgpu(None)),
+            ("wgpu:1", DeviceSpec::Wgpu(Some(1))),
+        ] {
             assert_eq!(s.parse::<DeviceSpec>(), Ok(d));
         }
         assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
@@ -274,7 +292,11 @@ mod tests {
 
     #[test]
     fn missing_backends_are_clear_errors() {
-        for (spec, compiled) in [(DeviceSpec::Cuda(0), CUDA_COMPILED), (DeviceSpec::Wgpu(None), WGPU_COMPILED), (DeviceSpec::Ndarray, NDARRAY_COMPILED)] {
+        for (spec, compiled) in [
+            (DeviceSpec::Cuda(0), CUDA_COMPILED),
+            (DeviceSpec::Wgpu(None), WGPU_COMPILED),
+            (DeviceSpec::Ndarray, NDARRAY_COMPILED),
+        ] {
             if !compiled {
                 let e = spec.device().unwrap_err().to_string();
                 let f = spec.feature().unwrap();
@@ -282,6 +304,9 @@ mod tests {
             }
         }
         let listed = backends();
-        assert_eq!(listed.iter().filter(|b| b.compiled).count(), 1 + [CUDA_COMPILED, WGPU_COMPILED, NDARRAY_COMPILED].iter().filter(|&&c| c).count());
+        assert_eq!(
+            listed.iter().filter(|b| b.compiled).count(),
+            1 + [CUDA_COMPILED, WGPU_COMPILED, NDARRAY_COMPILED].iter().filter(|&&c| c).count()
+        );
     }
 }

@@ -9,7 +9,14 @@ use crate::batch::to_tensor;
 use crate::data::ImageSet;
 
 /// Row-major `[N, D]` outputs of `f` on every image (normalised, no augmentation), in batches.
-pub fn extract_with(images: &ImageSet, mean: [f32; 3], std: [f32; 3], batch: usize, device: &Device, f: impl Fn(Tensor<4>) -> Tensor<2>) -> crate::Result<(Vec<f32>, usize)> {
+pub fn extract_with(
+    images: &ImageSet,
+    mean: [f32; 3],
+    std: [f32; 3],
+    batch: usize,
+    device: &Device,
+    f: impl Fn(Tensor<4>) -> Tensor<2>,
+) -> crate::Result<(Vec<f32>, usize)> {
     let (h, w) = (images.height, images.width);
     let plain = Preset::Plain.build(&PresetParams { side: w, padding: 0, cutout: None, mean, std })?;
     let mut out = Vec::new();
@@ -25,6 +32,13 @@ pub fn extract_with(images: &ImageSet, mean: [f32; 3], std: [f32; 3], batch: usi
 }
 
 /// Backbone features `[N, F]` of every image, backbone in eval mode.
-pub fn extract(backbone: &Backbone, images: &ImageSet, mean: [f32; 3], std: [f32; 3], batch: usize, device: &Device) -> crate::Result<(Vec<f32>, usize)> {
+pub fn extract(
+    backbone: &Backbone,
+    images: &ImageSet,
+    mean: [f32; 3],
+    std: [f32; 3],
+    batch: usize,
+    device: &Device,
+) -> crate::Result<(Vec<f32>, usize)> {
     extract_with(images, mean, std, batch, device, |x| backbone.forward(x))
 }

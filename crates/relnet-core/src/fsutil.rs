@@ -32,12 +32,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// This machine's host name (for locks).
 pub fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `<job>_<task>` of the SLURM (array) task this process runs in, or `-`.
 pub fn slurm_task() -> String {
-    match (std::env::var("SLURM_ARRAY_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")), std::env::var("SLURM_ARRAY_TASK_ID")) {
+    match (
+        std::env::var("SLURM_ARRAY_JOB_ID").or_else(|_| std::env::var("SLURM_JOB_ID")),
+        std::env::var("SLURM_ARRAY_TASK_ID"),
+    ) {
         (Ok(j), Ok(t)) => format!("{j}_{t}"),
         (Ok(j), Err(_)) => j,
         _ => "-".into(),
@@ -68,8 +74,13 @@ impl DirLock {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     let mut it = holder.split_whitespace();
-                    let (h, pid, task) = (it.next().unwrap_or(""), it.next().and_then(|p| p.parse::<u32>().ok()), it.next().unwrap_or("-"));
-                    let dead = h == host() && pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+                    let (h, pid, task) = (
+                        it.next().unwrap_or(""),
+                        it.next().and_then(|p| p.parse::<u32>().ok()),
+                        it.next().unwrap_or("-"),
+                    );
+                    let dead = h == host()
+                        && pid.is_some_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
                     let requeued = task != "-" && task == slurm_task();
                     if dead || requeued {
                         // Only the holder's exact content is removed, so that two processes
@@ -83,7 +94,10 @@ impl DirLock {
                         Some(p) => format!("process {p} on {h}"),
                         None => "another process".to_string(),
                     };
-                    return Ok(Err(format!("in use by {who} (lock file {}; delete it if no such process runs)", path.display())));
+                    return Ok(Err(format!(
+                        "in use by {who} (lock file {}; delete it if no such process runs)",
+                        path.display()
+                    )));
                 }
                 Err(e) => return Err(e),
             }

@@ -16,9 +16,9 @@ pub mod fsutil;
 pub mod methods;
 pub mod objective;
 pub mod pretrain;
+pub mod record;
 pub mod registry;
 pub mod run;
-pub mod record;
 pub mod streams;
 pub mod trainer;
 

@@ -88,7 +88,8 @@ pub fn relation_pairs(z: Tensor<2>, m: usize, k: usize, agg: Aggregation) -> (Te
 
 /// Targets of the pairs in [`relation_pairs`] order: per block pair `M` ones then `M` zeros.
 pub fn relation_targets(m: usize, k: usize, device: &Device) -> Tensor<1> {
-    let pattern: Vec<f32> = (0..k * (k - 1) / 2).flat_map(|_| std::iter::repeat_n(1.0, m).chain(std::iter::repeat_n(0.0, m))).collect();
+    let pattern: Vec<f32> =
+        (0..k * (k - 1) / 2).flat_map(|_| std::iter::repeat_n(1.0, m).chain(std::iter::repeat_n(0.0, m))).collect();
     Tensor::<1>::from_floats(pattern.as_slice(), device)
 }
 
@@ -200,12 +201,24 @@ mod tests {
         let v = pairs.into_data().try_to_vec::<f32>().unwrap();
         let got: Vec<(u8, u8)> = v.chunks(2).map(|c| (c[0] as u8, c[1] as u8)).collect();
         let want = vec![
-            (0, 3), (1, 4), (2, 5), // pos (0,1)
-            (0, 5), (1, 3), (2, 4), // neg (0,1), s = 1
-            (0, 6), (1, 7), (2, 8), // pos (0,2)
-            (0, 7), (1, 8), (2, 6), // neg (0,2), s = 2
-            (3, 6), (4, 7), (5, 8), // pos (1,2)
-            (3, 8), (4, 6), (5, 7), // neg (1,2), s = 1
+            (0, 3),
+            (1, 4),
+            (2, 5), // pos (0,1)
+            (0, 5),
+            (1, 3),
+            (2, 4), // neg (0,1), s = 1
+            (0, 6),
+            (1, 7),
+            (2, 8), // pos (0,2)
+            (0, 7),
+            (1, 8),
+            (2, 6), // neg (0,2), s = 2
+            (3, 6),
+            (4, 7),
+            (5, 8), // pos (1,2)
+            (3, 8),
+            (4, 6),
+            (5, 7), // neg (1,2), s = 1
         ];
         assert_eq!(got, want);
         assert_eq!(vec1(t), [1., 1., 1., 0., 0., 0.].repeat(3));

@@ -30,7 +30,11 @@ impl std::str::FromStr for MonitorSpec {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let (kind, every) = s.split_once(':').unwrap_or((s, "1"));
-        let every: usize = every.parse().ok().filter(|&e| e >= 1).ok_or_else(|| format!("bad monitor `{s}`: the period must be a whole number of epochs >= 1"))?;
+        let every: usize = every
+            .parse()
+            .ok()
+            .filter(|&e| e >= 1)
+            .ok_or_else(|| format!("bad monitor `{s}`: the period must be a whole number of epochs >= 1"))?;
         match kind {
             "knn" => Ok(MonitorSpec::Knn { every }),
             _ => Err(format!("unknown monitor `{kind}` (expected knn or knn:EVERY)")),
@@ -208,7 +212,13 @@ pub fn check_lr(key: &str, lr: f64) -> std::result::Result<(), ConfigError> {
 /// Runs (or resumes) a pretraining run. `stop` is polled after every step (Ctrl-C): the run
 /// then checkpoints and returns `Interrupted`. `monitor` is what `cfg.monitor` names, built by
 /// the caller (relnet-eval's kNN), or `None`.
-pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+pub fn pretrain(
+    cfg: &PretrainConfig,
+    resume: bool,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn Reporter,
+    monitor: Option<&mut dyn Monitor>,
+) -> Result<Outcome> {
     let cfg = cfg.clone().resolved();
     let method = cfg.method.get();
     let spec = method.spec();
@@ -218,7 +228,11 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
         Some(DeviceList(list)) if list.len() > 1 => {
             let m = cfg.batch_size();
             if m < 2 * list.len() {
-                return Err(Error::Invalid(format!("data-parallel training over {} devices needs a batch of at least {} images (2 per device), not {m}", list.len(), 2 * list.len())));
+                return Err(Error::Invalid(format!(
+                    "data-parallel training over {} devices needs a batch of at least {} images (2 per device), not {m}",
+                    list.len(),
+                    2 * list.len()
+                )));
             }
             let all = list.iter().map(|d| Ok(d.device()?.autodiff())).collect::<Result<Vec<_>>>()?;
             (all[0].clone(), all[1..].to_vec())
@@ -233,11 +247,25 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool, stop: Arc<AtomicBool>, repor
     let split = if spec.needs_labels { info.train_split } else { info.pretrain_split };
     let data = if spec.needs_data {
         let d = load_task_data(info.clone(), root.clone(), split, cfg.limit_images, cfg.seed)?;
-        report.line(&format!("loaded {} {} ({} images) in {:.1} s", cfg.dataset, split.as_str(), d.images.len(), t.elapsed().as_secs_f64()));
+        report.line(&format!(
+            "loaded {} {} ({} images) in {:.1} s",
+            cfg.dataset,
+            split.as_str(),
+            d.images.len(),
+            t.elapsed().as_secs_f64()
+        ));
         d
     } else {
         let side = info.image_size.map_or(32, |(h, _)| h);
-        TaskData { info: info.clone(), root: root.clone(), split, images: ImageSet::new(side, side, 3, Vec::new(), None)?, classes: 0, mean: [0.0; 3], std: [1.0; 3] }
+        TaskData {
+            info: info.clone(),
+            root: root.clone(),
+            split,
+            images: ImageSet::new(side, side, 3, Vec::new(), None)?,
+            classes: 0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
     };
     let run = RunBuilder::new(spec, cfg.backbone, out, &cfg.dataset, data, device)
         .init(cfg.init.clone())
@@ -260,7 +288,8 @@ pub fn limited_subset(total: usize, limit: usize, seed: u64) -> Vec<usize> {
     if limit >= total {
         return (0..total).collect();
     }
-    let mut idx = crate::batch::shuffled(total, crate::streams::stream(seed, crate::streams::Purpose::ImageSubset, &[]));
+    let mut idx =
+        crate::batch::shuffled(total, crate::streams::stream(seed, crate::streams::Purpose::ImageSubset, &[]));
     idx.truncate(limit);
     idx.sort_unstable();
     idx

@@ -111,7 +111,15 @@ impl Integrity {
 }
 
 impl ResultRecord {
-    pub fn new(evaluator: &str, options: serde_json::Value, backbone: ArtifactRef, dataset: &str, seed: u64, train_split: Option<&str>, eval_split: &str) -> Self {
+    pub fn new(
+        evaluator: &str,
+        options: serde_json::Value,
+        backbone: ArtifactRef,
+        dataset: &str,
+        seed: u64,
+        train_split: Option<&str>,
+        eval_split: &str,
+    ) -> Self {
         ResultRecord {
             schema_version: SCHEMA_VERSION,
             evaluator: evaluator.into(),
@@ -134,7 +142,15 @@ impl ResultRecord {
     /// What makes this evaluation distinct, hashed: evaluator, options, artifact bytes, dataset,
     /// seed and splits (not the metrics, times or paths).
     pub fn id(&self) -> String {
-        let key = serde_json::json!([self.evaluator, self.options, self.backbone.sha256, self.dataset, self.seed, self.train_split, self.eval_split]);
+        let key = serde_json::json!([
+            self.evaluator,
+            self.options,
+            self.backbone.sha256,
+            self.dataset,
+            self.seed,
+            self.train_split,
+            self.eval_split
+        ]);
         hex(&Sha256::digest(key.to_string().as_bytes()))[..16].to_string()
     }
 
@@ -147,13 +163,15 @@ impl ResultRecord {
     /// here, with the creation time) and returns the path. The file is written once, complete:
     /// its bytes are final (the grid runner hashes them after this returns).
     pub fn save(&mut self, dir: &Path) -> Result<PathBuf> {
-        self.created_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.created_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.schema_version = SCHEMA_VERSION;
         self.checksum = None;
         // The serialised text is hashed (numbers as written, never parsed back): the file holds
         // the same number literals.
         let unsigned = serde_json::to_string(self).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.checksum = Some(content_checksum(&unsigned).ok_or_else(|| Error::Invalid("result record: no canonical JSON".into()))?);
+        self.checksum =
+            Some(content_checksum(&unsigned).ok_or_else(|| Error::Invalid("result record: no canonical JSON".into()))?);
         let path = dir.join("results").join(self.file_name());
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
         crate::fsutil::write_atomic(&path, &json).map_err(|e| Error::io(&path, e))?;
@@ -167,7 +185,9 @@ impl ResultRecord {
     pub fn load(path: &Path) -> Result<Self> {
         let (record, integrity) = Self::load_checked(path)?;
         match integrity {
-            Integrity::Edited { problem } => Err(Error::artifact(path, format!("result record edited after it was written: {problem}"))),
+            Integrity::Edited { problem } => {
+                Err(Error::artifact(path, format!("result record edited after it was written: {problem}")))
+            }
             Integrity::Verified | Integrity::Unverified => Ok(record),
         }
     }
@@ -176,7 +196,8 @@ impl ResultRecord {
     /// only when it is not JSON, not a result record or of an unknown schema version.
     pub fn load_checked(path: &Path) -> Result<(Self, Integrity)> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::artifact(path, format!("not a result record: not valid JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::artifact(path, format!("not a result record: not valid JSON ({e})")))?;
         if !value.is_object() {
             return Err(Error::artifact(path, "not a result record: not a JSON object"));
         }
@@ -185,22 +206,32 @@ impl ResultRecord {
             Some(v) => {
                 return Err(Error::artifact(
                     path,
-                    format!("result record schema version {v}; this relnet reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"),
+                    format!(
+                        "result record schema version {v}; this relnet reads versions {OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}"
+                    ),
                 ));
             }
             None => return Err(Error::artifact(path, "not a result record: no schema_version")),
         }
-        let record: Self = serde_json::from_value(value).map_err(|e| Error::artifact(path, format!("bad result record: {e}")))?;
+        let record: Self =
+            serde_json::from_value(value).map_err(|e| Error::artifact(path, format!("bad result record: {e}")))?;
         let integrity = match &record.checksum {
             None if record.schema_version < 2 => Integrity::Unverified,
-            None => Integrity::Edited { problem: format!("its checksum was removed (schema version {} records carry one)", record.schema_version) },
+            None => Integrity::Edited {
+                problem: format!(
+                    "its checksum was removed (schema version {} records carry one)",
+                    record.schema_version
+                ),
+            },
             Some(stored) => {
                 // Valid JSON (parsed above), so UTF-8 and canonicalisable.
                 let actual = std::str::from_utf8(&bytes).ok().and_then(content_checksum).unwrap_or_default();
                 if *stored == actual {
                     Integrity::Verified
                 } else {
-                    Integrity::Edited { problem: format!("checksum mismatch: the record says {stored}, its content hashes to {actual}") }
+                    Integrity::Edited {
+                        problem: format!("checksum mismatch: the record says {stored}, its content hashes to {actual}"),
+                    }
                 }
             }
         };
@@ -476,7 +507,10 @@ mod tests {
     fn saved(dir: &Path) -> (ResultRecord, PathBuf) {
         let mut r = record(serde_json::json!({"epochs": 10, "lr": 0.001, "name": "a\"b\\c\u{e9}"}));
         // Figures that do not survive a naive decimal round trip still verify.
-        for (i, v) in [12.873015873015873, 0.1 + 0.2, 100.0 / 3.0, 1e-300, 5e300, 66.00000000000001, 0.0, -1.5].into_iter().enumerate() {
+        for (i, v) in [12.873015873015873, 0.1 + 0.2, 100.0 / 3.0, 1e-300, 5e300, 66.00000000000001, 0.0, -1.5]
+            .into_iter()
+            .enumerate()
+        {
             r.metrics.insert(format!("m{i}"), v);
         }
         for i in 0..200 {
@@ -512,7 +546,11 @@ mod tests {
         // The checksum is of the content, not of the layout: the same record compact, its keys in
         // another order, verifies.
         let compact = text.replace("\n", "").replace("  ", "");
-        let compact = compact.replacen("{\"schema_version\": 2,", "{", 1).replacen("\"checksum\"", "\"schema_version\": 2, \"checksum\"", 1);
+        let compact = compact.replacen("{\"schema_version\": 2,", "{", 1).replacen(
+            "\"checksum\"",
+            "\"schema_version\": 2, \"checksum\"",
+            1,
+        );
         assert_ne!(compact, text);
         std::fs::write(&p, &compact).unwrap();
         assert_eq!(ResultRecord::load_checked(&p).unwrap().1, Integrity::Verified, "{compact}");
@@ -523,7 +561,10 @@ mod tests {
         again.checksum = None;
         let mut first = r.clone();
         first.checksum = None;
-        assert_eq!(content_checksum(&serde_json::to_string(&again).unwrap()), content_checksum(&serde_json::to_string(&first).unwrap()));
+        assert_eq!(
+            content_checksum(&serde_json::to_string(&again).unwrap()),
+            content_checksum(&serde_json::to_string(&first).unwrap())
+        );
         // Not JSON: no checksum.
         assert_eq!(content_checksum("{\"a\": 1"), None);
         assert_eq!(content_checksum("{\"a\": 1} x"), None);
@@ -544,7 +585,10 @@ mod tests {
             assert_ne!(edited, text, "{what}: the edit applies");
             std::fs::write(&p, &edited).unwrap();
             let (_, integrity) = ResultRecord::load_checked(&p).unwrap();
-            assert!(matches!(&integrity, Integrity::Edited { problem } if problem.contains("checksum mismatch")), "{what}: {integrity:?}");
+            assert!(
+                matches!(&integrity, Integrity::Edited { problem } if problem.contains("checksum mismatch")),
+                "{what}: {integrity:?}"
+            );
             let e = ResultRecord::load(&p).unwrap_err().to_string();
             assert!(e.contains(p.file_name().unwrap().to_str().unwrap()) && e.contains("edited"), "{what}: {e}");
         }
@@ -586,7 +630,9 @@ mod tests {
         std::fs::create_dir_all(run.join("checkpoint")).unwrap();
         std::fs::write(run.join("checkpoint/progress.json"), b"{\"epoch\": 1}").unwrap();
         std::fs::write(run.join("results/.x.json.1.tmp"), b"{").unwrap();
-        let paths = |at: &Path| collect(at).unwrap().into_iter().map(|(p, r)| (p.canonicalize().unwrap(), r.is_ok())).collect::<Vec<_>>();
+        let paths = |at: &Path| {
+            collect(at).unwrap().into_iter().map(|(p, r)| (p.canonicalize().unwrap(), r.is_ok())).collect::<Vec<_>>()
+        };
         let both = vec![(p.canonicalize().unwrap(), true), (q.canonicalize().unwrap(), true)];
         assert_eq!(paths(dir.path()), both, "a tree of runs");
         assert_eq!(paths(&dir.path().join("runs")), both);

@@ -43,7 +43,8 @@ impl<E: Named + Send + Sync + 'static> Registry<E> {
     }
 
     fn list(&self) -> &RwLock<Vec<&'static E>> {
-        self.entries.get_or_init(|| RwLock::new((self.builtin)().into_iter().map(|e| &*Box::leak(Box::new(e))).collect()))
+        self.entries
+            .get_or_init(|| RwLock::new((self.builtin)().into_iter().map(|e| &*Box::leak(Box::new(e))).collect()))
     }
 
     /// Every entry, in registration order.

@@ -23,7 +23,9 @@ use crate::trainer::Run;
 pub fn check_image_size(kind: BackboneKind, dataset: &str, height: usize, width: usize) -> Result<()> {
     let min = kind.spec().min_side;
     if height < min || width < min {
-        return Err(Error::Invalid(format!("dataset `{dataset}` has {height}x{width} images; the {kind} backbone needs at least {min}x{min}")));
+        return Err(Error::Invalid(format!(
+            "dataset `{dataset}` has {height}x{width} images; the {kind} backbone needs at least {min}x{min}"
+        )));
     }
     Ok(())
 }
@@ -41,7 +43,13 @@ pub struct TaskData {
 }
 
 /// Loads `split` of a dataset (and its normalisation), keeping `limit` random images when given.
-pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Option<usize>, seed: u64) -> Result<TaskData> {
+pub fn load_task_data(
+    info: DatasetInfo,
+    root: DataRoot,
+    split: Split,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<TaskData> {
     let loaded = info.load(split, &root)?;
     let (mean, std) = info.norm_stats_reusing(&root, Some(&loaded))?;
     let classes = loaded.classes.len();
@@ -60,7 +68,11 @@ pub fn load_task_data(info: DatasetInfo, root: DataRoot, split: Split, limit: Op
 /// The run directory is locked first (`run.lock`): a second process on the same directory is
 /// refused with `Error::Locked`, and the lock, returned with the progress, is held until it is
 /// dropped at the end of the run.
-pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Result<(Option<Progress>, crate::fsutil::DirLock)> {
+pub fn prepare_run_dir<C: Serialize>(
+    out: &Path,
+    config: &C,
+    resume: bool,
+) -> Result<(Option<Progress>, crate::fsutil::DirLock)> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let lock = match crate::fsutil::DirLock::take(out, "run.lock").map_err(|e| Error::io(out.join("run.lock"), e))? {
         Ok(l) => l,
@@ -72,30 +84,36 @@ pub fn prepare_run_dir<C: Serialize>(out: &Path, config: &C, resume: bool) -> Re
     }
     let path = out.join("config.toml");
     let now = crate::config::to_toml(config);
-    if resume
-        && let Ok(before) = std::fs::read_to_string(&path) {
-            // Where the run reads and writes (device, data root, its own folder, where results
-            // go, the path of the backbone it fine-tunes, whose content its folder's name
-            // already fixes) may change between the start and the resume: a moved results
-            // folder or another machine's data root resumes the same run.
-            let strip = |t: &str| -> Option<toml::Table> {
-                let mut table: toml::Table = t.parse().ok()?;
-                for key in ["device", "devices", "data_root", "out", "results", "backbone"] {
-                    table.remove(key);
-                }
-                Some(table)
-            };
-            let before = strip(&before);
-            if before.is_none() || before != strip(&now) {
-                return Err(Error::ConfigChanged { config: path });
+    if resume && let Ok(before) = std::fs::read_to_string(&path) {
+        // Where the run reads and writes (device, data root, its own folder, where results
+        // go, the path of the backbone it fine-tunes, whose content its folder's name
+        // already fixes) may change between the start and the resume: a moved results
+        // folder or another machine's data root resumes the same run.
+        let strip = |t: &str| -> Option<toml::Table> {
+            let mut table: toml::Table = t.parse().ok()?;
+            for key in ["device", "devices", "data_root", "out", "results", "backbone"] {
+                table.remove(key);
             }
+            Some(table)
+        };
+        let before = strip(&before);
+        if before.is_none() || before != strip(&now) {
+            return Err(Error::ConfigChanged { config: path });
         }
+    }
     crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
     Ok((if resume { saved } else { None }, lock))
 }
 
 /// A preset's pipeline for `images` of a dataset.
-pub fn pipeline_for(preset: Preset, images: &ImageSet, info: &DatasetInfo, cutout: Option<f64>, mean: [f32; 3], std: [f32; 3]) -> Result<relnet_augment::Pipeline> {
+pub fn pipeline_for(
+    preset: Preset,
+    images: &ImageSet,
+    info: &DatasetInfo,
+    cutout: Option<f64>,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<relnet_augment::Pipeline> {
     Ok(preset.build(&PresetParams { side: images.width, padding: info.crop_padding, cutout, mean, std })?)
 }
 
@@ -122,7 +140,14 @@ pub struct RunBuilder<'a> {
 }
 
 impl<'a> RunBuilder<'a> {
-    pub fn new(spec: MethodSpec, backbone: BackboneKind, out: &'a Path, dataset: &str, data: TaskData, device: Device) -> Self {
+    pub fn new(
+        spec: MethodSpec,
+        backbone: BackboneKind,
+        out: &'a Path,
+        dataset: &str,
+        data: TaskData,
+        device: Device,
+    ) -> Self {
         RunBuilder {
             spec,
             backbone,

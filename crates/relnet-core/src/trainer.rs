@@ -102,7 +102,12 @@ fn trim_metrics(path: &Path, epochs_done: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["epoch"].as_u64()).is_some_and(|e| e as usize <= epochs_done))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64())
+                .is_some_and(|e| e as usize <= epochs_done)
+        })
         .collect();
     if kept.len() == text.lines().count() {
         return Ok(());
@@ -140,7 +145,14 @@ impl std::fmt::Display for Tick {
         write!(
             f,
             "epoch {}/{} step {}/{} loss {:.4} acc {:.3} | {:.0} views/s | ETA {}",
-            self.epoch, self.epochs, self.step, self.steps, self.loss, self.accuracy, self.views_per_s, fmt_secs(self.eta_s)
+            self.epoch,
+            self.epochs,
+            self.step,
+            self.steps,
+            self.loss,
+            self.accuracy,
+            self.views_per_s,
+            fmt_secs(self.eta_s)
         )
     }
 }
@@ -214,8 +226,13 @@ impl Run<'_> {
 /// A fresh optimiser of the kind a method trains with.
 pub fn optimizer(optim: OptimKind) -> ModuleOptimizer {
     match optim {
-        OptimKind::Adam { weight_decay } => AdamConfig::new().with_epsilon(1e-8).with_weight_decay(weight_decay.map(|w| WeightDecayConfig::new(w as f32))).init(),
-        OptimKind::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init(),
+        OptimKind::Adam { weight_decay } => AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(weight_decay.map(|w| WeightDecayConfig::new(w as f32)))
+            .init(),
+        OptimKind::Sgd => {
+            SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0))).init()
+        }
     }
 }
 
@@ -233,14 +250,24 @@ pub fn lr_schedule(schedule: Schedule, lr: f64, epochs: usize, epoch: usize) -> 
 }
 
 /// Trains `method` to the end of the run (or to a Ctrl-C) and saves the backbone.
-pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, mut monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+pub fn train<T: Method + Sync>(
+    method: &mut T,
+    run: Run,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn Reporter,
+    mut monitor: Option<&mut dyn Monitor>,
+) -> Result<Outcome> {
     let ckpt = Checkpoint::new(run.out);
+    let model = initial_model(method, &run, report)?;
     let mut optim = run.optimizer();
     let mut replicas = crate::ddp::Replicas::<T::Model>::new(&run.device, &run.replicas, run.spec.optim);
     if !replicas.is_empty() {
-        report.line(&format!("data-parallel over {} devices: {} images per device per step", replicas.devices(), run.batch_size / replicas.devices()));
+        report.line(&format!(
+            "data-parallel over {} devices: {} images per device per step",
+            replicas.devices(),
+            run.batch_size / replicas.devices()
+        ));
     }
-    let model = initial_model(method, &run, report)?;
     let (mut model, start) = match resume(method, &run, &ckpt, model, &mut optim, &mut replicas, report)? {
         Resumed::Finished => return Ok(Outcome::Finished { backbone: run.out.join("backbone.bpk") }),
         Resumed::At(model, start) => (model, start),
@@ -249,7 +276,8 @@ pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, 
     let milestones: Vec<usize> = [1, 2, 3, 4].iter().map(|q| (run.epochs * q).div_ceil(4)).collect();
     for epoch in start.epoch..run.epochs {
         let first = if epoch == start.epoch { start.batch } else { 0 };
-        let mut loop_state = EpochLoop { optim: &mut optim, replicas: &mut replicas, guard: &mut guard, ckpt: &ckpt, stop: &stop };
+        let mut loop_state =
+            EpochLoop { optim: &mut optim, replicas: &mut replicas, guard: &mut guard, ckpt: &ckpt, stop: &stop };
         let (trained, end) = train_epoch(method, &run, model, &mut loop_state, epoch, first, report)?;
         model = trained;
         let mut metrics = match end {
@@ -257,10 +285,11 @@ pub fn train<T: Method + Sync>(method: &mut T, run: Run, stop: Arc<AtomicBool>, 
             EpochEnd::Interrupted { batch } => return Ok(Outcome::Interrupted { epoch, batch }),
         };
         if let Some(mon) = monitor.as_deref_mut()
-            && ((epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == run.epochs) {
-                let backbone = T::backbone(&model).clone().valid();
-                metrics.monitor = mon.measure(&backbone, &mut |s: &str| report.line(s))?;
-            }
+            && ((epoch + 1) % mon.every().max(1) == 0 || epoch + 1 == run.epochs)
+        {
+            let backbone = T::backbone(&model).clone().valid();
+            metrics.monitor = mon.measure(&backbone, &mut |s: &str| report.line(s))?;
+        }
         log_epoch(&run, &metrics, report)?;
         let finished = epoch + 1 == run.epochs;
         if milestones.contains(&(epoch + 1)) || stop.load(Ordering::SeqCst) {
@@ -280,7 +309,10 @@ fn initial_model<T: Method>(method: &T, run: &Run, report: &mut dyn Reporter) ->
     let Some(init) = &run.init else { return Ok(model) };
     let (backbone, kind) = relnet_models::io::load_backbone(init, &run.device)?;
     if kind != run.backbone {
-        return Err(Error::artifact(init, format!("holds a {kind} backbone, but the run is configured for {}", run.backbone)));
+        return Err(Error::artifact(
+            init,
+            format!("holds a {kind} backbone, but the run is configured for {}", run.backbone),
+        ));
     }
     report.line(&format!("starting from the backbone in {}", init.display()));
     Ok(T::with_backbone(model, backbone))
@@ -332,7 +364,15 @@ struct NonFiniteGuard {
 impl NonFiniteGuard {
     /// The gradients of step `at` = (epoch, step) when its loss and gradients are finite; `Ok(None)` when it is to be
     /// skipped; the error that stops the run otherwise.
-    fn check<M: Module>(&mut self, model: &M, run: &Run, at: (usize, usize), mut loss: f32, grads: Option<GradientsParams>, report: &mut dyn Reporter) -> Result<Option<(f32, GradientsParams)>> {
+    fn check<M: Module>(
+        &mut self,
+        model: &M,
+        run: &Run,
+        at: (usize, usize),
+        mut loss: f32,
+        grads: Option<GradientsParams>,
+        report: &mut dyn Reporter,
+    ) -> Result<Option<(f32, GradientsParams)>> {
         let (epoch, step) = at;
         if self.faults.iter().any(|f| f.hits(epoch, step, false)) {
             loss = f32::NAN;
@@ -356,10 +396,20 @@ impl NonFiniteGuard {
                 self.in_a_row += 1;
                 match self.limit {
                     Some(max) if self.in_a_row <= max => {
-                        report.line(&format!("epoch {} step {step}: {what} {value}: step skipped ({} in a row, at most {max})", epoch + 1, self.in_a_row));
+                        report.line(&format!(
+                            "epoch {} step {step}: {what} {value}: step skipped ({} in a row, at most {max})",
+                            epoch + 1,
+                            self.in_a_row
+                        ));
                         Ok(None)
                     }
-                    _ => Err(Error::NonFinite { what, epoch: epoch + 1, step, value, checkpoint: run.out.join("checkpoint") }),
+                    _ => Err(Error::NonFinite {
+                        what,
+                        epoch: epoch + 1,
+                        step,
+                        value,
+                        checkpoint: run.out.join("checkpoint"),
+                    }),
                 }
             }
         }
@@ -430,17 +480,28 @@ struct EpochLoop<'a, M: Module> {
 enum EpochEnd {
     Done(EpochMetrics),
     /// Ctrl-C mid-epoch: a checkpoint was saved before this batch.
-    Interrupted { batch: usize },
+    Interrupted {
+        batch: usize,
+    },
 }
 
 /// One epoch from batch `first`: the steps, progress ticks, and a checkpoint on Ctrl-C.
-fn train_epoch<T: Method + Sync>(method: &mut T, run: &Run, model: T::Model, st: &mut EpochLoop<T::Model>, epoch: usize, first: usize, report: &mut dyn Reporter) -> Result<(T::Model, EpochEnd)> {
+fn train_epoch<T: Method + Sync>(
+    method: &mut T,
+    run: &Run,
+    model: T::Model,
+    st: &mut EpochLoop<T::Model>,
+    epoch: usize,
+    first: usize,
+    report: &mut dyn Reporter,
+) -> Result<(T::Model, EpochEnd)> {
     let (k, m, epochs) = (run.views, run.batch_size, run.epochs);
     let mut model = method.begin_epoch(model, &mut context(run, epoch, &mut |s: &str| report.line(s)))?;
     model = st.replicas.sync(model);
     let lr = run.lr_at(epoch);
     let order = epoch_order(run.images.len(), run.seed, epoch);
-    let plan: Vec<Vec<usize>> = batches(&order, m, if run.spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
+    let plan: Vec<Vec<usize>> =
+        batches(&order, m, if run.spec.drop_last { m } else { 2 }).into_iter().map(|b| b.to_vec()).collect();
     let steps = plan.len();
     let mut next = first;
     let prefetch = view_feed(run.images.clone(), run.pipeline.clone(), plan, first, k, epoch, run.seed);
@@ -454,14 +515,22 @@ fn train_epoch<T: Method + Sync>(method: &mut T, run: &Run, model: T::Model, st:
             let batch = Batch { x: to_tensor(views, &run.device), m: indices.len(), k, indices };
             let out = method.step(&model, &batch);
             let loss_value = out.loss.clone().into_scalar::<f32>();
-            let grads = if loss_value.is_finite() { Some(GradientsParams::from_grads(out.loss.backward(), &model)) } else { None };
+            let grads = if loss_value.is_finite() {
+                Some(GradientsParams::from_grads(out.loss.backward(), &model))
+            } else {
+                None
+            };
             (loss_value, out.accuracy, grads)
         } else {
             let (l, a, g) = st.replicas.step(&*method, &model, views, indices, k);
             (l, a, Some(g))
         };
-        let Some((loss_value, grads)) = st.guard.check(&model, run, (epoch, next), loss_value, grads, report)? else {
+        let checked = st.guard.check(&model, run, (epoch, next), loss_value, grads, report);
+        if !matches!(checked, Ok(Some(_))) {
+            // Skipped or stopping: the replicas' averaged gradients are not applied.
             st.replicas.discard();
+        }
+        let Some((loss_value, grads)) = checked? else {
             skipped.push(next);
             next += 1;
             continue;
@@ -486,7 +555,10 @@ fn train_epoch<T: Method + Sync>(method: &mut T, run: &Run, model: T::Model, st:
         });
         if st.stop.load(Ordering::SeqCst) && next < steps {
             st.ckpt.save(&model, st.optim, Progress { epoch, batch: next, finished: false })?;
-            report.line(&format!("interrupted: checkpoint saved at epoch {} batch {next}; the run can be resumed", epoch + 1));
+            report.line(&format!(
+                "interrupted: checkpoint saved at epoch {} batch {next}; the run can be resumed",
+                epoch + 1
+            ));
             return Ok((model, EpochEnd::Interrupted { batch: next }));
         }
     }
@@ -534,7 +606,17 @@ fn finish<T: Method>(method: &mut T, run: &Run, model: T::Model, report: &mut dy
 }
 
 fn context<'a>(run: &'a Run, epoch: usize, report: &'a mut dyn FnMut(&str)) -> Context<'a> {
-    Context { images: &run.images, classes: run.classes, mean: run.mean, std: run.std, seed: run.seed, epoch, device: &run.device, out: run.out, report }
+    Context {
+        images: &run.images,
+        classes: run.classes,
+        mean: run.mean,
+        std: run.std,
+        seed: run.seed,
+        epoch,
+        device: &run.device,
+        out: run.out,
+        report,
+    }
 }
 
 fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
@@ -546,11 +628,7 @@ fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
 
 pub fn fmt_secs(s: f64) -> String {
     let s = s.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, (s % 3600) / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and write-then-read round-trips for every format.
 
 use proptest::prelude::*;
-use relnet_core::data::{cifar, folder, idx, stl10, ImageSet};
+use relnet_core::data::{ImageSet, cifar, folder, idx, stl10};
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);

@@ -57,7 +57,11 @@ impl EvaluatorOptions for EmbedOptions {
     fn run(&self, ctx: &mut EvalContext) -> Result<ResultRecord> {
         let f = ctx.features(self.split)?;
         let out = self.out.clone().unwrap_or_else(|| {
-            artifact_dir(&ctx.config.backbone).join("embeddings").join(format!("{}-{}.safetensors", relnet_core::record::sanitize(&ctx.config.dataset), self.split.as_str()))
+            artifact_dir(&ctx.config.backbone).join("embeddings").join(format!(
+                "{}-{}.safetensors",
+                relnet_core::record::sanitize(&ctx.config.dataset),
+                self.split.as_str()
+            ))
         });
         let meta = Metadata {
             dataset: ctx.config.dataset.clone(),
@@ -67,7 +71,14 @@ impl EvaluatorOptions for EmbedOptions {
             backbone_sha256: ctx.artifact.sha256.clone(),
         };
         write_embeddings(&out, &f, &meta)?;
-        ctx.report.line(&format!("{} x {} features of {} {} written to {}", f.n, f.dim, ctx.config.dataset, self.split.as_str(), out.display()));
+        ctx.report.line(&format!(
+            "{} x {} features of {} {} written to {}",
+            f.n,
+            f.dim,
+            ctx.config.dataset,
+            self.split.as_str(),
+            out.display()
+        ));
         let mut record = ctx.record(Self::NAME, self, None, self.split.as_str());
         record.metrics.insert("images".into(), f.n as f64);
         record.metrics.insert("dim".into(), f.dim as f64);
@@ -111,17 +122,23 @@ pub fn write_embeddings(path: &Path, f: &Features, meta: &Metadata) -> Result<()
 pub fn read_embeddings(path: &Path) -> Result<(Features, Metadata)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |what: String| Error::artifact(path, what);
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let feats = st.tensor("features").map_err(|_| bad("no `features` tensor".into()))?;
     if feats.dtype() != Dtype::F32 || feats.shape().len() != 2 {
         return Err(bad(format!("`features` must be F32 [n, dim], found {:?} {:?}", feats.dtype(), feats.shape())));
     }
     let (n, dim) = (feats.shape()[0], feats.shape()[1]);
-    let data: Vec<f32> = feats.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+    let data: Vec<f32> =
+        feats.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     let labels: Vec<i64> = match st.tensor("labels") {
-        Ok(l) if l.shape() == [n] && l.dtype() == Dtype::I64 => l.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-        Ok(l) if l.shape() == [n] && l.dtype() == Dtype::I32 => l.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect(),
+        Ok(l) if l.shape() == [n] && l.dtype() == Dtype::I64 => {
+            l.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+        }
+        Ok(l) if l.shape() == [n] && l.dtype() == Dtype::I32 => {
+            l.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect()
+        }
         Ok(l) => return Err(bad(format!("`labels` must be I64 or I32 [{n}], found {:?} {:?}", l.dtype(), l.shape()))),
         Err(_) => vec![0; n],
     };
@@ -149,8 +166,15 @@ mod tests {
     fn embeddings_round_trip_and_bad_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.safetensors");
-        let f = Features { data: vec![0.5, -1.0, 2.0, 3.25, 0.0, 1e-3], n: 3, dim: 2, labels: vec![2, 0, 1], classes: 3 };
-        let meta = Metadata { dataset: "synthetic".into(), split: "test".into(), class_names: vec!["a".into(), "b".into(), "c".into()], backbone: "b.bpk".into(), backbone_sha256: "ab".into() };
+        let f =
+            Features { data: vec![0.5, -1.0, 2.0, 3.25, 0.0, 1e-3], n: 3, dim: 2, labels: vec![2, 0, 1], classes: 3 };
+        let meta = Metadata {
+            dataset: "synthetic".into(),
+            split: "test".into(),
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            backbone: "b.bpk".into(),
+            backbone_sha256: "ab".into(),
+        };
         write_embeddings(&path, &f, &meta).unwrap();
         assert_eq!(read_embeddings(&path).unwrap(), (f, meta));
         // The layout numpy and PyTorch read: u64 header length, JSON header, little-endian data.

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-pub use relnet_core::features::{extract, extract_with};
 use relnet_core::data::registry::{DatasetInfo, Split};
 use relnet_core::data::{DataRoot, ImageSet};
+pub use relnet_core::features::{extract, extract_with};
 use relnet_core::methods::supervised::labels_of;
 use relnet_core::record::{ArtifactRef, sha256_hex};
 use relnet_core::{Error, Result};
@@ -45,7 +45,13 @@ impl Features {
         for &i in idx {
             data.extend_from_slice(self.row(i));
         }
-        Features { data, n: idx.len(), dim: self.dim, labels: idx.iter().map(|&i| self.labels[i]).collect(), classes: self.classes }
+        Features {
+            data,
+            n: idx.len(),
+            dim: self.dim,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes,
+        }
     }
 }
 
@@ -100,7 +106,14 @@ pub fn load_split(info: &DatasetInfo, root: &DataRoot, split: Split, norm: Optio
     if loaded.images.labels.is_none() {
         return Err(Error::Invalid(format!("dataset `{}` split `{}` has no labels", info.id.name(), split.as_str())));
     }
-    Ok(EvalSplit { split, classes: loaded.classes.len(), class_names: loaded.classes, images: loaded.images, mean, std })
+    Ok(EvalSplit {
+        split,
+        classes: loaded.classes.len(),
+        class_names: loaded.classes,
+        images: loaded.images,
+        mean,
+        std,
+    })
 }
 
 /// SHA-256 of a split's pixels, shape and labels.
@@ -124,12 +137,22 @@ pub fn cache_path(artifact: &Path, key: &FeatureKey) -> PathBuf {
 
 /// The features of `split` through the frozen `backbone` (eval mode), from the cache when it
 /// holds them for exactly this artifact and preprocessing, else computed and cached.
-pub fn frozen_features(artifact: &ArtifactRef, backbone: &Backbone, dataset: &str, split: &EvalSplit, device: &Device, report: &mut dyn FnMut(&str)) -> Result<Features> {
+pub fn frozen_features(
+    artifact: &ArtifactRef,
+    backbone: &Backbone,
+    dataset: &str,
+    split: &EvalSplit,
+    device: &Device,
+    report: &mut dyn FnMut(&str),
+) -> Result<Features> {
     let key = FeatureKey {
         artifact_sha256: artifact.sha256.clone(),
         dataset: dataset.to_string(),
         split: split.split.as_str().to_string(),
-        preprocessing: format!("plain side={}x{} mean={:?} std={:?}", split.images.height, split.images.width, split.mean, split.std),
+        preprocessing: format!(
+            "plain side={}x{} mean={:?} std={:?}",
+            split.images.height, split.images.width, split.mean, split.std
+        ),
         data_sha256: data_hash(&split.images),
         format: 1,
     };
@@ -137,7 +160,13 @@ pub fn frozen_features(artifact: &ArtifactRef, backbone: &Backbone, dataset: &st
     let labels = labels_of(&split.images, dataset)?;
     match read_cache(&path, &key, &labels) {
         Ok(Some(f)) => {
-            report(&format!("features of {dataset} {}: {} x {} from the cache {}", key.split, f.n, f.dim, path.display()));
+            report(&format!(
+                "features of {dataset} {}: {} x {} from the cache {}",
+                key.split,
+                f.n,
+                f.dim,
+                path.display()
+            ));
             return Ok(f);
         }
         Ok(None) => {}
@@ -146,7 +175,13 @@ pub fn frozen_features(artifact: &ArtifactRef, backbone: &Backbone, dataset: &st
     let t = Instant::now();
     let (data, dim) = extract(backbone, &split.images, split.mean, split.std, 256, device)?;
     let f = Features { n: labels.len(), data, dim, labels, classes: split.classes };
-    report(&format!("features of {dataset} {}: {} x {dim} in {:.1} s, cached in {}", key.split, f.n, t.elapsed().as_secs_f64(), path.display()));
+    report(&format!(
+        "features of {dataset} {}: {} x {dim} in {:.1} s, cached in {}",
+        key.split,
+        f.n,
+        t.elapsed().as_secs_f64(),
+        path.display()
+    ));
     write_cache(&path, &key, &f)?;
     Ok(f)
 }
@@ -157,7 +192,8 @@ fn read_cache(path: &Path, key: &FeatureKey, labels: &[i64]) -> std::result::Res
         return Err("not a relnet feature cache".into());
     }
     let hlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    let header: Header = bytes.get(12..12 + hlen).and_then(|h| serde_json::from_slice(h).ok()).ok_or("damaged header")?;
+    let header: Header =
+        bytes.get(12..12 + hlen).and_then(|h| serde_json::from_slice(h).ok()).ok_or("damaged header")?;
     if &header.key != key {
         return Err("holds features of another artifact or preprocessing".into());
     }
@@ -170,7 +206,8 @@ fn read_cache(path: &Path, key: &FeatureKey, labels: &[i64]) -> std::result::Res
 }
 
 fn write_cache(path: &Path, key: &FeatureKey, f: &Features) -> Result<()> {
-    let header = serde_json::to_vec(&Header { key: key.clone(), n: f.n, dim: f.dim, classes: f.classes }).map_err(|e| Error::Invalid(e.to_string()))?;
+    let header = serde_json::to_vec(&Header { key: key.clone(), n: f.n, dim: f.dim, classes: f.classes })
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let mut bytes = Vec::with_capacity(12 + header.len() + f.data.len() * 4);
     bytes.write_all(MAGIC).unwrap();
     bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());

@@ -9,14 +9,13 @@
 //! the reference by default (`schedule = "reference"`: milestones at 100 and 150 whatever the
 //! run's length) and offers `schedule = "scaled"` (milestones at 50% and 75% of this run's epochs).
 
-
 use relnet_augment::Preset;
 use relnet_core::config::{ConfigError, check_range};
 use relnet_core::methods::supervised::{Classifier, labels_of};
 use relnet_core::methods::{MethodSpec, OptimKind, Schedule, Views};
 use relnet_core::pretrain::{Outcome, check_lr};
-use relnet_core::run::{RunBuilder, load_task_data, prepare_run_dir};
 use relnet_core::record::{ResultRecord, sanitize};
+use relnet_core::run::{RunBuilder, load_task_data, prepare_run_dir};
 use relnet_core::trainer::train;
 use relnet_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -122,12 +121,16 @@ impl EvaluatorOptions for FinetuneOptions {
         check_lr("lr", self.lr)?;
         check_lr("classifier_lr", self.classifier_lr)?;
         if !(0.0..=1.0).contains(&self.weight_decay) {
-            return Err(ConfigError::key("weight_decay", format!("value {} out of range (allowed [0, 1])", self.weight_decay)));
+            return Err(ConfigError::key(
+                "weight_decay",
+                format!("value {} out of range (allowed [0, 1])", self.weight_decay),
+            ));
         }
         if let Some(c) = self.cutout
-            && !(c > 0.0 && c < 1.0) {
-                return Err(ConfigError::key("cutout", format!("value {c} out of range (allowed (0, 1))")));
-            }
+            && !(c > 0.0 && c < 1.0)
+        {
+            return Err(ConfigError::key("cutout", format!("value {c} out of range (allowed (0, 1))")));
+        }
         if let Some(n) = self.limit_images {
             check_range("limit_images", n, 2, usize::MAX)?;
             if self.labels.is_some() {
@@ -141,9 +144,11 @@ impl EvaluatorOptions for FinetuneOptions {
         let cfg = ctx.config;
         let mut resolved = self.clone();
         resolved.resume = false;
-        let probe = ctx.record(Self::NAME, &resolved, Some(ctx.info.train_split.as_str()), ctx.info.test_split.as_str());
+        let probe =
+            ctx.record(Self::NAME, &resolved, Some(ctx.info.train_split.as_str()), ctx.info.test_split.as_str());
         // The run directory belongs to this evaluation: another option or artifact gets another.
-        let out = artifact_dir(&cfg.backbone).join("finetune").join(format!("{}-{}", sanitize(&cfg.dataset), probe.id()));
+        let out =
+            artifact_dir(&cfg.backbone).join("finetune").join(format!("{}-{}", sanitize(&cfg.dataset), probe.id()));
         if !self.resume && out.exists() {
             // A fresh evaluation replaces an earlier identical one (as its record does).
             for stale in ["checkpoint", "metrics.jsonl", "backbone.bpk"] {
@@ -155,12 +160,16 @@ impl EvaluatorOptions for FinetuneOptions {
         let mut written = cfg.clone();
         written.evaluator = crate::EvaluatorConfig::new(resolved.clone());
         let (saved, _lock) = prepare_run_dir(&out, &written, self.resume)?;
-        let mut data = load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
+        let mut data =
+            load_task_data(ctx.info.clone(), ctx.root.clone(), ctx.info.train_split, self.limit_images, ctx.seed)?;
         let available = data.images.len();
         if let Some(budget) = self.labels {
             let labels = labels_of(&data.images, &cfg.dataset)?;
             data.images.keep(&label_subset(&labels, budget, ctx.seed));
-            ctx.report.line(&format!("fine-tuning on {} labelled images of {available} (label budget {budget})", data.images.len()));
+            ctx.report.line(&format!(
+                "fine-tuning on {} labelled images of {available} (label budget {budget})",
+                data.images.len()
+            ));
         }
         let labelled = data.images.len();
         let test = ctx.info.load(ctx.info.test_split, &ctx.root)?.images;
@@ -173,6 +182,7 @@ impl EvaluatorOptions for FinetuneOptions {
             display: "Fine-tuning",
             order: u32::MAX,
             cost: 0.6,
+            highlight: false,
             summary: "backbone + linear classifier from a saved backbone, cross-entropy on labels",
             preset,
             views: Views::Fixed(1),
@@ -180,10 +190,12 @@ impl EvaluatorOptions for FinetuneOptions {
             needs_labels: true,
             needs_data: true,
             optim: OptimKind::Adam { weight_decay: Some(self.weight_decay) },
-            schedule: Schedule::Step { nominal_epochs: match self.schedule {
-                FinetuneSchedule::Reference => Some(200),
-                FinetuneSchedule::Scaled => None,
-            } },
+            schedule: Schedule::Step {
+                nominal_epochs: match self.schedule {
+                    FinetuneSchedule::Reference => Some(200),
+                    FinetuneSchedule::Scaled => None,
+                },
+            },
             default_lr: self.lr,
             default_batch: self.batch_size,
             metric: "train accuracy",
@@ -210,18 +222,27 @@ impl EvaluatorOptions for FinetuneOptions {
         let outcome = train(&mut method, run, ctx.stop.clone(), report, None)?;
         let backbone = match outcome {
             Outcome::Finished { backbone } => backbone,
-            Outcome::Interrupted { .. } => return Err(Error::Invalid(format!("fine-tuning interrupted; its checkpoint is in {}", out.display()))),
+            Outcome::Interrupted { .. } => {
+                return Err(Error::Invalid(format!("fine-tuning interrupted; its checkpoint is in {}", out.display())));
+            }
         };
-        let (acc, n) = method.test_accuracy.ok_or_else(|| Error::Invalid(format!("{}: the fine-tuning had already finished; run it again without resuming to measure it", out.display())))?;
+        let (acc, n) = method.test_accuracy.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: the fine-tuning had already finished; run it again without resuming to measure it",
+                out.display()
+            ))
+        })?;
         let mut record = probe;
         record.metrics.insert("test_accuracy".into(), acc);
         record.metrics.insert("test_images".into(), n as f64);
         record.metrics.insert("train_images".into(), labelled as f64);
         record.metrics.insert("label_fraction".into(), labelled as f64 / available.max(1) as f64);
-        if let Some(last) = std::fs::read_to_string(out.join("metrics.jsonl")).ok().and_then(|m| m.lines().last().map(str::to_string))
-            && let Some(a) = serde_json::from_str::<serde_json::Value>(&last).ok().and_then(|v| v["accuracy"].as_f64()) {
-                record.metrics.insert("last_epoch_train_accuracy".into(), 100.0 * a);
-            }
+        if let Some(last) =
+            std::fs::read_to_string(out.join("metrics.jsonl")).ok().and_then(|m| m.lines().last().map(str::to_string))
+            && let Some(a) = serde_json::from_str::<serde_json::Value>(&last).ok().and_then(|v| v["accuracy"].as_f64())
+        {
+            record.metrics.insert("last_epoch_train_accuracy".into(), 100.0 * a);
+        }
         record.outputs.insert("finetuned_backbone".into(), backbone);
         record.outputs.insert("run_dir".into(), out);
         Ok(record)

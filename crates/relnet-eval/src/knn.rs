@@ -12,13 +12,13 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
+use relnet_core::Result;
 use relnet_core::config::{ConfigError, check_range};
-use relnet_core::data::registry::lookup;
 use relnet_core::data::DataRoot;
+use relnet_core::data::registry::lookup;
 use relnet_core::methods::supervised::labels_of;
 use relnet_core::pretrain::Monitor;
 use relnet_core::record::ResultRecord;
-use relnet_core::Result;
 use relnet_models::Backbone;
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +65,10 @@ impl EvaluatorOptions for KnnOptions {
             check_range("k", k, 1, 10_000)?;
         }
         if !(self.temperature > 0.0 && self.temperature <= 100.0) {
-            return Err(ConfigError::key("temperature", format!("value {} out of range (allowed (0, 100])", self.temperature)));
+            return Err(ConfigError::key(
+                "temperature",
+                format!("value {} out of range (allowed (0, 100])", self.temperature),
+            ));
         }
         Ok(())
     }
@@ -75,7 +78,12 @@ impl EvaluatorOptions for KnnOptions {
         let test = ctx.features(ctx.info.test_split)?;
         let t = Instant::now();
         let acc = knn_accuracy(&train, &test, &self.k, self.temperature as f32, &ctx.device);
-        ctx.report.line(&format!("kNN of {} queries against {} gallery features in {:.2} s", test.n, train.n, t.elapsed().as_secs_f64()));
+        ctx.report.line(&format!(
+            "kNN of {} queries against {} gallery features in {:.2} s",
+            test.n,
+            train.n,
+            t.elapsed().as_secs_f64()
+        ));
         let mut record = ctx.record(Self::NAME, self, None, ctx.info.test_split.as_str());
         for (k, a) in acc {
             record.metrics.insert(format!("top1_k{k}"), 100.0 * a);
@@ -111,7 +119,8 @@ pub fn dot_blocks(gallery: &[f32], query: &[f32], dim: usize, device: &Device, m
     let block = 256;
     for start in (0..n_q).step_by(block) {
         let end = (start + block).min(n_q);
-        let qb = Tensor::<2>::from_data(TensorData::new(query[start * dim..end * dim].to_vec(), [end - start, dim]), device);
+        let qb =
+            Tensor::<2>::from_data(TensorData::new(query[start * dim..end * dim].to_vec(), [end - start, dim]), device);
         let sims: Vec<f32> = qb.matmul(g.clone()).into_data().iter::<f32>().collect();
         each(start, &sims);
     }
@@ -139,7 +148,13 @@ pub fn vote(neighbours: &[(f32, u32)], labels: &[i64], classes: usize, k: usize,
 
 /// Top-1 accuracy (fraction) of the weighted kNN of every `query` row against `gallery`, for
 /// each k of `ks`. Similarities are computed as GEMMs on `device` in blocks of queries.
-pub fn knn_accuracy(gallery: &Features, query: &Features, ks: &[usize], temperature: f32, device: &Device) -> Vec<(usize, f64)> {
+pub fn knn_accuracy(
+    gallery: &Features,
+    query: &Features,
+    ks: &[usize],
+    temperature: f32,
+    device: &Device,
+) -> Vec<(usize, f64)> {
     let kmax = ks.iter().copied().max().unwrap_or(1).min(gallery.n).max(1);
     let classes = gallery.classes.max(query.classes);
     let mut hits = vec![0usize; ks.len()];
@@ -201,7 +216,11 @@ impl Monitor for KnnMonitor {
         };
         let (train, test) = (feats(&self.train)?, feats(&self.test)?);
         let acc = knn_accuracy(&train, &test, &[20, 200], 0.07, &self.device);
-        report(&format!("kNN monitor: {} in {:.1} s", acc.iter().map(|(k, a)| format!("k={k} {:.2}%", 100.0 * a)).collect::<Vec<_>>().join(", "), t.elapsed().as_secs_f64()));
+        report(&format!(
+            "kNN monitor: {} in {:.1} s",
+            acc.iter().map(|(k, a)| format!("k={k} {:.2}%", 100.0 * a)).collect::<Vec<_>>().join(", "),
+            t.elapsed().as_secs_f64()
+        ));
         Ok(acc.into_iter().map(|(k, a)| (format!("knn_top1_k{k}"), 100.0 * a)).collect())
     }
 }
@@ -216,7 +235,9 @@ mod tests {
         let d = gallery.dim;
         (0..query.n)
             .map(|i| {
-                let mut all: Vec<(f32, u32)> = (0..gallery.n).map(|j| ((0..d).map(|c| q[i * d + c] * g[j * d + c]).sum::<f32>(), j as u32)).collect();
+                let mut all: Vec<(f32, u32)> = (0..gallery.n)
+                    .map(|j| ((0..d).map(|c| q[i * d + c] * g[j * d + c]).sum::<f32>(), j as u32))
+                    .collect();
                 all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
                 let mut scores = vec![0.0f64; gallery.classes];
                 for &(s, j) in &all[..k.min(all.len())] {
@@ -296,7 +317,12 @@ mod tests {
         let mut make = |n: usize| {
             let dim = 16;
             let labels: Vec<i64> = (0..n).map(|i| (i % 5) as i64).collect();
-            let data = (0..n * dim).map(|j| (lcg(&mut seed) % 1000) as f32 / 500.0 - 1.0 + labels[j / dim] as f32 * ((j % dim == (labels[j / dim] as usize)) as i32 as f32)).collect();
+            let data = (0..n * dim)
+                .map(|j| {
+                    (lcg(&mut seed) % 1000) as f32 / 500.0 - 1.0
+                        + labels[j / dim] as f32 * ((j % dim == (labels[j / dim] as usize)) as i32 as f32)
+                })
+                .collect();
             Features { data, n, dim, labels, classes: 5 }
         };
         let (g, q) = (make(500), make(200));

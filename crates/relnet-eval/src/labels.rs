@@ -27,7 +27,8 @@ impl FromStr for LabelBudget {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let bad = || format!("`{s}` is not a label budget: use a percentage such as 10% or a count such as 4-per-class");
+        let bad =
+            || format!("`{s}` is not a label budget: use a percentage such as 10% or a count such as 4-per-class");
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(p > 0.0 && p <= 100.0) {
@@ -119,7 +120,17 @@ mod tests {
     #[test]
     fn subsets_are_stratified_seed_stable_and_nested_in_the_train_indices() {
         // 3 classes of 100, 50 and 7 images, interleaved.
-        let labels: Vec<i64> = (0..157).map(|i| if i < 100 { 0 } else if i < 150 { 1 } else { 2 }).collect();
+        let labels: Vec<i64> = (0..157)
+            .map(|i| {
+                if i < 100 {
+                    0
+                } else if i < 150 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
         let count = |v: &[usize], c: i64| v.iter().filter(|&&i| labels[i] == c).count();
         let ten = label_subset(&labels, LabelBudget::Percent(10.0), 1);
         assert_eq!((count(&ten, 0), count(&ten, 1), count(&ten, 2)), (10, 5, 1), "10% rounded, at least one per class");

@@ -11,8 +11,8 @@
 
 pub mod embed;
 pub mod features;
-pub mod grid;
 pub mod finetune;
+pub mod grid;
 pub mod knn;
 pub mod labels;
 pub mod linear;
@@ -31,13 +31,13 @@ use std::time::Instant;
 use burn::prelude::*;
 use clap::{ArgMatches, Args, FromArgMatches};
 use relnet_core::config::{ConfigError, RunConfig};
-use relnet_core::data::registry::{DatasetInfo, Split, lookup};
 use relnet_core::data::DataRoot;
+use relnet_core::data::registry::{DatasetInfo, Split, lookup};
 use relnet_core::device::DeviceSpec;
 use relnet_core::pretrain::Reporter;
-use relnet_core::run::check_image_size;
 use relnet_core::record::{ArtifactRef, ResultRecord};
 use relnet_core::registry::{Named, Registry, RegistryError};
+use relnet_core::run::check_image_size;
 use relnet_core::{Error, Result};
 use relnet_models::{Backbone, BackboneKind};
 use serde::de::DeserializeOwned;
@@ -94,7 +94,9 @@ pub struct CostInputs {
 ///
 /// Implemented once per evaluator, in its own file; [`register`] makes it known to relnet
 /// (relnet's own evaluators are registered from the start).
-pub trait EvaluatorOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static {
+pub trait EvaluatorOptions:
+    Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static
+{
     /// The name in configs (`kind = "..."`) and on the command line (`relnet eval <name>`).
     const NAME: &'static str;
     /// What reports, the CLI and the grid ask about the evaluator.
@@ -264,9 +266,16 @@ impl EvaluatorConfig {
         let kind = match table.remove("kind") {
             Some(toml::Value::String(k)) => k,
             Some(_) => return Err(ConfigError::key("kind", "must be an evaluator name (a string)")),
-            None => return Err(ConfigError::key("kind", format!("missing: the evaluator's name, one of {}", names().join(", ")))),
+            None => {
+                return Err(ConfigError::key(
+                    "kind",
+                    format!("missing: the evaluator's name, one of {}", names().join(", ")),
+                ));
+            }
         };
-        let e = entry(&kind).ok_or_else(|| ConfigError::key("kind", format!("unknown evaluator `{kind}` (known: {})", names().join(", "))))?;
+        let e = entry(&kind).ok_or_else(|| {
+            ConfigError::key("kind", format!("unknown evaluator `{kind}` (known: {})", names().join(", ")))
+        })?;
         let text = toml::to_string(&table).unwrap_or_default();
         (e.parse)(&text).map(EvaluatorConfig).map_err(|err| relnet_core::config::error_in(&text, &err))
     }
@@ -305,7 +314,8 @@ impl Serialize for EvaluatorConfig {
 impl<'de> Deserialize<'de> for EvaluatorConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let table = toml::Table::deserialize(d)?;
-        EvaluatorConfig::from_table(table).map_err(|e| serde::de::Error::custom(relnet_core::config::nested_message(&e)))
+        EvaluatorConfig::from_table(table)
+            .map_err(|e| serde::de::Error::custom(relnet_core::config::nested_message(&e)))
     }
 }
 
@@ -378,7 +388,21 @@ impl<'a> EvalContext<'a> {
         let info = lookup(&cfg.dataset)?;
         let root = DataRoot::resolve(cfg.data_root.as_deref());
         let device = cfg.device.device()?;
-        Ok(EvalContext { config: cfg, artifact, kind, info, root, seed: cfg.seed, device, stop, report, backbone: None, features: HashMap::new(), norm: None, class_names: Vec::new() })
+        Ok(EvalContext {
+            config: cfg,
+            artifact,
+            kind,
+            info,
+            root,
+            seed: cfg.seed,
+            device,
+            stop,
+            report,
+            backbone: None,
+            features: HashMap::new(),
+            norm: None,
+            class_names: Vec::new(),
+        })
     }
 
     /// The frozen, eval-mode backbone.
@@ -402,15 +426,31 @@ impl<'a> EvalContext<'a> {
         self.backbone()?;
         let backbone = self.backbone.as_ref().expect("loaded");
         let report = &mut *self.report;
-        let f = frozen_features(&self.artifact, backbone, &self.config.dataset, &s, &self.device, &mut |l: &str| report.line(l))?;
+        let f = frozen_features(&self.artifact, backbone, &self.config.dataset, &s, &self.device, &mut |l: &str| {
+            report.line(l)
+        })?;
         self.features.insert(split, f.clone());
         Ok(f)
     }
 
     /// A record of this evaluation with the evaluator's resolved options.
-    pub fn record(&self, evaluator: &str, options: &impl Serialize, train_split: Option<&str>, eval_split: &str) -> ResultRecord {
+    pub fn record(
+        &self,
+        evaluator: &str,
+        options: &impl Serialize,
+        train_split: Option<&str>,
+        eval_split: &str,
+    ) -> ResultRecord {
         let options = serde_json::to_value(options).unwrap_or(serde_json::Value::Null);
-        let mut r = ResultRecord::new(evaluator, options, self.artifact.clone(), &self.config.dataset, self.seed, train_split, eval_split);
+        let mut r = ResultRecord::new(
+            evaluator,
+            options,
+            self.artifact.clone(),
+            &self.config.dataset,
+            self.seed,
+            train_split,
+            eval_split,
+        );
         r.source_dataset = source_dataset(&self.artifact.path);
         r
     }
@@ -453,10 +493,17 @@ pub fn evaluate(cfg: &EvalConfig, stop: Arc<AtomicBool>, report: &mut dyn Report
 /// Runs (or resumes) a pretraining run with the monitor its config names (`monitor = "knn:2"`:
 /// kNN accuracy of the eval-mode backbone every 2 epochs, into `metrics.jsonl`). The command line
 /// and the grid both start runs here, so a grid profile's `monitor` key is honoured.
-pub fn pretrain(cfg: &relnet_core::pretrain::PretrainConfig, resume: bool, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<relnet_core::pretrain::Outcome> {
+pub fn pretrain(
+    cfg: &relnet_core::pretrain::PretrainConfig,
+    resume: bool,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn Reporter,
+) -> Result<relnet_core::pretrain::Outcome> {
     use relnet_core::pretrain::{Monitor, MonitorSpec};
     let mut monitor = match cfg.monitor {
-        Some(MonitorSpec::Knn { every }) => Some(knn::KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, cfg.device.device()?)?),
+        Some(MonitorSpec::Knn { every }) => {
+            Some(knn::KnnMonitor::new(&cfg.dataset, cfg.data_root.as_deref(), every, cfg.device.device()?)?)
+        }
         None => None,
     };
     relnet_core::pretrain::pretrain(cfg, resume, stop, report, monitor.as_mut().map(|k| k as &mut dyn Monitor))

@@ -21,10 +21,10 @@ use burn::prelude::*;
 use burn::tensor::{Int, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use relnet_core::Result;
 use relnet_core::config::{ConfigError, check_range};
 use relnet_core::pretrain::check_lr;
 use relnet_core::record::ResultRecord;
-use relnet_core::Result;
 use relnet_models::linear_head;
 use serde::{Deserialize, Serialize};
 
@@ -84,9 +84,10 @@ impl EvaluatorOptions for LinearOptions {
         check_range("batch_size", self.batch_size, 1, 65_536)?;
         check_lr("lr", self.lr)?;
         if let Some(f) = self.val_fraction
-            && !(f > 0.0 && f < 1.0) {
-                return Err(ConfigError::key("val_fraction", format!("value {f} out of range (allowed (0, 1))")));
-            }
+            && !(f > 0.0 && f < 1.0)
+        {
+            return Err(ConfigError::key("val_fraction", format!("value {f} out of range (allowed (0, 1))")));
+        }
         Ok(())
     }
 
@@ -123,7 +124,11 @@ impl EvaluatorOptions for LinearOptions {
 /// each sorted.
 pub fn stratified_split(labels: &[i64], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let by_class = indices_by_class(labels);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(seed, relnet_core::streams::Purpose::ProbeSplit, &[]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(
+        seed,
+        relnet_core::streams::Purpose::ProbeSplit,
+        &[],
+    ));
     let (mut keep, mut held) = (Vec::new(), Vec::new());
     for (_, mut idx) in by_class {
         idx.shuffle(&mut rng);
@@ -146,7 +151,14 @@ pub fn accuracy(logits: Tensor<2>, labels: &[i64]) -> f64 {
 }
 
 /// Trains `Linear(F, C)` on `train` and returns its accuracy on `train` and on `eval`.
-pub fn probe(train: &Features, eval: &Features, o: &LinearOptions, seed: u64, device: &Device, report: &mut dyn FnMut(&str)) -> (f64, f64) {
+pub fn probe(
+    train: &Features,
+    eval: &Features,
+    o: &LinearOptions,
+    seed: u64,
+    device: &Device,
+    report: &mut dyn FnMut(&str),
+) -> (f64, f64) {
     let ad = device.clone().autodiff();
     ad.seed(seed);
     let (n, dim) = (train.n, train.dim);
@@ -156,7 +168,11 @@ pub fn probe(train: &Features, eval: &Features, o: &LinearOptions, seed: u64, de
     let mut head = linear_head(dim, classes, &ad);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let ce = CrossEntropyLoss::new(None, &ad);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(seed, relnet_core::streams::Purpose::ProbeOrder, &[]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(
+        seed,
+        relnet_core::streams::Purpose::ProbeOrder,
+        &[],
+    ));
     for epoch in 0..o.epochs {
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
@@ -194,7 +210,17 @@ mod tests {
     #[test]
     fn stratified_split_holds_out_each_class_in_proportion() {
         // Class-sorted labels, 3 classes of 100, 50 and 10.
-        let labels: Vec<i64> = (0..160).map(|i| if i < 100 { 0 } else if i < 150 { 1 } else { 2 }).collect();
+        let labels: Vec<i64> = (0..160)
+            .map(|i| {
+                if i < 100 {
+                    0
+                } else if i < 150 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
         let (keep, held) = stratified_split(&labels, 0.1, 1);
         assert_eq!(keep.len() + held.len(), 160);
         let count = |v: &[usize], c: i64| v.iter().filter(|&&i| labels[i] == c).count();

@@ -54,11 +54,18 @@ pub fn listing(dir: &Path) -> Result<Listing> {
                 let metrics: Vec<String> = r
                     .metrics
                     .iter()
-                    .filter(|(k, _)| k.contains("accuracy") || k.starts_with("top1") || *k == "map" || k.starts_with("precision_at_"))
+                    .filter(|(k, _)| {
+                        k.contains("accuracy") || k.starts_with("top1") || *k == "map" || k.starts_with("precision_at_")
+                    })
                     .map(|(k, v)| format!("{k} {v:.2}"))
                     .collect();
                 let options = match &r.options {
-                    serde_json::Value::Object(m) => m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                    serde_json::Value::Object(m) => m
+                        .iter()
+                        .filter(|(_, v)| !v.is_null())
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     _ => String::new(),
                 };
                 let dataset = match &r.source_dataset {
@@ -144,7 +151,8 @@ mod tests {
 
     fn save(dir: &Path, seed: u64) -> std::path::PathBuf {
         let a = ArtifactRef { path: dir.join("backbone.bpk"), sha256: "ab".repeat(32), kind: "conv4".into() };
-        let mut r = ResultRecord::new("linear", serde_json::json!({"epochs": 10}), a, "synthetic", seed, Some("train"), "test");
+        let mut r =
+            ResultRecord::new("linear", serde_json::json!({"epochs": 10}), a, "synthetic", seed, Some("train"), "test");
         r.metrics.insert("test_accuracy".into(), 66.0);
         r.save(dir).unwrap()
     }
@@ -168,8 +176,18 @@ mod tests {
             let l = listing(at).unwrap();
             assert_eq!((l.verified, l.unverified, l.edited, l.unreadable), (1, 1, 1, 1), "{}", l.text);
             assert!(!l.trusted());
-            let row = |needle: &str| l.text.lines().find(|x| x.starts_with("| linear") && x.contains(needle)).unwrap_or_else(|| panic!("no row with {needle}: {}", l.text)).to_string();
-            assert!(row("test_accuracy 99.00").ends_with(&format!("({}) |", edited.strip_prefix(at).unwrap().display())), "{}", l.text);
+            let row = |needle: &str| {
+                l.text
+                    .lines()
+                    .find(|x| x.starts_with("| linear") && x.contains(needle))
+                    .unwrap_or_else(|| panic!("no row with {needle}: {}", l.text))
+                    .to_string()
+            };
+            assert!(
+                row("test_accuracy 99.00").ends_with(&format!("({}) |", edited.strip_prefix(at).unwrap().display())),
+                "{}",
+                l.text
+            );
             assert!(row("test_accuracy 99.00").contains("**EDITED**"), "{}", l.text);
             assert_eq!(l.text.lines().filter(|x| x.ends_with("| ok |")).count(), 1, "{}", l.text);
             assert_eq!(l.text.lines().filter(|x| x.ends_with("| unverified |")).count(), 1, "{}", l.text);

@@ -118,11 +118,19 @@ impl EvaluatorOptions for RetrievalOptions {
         let query = ctx.features(query_split)?;
         let drawn: Vec<usize> = if !self.queries.is_empty() {
             if let Some(&bad) = self.queries.iter().find(|&&q| q >= query.n) {
-                return Err(Error::Invalid(format!("query {bad} does not exist: the {} split has {} images", query_split.as_str(), query.n)));
+                return Err(Error::Invalid(format!(
+                    "query {bad} does not exist: the {} split has {} images",
+                    query_split.as_str(),
+                    query.n
+                )));
             }
             self.queries.clone()
         } else if let Some(n) = self.show {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(ctx.seed, relnet_core::streams::Purpose::RetrievalQueries, &[]));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(
+                ctx.seed,
+                relnet_core::streams::Purpose::RetrievalQueries,
+                &[],
+            ));
             let mut v = sample(&mut rng, query.n, n.min(query.n)).into_vec();
             v.sort_unstable();
             v
@@ -137,7 +145,12 @@ impl EvaluatorOptions for RetrievalOptions {
             query.n,
             gallery.n,
             100.0 * r.map,
-            self.k.iter().zip(&r.precision).map(|(k, p)| format!("P@{k} {:.2}%", 100.0 * p)).collect::<Vec<_>>().join(", ")
+            self.k
+                .iter()
+                .zip(&r.precision)
+                .map(|(k, p)| format!("P@{k} {:.2}%", 100.0 * p))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let mut record = ctx.record(Self::NAME, self, None, query_split.as_str());
         record.metrics.insert("map".into(), 100.0 * r.map);
@@ -154,14 +167,26 @@ impl EvaluatorOptions for RetrievalOptions {
         if let Some(out) = &self.out {
             let names = ctx.class_names().to_vec();
             let qimg = ctx.info.load(query_split, &ctx.root)?.images;
-            let gimg = if gallery_split == query_split { qimg.clone() } else { ctx.info.load(gallery_split, &ctx.root)?.images };
+            let gimg = if gallery_split == query_split {
+                qimg.clone()
+            } else {
+                ctx.info.load(gallery_split, &ctx.root)?.images
+            };
             let class = |l: i64| names.get(l as usize).cloned().unwrap_or_else(|| format!("class {l}"));
             let rows: Vec<GridRow> = drawn
                 .iter()
                 .zip(&r.top)
                 .map(|(&q, top)| GridRow {
                     query: thumb(&qimg, q, class(query.labels[q])),
-                    neighbours: top.iter().map(|&g| (thumb(&gimg, g as usize, class(gallery.labels[g as usize])), gallery.labels[g as usize] == query.labels[q])).collect(),
+                    neighbours: top
+                        .iter()
+                        .map(|&g| {
+                            (
+                                thumb(&gimg, g as usize, class(gallery.labels[g as usize])),
+                                gallery.labels[g as usize] == query.labels[q],
+                            )
+                        })
+                        .collect(),
                 })
                 .collect();
             let title = format!(
@@ -211,7 +236,15 @@ struct QueryScore {
 
 /// Ranks the whole gallery for every query (similarities as GEMMs on `device`, in blocks) and
 /// computes the metrics of the module's definitions for each cut-off of `ks`.
-pub fn retrieve(gallery: &Features, query: &Features, ks: &[usize], distance: Distance, same_split: bool, drawn: &[usize], device: &Device) -> Retrieval {
+pub fn retrieve(
+    gallery: &Features,
+    query: &Features,
+    ks: &[usize],
+    distance: Distance,
+    same_split: bool,
+    drawn: &[usize],
+    device: &Device,
+) -> Retrieval {
     let normalised;
     let (g, q): (&[f32], &[f32]) = match distance {
         Distance::Cosine => {
@@ -284,8 +317,16 @@ fn aggregate(scores: &[QueryScore], ks: &[usize], top: Vec<Vec<u32>>) -> Retriev
     let with: Vec<&QueryScore> = scores.iter().filter(|s| s.relevant > 0).collect();
     let m = with.len().max(1) as f64;
     Retrieval {
-        precision: ks.iter().enumerate().map(|(i, &k)| scores.iter().map(|s| s.hits[i] as f64 / k.min(s.ranked).max(1) as f64).sum::<f64>() / n).collect(),
-        recall: ks.iter().enumerate().map(|(i, _)| with.iter().map(|s| s.hits[i] as f64 / s.relevant as f64).sum::<f64>() / m).collect(),
+        precision: ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| scores.iter().map(|s| s.hits[i] as f64 / k.min(s.ranked).max(1) as f64).sum::<f64>() / n)
+            .collect(),
+        recall: ks
+            .iter()
+            .enumerate()
+            .map(|(i, _)| with.iter().map(|s| s.hits[i] as f64 / s.relevant as f64).sum::<f64>() / m)
+            .collect(),
         hit: ks.iter().enumerate().map(|(i, _)| scores.iter().filter(|s| s.hits[i] > 0).count() as f64 / n).collect(),
         map: with.iter().map(|s| s.ap).sum::<f64>() / m,
         without_relevant: scores.len() - with.len(),
@@ -298,7 +339,13 @@ mod tests {
     use super::*;
 
     fn feats(rows: &[[f32; 2]], labels: &[i64], classes: usize) -> Features {
-        Features { data: rows.iter().flatten().copied().collect(), n: rows.len(), dim: 2, labels: labels.to_vec(), classes }
+        Features {
+            data: rows.iter().flatten().copied().collect(),
+            n: rows.len(),
+            dim: 2,
+            labels: labels.to_vec(),
+            classes,
+        }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -362,7 +409,9 @@ mod tests {
         let (g, q) = (&gallery.data, &query.data);
         let (mut map, mut p10) = (0.0, 0.0);
         for i in 0..query.n {
-            let mut all: Vec<(f32, usize)> = (0..gallery.n).map(|j| ((0..6).map(|c| (q[i * 6 + c] - g[j * 6 + c]).powi(2)).sum::<f32>(), j)).collect();
+            let mut all: Vec<(f32, usize)> = (0..gallery.n)
+                .map(|j| ((0..6).map(|c| (q[i * 6 + c] - g[j * 6 + c]).powi(2)).sum::<f32>(), j))
+                .collect();
             all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
             let rel: Vec<bool> = all.iter().map(|&(_, j)| gallery.labels[j] == query.labels[i]).collect();
             let total = rel.iter().filter(|&&x| x).count() as f64;

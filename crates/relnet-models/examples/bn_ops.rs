@@ -27,11 +27,21 @@ fn main() {
         let tn = best(&|| drop(fastbn::normalise(&x, c, plane, &mean, &var, &gamma, &beta, 1e-5, true)));
         let tb = best(&|| drop(fastbn::backward(&x, &dy, n, c, plane, &mean, &var, &gamma, 1e-5)));
         let (tpf, tpb) = if side >= 8 {
-            (best(&|| drop(fastpool::forward(&x, n * c, side, side, 2, 2))), best(&|| drop(fastpool::backward(&dy[..n * c * plane / 4], n * c, side, side, 2, 2))))
+            (
+                best(&|| drop(fastpool::forward(&x, n * c, side, side, 2, 2))),
+                best(&|| drop(fastpool::backward(&dy[..n * c * plane / 4], n * c, side, side, 2, 2))),
+            )
         } else {
             (0.0, 0.0)
         };
         let mb = (n * c * plane * 4) as f64 / 1e6;
-        println!("{c:>3} x {side:>2}x{side:<2} ({mb:5.1} MB): statistics {:6.2} ms, normalise {:6.2} ms, backward {:6.2} ms | pool fwd {:5.2} ms, bwd {:5.2} ms", ts * 1e3, tn * 1e3, tb * 1e3, tpf * 1e3, tpb * 1e3);
+        println!(
+            "{c:>3} x {side:>2}x{side:<2} ({mb:5.1} MB): statistics {:6.2} ms, normalise {:6.2} ms, backward {:6.2} ms | pool fwd {:5.2} ms, bwd {:5.2} ms",
+            ts * 1e3,
+            tn * 1e3,
+            tb * 1e3,
+            tpf * 1e3,
+            tpb * 1e3
+        );
     }
 }

@@ -8,7 +8,16 @@ use relnet_models::fastconv::{Geometry, backward, forward};
 fn main() {
     let n = 256;
     // (ci, side, co, k, stride, pad, how many in ResNet-32)
-    let cases = [(3, 32, 16, 3, 1, 1, 1), (16, 32, 16, 3, 1, 1, 10), (16, 32, 32, 3, 2, 1, 1), (16, 32, 32, 1, 2, 0, 1), (32, 16, 32, 3, 1, 1, 9), (32, 16, 64, 3, 2, 1, 1), (32, 16, 64, 1, 2, 0, 1), (64, 8, 64, 3, 1, 1, 9)];
+    let cases = [
+        (3, 32, 16, 3, 1, 1, 1),
+        (16, 32, 16, 3, 1, 1, 10),
+        (16, 32, 32, 3, 2, 1, 1),
+        (16, 32, 32, 1, 2, 0, 1),
+        (32, 16, 32, 3, 1, 1, 9),
+        (32, 16, 64, 3, 2, 1, 1),
+        (32, 16, 64, 1, 2, 0, 1),
+        (64, 8, 64, 3, 1, 1, 9),
+    ];
     let (mut tf, mut tw, mut tx) = (0.0, 0.0, 0.0);
     for (ci, side, co, k, s, p, count) in cases {
         let g = Geometry { n, ci, h: side, w: side, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
@@ -27,10 +36,23 @@ fn main() {
         let f = time(&|| drop(forward(&g, &x, &w)));
         let dw = time(&|| drop(backward(&g, &x, &w, &dy, false, true)));
         let dx = time(&|| drop(backward(&g, &x, &w, &dy, true, false)));
-        println!("{ci:>3}->{co:<3} {side:>2}x{side:<2} k{k} s{s} x{count:<2}: forward {:6.1} ms {:5.1} GFLOP/s | dW {:6.1} ms {:5.1} | dX {:6.1} ms {:5.1}", f * 1e3, flop / f / 1e9, dw * 1e3, flop / dw / 1e9, dx * 1e3, flop / dx / 1e9);
+        println!(
+            "{ci:>3}->{co:<3} {side:>2}x{side:<2} k{k} s{s} x{count:<2}: forward {:6.1} ms {:5.1} GFLOP/s | dW {:6.1} ms {:5.1} | dX {:6.1} ms {:5.1}",
+            f * 1e3,
+            flop / f / 1e9,
+            dw * 1e3,
+            flop / dw / 1e9,
+            dx * 1e3,
+            flop / dx / 1e9
+        );
         tf += f * count as f64;
         tw += dw * count as f64;
         tx += dx * count as f64;
     }
-    println!("ResNet-32's convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms", tf * 1e3, tw * 1e3, tx * 1e3);
+    println!(
+        "ResNet-32's convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms",
+        tf * 1e3,
+        tw * 1e3,
+        tx * 1e3
+    );
 }

@@ -41,11 +41,17 @@ fn main() {
             let t = Instant::now();
             let sums: Vec<f32> = std::thread::scope(|s| {
                 // SAFETY: AVX2 and FMA were detected above.
-                let hs: Vec<_> = (0..threads).map(|i| s.spawn(move || unsafe { chains(iters, 1e-3 * (i + 1) as f32) })).collect();
+                let hs: Vec<_> =
+                    (0..threads).map(|i| s.spawn(move || unsafe { chains(iters, 1e-3 * (i + 1) as f32) })).collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()
             });
             let secs = t.elapsed().as_secs_f64();
-            println!("run {run}: {threads} threads, {:.1} GFLOP/s in all, {:.1} per thread (checksum {:.3})", flop_per_thread * threads as f64 / secs / 1e9, flop_per_thread / secs / 1e9, sums.iter().sum::<f32>());
+            println!(
+                "run {run}: {threads} threads, {:.1} GFLOP/s in all, {:.1} per thread (checksum {:.3})",
+                flop_per_thread * threads as f64 / secs / 1e9,
+                flop_per_thread / secs / 1e9,
+                sums.iter().sum::<f32>()
+            );
         }
     }
 }

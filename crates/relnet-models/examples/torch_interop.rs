@@ -37,10 +37,15 @@ fn main() {
             let b = b.valid();
             export_safetensors(&b, kind, &dir.join(format!("{kind}.safetensors"))).unwrap();
             let v = x.clone().into_data().try_to_vec::<f32>().unwrap();
-            std::fs::write(dir.join(format!("{kind}_input.f32")), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+            std::fs::write(
+                dir.join(format!("{kind}_input.f32")),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+            )
+            .unwrap();
             write_f32(&dir.join(format!("{kind}_relnet.f32")), b.forward(x));
         } else {
-            let (b, _) = import_safetensors(&dir.join(format!("{kind}_torch.safetensors")), Some(kind), &device).unwrap();
+            let (b, _) =
+                import_safetensors(&dir.join(format!("{kind}_torch.safetensors")), Some(kind), &device).unwrap();
             write_f32(&dir.join(format!("{kind}_imported.f32")), b.valid().forward(x));
         }
     }

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use burn::prelude::*;
 
 use crate::conv4::Conv4;
-use crate::resnet34::ResNet34;
 use crate::resnet_cifar::ResNetCifar;
+use crate::resnet34::ResNet34;
 
 /// What the rest of relnet asks about a backbone, declared in the backbone's own file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +41,13 @@ pub enum BackboneKind {
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 5] =
-        [BackboneKind::Conv4, BackboneKind::Resnet8, BackboneKind::Resnet32, BackboneKind::Resnet56, BackboneKind::Resnet34];
+    pub const ALL: [BackboneKind; 5] = [
+        BackboneKind::Conv4,
+        BackboneKind::Resnet8,
+        BackboneKind::Resnet32,
+        BackboneKind::Resnet56,
+        BackboneKind::Resnet34,
+    ];
 
     /// Everything relnet asks about the backbone, declared in the backbone's own file.
     pub fn spec(self) -> BackboneSpec {
@@ -94,10 +99,9 @@ impl fmt::Display for BackboneKind {
 impl FromStr for BackboneKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        BackboneKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown backbone `{s}` (expected {})", BackboneKind::ALL.map(BackboneKind::name).join(", ")))
+        BackboneKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            format!("unknown backbone `{s}` (expected {})", BackboneKind::ALL.map(BackboneKind::name).join(", "))
+        })
     }
 }
 

@@ -1,9 +1,9 @@
 //! Conv-4: four blocks conv3x3 (no bias) -> BN -> ReLU -> AvgPool 2x2, channels 3-8-16-32-64,
 //! no pool after block 4, then global average pooling: 64-d features, 24,648 parameters.
 
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use burn::nn::BatchNorm;
 use burn::prelude::*;
 
 use crate::backbone::BackboneSpec;

@@ -34,7 +34,11 @@ fn cpu_ok() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::env::var("RELNET_DIRECT_CONV").map(|v| v != "off").unwrap_or(true))
+        *OK.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::env::var("RELNET_DIRECT_CONV").map(|v| v != "off").unwrap_or(true)
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -45,7 +49,19 @@ fn cpu_ok() -> bool {
 /// Whether [`forward_image`] handles `g`: a 3x3 kernel, stride 1, padding 1, a width that is a
 /// multiple of 8, an even number of output channels, on a CPU with AVX2 and FMA.
 pub(crate) fn covers(g: &Geometry) -> bool {
-    g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.ph == 1 && g.pw == 1 && g.w.is_multiple_of(8) && g.w > 0 && g.h > 0 && g.co > 0 && g.co.is_multiple_of(2) && g.ci > 0 && cpu_ok()
+    g.kh == 3
+        && g.kw == 3
+        && g.sh == 1
+        && g.sw == 1
+        && g.ph == 1
+        && g.pw == 1
+        && g.w.is_multiple_of(8)
+        && g.w > 0
+        && g.h > 0
+        && g.co > 0
+        && g.co.is_multiple_of(2)
+        && g.ci > 0
+        && cpu_ok()
 }
 
 /// The register tiles' output channels, as (first, count): `R` at a time, the last tile 2 or
@@ -54,7 +70,15 @@ pub(crate) fn covers(g: &Geometry) -> bool {
 fn tiles(co: usize) -> impl Iterator<Item = (usize, usize)> {
     let split = co % R == 2 && co > R;
     let full = if split { co / R - 1 } else { co / R };
-    let tail: &[usize] = if split { &[4, 4] } else if co % R == 4 { &[4] } else if co % R == 2 { &[2] } else { &[] };
+    let tail: &[usize] = if split {
+        &[4, 4]
+    } else if co % R == 4 {
+        &[4]
+    } else if co % R == 2 {
+        &[2]
+    } else {
+        &[]
+    };
     let mut counts: Vec<usize> = std::iter::repeat_n(R, full).chain(tail.iter().copied()).collect();
     counts.retain(|&c| c > 0);
     let mut first = 0;
@@ -111,7 +135,10 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.h * g.w);
     // Not zeroed first: `forward_image` writes every value.
     let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
-    out.spare_capacity_mut()[..g.n * len_out].par_chunks_mut(len_out).zip(x.par_chunks(len_in)).for_each_init(Vec::new, |buf, (o, xi)| forward_image(g, xi, &packed, o, buf));
+    out.spare_capacity_mut()[..g.n * len_out]
+        .par_chunks_mut(len_out)
+        .zip(x.par_chunks(len_in))
+        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(g, xi, &packed, o, buf));
     // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`covers`)
     // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values
     // with an image, and `forward_image` wrote each chunk whole before `for_each_init` returned
@@ -154,7 +181,14 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over them),
 /// and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same bits on
 /// any thread count.
-pub(crate) fn weight_grad_image(g: &Geometry, x: &[f32], dy: &[f32], dwt: &mut [f32], buf: &mut Vec<f32>, dyt: &mut Vec<f32>) {
+pub(crate) fn weight_grad_image(
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    dwt: &mut [f32],
+    buf: &mut Vec<f32>,
+    dyt: &mut Vec<f32>,
+) {
     assert!(covers_weight_grad(g));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(dy.len(), g.co * g.h * g.w);
@@ -240,7 +274,14 @@ mod avx {
     /// pixels `first * 8 .. (first + N) * 8`: inside `out`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn tile<const RR: usize, const N: usize>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32, co: usize, first: usize) {
+    unsafe fn tile<const RR: usize, const N: usize>(
+        g: &Geometry,
+        buf: &[f32],
+        packed: &[f32],
+        out: *mut f32,
+        co: usize,
+        first: usize,
+    ) {
         let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
         let taps = g.ci * 9;
         // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
@@ -305,7 +346,9 @@ mod avx {
     /// holds `ci * 9 * co` values.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weight_grad(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-        debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co);
+        debug_assert!(
+            buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co
+        );
         let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
         // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
         let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
@@ -348,7 +391,17 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn grad_tile<const T: usize, const V: usize>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32], offs: &[usize], k: usize, o: usize, y0: usize, y1: usize) {
+    unsafe fn grad_tile<const T: usize, const V: usize>(
+        g: &Geometry,
+        buf: &[f32],
+        dyt: &[f32],
+        dwt: &mut [f32],
+        offs: &[usize],
+        k: usize,
+        o: usize,
+        y0: usize,
+        y1: usize,
+    ) {
         let wp = g.w + 2;
         let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
         let mut acc = [[_mm256_setzero_ps(); V]; T];
@@ -408,7 +461,8 @@ mod tests {
                             for kx in 0..3 {
                                 let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
                                 if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                    s += w[((o * g.ci + c) * 3 + ky) * 3 + kx] * x[(c * g.h + iy as usize) * g.w + ix as usize];
+                                    s += w[((o * g.ci + c) * 3 + ky) * 3 + kx]
+                                        * x[(c * g.h + iy as usize) * g.w + ix as usize];
                                 }
                             }
                         }
@@ -428,7 +482,20 @@ mod tests {
         }
         // (ci, side, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
         // 8, 24 (a tail of one and two runs) and 40.
-        for (ci, h, w, co) in [(3, 32, 32, 16), (16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (8, 16, 16, 16), (5, 3, 8, 4), (2, 7, 24, 8), (1, 1, 40, 12), (3, 8, 8, 2), (4, 8, 16, 10), (3, 32, 32, 8), (8, 16, 16, 14)] {
+        for (ci, h, w, co) in [
+            (3, 32, 32, 16),
+            (16, 32, 32, 16),
+            (32, 16, 16, 32),
+            (64, 8, 8, 64),
+            (8, 16, 16, 16),
+            (5, 3, 8, 4),
+            (2, 7, 24, 8),
+            (1, 1, 40, 12),
+            (3, 8, 8, 2),
+            (4, 8, 16, 10),
+            (3, 32, 32, 8),
+            (8, 16, 16, 14),
+        ] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
             assert!(covers(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
@@ -453,7 +520,18 @@ mod tests {
             eprintln!("SKIP: this CPU lacks AVX2 or FMA; the direct kernel is never used here");
             return;
         }
-        for (ci, h, w, co) in [(16, 32, 32, 16), (32, 16, 16, 32), (64, 8, 8, 64), (3, 32, 32, 16), (3, 32, 32, 8), (8, 16, 16, 16), (2, 3, 8, 16), (4, 5, 24, 48), (2, 40, 8, 16), (5, 8, 8, 24)] {
+        for (ci, h, w, co) in [
+            (16, 32, 32, 16),
+            (32, 16, 16, 32),
+            (64, 8, 8, 64),
+            (3, 32, 32, 16),
+            (3, 32, 32, 8),
+            (8, 16, 16, 16),
+            (2, 3, 8, 16),
+            (4, 5, 24, 48),
+            (2, 40, 8, 16),
+            (5, 8, 8, 24),
+        ] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
             assert!(covers_weight_grad(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
@@ -475,7 +553,8 @@ mod tests {
                                 for xx in 0..w {
                                     let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        s += (dy[(o * h + y) * w + xx] * x[(c * h + iy as usize) * w + ix as usize]) as f64;
+                                        s += (dy[(o * h + y) * w + xx] * x[(c * h + iy as usize) * w + ix as usize])
+                                            as f64;
                                     }
                                 }
                             }
@@ -515,7 +594,14 @@ mod tests {
     #[test]
     fn declines_what_it_does_not_cover() {
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        for bad in [Geometry { w: 4, ..g }, Geometry { co: 7, ..g }, Geometry { co: 0, ..g }, Geometry { sh: 2, ..g }, Geometry { ph: 0, ..g }, Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g }] {
+        for bad in [
+            Geometry { w: 4, ..g },
+            Geometry { co: 7, ..g },
+            Geometry { co: 0, ..g },
+            Geometry { sh: 2, ..g },
+            Geometry { ph: 0, ..g },
+            Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g },
+        ] {
             assert!(!covers(&bad), "{bad:?}");
         }
     }

@@ -33,8 +33,14 @@ use crate::fastconv::{enabled, mul, on_flex, par_filled, values};
 fn check_images(what: &str, x: usize, n: Option<usize>, channels: usize, plane: usize) -> usize {
     let len = mul(channels, plane, what);
     match n {
-        Some(n) => assert!(mul(n, len, what) == x, "{what}: {x} values are not {n} images of {channels} channels x {plane} values"),
-        None => assert!(if len == 0 { x == 0 } else { x.is_multiple_of(len) }, "{what}: {x} values are not whole images of {channels} channels x {plane} values"),
+        Some(n) => assert!(
+            mul(n, len, what) == x,
+            "{what}: {x} values are not {n} images of {channels} channels x {plane} values"
+        ),
+        None => assert!(
+            if len == 0 { x == 0 } else { x.is_multiple_of(len) },
+            "{what}: {x} values are not whole images of {channels} channels x {plane} values"
+        ),
     }
     len
 }
@@ -47,8 +53,17 @@ fn check_channels(what: &str, channels: usize, per_channel: &[(&str, &[f32])]) {
 }
 
 /// Per channel `c` of `x` (`[n, channels, plane]`): `f(c, the channel's n planes)` in parallel.
-fn per_channel<T: Send>(x: &[f32], n: usize, channels: usize, plane: usize, f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync) -> Vec<T> {
-    (0..channels).into_par_iter().map(|c| f(c, &mut (0..n).map(|i| &x[(i * channels + c) * plane..(i * channels + c + 1) * plane]))).collect()
+fn per_channel<T: Send>(
+    x: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync,
+) -> Vec<T> {
+    (0..channels)
+        .into_par_iter()
+        .map(|c| f(c, &mut (0..n).map(|i| &x[(i * channels + c) * plane..(i * channels + c + 1) * plane])))
+        .collect()
 }
 
 /// `(sum of f(a, b), sum of g(a, b))` over two equally long slices: eight f32 lanes each (which
@@ -107,7 +122,17 @@ fn affine(channels: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32
 /// Unless `x` is such images (a multiple of `channels * plane` values, none if that is 0) and
 /// `mean`, `var`, `gamma` and `beta` have one value per channel.
 #[allow(clippy::too_many_arguments)]
-pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64, relu: bool) -> Vec<f32> {
+pub fn normalise(
+    x: &[f32],
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> Vec<f32> {
     const WHAT: &str = "fastbn::normalise";
     let len = check_images(WHAT, x.len(), None, channels, plane);
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
@@ -131,7 +156,17 @@ pub fn normalise(x: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[
 /// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
 /// expression, in the same float operations, as the forward pass decided on.
 #[allow(clippy::too_many_arguments)]
-fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Vec<f32> {
+fn relu_mask(
+    x: &[f32],
+    dy: &[f32],
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Vec<f32> {
     const WHAT: &str = "fastbn::relu_mask";
     let len = check_images(WHAT, x.len(), None, channels, plane);
     assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
@@ -160,7 +195,17 @@ fn relu_mask(x: &[f32], dy: &[f32], channels: usize, plane: usize, mean: &[f32],
 /// Unless `x` and `dy` have `n * channels * plane` values and `mean`, `var` and `gamma` one
 /// per channel.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, mean: &[f32], var: &[f32], gamma: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn backward(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "fastbn::backward";
     let len = check_images(WHAT, x.len(), Some(n), channels, plane);
     assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
@@ -210,10 +255,22 @@ pub fn backward(x: &[f32], dy: &[f32], n: usize, channels: usize, plane: usize, 
 pub trait FastBatchNorm: Backend {
     /// Training-mode batch norm of an NCHW input, followed by a ReLU if `relu`: (output, mean,
     /// biased variance).
-    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    fn fast_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+fn flex_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f64,
+    relu: bool,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
     let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
     assert!(shape.len() >= 2, "fast_batch_norm_train: input of shape {shape:?} has no channel axis");
     let (n, c) = (shape[0], shape[1]);
@@ -221,17 +278,33 @@ fn flex_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64,
     let plane = shape[2..].iter().product::<usize>();
     let (mean, var) = statistics(&xv, n, c, plane);
     let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
-    (FlexTensor::from_data(TensorData::new(y, shape)), FlexTensor::from_data(TensorData::new(mean, [c])), FlexTensor::from_data(TensorData::new(var, [c])))
+    (
+        FlexTensor::from_data(TensorData::new(y, shape)),
+        FlexTensor::from_data(TensorData::new(mean, [c])),
+        FlexTensor::from_data(TensorData::new(var, [c])),
+    )
 }
 
 impl FastBatchNorm for Flex {
-    fn fast_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn fast_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         flex_forward(&x, &gamma, &beta, epsilon, relu)
     }
 }
 
 impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
-    fn fast_batch_norm_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn fast_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
         struct BatchNormBackward;
         impl Backward<Flex, 3> for BatchNormBackward {
@@ -241,7 +314,8 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
                 let (x, gamma, beta, mean, var, eps, relu) = ops.state;
-                let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) = (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
+                let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) =
+                    (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
                 // The forward pass checked the input's shape; `backward` checks the rest.
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
@@ -266,10 +340,11 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
         }
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
         let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon, relu);
-        let output = match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon, relu), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
+        let output =
+            match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon, relu), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
         (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
     }
 }
@@ -289,14 +364,37 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let device = x.device();
     static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
-    if !(on_flex(&device) && enabled() && bn_on && device.is_autodiff() && bn.training.is_enabled() && x.dtype() == burn::tensor::DType::F32) {
+    if !(on_flex(&device)
+        && enabled()
+        && bn_on
+        && device.is_autodiff()
+        && bn.training.is_enabled()
+        && x.dtype() == burn::tensor::DType::F32)
+    {
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
-    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), bn.gamma.val().into_dispatch(), bn.beta.val().into_dispatch(), bn.epsilon, relu);
-    let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) = (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
-    let running_mean = bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(mean.detach().mul_scalar(bn.momentum));
-    let running_var = bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - bn.momentum).add(var.detach().mul_scalar(bn.momentum));
+    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+        relu,
+    );
+    let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) =
+        (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
+    let running_mean = bn
+        .running_mean
+        .value_sync()
+        .to_device(&device)
+        .mul_scalar(1.0 - bn.momentum)
+        .add(mean.detach().mul_scalar(bn.momentum));
+    let running_var = bn
+        .running_var
+        .value_sync()
+        .to_device(&device)
+        .mul_scalar(1.0 - bn.momentum)
+        .add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
     y
@@ -344,7 +442,10 @@ impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
                 let [node_a, node_b] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
                 let ((shape, yv), (dy_shape, dv)) = (values(&ops.state), values(&dy));
-                assert!(shape == dy_shape, "fast_add_relu backward: output {shape:?} and its gradient {dy_shape:?} differ in shape");
+                assert!(
+                    shape == dy_shape,
+                    "fast_add_relu backward: output {shape:?} and its gradient {dy_shape:?} differ in shape"
+                );
                 let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
                     for ((o, &y), &d) in o.iter_mut().zip(&yv[i * CHUNK..]).zip(&dv[i * CHUNK..]) {
                         o.write(if y > 0.0 { d } else { 0.0 });
@@ -374,7 +475,12 @@ impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
 
 /// `relu(a + b)`, fused on burn-flex (f32, same shapes); burn's two operations elsewhere.
 pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    if !(on_flex(&a.device()) && enabled() && a.dtype() == burn::tensor::DType::F32 && b.dtype() == burn::tensor::DType::F32 && a.dims() == b.dims()) {
+    if !(on_flex(&a.device())
+        && enabled()
+        && a.dtype() == burn::tensor::DType::F32
+        && b.dtype() == burn::tensor::DType::F32
+        && a.dims() == b.dims())
+    {
         return burn::tensor::activation::relu(a + b);
     }
     Tensor::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(a.into_dispatch(), b.into_dispatch()))
@@ -387,7 +493,8 @@ mod tests {
     #[test]
     fn kernels_equal_the_definition() {
         let (n, c, plane, eps) = (5, 3, 7, 1e-5);
-        let x: Vec<f32> = (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
+        let x: Vec<f32> =
+            (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
         let dy: Vec<f32> = (0..x.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
         let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
         let (mean, var) = statistics(&x, n, c, plane);

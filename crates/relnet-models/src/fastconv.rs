@@ -23,11 +23,11 @@
 
 use std::sync::OnceLock;
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
@@ -86,9 +86,27 @@ impl Geometry {
     /// overflowing `usize`, and `x` (`[n, ci, h, w]`), `weight` (`[co, ci, kh, kw]`) and `dy`
     /// (`[n, co, oh, ow]`, when given) exactly as long as the geometry says.
     fn check(&self, what: &str, x: usize, weight: usize, dy: Option<usize>) {
-        assert!(self.kh > 0 && self.kw > 0 && self.sh > 0 && self.sw > 0, "{what}: kernel {}x{} and stride {}x{} must be at least 1", self.kh, self.kw, self.sh, self.sw);
-        let padded = |len: usize, p: usize| mul(2, p, what).checked_add(len).unwrap_or_else(|| panic!("{what}: padded size overflows usize"));
-        assert!(padded(self.h, self.ph) >= self.kh && padded(self.w, self.pw) >= self.kw, "{what}: kernel {}x{} is larger than the padded input {}x{} (padding {}x{})", self.kh, self.kw, self.h, self.w, self.ph, self.pw);
+        assert!(
+            self.kh > 0 && self.kw > 0 && self.sh > 0 && self.sw > 0,
+            "{what}: kernel {}x{} and stride {}x{} must be at least 1",
+            self.kh,
+            self.kw,
+            self.sh,
+            self.sw
+        );
+        let padded = |len: usize, p: usize| {
+            mul(2, p, what).checked_add(len).unwrap_or_else(|| panic!("{what}: padded size overflows usize"))
+        };
+        assert!(
+            padded(self.h, self.ph) >= self.kh && padded(self.w, self.pw) >= self.kw,
+            "{what}: kernel {}x{} is larger than the padded input {}x{} (padding {}x{})",
+            self.kh,
+            self.kw,
+            self.h,
+            self.w,
+            self.ph,
+            self.pw
+        );
         // Per image (or per output channel) first, so that each partial product is checked
         // even where the batch (or `co`) is 0.
         let size = |dims: [usize; 4]| dims.into_iter().fold(1, |p, d| mul(p, d, what));
@@ -111,7 +129,19 @@ impl Geometry {
     /// `co` input channels, `ci` output channels, padding `k - 1 - p` (the same size as the input).
     fn transposed(&self) -> Geometry {
         debug_assert!(self.sh == 1 && self.sw == 1 && self.ph < self.kh && self.pw < self.kw);
-        Geometry { n: self.n, ci: self.co, h: self.oh(), w: self.ow(), co: self.ci, kh: self.kh, kw: self.kw, sh: 1, sw: 1, ph: self.kh - 1 - self.ph, pw: self.kw - 1 - self.pw }
+        Geometry {
+            n: self.n,
+            ci: self.co,
+            h: self.oh(),
+            w: self.ow(),
+            co: self.ci,
+            kh: self.kh,
+            kw: self.kw,
+            sh: 1,
+            sw: 1,
+            ph: self.kh - 1 - self.ph,
+            pw: self.kw - 1 - self.pw,
+        }
     }
 }
 
@@ -123,7 +153,8 @@ fn flipped(g: &Geometry, weight: &[f32]) -> Vec<f32> {
         for c in 0..g.ci {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    out[((c * g.co + o) * kh + ky) * kw + kx] = weight[((o * g.ci + c) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                    out[((c * g.co + o) * kh + ky) * kw + kx] =
+                        weight[((o * g.ci + c) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
                 }
             }
         }
@@ -248,7 +279,11 @@ fn col2im_add(g: &Geometry, col: &[f32], ld: usize, dx: &mut [f32]) {
 /// Every call of `fill` that returns must have written every element of the slice it was
 /// given (`MaybeUninit::write`); the vector's values are read as initialised afterwards. A
 /// `fill` that panics exposes nothing: the panic propagates and the vector is dropped empty.
-pub(crate) unsafe fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+pub(crate) unsafe fn par_filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, c)| fill(i, c));
     // SAFETY: the capacity is at least `len`, and the chunks partition `..len`, each written
@@ -265,7 +300,19 @@ pub(crate) fn mul(a: usize, b: usize, what: &str) -> usize {
 /// `dst (m x n, row-major) (+)= a (m x k) * b (k x n)`, with `a` and `b` addressed by (row
 /// stride, column stride), on the calling thread.
 #[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+) {
     matmul_to(m, n, k, dst, n, 1, accumulate, a, a_rs, a_cs, b, b_rs, b_cs)
 }
 
@@ -273,11 +320,29 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, a: &[
 /// lets the `gemm` crate read a `b` whose columns are contiguous without packing it, and pack
 /// `a` instead (the weight gradient: `a` is dY, a ninth of the patch matrix `b`).
 #[allow(clippy::too_many_arguments)]
-fn matmul_to(m: usize, n: usize, k: usize, dst: &mut [f32], d_rs: usize, d_cs: usize, accumulate: bool, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize) {
+fn matmul_to(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    d_rs: usize,
+    d_cs: usize,
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+) {
     // The last element a `rows x cols` matrix with these strides addresses, in checked
     // arithmetic (a wrapped product could pass the length check below).
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1).checked_mul(rs).and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
-    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| rows == 0 || cols == 0 || last(rows, cols, rs, cs).is_some_and(|l| l < len);
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows - 1).checked_mul(rs).and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+    };
+    let fits = |len: usize, rows: usize, cols: usize, rs: usize, cs: usize| {
+        rows == 0 || cols == 0 || last(rows, cols, rs, cs).is_some_and(|l| l < len)
+    };
     assert!(fits(dst.len(), m, n, d_rs, d_cs), "matmul: dst of {} values is too short for {m}x{n}", dst.len());
     assert!(fits(a.len(), m, k, a_rs, a_cs), "matmul: a of {} values is too short for {m}x{k}", a.len());
     assert!(fits(b.len(), k, n, b_rs, b_cs), "matmul: b of {} values is too short for {k}x{n}", b.len());
@@ -397,7 +462,14 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// # Panics
 ///
 /// Where [`forward`] panics, or where `dy`'s length does not match `g`.
-pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: bool, want_w: bool) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+pub fn backward(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
     if g.empty() {
@@ -407,12 +479,19 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
     // convolution of `dy` with the flipped, transposed kernel: one GEMM of depth co*kh*kw per
     // chunk, like the forward pass, instead of a GEMM of depth co and a scatter-add (col2im).
     if want_x && g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw && !g.pointwise() {
-        let (dx, dw) = rayon::join(|| forward(&g.transposed(), dy, &flipped(g, weight)), || if want_w { backward(g, x, weight, dy, false, true).1 } else { None });
+        let (dx, dw) = rayon::join(
+            || forward(&g.transposed(), dy, &flipped(g, weight)),
+            || if want_w { backward(g, x, weight, dy, false, true).1 } else { None },
+        );
         return (Some(dx), dw);
     }
     let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     // One chunk of images: its share of the weight gradient, and its input gradient into `dxc`.
-    let work = |(col, dcol, wide): &mut (Vec<f32>, Vec<f32>, Vec<f32>), xc: &[f32], dyc: &[f32], dxc: Option<&mut [f32]>| -> Vec<f32> {
+    let work = |(col, dcol, wide): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
+                xc: &[f32],
+                dyc: &[f32],
+                dxc: Option<&mut [f32]>|
+     -> Vec<f32> {
         let b = xc.len() / g.input_len();
         // dY of the chunk as one [co, b*P] matrix.
         let dyw: &[f32] = if b == 1 {
@@ -428,7 +507,10 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
             // their buffers as scratch).
             dw = vec![0f32; g.co * rows];
             for j in 0..b {
-                let (xi, dyi) = (&xc[j * g.input_len()..(j + 1) * g.input_len()], &dyc[j * g.output_len()..(j + 1) * g.output_len()]);
+                let (xi, dyi) = (
+                    &xc[j * g.input_len()..(j + 1) * g.input_len()],
+                    &dyc[j * g.output_len()..(j + 1) * g.output_len()],
+                );
                 direct3x3::weight_grad_image(g, xi, dyi, &mut dw, col, dcol);
             }
         } else if want_w {
@@ -463,7 +545,10 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
     let xs = x.par_chunks(b * g.input_len());
     let dys = dy.par_chunks(b * g.output_len());
     let parts: Vec<Vec<f32>> = if want_x {
-        xs.zip(dys).zip(dx.par_chunks_mut(b * g.input_len())).map_init(scratch, |s, ((xc, dyc), dxc)| work(s, xc, dyc, Some(dxc))).collect()
+        xs.zip(dys)
+            .zip(dx.par_chunks_mut(b * g.input_len()))
+            .map_init(scratch, |s, ((xc, dyc), dxc)| work(s, xc, dyc, Some(dxc)))
+            .collect()
     } else {
         xs.zip(dys).map_init(scratch, |s, (xc, dyc)| work(s, xc, dyc, None)).collect()
     };
@@ -485,7 +570,14 @@ pub fn backward(g: &Geometry, x: &[f32], weight: &[f32], dy: &[f32], want_x: boo
 #[backend_extension(Flex, Autodiff)]
 pub trait FastConv: Backend {
     /// A bias-free 2D convolution with stride (sh, sw) and symmetric padding (ph, pw).
-    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, sh: usize, sw: usize, ph: usize, pw: usize) -> FloatTensor<Self>;
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        sh: usize,
+        sw: usize,
+        ph: usize,
+        pw: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// The shape and row-major values of a flex tensor.
@@ -516,7 +608,14 @@ impl FastConv for Flex {
 }
 
 impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
-    fn fast_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, sh: usize, sw: usize, ph: usize, pw: usize) -> FloatTensor<Self> {
+    fn fast_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        sh: usize,
+        sw: usize,
+        ph: usize,
+        pw: usize,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct ConvBackward;
         impl Backward<Flex, 2> for ConvBackward {
@@ -578,7 +677,12 @@ pub(crate) fn on_flex(device: &Device) -> bool {
 /// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, f32, groups 1, no
 /// dilation, symmetric padding), through burn's `conv2d` everywhere else.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !(on_flex(&x.device()) && enabled() && x.dtype() == burn::tensor::DType::F32 && conv.groups == 1 && conv.dilation == [1, 1]) {
+    if !(on_flex(&x.device())
+        && enabled()
+        && x.dtype() == burn::tensor::DType::F32
+        && conv.groups == 1
+        && conv.dilation == [1, 1])
+    {
         return conv.forward(x);
     }
     let (top, left) = match conv.padding {
@@ -587,7 +691,14 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         _ => return conv.forward(x),
     };
     let [sh, sw] = conv.stride;
-    let out = Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(x.into_dispatch(), conv.weight.val().into_dispatch(), sh, sw, top, left));
+    let out = Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(
+        x.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        sh,
+        sw,
+        top,
+        left,
+    ));
     match &conv.bias {
         Some(b) => {
             let co = b.dims()[0];

@@ -182,7 +182,13 @@ impl<C: CheckpointStrategy> FastAvgPool for Autodiff<Flex, C> {
 /// `ceil_mode`); burn's pool everywhere else.
 pub fn avg_pool2d(pool: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
     let [kh, kw] = pool.kernel_size;
-    if !(on_flex(&x.device()) && enabled() && x.dtype() == burn::tensor::DType::F32 && pool.stride == pool.kernel_size && matches!(pool.padding, PaddingConfig2d::Valid) && !pool.ceil_mode) {
+    if !(on_flex(&x.device())
+        && enabled()
+        && x.dtype() == burn::tensor::DType::F32
+        && pool.stride == pool.kernel_size
+        && matches!(pool.padding, PaddingConfig2d::Valid)
+        && !pool.ceil_mode)
+    {
         return pool.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as FastAvgPool>::fast_avg_pool2d(x.into_dispatch(), kh, kw))
@@ -196,7 +202,8 @@ mod tests {
     fn kernels_equal_the_definition() {
         // 2 planes of 5 x 7, kernel 2 x 3: the last row and column are dropped.
         let (planes, h, w, kh, kw) = (2, 5, 7, 2, 3);
-        let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
+        let x: Vec<f32> =
+            (0..planes * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
         let y = forward(&x, planes, h, w, kh, kw);
         let (oh, ow) = (h / kh, w / kw);
         assert_eq!(y.len(), planes * oh * ow);
@@ -205,7 +212,11 @@ mod tests {
         for p in 0..planes {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let want: f32 = (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))).map(|(a, b)| x[(p * h + oy * kh + a) * w + ox * kw + b]).sum::<f32>() / 6.0;
+                    let want: f32 = (0..kh)
+                        .flat_map(|a| (0..kw).map(move |b| (a, b)))
+                        .map(|(a, b)| x[(p * h + oy * kh + a) * w + ox * kw + b])
+                        .sum::<f32>()
+                        / 6.0;
                     assert!((y[(p * oh + oy) * ow + ox] - want).abs() < 1e-6);
                 }
             }

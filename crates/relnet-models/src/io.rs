@@ -47,7 +47,9 @@ fn commit(tmp: &Path, path: &Path) -> Result<(), ModelIoError> {
 
 fn ensure_parent(path: &Path) -> Result<(), ModelIoError> {
     match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => std::fs::create_dir_all(p).map_err(|e| err(path, format!("cannot create folder: {e}"))),
+        Some(p) if !p.as_os_str().is_empty() => {
+            std::fs::create_dir_all(p).map_err(|e| err(path, format!("cannot create folder: {e}")))
+        }
         _ => Ok(()),
     }
 }
@@ -56,9 +58,14 @@ fn ensure_parent(path: &Path) -> Result<(), ModelIoError> {
 pub fn save_backbone(backbone: &Backbone, kind: BackboneKind, path: &Path) -> Result<(), ModelIoError> {
     ensure_parent(path)?;
     let tmp = tmp_path(path);
-    let mut store = BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true).metadata(KIND_KEY, kind.name());
+    let mut store =
+        BurnpackStore::from_file(&tmp).auto_extension(false).overwrite(true).metadata(KIND_KEY, kind.name());
     backbone.save_into(&mut store).map_err(|e| err(path, format!("cannot write backbone: {e}")))?;
-    let canonical = path.with_file_name(format!(".{}.{}.canonical.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    let canonical = path.with_file_name(format!(
+        ".{}.{}.canonical.tmp",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
     let stripped = without_param_ids(&tmp, &canonical);
     let _ = std::fs::remove_file(&tmp);
     stripped.map_err(|e| {
@@ -101,7 +108,8 @@ pub fn backbone_kind(path: &Path) -> Result<BackboneKind, ModelIoError> {
     if !path.is_file() {
         return Err(err(path, "no such file"));
     }
-    let reader = burn_pack::Reader::from_file(path).map_err(|e| err(path, format!("not a readable burnpack file: {e}")))?;
+    let reader =
+        burn_pack::Reader::from_file(path).map_err(|e| err(path, format!("not a readable burnpack file: {e}")))?;
     kind_from(path, reader.metadata().get(KIND_KEY))
 }
 
@@ -146,7 +154,8 @@ fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String,
     }
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header).map_err(|_| err(path, "truncated safetensors header"))?;
-    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| err(path, format!("bad safetensors header: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| err(path, format!("bad safetensors header: {e}")))?;
     Ok(json
         .get("__metadata__")
         .and_then(|m| m.as_object())
@@ -156,7 +165,11 @@ fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String,
 
 /// Imports a backbone from safetensors with PyTorch names. The kind comes from the file's
 /// metadata, or from `kind` when the file has none (a state dict saved by PyTorch).
-pub fn import_safetensors(path: &Path, kind: Option<BackboneKind>, device: &Device) -> Result<(Backbone, BackboneKind), ModelIoError> {
+pub fn import_safetensors(
+    path: &Path,
+    kind: Option<BackboneKind>,
+    device: &Device,
+) -> Result<(Backbone, BackboneKind), ModelIoError> {
     let meta = safetensors_metadata(path)?;
     let kind = match (meta.get(KIND_KEY), kind) {
         (Some(m), _) => kind_from(path, Some(m))?,

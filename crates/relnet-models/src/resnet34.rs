@@ -43,7 +43,10 @@ impl ResNet34 {
         ResNet34 {
             conv1: conv(3, 64, 7, 2, 3, device),
             bn1: bn(64, device),
-            maxpool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
             layer1: stage(64, 64, 3, 1, device),
             layer2: stage(64, 128, 4, 2, device),
             layer3: stage(128, 256, 6, 2, device),

@@ -2,8 +2,8 @@
 //! three stages of BasicBlocks at 16/32/64 channels (strides 1/2/2), a projection shortcut
 //! (1x1 conv + BN, "option B") wherever stride or width changes, global average pooling.
 
-use burn::nn::conv::Conv2d;
 use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
 use crate::backbone::BackboneSpec;
@@ -55,7 +55,13 @@ impl BasicBlock {
 
 /// A stage of blocks; the first may change stride and width.
 pub fn stage(cin: usize, cout: usize, blocks: usize, stride: usize, device: &Device) -> Vec<BasicBlock> {
-    (0..blocks).map(|i| if i == 0 { BasicBlock::new(cin, cout, stride, device) } else { BasicBlock::new(cout, cout, 1, device) }).collect()
+    (0..blocks)
+        .map(
+            |i| {
+                if i == 0 { BasicBlock::new(cin, cout, stride, device) } else { BasicBlock::new(cout, cout, 1, device) }
+            },
+        )
+        .collect()
 }
 
 #[derive(Module, Debug)]
@@ -69,7 +75,15 @@ pub struct ResNetCifar {
 
 const fn cifar_spec(name: &'static str, reference_params: usize, deep: bool) -> BackboneSpec {
     // Two stride-2 stages: any side of 4 or more leaves a map.
-    BackboneSpec { name, features: ResNetCifar::FEATURES, first_channels: 16, min_side: 4, reference_params, check_side: 32, deep }
+    BackboneSpec {
+        name,
+        features: ResNetCifar::FEATURES,
+        first_channels: 16,
+        min_side: 4,
+        reference_params,
+        check_side: 32,
+        deep,
+    }
 }
 
 /// ResNet-8 (one block per stage).

@@ -99,12 +99,24 @@ fn burnpack_and_safetensors_round_trips() {
         let names = safetensor_names(&st);
         match kind {
             BackboneKind::Conv4 => {
-                for n in ["layer1.conv.weight", "layer4.bn.weight", "layer4.bn.bias", "layer2.bn.running_mean", "layer3.bn.running_var"] {
+                for n in [
+                    "layer1.conv.weight",
+                    "layer4.bn.weight",
+                    "layer4.bn.bias",
+                    "layer2.bn.running_mean",
+                    "layer3.bn.running_var",
+                ] {
                     assert!(names.contains(&n.to_string()), "{n} not in {names:?}");
                 }
             }
             _ => {
-                for n in ["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight", "layer3.0.downsample.1.running_var"] {
+                for n in [
+                    "conv1.weight",
+                    "bn1.weight",
+                    "layer1.0.conv1.weight",
+                    "layer2.0.downsample.0.weight",
+                    "layer3.0.downsample.1.running_var",
+                ] {
                     assert!(names.contains(&n.to_string()), "{n} not in {names:?}");
                 }
             }
@@ -130,5 +142,7 @@ fn bad_artifacts_are_named_errors() {
     std::fs::write(&s, 1_000_000u64.to_le_bytes()).unwrap();
     let e = import_safetensors(&s, None, &Device::flex()).unwrap_err().to_string();
     assert!(e.contains("junk.safetensors") && e.contains("header"), "{e}");
-    assert!(load_backbone(&dir.path().join("none.bpk"), &Device::flex()).unwrap_err().to_string().contains("no such file"));
+    assert!(
+        load_backbone(&dir.path().join("none.bpk"), &Device::flex()).unwrap_err().to_string().contains("no such file")
+    );
 }

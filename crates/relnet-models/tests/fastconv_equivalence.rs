@@ -39,7 +39,10 @@ fn pass(model: &relnet_models::Backbone, x: &Tensor<4>, t: &Tensor<2>) -> Vec<(S
     let grads = (y.clone() * t.clone()).sum().backward();
     let mut v = Grads { grads: &grads, out: Vec::new(), n: 0 };
     model.visit(&mut v);
-    let mut all = vec![("output".to_string(), y.to_data().iter::<f32>().collect()), ("input gradient".to_string(), values(x.grad(&grads).expect("input gradient")))];
+    let mut all = vec![
+        ("output".to_string(), y.to_data().iter::<f32>().collect()),
+        ("input gradient".to_string(), values(x.grad(&grads).expect("input gradient"))),
+    ];
     all.extend(v.out);
     all
 }
@@ -67,7 +70,12 @@ fn assert_close_l2(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &st
 fn every_backbone_matches_burns_convolution_forward_and_backward() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
-    for (kind, side) in [(BackboneKind::Conv4, 32), (BackboneKind::Resnet8, 32), (BackboneKind::Resnet32, 32), (BackboneKind::Resnet34, 96)] {
+    for (kind, side) in [
+        (BackboneKind::Conv4, 32),
+        (BackboneKind::Resnet8, 32),
+        (BackboneKind::Resnet32, 32),
+        (BackboneKind::Resnet34, 96),
+    ] {
         let init = || {
             device.seed(7);
             kind.init(&device)
@@ -103,7 +111,9 @@ fn the_fast_path_runs_and_other_geometries_fall_back() {
     // not bit for bit, which shows the fast path is the one that ran.
     let device = Device::flex();
     device.seed(3);
-    let conv = burn::nn::conv::Conv2dConfig::new([4, 5], [3, 3]).with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&device);
+    let conv = burn::nn::conv::Conv2dConfig::new([4, 5], [3, 3])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
     let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 1.0), &device);
     let fast = values(relnet_models::fastconv::conv2d(&conv, x.clone()));
     let burn = values(conv.forward(x.clone()));
@@ -132,7 +142,11 @@ fn batch_norm_alone_matches_burns() {
         for relu in [false, true] {
             let run = |x: Tensor<4>| {
                 let x = x.require_grad();
-                let y = if relu { relnet_models::fastbn::batch_norm_relu(&bn, x.clone()) } else { relnet_models::fastbn::batch_norm(&bn, x.clone()) };
+                let y = if relu {
+                    relnet_models::fastbn::batch_norm_relu(&bn, x.clone())
+                } else {
+                    relnet_models::fastbn::batch_norm(&bn, x.clone())
+                };
                 let g = (y.clone() * t.clone()).sum().backward();
                 vec![
                     ("output".to_string(), values(y)),
@@ -151,12 +165,16 @@ fn batch_norm_alone_matches_burns() {
             assert_close(&fast, &reference, &format!("batch norm (relu {relu}) {n}x{c}x{side}x{side}"));
         }
         // The running statistics one training pass leaves, fast against burn's.
-        let (bn, fresh) = (burn::nn::BatchNormConfig::new(c).init(&device), burn::nn::BatchNormConfig::new(c).init(&device));
+        let (bn, fresh) =
+            (burn::nn::BatchNormConfig::new(c).init(&device), burn::nn::BatchNormConfig::new(c).init(&device));
         let _ = relnet_models::fastbn::batch_norm(&bn, x.clone().require_grad());
         let _ = with_burn_conv(|| fresh.forward(x.clone().require_grad()));
         let stats = |b: &burn::nn::BatchNorm| {
             let v = |t: Tensor<1>| t.to_data().iter::<f32>().collect::<Vec<f32>>();
-            vec![("running mean".to_string(), v(b.running_mean.value_sync())), ("running variance".to_string(), v(b.running_var.value_sync()))]
+            vec![
+                ("running mean".to_string(), v(b.running_mean.value_sync())),
+                ("running variance".to_string(), v(b.running_var.value_sync())),
+            ]
         };
         assert_close(&stats(&bn), &stats(&fresh), "running statistics");
     }
@@ -166,7 +184,14 @@ fn batch_norm_alone_matches_burns() {
 fn single_convolutions_of_every_resnet_geometry_match() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
-    for (n, ci, co, side, s, k) in [(4, 3, 16, 32, 1, 3), (4, 16, 32, 32, 2, 1), (3, 16, 32, 32, 2, 1), (4, 32, 64, 16, 2, 1), (4, 32, 64, 16, 2, 3), (4, 64, 64, 8, 1, 3)] {
+    for (n, ci, co, side, s, k) in [
+        (4, 3, 16, 32, 1, 3),
+        (4, 16, 32, 32, 2, 1),
+        (3, 16, 32, 32, 2, 1),
+        (4, 32, 64, 16, 2, 1),
+        (4, 32, 64, 16, 2, 3),
+        (4, 64, 64, 8, 1, 3),
+    ] {
         device.seed(11);
         let conv = relnet_models::layers::conv(ci, co, k, s, k / 2, &device);
         let x = Tensor::<4>::random([n, ci, side, side], Distribution::Normal(0.5, 2.0), &device);
@@ -175,7 +200,11 @@ fn single_convolutions_of_every_resnet_geometry_match() {
             let x = x.require_grad();
             let y = relnet_models::fastconv::conv2d(&conv, x.clone());
             let g = (y.clone() * t.clone()).sum().backward();
-            vec![("output".to_string(), values(y)), ("input gradient".to_string(), values(x.grad(&g).unwrap())), ("w".to_string(), conv.weight.val().grad(&g).unwrap().to_data().iter::<f32>().collect())]
+            vec![
+                ("output".to_string(), values(y)),
+                ("input gradient".to_string(), values(x.grad(&g).unwrap())),
+                ("w".to_string(), conv.weight.val().grad(&g).unwrap().to_data().iter::<f32>().collect()),
+            ]
         };
         let fast = run(x.clone());
         let reference = with_burn_conv(|| run(x.clone()));
@@ -217,7 +246,11 @@ fn add_relu_matches_burns() {
         let (a, b) = (a.require_grad(), b.require_grad());
         let y = relnet_models::fastbn::add_relu(a.clone(), b.clone());
         let g = (y.clone() * t.clone()).sum().backward();
-        vec![("output".to_string(), values(y)), ("a gradient".to_string(), values(a.grad(&g).unwrap())), ("b gradient".to_string(), values(b.grad(&g).unwrap()))]
+        vec![
+            ("output".to_string(), values(y)),
+            ("a gradient".to_string(), values(a.grad(&g).unwrap())),
+            ("b gradient".to_string(), values(b.grad(&g).unwrap())),
+        ]
     };
     let fast = run(a.clone(), b.clone());
     let zeros = fast[0].1.iter().filter(|&&v| v == 0.0).count();

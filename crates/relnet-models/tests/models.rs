@@ -121,7 +121,11 @@ fn local_discriminator_first_layer_init_uses_the_joint_fan_in() {
     let d = device();
     let disc = LocalDiscriminator::new(8, 64, &d);
     let bound = 1.0 / 72f32.sqrt();
-    for t in [disc.map_in.weight.val().flatten::<1>(0, 1), disc.global_in.weight.val().flatten::<1>(0, 1), disc.global_in.bias.clone().unwrap().val()] {
+    for t in [
+        disc.map_in.weight.val().flatten::<1>(0, 1),
+        disc.global_in.weight.val().flatten::<1>(0, 1),
+        disc.global_in.bias.clone().unwrap().val(),
+    ] {
         let max = t.abs().max().into_scalar::<f32>();
         assert!(max <= bound && max > 0.8 * bound, "max |w| {max}, bound {bound}");
     }

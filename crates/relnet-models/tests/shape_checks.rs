@@ -98,7 +98,13 @@ fn batch_norm_backward_rejects_per_channel_values_of_the_wrong_length() {
 #[should_panic(expected = "fast_batch_norm_train: gamma has 2 values for 3 channels")]
 fn the_batch_norm_extension_rejects_a_gamma_of_the_wrong_length() {
     let x = tensor(ramp(24), [2, 3, 2, 2]);
-    let _ = <Dispatch as FastBatchNorm>::fast_batch_norm_train(x.into_dispatch(), vector(vec![1.0; 2]).into_dispatch(), vector(vec![0.0; 3]).into_dispatch(), 1e-5, false);
+    let _ = <Dispatch as FastBatchNorm>::fast_batch_norm_train(
+        x.into_dispatch(),
+        vector(vec![1.0; 2]).into_dispatch(),
+        vector(vec![0.0; 3]).into_dispatch(),
+        1e-5,
+        false,
+    );
 }
 
 #[test]
@@ -226,7 +232,14 @@ fn consistent_empty_shapes_give_fully_written_outputs() {
     assert_eq!((dx, dgamma, dbeta), (vec![], vec![0.0; 2], vec![0.0; 2]));
     // Convolution: no images, no input channels (the output is all zeros: padding only), no
     // output channels.
-    for g in [Geometry { n: 0, ..direct() }, Geometry { n: 0, ..strided() }, Geometry { ci: 0, ..direct() }, Geometry { ci: 0, ..strided() }, Geometry { co: 0, ..direct() }, Geometry { co: 0, ..strided() }] {
+    for g in [
+        Geometry { n: 0, ..direct() },
+        Geometry { n: 0, ..strided() },
+        Geometry { ci: 0, ..direct() },
+        Geometry { ci: 0, ..strided() },
+        Geometry { co: 0, ..direct() },
+        Geometry { co: 0, ..strided() },
+    ] {
         let (x, w, y) = lens(&g);
         assert_eq!(fastconv::forward(&g, &ramp(x), &ramp(w)), vec![0.0; y], "{g:?}");
         let (dx, dw) = fastconv::backward(&g, &ramp(x), &ramp(w), &ramp(y), true, true);
@@ -256,7 +269,10 @@ fn ordinary_shapes_give_the_definitions_values() {
     let len = (1 << 14) + 37;
     let a: Vec<f32> = ramp(len);
     let b: Vec<f32> = a.iter().rev().map(|v| v * 0.5 - 0.1).collect();
-    let y = Tensor::<4>::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(tensor(a.clone(), [1, 1, 1, len]).into_dispatch(), tensor(b.clone(), [1, 1, 1, len]).into_dispatch()));
+    let y = Tensor::<4>::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(
+        tensor(a.clone(), [1, 1, 1, len]).into_dispatch(),
+        tensor(b.clone(), [1, 1, 1, len]).into_dispatch(),
+    ));
     let want: Vec<f32> = a.iter().zip(&b).map(|(u, v)| (u + v).max(0.0)).collect();
     assert_eq!(y.to_data().iter::<f32>().collect::<Vec<f32>>(), want);
     // Pooling: 2x2 (the unzeroed path) and 3x2 with a dropped row.
@@ -269,7 +285,11 @@ fn ordinary_shapes_give_the_definitions_values() {
         for p in 0..planes {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let want: f32 = (0..kh).flat_map(|a| (0..kw).map(move |b| (a, b))).map(|(a, b)| x[(p * h + oy * kh + a) * w + ox * kw + b]).sum::<f32>() * scale;
+                    let want: f32 = (0..kh)
+                        .flat_map(|a| (0..kw).map(move |b| (a, b)))
+                        .map(|(a, b)| x[(p * h + oy * kh + a) * w + ox * kw + b])
+                        .sum::<f32>()
+                        * scale;
                     assert!((y[(p * oh + oy) * ow + ox] - want).abs() < 1e-6);
                 }
             }

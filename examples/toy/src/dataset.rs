@@ -1,8 +1,8 @@
 //! `stripes`: four classes of striped images generated in memory, a dataset defined outside relnet.
 
-use relnet_core::data::registry::{DataRoot, DatasetInfo, DatasetSource, Split};
-use relnet_core::data::ImageSet;
 use relnet_core::DataResult;
+use relnet_core::data::ImageSet;
+use relnet_core::data::registry::{DataRoot, DatasetInfo, DatasetSource, Split};
 
 /// The class names, one per stripe direction.
 pub const CLASSES: [&str; 4] = ["horizontal", "vertical", "diagonal", "anti-diagonal"];
@@ -75,7 +75,15 @@ impl Stripes {
 
 impl DatasetSource for Stripes {
     fn info(&self) -> DatasetInfo {
-        DatasetInfo { small: true, ..DatasetInfo::new("stripes", CLASSES.len(), self.side, "stripes: generated in memory (relnet-toy), nothing to obtain.") }
+        DatasetInfo {
+            small: true,
+            ..DatasetInfo::new(
+                "stripes",
+                CLASSES.len(),
+                self.side,
+                "stripes: generated in memory (relnet-toy), nothing to obtain.",
+            )
+        }
     }
 
     fn load(&self, split: Split, _root: &DataRoot) -> DataResult<(ImageSet, Vec<String>)> {

@@ -48,7 +48,8 @@ impl EvaluatorOptions for CentroidOptions {
         let train = ctx.features(ctx.info.train_split)?;
         let test = ctx.features(ctx.info.test_split)?;
         let accuracy = centroid_accuracy(&train, &test, self.per_class);
-        let mut record = ctx.record(Self::NAME, self, Some(ctx.info.train_split.as_str()), ctx.info.test_split.as_str());
+        let mut record =
+            ctx.record(Self::NAME, self, Some(ctx.info.train_split.as_str()), ctx.info.test_split.as_str());
         record.metrics.insert("test_accuracy".into(), 100.0 * accuracy);
         Ok(record)
     }
@@ -76,7 +77,13 @@ pub fn centroid_accuracy(train: &Features, test: &Features, per_class: Option<us
         .chunks_exact(dim)
         .zip(&test.labels)
         .filter(|(q, l)| {
-            let score = |c: usize| if counts[c] == 0 { f32::NEG_INFINITY } else { centres[c * dim..(c + 1) * dim].iter().zip(*q).map(|(a, b)| a * b).sum() };
+            let score = |c: usize| {
+                if counts[c] == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    centres[c * dim..(c + 1) * dim].iter().zip(*q).map(|(a, b)| a * b).sum()
+                }
+            };
             let best = (0..classes).max_by(|&a, &b| score(a).total_cmp(&score(b)));
             best == Some(**l as usize)
         })
@@ -89,7 +96,13 @@ mod tests {
     use super::*;
 
     fn features(rows: &[[f32; 2]], labels: &[i64]) -> Features {
-        Features { data: rows.iter().flatten().copied().collect(), n: rows.len(), dim: 2, labels: labels.to_vec(), classes: 2 }
+        Features {
+            data: rows.iter().flatten().copied().collect(),
+            n: rows.len(),
+            dim: 2,
+            labels: labels.to_vec(),
+            classes: 2,
+        }
     }
 
     #[test]

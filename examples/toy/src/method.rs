@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use burn::prelude::*;
-use relnet_core::conformance::{Check, MethodCase};
 use relnet_core::config::{ConfigError, check_range};
+use relnet_core::conformance::{Check, MethodCase};
 use relnet_core::methods::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views};
 use relnet_core::trainer::{Monitor, Outcome, Reporter, Run, train};
 use relnet_models::{Backbone, BackboneKind, MlpHead};
@@ -17,6 +17,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     display: "Toy multi-view contrast",
     order: 100,
     cost: 1.0,
+    highlight: false,
     summary: "toy: each of K views classified against the mean projection of every image's views",
     preset: relnet_augment::Preset::Relational,
     views: Views::K { option: "k" },
@@ -71,7 +72,13 @@ impl MethodOptions for ToyMvcOptions {
         }
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> relnet_core::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> relnet_core::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut ToyMvc { backbone, temperature: self.temperature }, run, stop, report, monitor)
     }
@@ -120,7 +127,10 @@ impl Method for ToyMvc {
     type Model = ToyMvcModel;
 
     fn model(&self, _ctx: &Context, device: &Device) -> ToyMvcModel {
-        ToyMvcModel { backbone: self.backbone.init(device), projector: MlpHead::simclr(self.backbone.features(), device) }
+        ToyMvcModel {
+            backbone: self.backbone.init(device),
+            projector: MlpHead::simclr(self.backbone.features(), device),
+        }
     }
 
     fn backbone(model: &ToyMvcModel) -> &Backbone {

@@ -22,7 +22,12 @@ fn relnet(args: &[&str]) -> Out {
 
 fn value(stdout: &str, key: &str) -> f64 {
     let prefix = format!("{key}=");
-    stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {key} in {stdout}")).parse().unwrap()
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+        .parse()
+        .unwrap()
 }
 
 fn s(p: &Path) -> &str {
@@ -33,7 +38,12 @@ fn s(p: &Path) -> &str {
 fn the_toy_method_has_its_own_flags_and_help() {
     let r = relnet(&["pretrain", "--method", "toy-mvc", "--help"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("Options of the toy-mvc method") && r.stdout.contains("Pretraining with relational reasoning"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Options of the toy-mvc method")
+            && r.stdout.contains("Pretraining with relational reasoning"),
+        "{}",
+        r.stdout
+    );
     // `--temperature` is also SimCLR's and `--k` relational reasoning's: each method has its own.
     assert!(r.stdout.contains("--temperature") && r.stdout.contains("--k"), "{}", r.stdout);
     assert!(!r.stdout.contains("--aggregation"), "only the chosen method's flags: {}", r.stdout);
@@ -42,7 +52,11 @@ fn the_toy_method_has_its_own_flags_and_help() {
     // A flag of another method is refused, naming the method that has it.
     let r = relnet(&["pretrain", "--method", "toy-mvc", "--aggregation", "sum"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("--aggregation") && r.stderr.contains("relational") && r.stderr.contains("toy-mvc"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--aggregation") && r.stderr.contains("relational") && r.stderr.contains("toy-mvc"),
+        "{}",
+        r.stderr
+    );
     // Its options are validated by key.
     let r = relnet(&["pretrain", "--method", "toy-mvc", "--temperature", "0", "--dataset", "stripes"]);
     assert_ne!(r.code, 0);
@@ -56,10 +70,27 @@ fn the_toy_method_has_its_own_flags_and_help() {
 fn pretrain_evaluate_grid_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let pre = dir.path().join("toy");
-    let r = relnet(&["pretrain", "--method", "toy-mvc", "--dataset", "stripes", "--epochs", "2", "--k", "3", "--temperature", "0.3", "--out", s(&pre)]);
+    let r = relnet(&[
+        "pretrain",
+        "--method",
+        "toy-mvc",
+        "--dataset",
+        "stripes",
+        "--epochs",
+        "2",
+        "--k",
+        "3",
+        "--temperature",
+        "0.3",
+        "--out",
+        s(&pre),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let config = std::fs::read_to_string(pre.join("config.toml")).unwrap();
-    assert!(config.contains("kind = \"toy-mvc\"") && config.contains("k = 3") && config.contains("temperature = 0.3"), "{config}");
+    assert!(
+        config.contains("kind = \"toy-mvc\"") && config.contains("k = 3") && config.contains("temperature = 0.3"),
+        "{config}"
+    );
     // The shared loop wrote its metrics and checkpoints; the same run resumes as finished.
     let metrics = std::fs::read_to_string(pre.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");

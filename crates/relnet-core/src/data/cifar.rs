@@ -16,9 +16,8 @@ pub const SIDE: usize = 32;
 const PIXELS: usize = SIDE * SIDE * 3;
 
 /// The CIFAR-10 class names in label order.
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Which CIFAR-100 label to keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +99,7 @@ pub fn cifar100_class_names(dir: &Path, which: Cifar100Labels) -> Vec<String> {
         Cifar100Labels::Fine => ("fine_label_names.txt", 100, "fine"),
         Cifar100Labels::Coarse => ("coarse_label_names.txt", 20, "coarse"),
     };
-    optional_names(&dir.join(file), n)
-        .unwrap_or_else(|| (0..n).map(|i| format!("{prefix}_{i}")).collect())
+    optional_names(&dir.join(file), n).unwrap_or_else(|| (0..n).map(|i| format!("{prefix}_{i}")).collect())
 }
 
 /// Writes CIFAR records in the official layout (for tests and for converting data).

@@ -19,7 +19,6 @@ use std::process::Command;
 use super::registry::{DataRoot, DatasetInfo, Source};
 use crate::error::{DataError, DataResult};
 
-
 /// What a download did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -82,7 +81,9 @@ fn check(path: &Path, url: &str, md5: &str, verify: Verify, log: &mut dyn FnMut(
     if got != md5 {
         return Err(DataError::file(
             path,
-            format!("MD5 {got} does not match the published checksum {md5} of {url}: the download is corrupt or not the official file (a repacked local copy can be used with the checksum check skipped)"),
+            format!(
+                "MD5 {got} does not match the published checksum {md5} of {url}: the download is corrupt or not the official file (a repacked local copy can be used with the checksum check skipped)"
+            ),
         ));
     }
     log(&format!("checksum ok ({md5})"));
@@ -119,7 +120,12 @@ pub fn download_verified(
     let _ = std::fs::remove_dir_all(&staging.0);
     std::fs::create_dir_all(&staging.0).map_err(|e| DataError::io(&staging.0, "cannot create staging folder", e))?;
     let fail = |e: DataError| {
-        DataError::Invalid(format!("{e}\nDownload of `{}` failed; nothing was changed in {}. {}", info.id, r.display(), info.help))
+        DataError::Invalid(format!(
+            "{e}\nDownload of `{}` failed; nothing was changed in {}. {}",
+            info.id,
+            r.display(),
+            info.help
+        ))
     };
     let (staged, top) = match &info.source {
         Source::TarGz { url, top, md5 } => {
@@ -142,7 +148,12 @@ pub fn download_verified(
         Source::Idx { base, dir, md5 } => {
             let out = staging.0.join(dir);
             std::fs::create_dir_all(&out).map_err(|e| fail(DataError::io(&out, "cannot create folder", e)))?;
-            let stems = [super::idx::TRAIN_STEMS.0, super::idx::TRAIN_STEMS.1, super::idx::TEST_STEMS.0, super::idx::TEST_STEMS.1];
+            let stems = [
+                super::idx::TRAIN_STEMS.0,
+                super::idx::TRAIN_STEMS.1,
+                super::idx::TEST_STEMS.0,
+                super::idx::TEST_STEMS.1,
+            ];
             for (stem, sum) in stems.iter().zip(md5) {
                 let name = format!("{stem}.gz");
                 let url = format!("{base}{name}");
@@ -159,7 +170,8 @@ pub fn download_verified(
         return Err(fail(DataError::file(&staged, format!("the archive did not contain the expected folder `{top}`"))));
     }
     let dest = r.join(top);
-    std::fs::rename(&staged, &dest).map_err(|e| fail(DataError::io(&dest, "cannot move the extracted folder into place", e)))?;
+    std::fs::rename(&staged, &dest)
+        .map_err(|e| fail(DataError::io(&dest, "cannot move the extracted folder into place", e)))?;
     // Check it reads: a wrong archive is reported now, not at training time.
     info.locate(root)?;
     Ok(Outcome::Downloaded(dest))
@@ -170,7 +182,9 @@ fn fetch(url: &str, dest: &Path, log: &mut dyn FnMut(&str)) -> DataResult<()> {
     let mut cmd = Command::new("curl");
     cmd.args(["-fL", "--retry", "2", "--connect-timeout", "20", "--progress-bar", "-o"]).arg(dest).arg(url);
     run(&mut cmd, "curl").map_err(|e| match e {
-        DataError::Invalid(m) => DataError::Invalid(format!("could not fetch {url}: {m} (no internet on this machine?)")),
+        DataError::Invalid(m) => {
+            DataError::Invalid(format!("could not fetch {url}: {m} (no internet on this machine?)"))
+        }
         other => other,
     })
 }
@@ -194,7 +208,11 @@ fn run(cmd: &mut Command, name: &str) -> DataResult<()> {
 /// Refuses a zip whose entries would land outside the extraction folder (`..`, absolute paths)
 /// or that holds symbolic links, from `unzip`'s own listing, before anything is extracted.
 fn check_zip_entries(archive: &Path) -> DataResult<()> {
-    let out = Command::new("unzip").arg("-Z").arg(archive).output().map_err(|e| DataError::Invalid(format!("cannot run `unzip`: {e}")))?;
+    let out = Command::new("unzip")
+        .arg("-Z")
+        .arg(archive)
+        .output()
+        .map_err(|e| DataError::Invalid(format!("cannot run `unzip`: {e}")))?;
     let listing = String::from_utf8_lossy(&out.stdout);
     for line in listing.lines() {
         let mut fields = line.split_whitespace();
@@ -206,7 +224,13 @@ fn check_zip_entries(archive: &Path) -> DataResult<()> {
         let name = line.split_whitespace().skip(8).collect::<Vec<_>>().join(" ");
         let escapes = name.starts_with('/') || name.split('/').any(|c| c == "..");
         if mode.starts_with('l') || escapes {
-            return Err(DataError::file(archive, format!("entry `{name}` is {}; refused", if escapes { "outside the extraction folder" } else { "a symbolic link" })));
+            return Err(DataError::file(
+                archive,
+                format!(
+                    "entry `{name}` is {}; refused",
+                    if escapes { "outside the extraction folder" } else { "a symbolic link" }
+                ),
+            ));
         }
     }
     Ok(())
@@ -239,11 +263,24 @@ pub fn extract_tar_gz_limited(archive: &Path, dest: &Path, max_bytes: u64) -> Da
         }
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
-            return Err(bad(format!("entry `{}` is a {}, not a file or folder; refused (dataset archives hold none)", path.display(), if kind.is_symlink() { "symbolic link" } else if kind.is_hard_link() { "hard link" } else { "special file" })));
+            return Err(bad(format!(
+                "entry `{}` is a {}, not a file or folder; refused (dataset archives hold none)",
+                path.display(),
+                if kind.is_symlink() {
+                    "symbolic link"
+                } else if kind.is_hard_link() {
+                    "hard link"
+                } else {
+                    "special file"
+                }
+            )));
         }
         total = total.saturating_add(entry.header().size().map_err(|e| bad(e.to_string()))?);
         if total > max_bytes {
-            return Err(bad(format!("it expands to more than {max_bytes} bytes (at entry `{}`); refused", path.display())));
+            return Err(bad(format!(
+                "it expands to more than {max_bytes} bytes (at entry `{}`); refused",
+                path.display()
+            )));
         }
         let inside = entry.unpack_in(dest).map_err(|e| bad(format!("{}: {e}", path.display())))?;
         if !inside {
@@ -280,7 +317,10 @@ mod tests {
         path
     }
 
-    fn extract(entries: &[(&str, tar::EntryType, Option<&str>, &[u8])], limit: u64) -> (Result<(), String>, tempfile::TempDir) {
+    fn extract(
+        entries: &[(&str, tar::EntryType, Option<&str>, &[u8])],
+        limit: u64,
+    ) -> (Result<(), String>, tempfile::TempDir) {
         let tmp = tempfile::tempdir().unwrap();
         let a = archive(tmp.path(), entries);
         let dest = tmp.path().join("root/staging");
@@ -291,7 +331,8 @@ mod tests {
     #[test]
     fn archives_cannot_write_outside_the_root() {
         use tar::EntryType::*;
-        let ok: &[(&str, tar::EntryType, Option<&str>, &[u8])] = &[("top/", Directory, None, b""), ("top/a.bin", Regular, None, b"abc")];
+        let ok: &[(&str, tar::EntryType, Option<&str>, &[u8])] =
+            &[("top/", Directory, None, b""), ("top/a.bin", Regular, None, b"abc")];
         let (r, tmp) = extract(ok, 1 << 20);
         r.unwrap();
         assert_eq!(std::fs::read(tmp.path().join("root/staging/top/a.bin")).unwrap(), b"abc");
@@ -299,7 +340,10 @@ mod tests {
         for (what, entries) in [
             ("parent", vec![("top/../../escaped.txt", Regular, None, &b"x"[..])]),
             ("absolute", vec![("/tmp/relnet-escaped.txt", Regular, None, &b"x"[..])]),
-            ("symlink", vec![("top/link", Symlink, Some("/etc"), &b""[..]), ("top/link/passwd", Regular, None, &b"x"[..])]),
+            (
+                "symlink",
+                vec![("top/link", Symlink, Some("/etc"), &b""[..]), ("top/link/passwd", Regular, None, &b"x"[..])],
+            ),
             ("hard link", vec![("top/hard", Link, Some("/etc/passwd"), &b""[..])]),
             ("fifo", vec![("top/fifo", Fifo, None, &b""[..])]),
         ] {
@@ -307,9 +351,13 @@ mod tests {
             let e = r.expect_err(what);
             assert!(e.contains("refused") && e.contains("a.tar.gz"), "{what}: {e}");
             // Nothing outside the staging folder: the root holds only it.
-            let root: Vec<_> = std::fs::read_dir(tmp.path().join("root")).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let root: Vec<_> =
+                std::fs::read_dir(tmp.path().join("root")).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(root, vec![std::ffi::OsString::from("staging")], "{what}");
-            assert!(!tmp.path().join("escaped.txt").exists() && !Path::new("/tmp/relnet-escaped.txt").exists(), "{what}");
+            assert!(
+                !tmp.path().join("escaped.txt").exists() && !Path::new("/tmp/relnet-escaped.txt").exists(),
+                "{what}"
+            );
         }
     }
 
@@ -375,7 +423,9 @@ mod tests {
     #[test]
     fn zips_cannot_write_outside_the_root() {
         if Command::new("unzip").arg("-v").output().is_err() {
-            eprintln!("SKIPPED zips_cannot_write_outside_the_root: `unzip` is not installed (zip datasets need it too)");
+            eprintln!(
+                "SKIPPED zips_cannot_write_outside_the_root: `unzip` is not installed (zip datasets need it too)"
+            );
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

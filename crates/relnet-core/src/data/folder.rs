@@ -60,8 +60,8 @@ pub fn list_class_folders(dir: &Path, inner: &str) -> DataResult<FileList> {
         if !class_dir.is_dir() {
             return Err(DataError::file(&class_dir, "unexpected file: a split folder holds only class folders"));
         }
-        let label = u16::try_from(list.classes.len())
-            .map_err(|_| DataError::file(dir, "more than 65535 class folders"))?;
+        let label =
+            u16::try_from(list.classes.len()).map_err(|_| DataError::file(dir, "more than 65535 class folders"))?;
         let images_dir = if inner.is_empty() { class_dir.clone() } else { class_dir.join(inner) };
         for f in image_files(&images_dir)? {
             list.files.push((f, label));
@@ -77,8 +77,8 @@ pub fn list_class_folders(dir: &Path, inner: &str) -> DataResult<FileList> {
 /// Decodes one image file to RGB, returning (height, width, pixels).
 pub fn decode_rgb(path: &Path) -> DataResult<(usize, usize, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "cannot read", e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::file(path, format!("not a readable image ({e})")))?;
+    let img =
+        image::load_from_memory(&bytes).map_err(|e| DataError::file(path, format!("not a readable image ({e})")))?;
     let rgb = img.to_rgb8();
     Ok((rgb.height() as usize, rgb.width() as usize, rgb.into_raw()))
 }
@@ -203,7 +203,12 @@ mod tests {
 
         std::fs::write(dir.path().join("stray.png"), b"x").unwrap();
         assert!(err(None).contains("only class folders"));
-        assert!(read_image_folder(&dir.path().join("nowhere"), None, None).unwrap_err().to_string().contains("not a folder"));
+        assert!(
+            read_image_folder(&dir.path().join("nowhere"), None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not a folder")
+        );
     }
 
     #[test]

@@ -44,11 +44,8 @@ pub fn read_idx(path: &Path, ndim: usize) -> DataResult<(Vec<usize>, Vec<u8>)> {
     raw.read_exact(&mut magic2).map_err(|e| DataError::io(path, "reading the IDX header", e))?;
     let gz = magic2 == [0x1f, 0x8b];
     let chained = std::io::Cursor::new(magic2).chain(raw);
-    let mut reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(chained))
-    } else {
-        Box::new(chained)
-    };
+    let mut reader: Box<dyn Read> =
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(chained)) } else { Box::new(chained) };
     let mut head = [0u8; 4];
     reader.read_exact(&mut head).map_err(|e| gz_io(path, gz, "reading the IDX header", e))?;
     if head[0] != 0 || head[1] != 0 {
@@ -99,10 +96,7 @@ pub fn read_idx(path: &Path, ndim: usize) -> DataResult<(Vec<usize>, Vec<u8>)> {
     // For gzip the decompressed size is unknown until read: read at most total+1 bytes, growing
     // the buffer as data arrives, so a lying header cannot make us allocate its claim.
     let mut data = Vec::with_capacity(if gz { total.min(file_len.saturating_mul(8)) as usize } else { total as usize });
-    reader
-        .take(total + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| gz_io(path, gz, "reading IDX data", e))?;
+    reader.take(total + 1).read_to_end(&mut data).map_err(|e| gz_io(path, gz, "reading IDX data", e))?;
     if data.len() as u64 != total {
         let problem = if (data.len() as u64) < total { "truncated" } else { "has trailing bytes" };
         return Err(DataError::file(

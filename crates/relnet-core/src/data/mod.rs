@@ -45,13 +45,10 @@ impl ImageSet {
             )));
         }
         if let Some(l) = &labels
-            && l.len() != pixels.len() / per {
-                return Err(DataError::Invalid(format!(
-                    "internal: {} labels for {} images",
-                    l.len(),
-                    pixels.len() / per
-                )));
-            }
+            && l.len() != pixels.len() / per
+        {
+            return Err(DataError::Invalid(format!("internal: {} labels for {} images", l.len(), pixels.len() / per)));
+        }
         Ok(ImageSet { height, width, channels, pixels, labels })
     }
 
@@ -146,11 +143,8 @@ impl ImageSet {
             );
         let n = (self.pixels.len() / c).max(1) as f64;
         let mean: Vec<f64> = sum.iter().map(|&s| s as f64 / n / 255.0).collect();
-        let std = sq
-            .iter()
-            .zip(&mean)
-            .map(|(&q, &m)| ((q as f64 / n / (255.0 * 255.0)) - m * m).max(0.0).sqrt())
-            .collect();
+        let std =
+            sq.iter().zip(&mean).map(|(&q, &m)| ((q as f64 / n / (255.0 * 255.0)) - m * m).max(0.0).sqrt()).collect();
         (mean, std)
     }
 }

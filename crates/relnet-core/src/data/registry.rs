@@ -203,10 +203,8 @@ pub struct DatasetInfo {
     pub help: String,
 }
 
-const CIFAR10_NORM: Normalization =
-    Normalization::Fixed { mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] };
-const CIFAR100_NORM: Normalization =
-    Normalization::Fixed { mean: [0.507, 0.487, 0.441], std: [0.267, 0.256, 0.276] };
+const CIFAR10_NORM: Normalization = Normalization::Fixed { mean: [0.491, 0.482, 0.447], std: [0.247, 0.243, 0.262] };
+const CIFAR100_NORM: Normalization = Normalization::Fixed { mean: [0.507, 0.487, 0.441], std: [0.267, 0.256, 0.276] };
 
 impl DatasetId {
     /// The registry entry of this dataset.
@@ -230,59 +228,114 @@ impl DatasetId {
             help: help.to_string(),
         };
         match self {
-            DatasetId::Cifar10 => base(10, 32, CIFAR10_NORM, 4,
-                Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", top: "cifar-10-batches-bin", md5: "c32a1d4ab5d03f1284b67883e8d87530" },
+            DatasetId::Cifar10 => base(
+                10,
+                32,
+                CIFAR10_NORM,
+                4,
+                Source::TarGz {
+                    url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                    top: "cifar-10-batches-bin",
+                    md5: "c32a1d4ab5d03f1284b67883e8d87530",
+                },
                 "CIFAR-10 (https://www.cs.toronto.edu/~kriz/cifar.html). Either extract the official binary \
                  archive cifar-10-binary.tar.gz in the data root (giving cifar-10-batches-bin/data_batch_1.bin ... \
                  test_batch.bin), or put image folders at <root>/cifar10/{train,test}/<class>/*.png|jpg with the \
-                 classes airplane ... truck. `relnet data download cifar10` fetches the binary archive."),
+                 classes airplane ... truck. `relnet data download cifar10` fetches the binary archive.",
+            ),
             DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
                 let coarse = *self == DatasetId::Cifar100Coarse;
-                let info = base(if coarse { 20 } else { 100 }, 32, CIFAR100_NORM, 4,
-                    Source::TarGz { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", top: "cifar-100-binary", md5: "03b5dce01913d631647c71ecec9e9cb8" },
+                let info = base(
+                    if coarse { 20 } else { 100 },
+                    32,
+                    CIFAR100_NORM,
+                    4,
+                    Source::TarGz {
+                        url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+                        top: "cifar-100-binary",
+                        md5: "03b5dce01913d631647c71ecec9e9cb8",
+                    },
                     "CIFAR-100 (https://www.cs.toronto.edu/~kriz/cifar.html): extract the official binary archive \
                      cifar-100-binary.tar.gz in the data root (giving cifar-100-binary/train.bin and test.bin). \
                      `cifar100-20` uses the same files with the 20 coarse labels. \
-                     `relnet data download cifar100` fetches it.");
+                     `relnet data download cifar100` fetches it.",
+                );
                 DatasetInfo { cutout: 0.0625, ..info }
             }
             DatasetId::Stl10 => DatasetInfo {
                 splits: vec![Train, Test, Unlabeled],
                 pretrain_split: Unlabeled,
                 cutout: 0.111,
-                ..base(10, 96, Normalization::Fixed { mean: [0.5; 3], std: [0.5; 3] }, 12,
-                    Source::TarGz { url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", top: "stl10_binary", md5: "91f7769df0f17e558f3565bffb0c7dfb" },
+                ..base(
+                    10,
+                    96,
+                    Normalization::Fixed { mean: [0.5; 3], std: [0.5; 3] },
+                    12,
+                    Source::TarGz {
+                        url: "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+                        top: "stl10_binary",
+                        md5: "91f7769df0f17e558f3565bffb0c7dfb",
+                    },
                     "STL-10 (https://cs.stanford.edu/~acoates/stl10/): extract stl10_binary.tar.gz in the data root \
                      (giving stl10_binary/{train,test,unlabeled}_X.bin, {train,test}_y.bin). \
-                     `relnet data download stl10` fetches it (2.6 GB).")
+                     `relnet data download stl10` fetches it (2.6 GB).",
+                )
             },
-            DatasetId::TinyImagenet => base(200, 64, Normalization::Fixed { mean: [0.5; 3], std: [0.25; 3] }, 8,
-                Source::Zip { url: "http://cs231n.stanford.edu/tiny-imagenet-200.zip", top: "tiny-imagenet-200", md5: "90528d7ca1a48142e341f4ef8d21d0de" },
+            DatasetId::TinyImagenet => base(
+                200,
+                64,
+                Normalization::Fixed { mean: [0.5; 3], std: [0.25; 3] },
+                8,
+                Source::Zip {
+                    url: "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                    top: "tiny-imagenet-200",
+                    md5: "90528d7ca1a48142e341f4ef8d21d0de",
+                },
                 "tiny-ImageNet (http://cs231n.stanford.edu/tiny-imagenet-200.zip): unzip in the data root, giving \
                  tiny-imagenet-200/{wnids.txt,train/<wnid>/images/*.JPEG,val/images,val/val_annotations.txt}. \
-                 The val split is relnet's test split. `relnet data download tiny-imagenet` fetches it."),
-            DatasetId::Slimagenet64 => base(1000, 64, Normalization::Fixed { mean: [0.5; 3], std: [0.25; 3] }, 8,
+                 The val split is relnet's test split. `relnet data download tiny-imagenet` fetches it.",
+            ),
+            DatasetId::Slimagenet64 => base(
+                1000,
+                64,
+                Normalization::Fixed { mean: [0.5; 3], std: [0.25; 3] },
+                8,
                 Source::Manual,
                 "SlimageNet64 (https://zenodo.org/record/3672132): no automatic download. Prepare image folders \
                  <root>/slimagenet64/{train,test}/<class>/*.png (64x64 RGB; the reference uses 160 train and 40 test \
-                 images per class)."),
+                 images per class).",
+            ),
             DatasetId::Mnist | DatasetId::FashionMnist => {
                 let fashion = *self == DatasetId::FashionMnist;
                 let (mean, std) = if fashion { (0.2860, 0.3530) } else { (0.1307, 0.3081) };
                 DatasetInfo {
                     file_channels: 1,
-                    ..base(10, 28, Normalization::Fixed { mean: [mean; 3], std: [std; 3] }, 4,
+                    ..base(
+                        10,
+                        28,
+                        Normalization::Fixed { mean: [mean; 3], std: [std; 3] },
+                        4,
                         if fashion {
                             Source::Idx {
                                 base: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
                                 dir: "fashion-mnist",
-                                md5: ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe", "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"],
+                                md5: [
+                                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                    "25c81989df183df01b3e8a0aad5dffbe",
+                                    "bef4ecab320f06d8554ea6380940ec79",
+                                    "bb300cfdad3c16e7a12a480ee83cd310",
+                                ],
                             }
                         } else {
                             Source::Idx {
                                 base: "https://ossci-datasets.s3.amazonaws.com/mnist/",
                                 dir: "mnist",
-                                md5: ["f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432", "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"],
+                                md5: [
+                                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                    "d53e105ee54ea40749a09fcbcd1e9432",
+                                    "9fb629c4189551a2d022fa330f9573f3",
+                                    "ec29112dd5afa0611ce80d1b7f02629c",
+                                ],
                             }
                         },
                         if fashion {
@@ -293,27 +346,50 @@ impl DatasetId {
                             "MNIST (http://yann.lecun.com/exdb/mnist/): put the four IDX files train-images-idx3-ubyte, \
                              train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz) in \
                              <root>/mnist/. `relnet data download mnist` fetches them from the torchvision mirror."
-                        })
+                        },
+                    )
                 }
             }
             DatasetId::Synthetic => {
                 let spec = synthetic::SyntheticSpec::default();
                 DatasetInfo {
                     small: true,
-                    ..base(synthetic::CLASSES.len(), spec.side, Normalization::FromTrainSplit, 4, Source::Generated,
-                        "synthetic: generated in memory from a fixed seed, nothing to obtain.")
+                    ..base(
+                        synthetic::CLASSES.len(),
+                        spec.side,
+                        Normalization::FromTrainSplit,
+                        4,
+                        Source::Generated,
+                        "synthetic: generated in memory from a fixed seed, nothing to obtain.",
+                    )
                 }
             }
             DatasetId::Registered(name) => match REGISTRY.get(name) {
                 Some(e) => DatasetInfo { id: self.clone(), ..e.source.info() },
-                None => base(0, 0, Normalization::FromTrainSplit, 4, Source::Manual, &format!("`{name}` is not registered in this program")),
+                None => base(
+                    0,
+                    0,
+                    Normalization::FromTrainSplit,
+                    4,
+                    Source::Manual,
+                    &format!("`{name}` is not registered in this program"),
+                ),
             },
             DatasetId::Folder(p) => DatasetInfo {
                 num_classes: None,
                 image_size: None,
-                ..base(0, 0, Normalization::FromTrainSplit, 4, Source::Manual, &format!(
-                    "an image folder: {}/{{train,test}}/<class>/<images> (PNG or JPEG, all of one size; \
-                     class index = sorted folder name).", p.display()))
+                ..base(
+                    0,
+                    0,
+                    Normalization::FromTrainSplit,
+                    4,
+                    Source::Manual,
+                    &format!(
+                        "an image folder: {}/{{train,test}}/<class>/<images> (PNG or JPEG, all of one size; \
+                     class index = sorted folder name).",
+                        p.display()
+                    ),
+                )
             },
         }
     }
@@ -400,10 +476,14 @@ impl DatasetInfo {
                     Err(self.missing(vec![bin, fold.join("train"), fold.join("test")]))
                 }
             }
-            DatasetId::Cifar100 | DatasetId::Cifar100Coarse => first_dir(vec![r.join("cifar-100-binary")], Location::Cifar100Binary),
+            DatasetId::Cifar100 | DatasetId::Cifar100Coarse => {
+                first_dir(vec![r.join("cifar-100-binary")], Location::Cifar100Binary)
+            }
             DatasetId::Stl10 => first_dir(vec![r.join("stl10_binary")], Location::Stl10),
             DatasetId::TinyImagenet => first_dir(vec![r.join("tiny-imagenet-200")], Location::Tiny),
-            DatasetId::Slimagenet64 => first_dir(vec![r.join("slimagenet64"), r.join("SlimageNet64")], Location::ImageFolder),
+            DatasetId::Slimagenet64 => {
+                first_dir(vec![r.join("slimagenet64"), r.join("SlimageNet64")], Location::ImageFolder)
+            }
             DatasetId::Mnist => first_dir(vec![r.join("mnist")], Location::Idx),
             DatasetId::FashionMnist => first_dir(vec![r.join("fashion-mnist")], Location::Idx),
             DatasetId::Synthetic => Ok(Location::Generated),
@@ -435,7 +515,8 @@ impl DatasetInfo {
                 (set, classes, d)
             }
             (id, Location::Cifar100Binary(dir)) => {
-                let which = if *id == DatasetId::Cifar100Coarse { Cifar100Labels::Coarse } else { Cifar100Labels::Fine };
+                let which =
+                    if *id == DatasetId::Cifar100Coarse { Cifar100Labels::Coarse } else { Cifar100Labels::Fine };
                 let file = cifar::cifar100_split_file(dir, train);
                 let set = cifar::read_cifar100_files(&[&file], which)?;
                 (set, cifar::cifar100_class_names(dir, which), file)
@@ -454,20 +535,25 @@ impl DatasetInfo {
                 let d = self.split_dir(dir, split)?;
                 let (set, classes) = folder::read_image_folder(&d, self.image_size, None)?;
                 if let Some(n) = self.num_classes
-                    && classes.len() != n {
-                        return Err(DataError::file(&d, format!("{} class folders, expected {n}", classes.len())));
-                    }
+                    && classes.len() != n
+                {
+                    return Err(DataError::file(&d, format!("{} class folders, expected {n}", classes.len())));
+                }
                 (set, classes, d)
             }
             (_, Location::Idx(dir)) => {
                 let (xs, ys) = if train { idx::TRAIN_STEMS } else { idx::TEST_STEMS };
                 let find = |stem: &str| {
-                    idx::find_idx(dir, stem).ok_or_else(|| self.missing(vec![dir.join(stem), dir.join(format!("{stem}.gz"))]))
+                    idx::find_idx(dir, stem)
+                        .ok_or_else(|| self.missing(vec![dir.join(stem), dir.join(format!("{stem}.gz"))]))
                 };
                 let (x, y) = (find(xs)?, find(ys)?);
                 let set = idx::read_idx_pair(&x, &y, 10)?;
                 if Some((set.height, set.width)) != self.image_size {
-                    return Err(DataError::file(&x, format!("images are {}x{}, expected 28x28", set.height, set.width)));
+                    return Err(DataError::file(
+                        &x,
+                        format!("images are {}x{}, expected 28x28", set.height, set.width),
+                    ));
                 }
                 let names = match self.id {
                     DatasetId::FashionMnist => FASHION_CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -476,7 +562,9 @@ impl DatasetInfo {
                 (set.into_rgb(), names, x)
             }
             (_, Location::Registered(name)) => {
-                let entry = REGISTRY.get(name).ok_or_else(|| DataError::Invalid(format!("dataset `{name}` is not registered in this program")))?;
+                let entry = REGISTRY
+                    .get(name)
+                    .ok_or_else(|| DataError::Invalid(format!("dataset `{name}` is not registered in this program")))?;
                 let (set, classes) = entry.source.load(split, root)?;
                 return Ok(LoadedSplit { dataset: self.id.clone(), split, images: set, classes, source: None });
             }
@@ -501,7 +589,11 @@ impl DatasetInfo {
 
     /// As [`norm_stats`](Self::norm_stats), reusing `loaded` when it is the train split, so a
     /// caller that already holds it does not read or generate it a second time.
-    pub fn norm_stats_reusing(&self, root: &DataRoot, loaded: Option<&LoadedSplit>) -> DataResult<([f32; 3], [f32; 3])> {
+    pub fn norm_stats_reusing(
+        &self,
+        root: &DataRoot,
+        loaded: Option<&LoadedSplit>,
+    ) -> DataResult<([f32; 3], [f32; 3])> {
         match &self.normalization {
             Normalization::Fixed { mean, std } => Ok((*mean, *std)),
             Normalization::FromTrainSplit => {
@@ -559,7 +651,9 @@ static REGISTRY: crate::registry::Registry<DatasetEntry> = crate::registry::Regi
 
 /// Makes the dataset `name` known to relnet. Names of relnet's own datasets are refused.
 pub fn register(name: &str, source: impl DatasetSource) -> Result<(), crate::registry::RegistryError> {
-    let builtin = name.starts_with("folder:") || NAMES.contains(&name) || matches!(name.parse::<DatasetId>(), Ok(id) if !matches!(id, DatasetId::Registered(_)));
+    let builtin = name.starts_with("folder:")
+        || NAMES.contains(&name)
+        || matches!(name.parse::<DatasetId>(), Ok(id) if !matches!(id, DatasetId::Registered(_)));
     if builtin {
         return Err(crate::registry::RegistryError::Duplicate { kind: "dataset", name: name.to_string() });
     }

@@ -14,9 +14,8 @@ pub const SIDE: usize = 96;
 const IMAGE: usize = SIDE * SIDE * 3;
 
 /// The STL-10 class names in label order (0-based).
-pub const STL10_CLASSES: [&str; 10] = [
-    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
-];
+pub const STL10_CLASSES: [&str; 10] =
+    ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"];
 
 /// Reads `X` (images) and, when given, `y` (1-based labels) of one STL-10 split.
 pub fn read_stl10(x_path: &Path, y_path: Option<&Path>) -> DataResult<ImageSet> {
@@ -33,12 +32,10 @@ pub fn read_stl10(x_path: &Path, y_path: Option<&Path>) -> DataResult<ImageSet> 
         Ok(())
     })?;
     if let (Some(l), Some(y)) = (&labels, y_path)
-        && l.len() != n {
-            return Err(DataError::file(
-                y,
-                format!("{} labels but {} holds {n} images", l.len(), x_path.display()),
-            ));
-        }
+        && l.len() != n
+    {
+        return Err(DataError::file(y, format!("{} labels but {} holds {n} images", l.len(), x_path.display())));
+    }
     ImageSet::new(SIDE, SIDE, 3, pixels, labels)
 }
 
@@ -118,8 +115,7 @@ mod tests {
         assert_eq!(img[3], 100);
         assert_eq!(img[2], 55);
 
-        let imgs: Vec<Vec<u8>> =
-            (0..3).map(|s| (0..IMAGE).map(|i| (i * 7 + s * 13) as u8).collect()).collect();
+        let imgs: Vec<Vec<u8>> = (0..3).map(|s| (0..IMAGE).map(|i| (i * 7 + s * 13) as u8).collect()).collect();
         write_stl10(&x, Some(&y), &imgs, &[0, 4, 9]).unwrap();
         let set = read_stl10(&x, Some(&y)).unwrap();
         assert_eq!(set.labels, Some(vec![0, 4, 9]));

@@ -58,11 +58,7 @@ fn check_classes(dir: &Path, list: &FileList, wnids: &[String]) -> DataResult<()
     if list.classes != wnids {
         return Err(DataError::file(
             dir,
-            format!(
-                "class folders ({} of them) do not match the {} ids of wnids.txt",
-                list.classes.len(),
-                wnids.len()
-            ),
+            format!("class folders ({} of them) do not match the {} ids of wnids.txt", list.classes.len(), wnids.len()),
         ));
     }
     Ok(())
@@ -94,10 +90,7 @@ fn read_val_annotations(val: &Path, ann: &Path, wnids: &[String]) -> DataResult<
         files.push((f, label));
     }
     if let Some(missing) = by_file.keys().next() {
-        return Err(DataError::file(
-            images.join(missing),
-            format!("annotated in {} but missing", ann.display()),
-        ));
+        return Err(DataError::file(images.join(missing), format!("annotated in {} but missing", ann.display())));
     }
     Ok(FileList { classes: wnids.to_vec(), files })
 }
@@ -127,7 +120,11 @@ mod tests {
         std::fs::create_dir_all(&vi).unwrap();
         save_png(&vi.join("val_0.JPEG"), SIDE, SIDE, 3, &px(201)).unwrap();
         save_png(&vi.join("val_1.JPEG"), SIDE, SIDE, 3, &px(11)).unwrap();
-        std::fs::write(root.join("val/val_annotations.txt"), "val_0.JPEG\tn02\t0\t0\t10\t10\nval_1.JPEG\tn01\t1\t2\t3\t4\n").unwrap();
+        std::fs::write(
+            root.join("val/val_annotations.txt"),
+            "val_0.JPEG\tn02\t0\t0\t10\t10\nval_1.JPEG\tn01\t1\t2\t3\t4\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::sync::atomic::AtomicBool;
 
 use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
-use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
+use super::{
+    Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views, classification_step,
+};
 use crate::cluster::{KMeansConfig, kmeans, l2_normalize, pca_whiten};
 use crate::features::extract;
 
@@ -34,6 +36,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     display: "DeepCluster",
     order: 2,
     cost: 1.4,
+    highlight: false,
     summary: "DeepCluster: k-means of PCA-whitened features each epoch, cross-entropy on the clusters",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -80,7 +83,13 @@ impl MethodOptions for DeepclusterOptions {
         crate::config::check_range("kmeans_restarts", self.kmeans_restarts, 1, 100)
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> crate::Result<Outcome> {
         let mut dc = DeepCluster::new(run.backbone, self.cluster_weights);
         dc.n_init = self.kmeans_restarts;
         train(&mut dc, run, stop, report, monitor)
@@ -148,7 +157,10 @@ impl Method for DeepCluster {
     type Model = ClusterModel;
 
     fn model(&self, ctx: &Context, device: &Device) -> ClusterModel {
-        ClusterModel { backbone: self.backbone.init(device), head: MlpHead::deepcluster(self.backbone.features(), Self::k(ctx.classes), device) }
+        ClusterModel {
+            backbone: self.backbone.init(device),
+            head: MlpHead::deepcluster(self.backbone.features(), Self::k(ctx.classes), device),
+        }
     }
 
     fn backbone(model: &ClusterModel) -> &Backbone {
@@ -203,7 +215,11 @@ impl Method for DeepCluster {
 
     fn step(&self, model: &ClusterModel, batch: &Batch) -> StepOutput {
         let y: Vec<i64> = batch.indices.iter().map(|&i| self.labels[i]).collect();
-        classification_step(model.head.forward(model.backbone.forward(batch.x.clone())), &y, Some(self.class_weights.clone()))
+        classification_step(
+            model.head.forward(model.backbone.forward(batch.x.clone())),
+            &y,
+            Some(self.class_weights.clone()),
+        )
     }
 }
 

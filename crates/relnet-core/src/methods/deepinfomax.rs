@@ -24,13 +24,14 @@ use std::sync::atomic::AtomicBool;
 
 use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
-use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
+use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "deepinfomax",
     display: "Deep InfoMax",
     order: 4,
     cost: 16.0,
+    highlight: false,
     summary: "Deep InfoMax: local JSD mutual information with the first feature map, prior matching",
     preset: Preset::Flip,
     views: Views::Fixed(1),
@@ -74,7 +75,13 @@ impl MethodOptions for DeepinfomaxOptions {
         1
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut DeepInfomax::new(backbone, self.dim_prior), run, stop, report, monitor)
     }
@@ -94,7 +101,14 @@ pub enum PriorMode {
 
 /// The DIM loss from discriminator logits: local scores of positive and negative pairs
 /// (`[B, positions]`) and prior scores of prior samples and of encoder features (`[B, 1]`).
-pub fn dim_loss(t_pos: Tensor<2>, t_neg: Tensor<2>, p_prior: Tensor<2>, p_feat: Tensor<2>, beta: f64, gamma: f64) -> Tensor<1> {
+pub fn dim_loss(
+    t_pos: Tensor<2>,
+    t_neg: Tensor<2>,
+    p_prior: Tensor<2>,
+    p_feat: Tensor<2>,
+    beta: f64,
+    gamma: f64,
+) -> Tensor<1> {
     let local = softplus(t_neg, 1.0).mean() + softplus(t_pos.neg(), 1.0).mean();
     let prior = softplus(p_prior.neg(), 1.0).mean() + softplus(p_feat, 1.0).mean();
     local.mul_scalar(beta) + prior.mul_scalar(gamma)
@@ -148,7 +162,11 @@ impl DeepInfomax {
     fn prior_samples(&self, dims: [usize; 2], indices: &[usize], device: &Device) -> Tensor<2> {
         use rand::{Rng, SeedableRng};
         let first = indices.first().copied().unwrap_or(0) as u64;
-        let seed = crate::streams::stream(self.seed, crate::streams::Purpose::Prior, &[self.epoch, first, indices.len() as u64]);
+        let seed = crate::streams::stream(
+            self.seed,
+            crate::streams::Purpose::Prior,
+            &[self.epoch, first, indices.len() as u64],
+        );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let v: Vec<f32> = (0..dims[0] * dims[1]).map(|_| rng.random::<f32>()).collect();
         Tensor::from_data(TensorData::new(v, dims), device)

@@ -45,7 +45,9 @@ use crate::trainer::{Monitor, Outcome, Reporter, Run};
 ///
 /// Implemented once per method, in the method's own file; [`register`] makes it known to every
 /// part of relnet (relnet's own methods are registered from the start).
-pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static {
+pub trait MethodOptions:
+    Args + FromArgMatches + Serialize + DeserializeOwned + Default + Clone + Debug + PartialEq + Send + Sync + 'static
+{
     /// The name in configs (`kind = "..."`) and on the command line.
     const NAME: &'static str;
     /// What the method needs from the shared loop, and how reports show it.
@@ -61,7 +63,13 @@ pub trait MethodOptions: Args + FromArgMatches + Serialize + DeserializeOwned + 
         Ok(())
     }
     /// Builds the method and trains it with the shared loop.
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Outcome>;
     /// The method's case in the backend-conformance suite: usually `case.step(&mut TheMethod { .. })`,
     /// one training step on the reference and on the target from the same weights. A method that
     /// trains nothing returns no checks.
@@ -75,7 +83,13 @@ pub trait DynMethod: Debug + Send + Sync {
     fn views(&self) -> usize;
     fn resolve(&mut self, small: bool);
     fn validate(&self) -> Result<(), ConfigError>;
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome>;
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Outcome>;
     fn conformance(&self, case: &mut crate::conformance::MethodCase) -> Result<Vec<crate::conformance::Check>>;
     /// The options as the `[method]` table, without `kind`.
     fn to_table(&self) -> toml::Table;
@@ -99,7 +113,13 @@ impl<T: MethodOptions> DynMethod for T {
     fn validate(&self) -> Result<(), ConfigError> {
         MethodOptions::validate(self)
     }
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Outcome> {
         MethodOptions::launch(self, run, stop, report, monitor)
     }
     fn conformance(&self, case: &mut crate::conformance::MethodCase) -> Result<Vec<crate::conformance::Check>> {
@@ -177,12 +197,29 @@ static REGISTRY: Registry<MethodEntry> = Registry::new("method", || {
 
 /// Makes the method whose options are `T` known to relnet: `[method] kind = T::NAME` in configs,
 /// `--method T::NAME` with its flags, the grid, the report and the conformance suite.
+///
+/// Refused when the name is taken or the declarations disagree: the spec's `name` must be
+/// `T::NAME`, a fixed view count must be what `views()` returns, and a K-view spec must name an
+/// option the struct has. The spec is read once, from the default options: its report name, rank
+/// and cost must not depend on option values.
 pub fn register<T: MethodOptions>() -> std::result::Result<(), RegistryError> {
     let entry = MethodEntry::of::<T>();
+    let invalid = |problem: String| RegistryError::Invalid { kind: "method", name: T::NAME.into(), problem };
+    if entry.spec.name != T::NAME {
+        return Err(invalid(format!("its spec is named `{}`", entry.spec.name)));
+    }
+    if let Views::Fixed(n) = entry.spec.views {
+        let views = MethodOptions::views(&T::default());
+        if views != n {
+            return Err(invalid(format!("its spec says {n} views per image, but views() gives {views}")));
+        }
+    }
     if let Views::K { option } = entry.spec.views {
         let cmd = <T as Args>::augment_args(clap::Command::new(T::NAME));
         if !cmd.get_arguments().any(|a| a.get_id() == option) {
-            return Err(RegistryError::Invalid { kind: "method", name: T::NAME.into(), problem: format!("its spec takes the run's K from option `{option}`, which its options do not have") });
+            return Err(invalid(format!(
+                "its spec takes the run's K from option `{option}`, which its options do not have"
+            )));
         }
     }
     REGISTRY.add(entry)
@@ -244,9 +281,16 @@ impl MethodConfig {
         let kind = match table.remove("kind") {
             Some(toml::Value::String(k)) => k,
             Some(_) => return Err(ConfigError::key("kind", "must be a method name (a string)")),
-            None => return Err(ConfigError::key("kind", format!("missing: the method's name, one of {}", names().join(", ")))),
+            None => {
+                return Err(ConfigError::key(
+                    "kind",
+                    format!("missing: the method's name, one of {}", names().join(", ")),
+                ));
+            }
         };
-        let e = entry(&kind).ok_or_else(|| ConfigError::key("kind", format!("unknown method `{kind}` (known: {})", names().join(", "))))?;
+        let e = entry(&kind).ok_or_else(|| {
+            ConfigError::key("kind", format!("unknown method `{kind}` (known: {})", names().join(", ")))
+        })?;
         let text = toml::to_string(&table).unwrap_or_default();
         (e.parse)(&text).map(MethodConfig).map_err(|err| crate::config::error_in(&text, &err))
     }
@@ -294,7 +338,9 @@ impl<'de> serde::Deserialize<'de> for MethodConfig {
 pub enum Views {
     /// The run's K (relational reasoning), held in the option named `option`: the grid sets it
     /// from its K rules.
-    K { option: &'static str },
+    K {
+        option: &'static str,
+    },
     Fixed(usize),
 }
 
@@ -314,7 +360,9 @@ pub enum Schedule {
     /// x0.1 from epoch `int(0.5 E)` and again from `int(0.75 E)` (PyTorch `MultiStepLR` as the
     /// reference), with `E` the run's epochs (`None`) or a fixed nominal count (`Some(E)`: the
     /// reference's fine-tuning computes its milestones from a default of 200 epochs).
-    Step { nominal_epochs: Option<usize> },
+    Step {
+        nominal_epochs: Option<usize>,
+    },
 }
 
 /// What a method needs from the shared loop.
@@ -328,6 +376,8 @@ pub struct MethodSpec {
     /// Training cost per view relative to relational reasoning's, for the grid's estimates
     /// (a grid file's `method_cost` overrides it).
     pub cost: f64,
+    /// Drawn in the highlight colour in the report's figures (relnet's own: relational reasoning).
+    pub highlight: bool,
     pub summary: &'static str,
     pub preset: Preset,
     pub views: Views,
@@ -418,7 +468,10 @@ pub(crate) fn label_tensor(labels: &[i64], device: &Device) -> Tensor<1, Int> {
 pub(crate) fn classification_step(logits: Tensor<2>, labels: &[i64], weights: Option<Vec<f32>>) -> StepOutput {
     let device = logits.device();
     let accuracy = argmax_accuracy(logits.clone().detach(), labels);
-    let loss = burn::nn::loss::CrossEntropyLossConfig::new().with_weights(weights).init(&device).forward(logits, label_tensor(labels, &device));
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new()
+        .with_weights(weights)
+        .init(&device)
+        .forward(logits, label_tensor(labels, &device));
     StepOutput { loss, accuracy }
 }
 
@@ -427,6 +480,37 @@ pub(crate) fn argmax_accuracy(logits: Tensor<2>, labels: &[i64]) -> f32 {
     let pred: Vec<i64> = logits.argmax(1).into_data().iter::<i64>().collect();
     let hits = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
     hits as f32 / labels.len().max(1) as f32
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    /// Registers relnet's own methods again: every one is refused as taken, which also proves
+    /// their declarations pass the checks that run first.
+    #[test]
+    fn registering_a_taken_name_is_refused() {
+        assert!(matches!(register::<relational::RelationalOptions>(), Err(RegistryError::Duplicate { .. })));
+        assert!(matches!(register::<simclr::SimclrOptions>(), Err(RegistryError::Duplicate { .. })));
+        assert_eq!(
+            names()[..7],
+            ["relational", "simclr", "rotation", "deepcluster", "deepinfomax", "supervised", "random"]
+        );
+    }
+
+    #[test]
+    fn configs_round_trip_through_their_table() {
+        for e in entries() {
+            let mut cfg = e.default_config();
+            cfg.get_mut().resolve(true);
+            let back = MethodConfig::from_table(cfg.to_table()).unwrap();
+            assert_eq!(back, cfg, "{}", e.name);
+        }
+        let err = MethodConfig::from_table(toml::toml! { kind = "simclr"  temperature = "hot" }).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("temperature"), "{err}");
+        let err = MethodConfig::from_table(toml::toml! { kind = "byol" }).unwrap_err();
+        assert!(err.to_string().contains("unknown method `byol`") && err.to_string().contains("relational"), "{err}");
+    }
 }
 
 #[cfg(test)]
@@ -441,7 +525,12 @@ mod tests {
     /// Fixed views: per image a random pattern, each view a noisy copy of it.
     fn views(m: usize, k: usize, device: &Device) -> Tensor<4> {
         let base = Tensor::<4>::random([m, 3, 16, 16], Distribution::Normal(0.0, 1.0), device);
-        Tensor::cat((0..k).map(|_| base.clone() + Tensor::<4>::random([m, 3, 16, 16], Distribution::Normal(0.0, 0.3), device)).collect(), 0)
+        Tensor::cat(
+            (0..k)
+                .map(|_| base.clone() + Tensor::<4>::random([m, 3, 16, 16], Distribution::Normal(0.0, 0.3), device))
+                .collect(),
+            0,
+        )
     }
 
     /// Trains `method` on one fixed batch and returns the first and last three losses' means.
@@ -450,7 +539,17 @@ mod tests {
         device.seed(7);
         let images = generate(&SyntheticSpec { seed: 3, train: 16, test: 1, side: 16 }, true);
         let mut say = |_: &str| {};
-        let mut ctx = Context { images: &images, classes, mean: [0.5; 3], std: [0.25; 3], seed: 1, epoch: 0, device: &device, out: std::path::Path::new("."), report: &mut say };
+        let mut ctx = Context {
+            images: &images,
+            classes,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            seed: 1,
+            epoch: 0,
+            device: &device,
+            out: std::path::Path::new("."),
+            report: &mut say,
+        };
         let mut model = method.model(&ctx, &device);
         model = method.begin_epoch(model, &mut ctx).unwrap();
         let m = 16;
@@ -474,12 +573,40 @@ mod tests {
     #[test]
     fn every_method_lowers_its_loss_on_a_fixed_batch() {
         let b = BackboneKind::Conv4;
-        decreases("supervised", fit(supervised::Classifier { backbone: b, labels: (0..16).map(|i| i % 4).collect(), classifier_lr: None, test: None, test_accuracy: None }, 1, 4, 30, 1e-2), 0.8);
+        decreases(
+            "supervised",
+            fit(
+                supervised::Classifier {
+                    backbone: b,
+                    labels: (0..16).map(|i| i % 4).collect(),
+                    classifier_lr: None,
+                    test: None,
+                    test_accuracy: None,
+                },
+                1,
+                4,
+                30,
+                1e-2,
+            ),
+            0.8,
+        );
         decreases("rotation", fit(rotation::Rotation { backbone: b }, 1, 1, 30, 1e-3), 0.8);
-        decreases("simclr", fit(simclr::Simclr { backbone: b, temperature: 0.5, variant: simclr::NtXent::MeanLog }, 2, 1, 30, 1e-3), 0.8);
-        decreases("deepcluster", fit(deepcluster::DeepCluster::new(b, deepcluster::ClusterWeights::Reference), 1, 1, 30, 1e-3), 0.8);
+        decreases(
+            "simclr",
+            fit(simclr::Simclr { backbone: b, temperature: 0.5, variant: simclr::NtXent::MeanLog }, 2, 1, 30, 1e-3),
+            0.8,
+        );
+        decreases(
+            "deepcluster",
+            fit(deepcluster::DeepCluster::new(b, deepcluster::ClusterWeights::Reference), 1, 1, 30, 1e-3),
+            0.8,
+        );
         // DIM starts at the JSD's chance value (2 ln 2 + 0.1 * 2 ln 2) and its local
         // discriminator learns slowly at Adam 1e-3 (the reference trains it at 1e-4).
-        decreases("deepinfomax", fit(deepinfomax::DeepInfomax::new(b, deepinfomax::PriorMode::Joint), 1, 1, 30, 1e-3), 0.95);
+        decreases(
+            "deepinfomax",
+            fit(deepinfomax::DeepInfomax::new(b, deepinfomax::PriorMode::Joint), 1, 1, 30, 1e-3),
+            0.95,
+        );
     }
 }

@@ -16,6 +16,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     display: "Random weights (lower bound)",
     order: 1,
     cost: 0.0,
+    highlight: false,
     summary: "the randomly initialised backbone saved as is (the lower bound)",
     preset: Preset::Plain,
     views: Views::Fixed(1),
@@ -45,7 +46,13 @@ impl MethodOptions for RandomOptions {
         1
     }
 
-    fn launch(&self, run: Run, _stop: Arc<AtomicBool>, report: &mut dyn Reporter, _monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        _stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        _monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Outcome> {
         let backbone = run.out.join("backbone.bpk");
         relnet_models::io::save_backbone(&run.backbone.init(&run.device).valid(), run.backbone, &backbone)?;
         report.line(&format!("random-weights backbone saved to {}", backbone.display()));

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
-use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, Views};
+use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, Views};
 use burn::tensor::{Int, TensorData};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     display: "Relational reasoning",
     order: 6,
     cost: 1.0,
+    highlight: true,
     summary: "self-supervised relational reasoning (K views, relation head, BCE or focal loss)",
     preset: Preset::Relational,
     views: Views::K { option: "k" },
@@ -77,7 +78,13 @@ impl MethodOptions for RelationalOptions {
         }
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut Relational { backbone, aggregation: self.aggregation, loss: self.loss }, run, stop, report, monitor)
     }
@@ -167,11 +174,21 @@ impl RelationalModel {
     }
 
     pub fn new(kind: BackboneKind, agg: Aggregation, device: &Device) -> Self {
-        RelationalModel { backbone: kind.init(device), head: MlpHead::relation(agg.head_input(kind.features()), device) }
+        RelationalModel {
+            backbone: kind.init(device),
+            head: MlpHead::relation(agg.head_input(kind.features()), device),
+        }
     }
 
     /// One forward pass over the `M*K` views (augmentation-major), pairs, head, loss.
-    pub fn forward_step(&self, views: Tensor<4>, m: usize, k: usize, agg: Aggregation, loss: RelationLoss) -> StepOutput {
+    pub fn forward_step(
+        &self,
+        views: Tensor<4>,
+        m: usize,
+        k: usize,
+        agg: Aggregation,
+        loss: RelationLoss,
+    ) -> StepOutput {
         let z = self.backbone.forward(views);
         let logits = self.relation_logits(z, m, k, agg);
         let p = logits.dims()[0];
@@ -215,7 +232,12 @@ mod tests {
         // Fixed views: per image a random pattern, each view a noisy copy of it.
         let base = Tensor::<4>::random([m, 3, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let views = Tensor::cat(
-            (0..k).map(|_| base.clone() + Tensor::<4>::random([m, 3, 16, 16], burn::tensor::Distribution::Normal(0.0, 0.3), &device)).collect(),
+            (0..k)
+                .map(|_| {
+                    base.clone()
+                        + Tensor::<4>::random([m, 3, 16, 16], burn::tensor::Distribution::Normal(0.0, 0.3), &device)
+                })
+                .collect(),
             0,
         );
         let mut optim = AdamConfig::new().with_epsilon(1e-8).init();

@@ -12,13 +12,16 @@ use std::sync::atomic::AtomicBool;
 
 use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
-use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views, classification_step};
+use super::{
+    Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views, classification_step,
+};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "rotation",
     display: "RotationNet",
     order: 3,
     cost: 2.5,
+    highlight: false,
     summary: "RotationNet: predict the rotation (0/90/180/270) of each image, 4-way cross-entropy",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -48,7 +51,13 @@ impl MethodOptions for RotationOptions {
         1
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> crate::Result<Outcome> {
         let backbone = run.backbone;
         train(&mut Rotation { backbone }, run, stop, report, monitor)
     }

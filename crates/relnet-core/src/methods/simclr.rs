@@ -19,13 +19,14 @@ use std::sync::atomic::AtomicBool;
 
 use crate::trainer::{Monitor, Outcome, Reporter, Run, train};
 
-use super::{Schedule, MethodOptions, Batch, Context, Method, MethodSpec, OptimKind, StepOutput, Views};
+use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views};
 
 pub const SPEC: MethodSpec = MethodSpec {
     name: "simclr",
     display: "SimCLR",
     order: 5,
     cost: 1.0,
+    highlight: false,
     summary: "SimCLR: two views, projection head, NT-Xent (temperature 0.5)",
     preset: Preset::Relational,
     views: Views::Fixed(2),
@@ -72,13 +73,28 @@ impl MethodOptions for SimclrOptions {
         if self.temperature > 0.0 && self.temperature <= 100.0 {
             Ok(())
         } else {
-            Err(crate::config::ConfigError::key("temperature", format!("value {} out of range (allowed (0, 100])", self.temperature)))
+            Err(crate::config::ConfigError::key(
+                "temperature",
+                format!("value {} out of range (allowed (0, 100])", self.temperature),
+            ))
         }
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> crate::Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> crate::Result<Outcome> {
         let backbone = run.backbone;
-        train(&mut Simclr { backbone, temperature: self.temperature, variant: self.simclr_loss }, run, stop, report, monitor)
+        train(
+            &mut Simclr { backbone, temperature: self.temperature, variant: self.simclr_loss },
+            run,
+            stop,
+            report,
+            monitor,
+        )
     }
 
     fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
@@ -137,7 +153,10 @@ impl Method for Simclr {
     type Model = SimclrModel;
 
     fn model(&self, _ctx: &Context, device: &Device) -> SimclrModel {
-        SimclrModel { backbone: self.backbone.init(device), projector: MlpHead::simclr(self.backbone.features(), device) }
+        SimclrModel {
+            backbone: self.backbone.init(device),
+            projector: MlpHead::simclr(self.backbone.features(), device),
+        }
     }
 
     fn backbone(model: &SimclrModel) -> &Backbone {

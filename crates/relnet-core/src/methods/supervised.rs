@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use burn::nn::Linear;
 use burn::module::ParamGroup;
+use burn::nn::Linear;
 use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -21,7 +21,10 @@ use relnet_augment::Preset;
 use relnet_models::{Backbone, BackboneKind, linear_head};
 use serde::{Deserialize, Serialize};
 
-use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views, argmax_accuracy, classification_step};
+use super::{
+    Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, StepOutput, Views, argmax_accuracy,
+    classification_step,
+};
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
 use crate::features::extract_with;
@@ -33,6 +36,7 @@ pub const SPEC: MethodSpec = MethodSpec {
     display: "Supervised (upper bound)",
     order: 0,
     cost: 0.6,
+    highlight: false,
     summary: "cross-entropy on the true labels, SGD 0.1 with step decay (the upper bound)",
     preset: Preset::CropFlip,
     views: Views::Fixed(1),
@@ -62,15 +66,35 @@ impl MethodOptions for SupervisedOptions {
         1
     }
 
-    fn launch(&self, run: Run, stop: Arc<AtomicBool>, report: &mut dyn Reporter, monitor: Option<&mut dyn Monitor>) -> Result<Outcome> {
+    fn launch(
+        &self,
+        run: Run,
+        stop: Arc<AtomicBool>,
+        report: &mut dyn Reporter,
+        monitor: Option<&mut dyn Monitor>,
+    ) -> Result<Outcome> {
         let labels = labels_of(&run.images, &run.dataset)?;
         let test = run.dataset_info.load(run.dataset_info.test_split, &run.root)?;
-        let mut method = Classifier { backbone: run.backbone, labels, classifier_lr: None, test: Some(test.images), test_accuracy: None };
+        let mut method = Classifier {
+            backbone: run.backbone,
+            labels,
+            classifier_lr: None,
+            test: Some(test.images),
+            test_accuracy: None,
+        };
         let (dataset, out, seed, started) = (run.dataset.clone(), run.out.to_path_buf(), run.seed, Instant::now());
         let split = run.dataset_info.train_split.as_str().to_string();
         let outcome = train(&mut method, run, stop, report, monitor)?;
         if let (Outcome::Finished { backbone }, Some((acc, n))) = (&outcome, method.test_accuracy) {
-            let mut record = ResultRecord::new("supervised", serde_json::json!({}), ArtifactRef::of(backbone)?, &dataset, seed, Some(&split), "test");
+            let mut record = ResultRecord::new(
+                "supervised",
+                serde_json::json!({}),
+                ArtifactRef::of(backbone)?,
+                &dataset,
+                seed,
+                Some(&split),
+                "test",
+            );
             record.metrics.insert("test_accuracy".into(), acc);
             record.metrics.insert("test_images".into(), n as f64);
             record.wall_seconds = started.elapsed().as_secs_f64();
@@ -81,13 +105,25 @@ impl MethodOptions for SupervisedOptions {
     }
 
     fn conformance(&self, case: &mut crate::conformance::MethodCase) -> crate::Result<Vec<crate::conformance::Check>> {
-        case.step(&mut Classifier { backbone: case.backbone, labels: case.labels.clone(), classifier_lr: None, test: None, test_accuracy: None })
+        case.step(&mut Classifier {
+            backbone: case.backbone,
+            labels: case.labels.clone(),
+            classifier_lr: None,
+            test: None,
+            test_accuracy: None,
+        })
     }
 }
 
 /// The labels of a labelled split as `i64`, or an error naming the dataset.
 pub fn labels_of(images: &ImageSet, dataset: &str) -> Result<Vec<i64>> {
-    Ok(images.labels.as_ref().ok_or_else(|| Error::Invalid(format!("dataset `{dataset}`: the split has no labels")))?.iter().map(|&l| l as i64).collect())
+    Ok(images
+        .labels
+        .as_ref()
+        .ok_or_else(|| Error::Invalid(format!("dataset `{dataset}`: the split has no labels")))?
+        .iter()
+        .map(|&l| l as i64)
+        .collect())
 }
 
 #[derive(Module, Debug)]
@@ -121,7 +157,10 @@ impl Method for Classifier {
     type Model = ClassifierModel;
 
     fn model(&self, ctx: &Context, device: &Device) -> ClassifierModel {
-        ClassifierModel { backbone: self.backbone.init(device), classifier: linear_head(self.backbone.features(), ctx.classes, device) }
+        ClassifierModel {
+            backbone: self.backbone.init(device),
+            classifier: linear_head(self.backbone.features(), ctx.classes, device),
+        }
     }
 
     fn backbone(model: &ClassifierModel) -> &Backbone {
@@ -138,9 +177,9 @@ impl Method for Classifier {
             // `lr` is the backbone's rate at this epoch; the classifier's follows the same schedule.
             // `lr` is the backbone's rate this epoch (the base rate after the schedule's drops); the
             // classifier's rate follows the same schedule from its own base.
-            Some((classifier, base)) => {
-                ModuleLrScheduler::new(lr).with_group(ParamGroup::ids_from_module(model.classifier.clone()), classifier * lr / base).step()
-            }
+            Some((classifier, base)) => ModuleLrScheduler::new(lr)
+                .with_group(ParamGroup::ids_from_module(model.classifier.clone()), classifier * lr / base)
+                .step(),
         }
     }
 

@@ -223,7 +223,9 @@ impl std::str::FromStr for Filter {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut f = Filter::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=value (keys: method, dataset, backbone, seed, protocol)"))?;
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                format!("`{part}` is not key=value (keys: method, dataset, backbone, seed, protocol)")
+            })?;
             let k = k.trim();
             if !["method", "dataset", "backbone", "seed", "protocol"].contains(&k) {
                 return Err(format!("unknown filter key `{k}` (keys: method, dataset, backbone, seed, protocol)"));
@@ -249,7 +251,8 @@ impl Grid {
     /// Parses and checks a grid file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Grid> {
         let bad = |problem: String| Error::Config(ConfigError { file: Some(origin.to_path_buf()), key: None, problem });
-        let grid: Grid = toml::from_str(text).map_err(|e| bad(format!("not a valid grid file: {}", e.message().trim())))?;
+        let grid: Grid =
+            toml::from_str(text).map_err(|e| bad(format!("not a valid grid file: {}", e.message().trim())))?;
         if grid.schema != GRID_SCHEMA {
             return Err(bad(format!("grid schema {}; this relnet reads schema {GRID_SCHEMA}", grid.schema)));
         }
@@ -257,7 +260,10 @@ impl Grid {
             for e in &p.experiments {
                 for proto in &e.protocols {
                     if !grid.protocols.contains_key(proto) {
-                        return Err(bad(format!("profile `{name}`, experiment `{}`: unknown protocol `{proto}`", e.name)));
+                        return Err(bad(format!(
+                            "profile `{name}`, experiment `{}`: unknown protocol `{proto}`",
+                            e.name
+                        )));
                     }
                 }
             }
@@ -267,7 +273,11 @@ impl Grid {
         }
         for (name, p) in &grid.protocols {
             if crate::entry(&p.evaluator).is_none() {
-                return Err(bad(format!("protocol `{name}`: unknown evaluator `{}` (known: {})", p.evaluator, crate::names().join(", "))));
+                return Err(bad(format!(
+                    "protocol `{name}`: unknown evaluator `{}` (known: {})",
+                    p.evaluator,
+                    crate::names().join(", ")
+                )));
             }
         }
         Ok(grid)
@@ -286,7 +296,13 @@ impl Grid {
 
     pub fn profile(&self, name: &str) -> Result<&Profile> {
         self.profiles.get(name).ok_or_else(|| {
-            Error::Config(ConfigError::key("profile", format!("no profile `{name}` in the grid (profiles: {})", self.profiles.keys().cloned().collect::<Vec<_>>().join(", "))))
+            Error::Config(ConfigError::key(
+                "profile",
+                format!(
+                    "no profile `{name}` in the grid (profiles: {})",
+                    self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ))
         })
     }
 
@@ -300,14 +316,23 @@ impl Grid {
                 for dataset in &exp.datasets {
                     for backbone in &exp.backbones {
                         for &seed in &prof.seeds {
-                            if !(only.admits("method", method) && only.admits("dataset", dataset) && only.admits("backbone", backbone) && only.admits("seed", &seed.to_string())) {
+                            if !(only.admits("method", method)
+                                && only.admits("dataset", dataset)
+                                && only.admits("backbone", backbone)
+                                && only.admits("seed", &seed.to_string()))
+                            {
                                 continue;
                             }
                             let evals = self.evals(prof, exp, dataset, only)?;
                             if evals.is_empty() {
                                 continue;
                             }
-                            let pos = cells.iter().position(|c| &c.method == method && &c.dataset == dataset && &c.backbone == backbone && c.seed == seed);
+                            let pos = cells.iter().position(|c| {
+                                &c.method == method
+                                    && &c.dataset == dataset
+                                    && &c.backbone == backbone
+                                    && c.seed == seed
+                            });
                             let cell = match pos {
                                 Some(i) => &mut cells[i],
                                 None => {
@@ -346,7 +371,8 @@ impl Grid {
                     None => continue,
                 }
             };
-            let budgets: Vec<Option<String>> = if p.labels.is_empty() { vec![None] } else { p.labels.iter().cloned().map(Some).collect() };
+            let budgets: Vec<Option<String>> =
+                if p.labels.is_empty() { vec![None] } else { p.labels.iter().cloned().map(Some).collect() };
             for budget in budgets {
                 let mut table = toml::Table::new();
                 table.insert("kind".into(), p.evaluator.clone().into());
@@ -357,9 +383,10 @@ impl Grid {
                 if let Some(b) = &budget {
                     table.insert("labels".into(), b.clone().into());
                 }
-                let evaluator: EvaluatorConfig = toml::Value::Table(table)
-                    .try_into()
-                    .map_err(|e: toml::de::Error| Error::Config(ConfigError::key(name, format!("protocol `{name}`: {}", e.message().trim()))))?;
+                let evaluator: EvaluatorConfig =
+                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                        Error::Config(ConfigError::key(name, format!("protocol `{name}`: {}", e.message().trim())))
+                    })?;
                 evaluator.get().validate().map_err(Error::Config)?;
                 out.push(EvalSpec { protocol: name.clone(), dataset: target.clone(), labels: budget, evaluator });
             }
@@ -378,12 +405,18 @@ impl Grid {
         let mut m = toml::Table::new();
         m.insert("kind".into(), method.into());
         let spec = relnet_core::methods::entry(method)
-            .ok_or_else(|| Error::Config(ConfigError::key("methods", format!("unknown method `{method}` (known: {})", relnet_core::methods::names().join(", ")))))?
+            .ok_or_else(|| {
+                Error::Config(ConfigError::key(
+                    "methods",
+                    format!("unknown method `{method}` (known: {})", relnet_core::methods::names().join(", ")),
+                ))
+            })?
             .spec;
         if let Views::K { option } = spec.views
-            && let Some(k) = rule(&self.pretrain.k, backbone, dataset) {
-                m.insert(option.into(), toml::Value::Integer(k as i64));
-            }
+            && let Some(k) = rule(&self.pretrain.k, backbone, dataset)
+        {
+            m.insert(option.into(), toml::Value::Integer(k as i64));
+        }
         lay(&mut table, &prof.pretrain);
         if let Some(o) = prof.method.get(method) {
             lay(&mut m, o);
@@ -395,12 +428,26 @@ impl Grid {
         })?;
         let cfg = cfg.resolved();
         let hash = config_hash(&cfg);
-        Ok(Cell { method: method.into(), dataset: dataset.into(), backbone: backbone.into(), seed, pretrain: cfg, evals: Vec::new(), experiments: Vec::new(), hash })
+        Ok(Cell {
+            method: method.into(),
+            dataset: dataset.into(),
+            backbone: backbone.into(),
+            seed,
+            pretrain: cfg,
+            evals: Vec::new(),
+            experiments: Vec::new(),
+            hash,
+        })
     }
 
     /// The paper's value for a method in one evaluation of a cell: (mean, std, table).
     pub fn paper_value(&self, cell: &Cell, eval: &EvalSpec) -> Option<(f64, Option<f64>, &PaperTable)> {
-        let table = self.paper.get(&eval.protocol)?.get(&paper_key(&cell.backbone, &cell.dataset, &eval.dataset, eval.labels.as_deref()))?;
+        let table = self.paper.get(&eval.protocol)?.get(&paper_key(
+            &cell.backbone,
+            &cell.dataset,
+            &eval.dataset,
+            eval.labels.as_deref(),
+        ))?;
         let v = table.values.get(&cell.method)?;
         Some((*v.first()?, v.get(1).copied(), table))
     }
@@ -464,7 +511,13 @@ pub fn estimate_seconds(grid: &Grid, profile: &Profile, cell: &Cell) -> Option<f
             s += (tr + te) as f64 / (vps * t.forward_speedup);
         }
         s += t.fixed_eval_s;
-        let inputs = CostInputs { train_images: tr, test_images: te, views_per_s: vps, forward_speedup: t.forward_speedup, probe_epoch_s_per_10k: t.probe_epoch_s_per_10k };
+        let inputs = CostInputs {
+            train_images: tr,
+            test_images: te,
+            views_per_s: vps,
+            forward_speedup: t.forward_speedup,
+            probe_epoch_s_per_10k: t.probe_epoch_s_per_10k,
+        };
         s += evaluator.cost_seconds(&inputs);
     }
     Some(s)
@@ -482,12 +535,30 @@ mod tests {
         // methods); Table 3 adds SlimageNet64 (5 methods); transfer, grain and fewer labels reuse
         // the ResNet-32 CIFAR cells. Times 3 seeds.
         assert_eq!(cells.len(), (42 + 6 + 5) * 3);
-        let rel = cells.iter().find(|c| c.method == "relational" && c.backbone == "resnet32" && c.dataset == "cifar100" && c.seed == 2).unwrap();
+        let rel = cells
+            .iter()
+            .find(|c| c.method == "relational" && c.backbone == "resnet32" && c.dataset == "cifar100" && c.seed == 2)
+            .unwrap();
         let keys: Vec<String> = rel.evals.iter().map(EvalSpec::key).collect();
-        assert_eq!(keys, ["linear:cifar100", "transfer:cifar10", "grain:cifar100-20", "fewer-labels:cifar100@1%", "fewer-labels:cifar100@10%", "fewer-labels:cifar100@25%", "fewer-labels:cifar100@50%", "fewer-labels:cifar100@100%"]);
+        assert_eq!(
+            keys,
+            [
+                "linear:cifar100",
+                "transfer:cifar10",
+                "grain:cifar100-20",
+                "fewer-labels:cifar100@1%",
+                "fewer-labels:cifar100@10%",
+                "fewer-labels:cifar100@25%",
+                "fewer-labels:cifar100@50%",
+                "fewer-labels:cifar100@100%"
+            ]
+        );
         assert_eq!(rel.pretrain.epochs, Some(200));
         assert_eq!(rel.pretrain.method.get().views(), 32);
-        let tiny = cells.iter().find(|c| c.method == "relational" && c.backbone == "resnet32" && c.dataset == "tiny-imagenet").unwrap();
+        let tiny = cells
+            .iter()
+            .find(|c| c.method == "relational" && c.backbone == "resnet32" && c.dataset == "tiny-imagenet")
+            .unwrap();
         assert_eq!(tiny.pretrain.method.get().views(), 16, "K = 16 for ResNet-32 on tiny-ImageNet");
         let stl = cells.iter().find(|c| c.method == "relational" && c.dataset == "stl10").unwrap();
         assert_eq!((stl.pretrain.epochs, stl.pretrain.method.get().views()), (Some(300), 25));
@@ -513,19 +584,28 @@ mod tests {
         assert_eq!(cells.iter().map(|c| c.method.as_str()).collect::<Vec<_>>(), ["simclr", "relational"]);
         assert!(cells.iter().all(|c| c.evals.len() == 1 && c.pretrain.epochs == Some(2)));
         assert_eq!(cells[1].pretrain.method.get().views(), 4);
-        let linear = cells[1].evals[0].evaluator.downcast_ref::<crate::linear::LinearOptions>().expect("the linear protocol's evaluator");
+        let linear = cells[1].evals[0]
+            .evaluator
+            .downcast_ref::<crate::linear::LinearOptions>()
+            .expect("the linear protocol's evaluator");
         assert_eq!(linear.epochs, 10);
         let all = g.cells("cpu", &Filter::default()).unwrap();
         assert_eq!(all.len(), 7);
         let rel = all.iter().find(|c| c.method == "relational").unwrap();
         assert_eq!(rel.hash, cells[1].hash, "the protocol filter does not change the cell's directory");
         assert!("colour=red".parse::<Filter>().unwrap_err().contains("unknown filter key"));
-        assert!(g.cells("gpu-cluster", &Filter::default()).unwrap_err().to_string().contains("no profile `gpu-cluster`"));
+        assert!(
+            g.cells("gpu-cluster", &Filter::default()).unwrap_err().to_string().contains("no profile `gpu-cluster`")
+        );
         // An estimate exists for every cell of the shipped profiles.
         for p in ["paper", "cpu", "smoke"] {
             let prof = g.profile(p).unwrap();
             for c in g.cells(p, &Filter::default()).unwrap() {
-                assert!(estimate_seconds(&g, prof, &c).is_some_and(|s| s > 0.0 || c.method == "random"), "{p} {}", c.dir_name());
+                assert!(
+                    estimate_seconds(&g, prof, &c).is_some_and(|s| s > 0.0 || c.method == "random"),
+                    "{p} {}",
+                    c.dir_name()
+                );
             }
         }
     }
@@ -533,7 +613,9 @@ mod tests {
     #[test]
     fn bad_grid_files_are_refused_with_the_file_named() {
         let p = Path::new("my-grid.toml");
-        let e = Grid::parse("schema = 1\n[protocols.x]\ntitle = \"x\"\nevaluator = \"nope\"\n[profiles]\n", p).unwrap_err().to_string();
+        let e = Grid::parse("schema = 1\n[protocols.x]\ntitle = \"x\"\nevaluator = \"nope\"\n[profiles]\n", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("my-grid.toml") && e.contains("unknown evaluator `nope`"), "{e}");
         let e = Grid::parse("schema = 7\n[protocols]\n[profiles]\n", p).unwrap_err().to_string();
         assert!(e.contains("grid schema 7"), "{e}");

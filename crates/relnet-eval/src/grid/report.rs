@@ -65,7 +65,12 @@ fn budget_order(b: &Option<String>) -> (u8, u64) {
 
 impl Ord for Condition {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (&self.backbone, &self.source, &self.target, budget_order(&self.labels)).cmp(&(&o.backbone, &o.source, &o.target, budget_order(&o.labels)))
+        (&self.backbone, &self.source, &self.target, budget_order(&self.labels)).cmp(&(
+            &o.backbone,
+            &o.source,
+            &o.target,
+            budget_order(&o.labels),
+        ))
     }
 }
 
@@ -88,7 +93,9 @@ impl Condition {
     }
 
     fn file_stem(&self) -> String {
-        relnet_core::record::sanitize(&self.title().replace(" → ", "-to-").replace(' ', "-").replace('@', "").replace('%', "pct"))
+        relnet_core::record::sanitize(
+            &self.title().replace(" → ", "-to-").replace(' ', "-").replace('@', "").replace('%', "pct"),
+        )
     }
 }
 
@@ -132,15 +139,30 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
             Ok(m) => {
                 for spec in &m.cell.evals {
                     let o = m.eval(&spec.key());
-                    let mut e = Entry { cell: m.cell.clone(), eval: spec.clone(), values: BTreeMap::new(), missing: None };
+                    let mut e =
+                        Entry { cell: m.cell.clone(), eval: spec.clone(), values: BTreeMap::new(), missing: None };
                     match (m.status, o) {
-                        (_, Some(o)) if o.status == Status::Done => match verify_record(&dir, o, m.backbone_sha256.as_deref()) {
-                            Ok(r) => e.values = r.metrics,
-                            Err(why) => e.missing = Some(("untrusted".into(), format!("{why}; `relnet reproduce` runs it again"))),
-                        },
-                        (_, Some(o)) => e.missing = Some((o.status.as_str().into(), o.error.clone().unwrap_or_default())),
-                        (Status::Skipped | Status::Failed, None) => e.missing = Some((m.status.as_str().into(), m.error.clone().unwrap_or_default())),
-                        (_, None) => e.missing = Some(("incomplete".into(), format!("the cell stopped before this evaluation ({}); rerun to resume", dir.display()))),
+                        (_, Some(o)) if o.status == Status::Done => {
+                            match verify_record(&dir, o, m.backbone_sha256.as_deref()) {
+                                Ok(r) => e.values = r.metrics,
+                                Err(why) => {
+                                    e.missing =
+                                        Some(("untrusted".into(), format!("{why}; `relnet reproduce` runs it again")))
+                                }
+                            }
+                        }
+                        (_, Some(o)) => {
+                            e.missing = Some((o.status.as_str().into(), o.error.clone().unwrap_or_default()))
+                        }
+                        (Status::Skipped | Status::Failed, None) => {
+                            e.missing = Some((m.status.as_str().into(), m.error.clone().unwrap_or_default()))
+                        }
+                        (_, None) => {
+                            e.missing = Some((
+                                "incomplete".into(),
+                                format!("the cell stopped before this evaluation ({}); rerun to resume", dir.display()),
+                            ))
+                        }
                     }
                     out.push(e);
                 }
@@ -150,19 +172,34 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
         }
     }
     // Cells the recorded invocations expect but that have no directory yet.
-    let mut invocations: Vec<PathBuf> = std::fs::read_dir(results).map_err(|e| Error::io(results, e))?.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("invocation-"))).collect();
+    let mut invocations: Vec<PathBuf> = std::fs::read_dir(results)
+        .map_err(|e| Error::io(results, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("invocation-")))
+        .collect();
     invocations.sort();
     for inv in invocations {
         let Ok(text) = std::fs::read_to_string(&inv) else { continue };
         let Ok(t) = text.parse::<toml::Table>() else { continue };
-        let (Some(profile), only) = (t.get("profile").and_then(|v| v.as_str()), t.get("only").and_then(|v| v.as_str()).unwrap_or("")) else { continue };
+        let (Some(profile), only) =
+            (t.get("profile").and_then(|v| v.as_str()), t.get("only").and_then(|v| v.as_str()).unwrap_or(""))
+        else {
+            continue;
+        };
         let Ok(filter) = only.parse::<Filter>() else { continue };
         let Ok(cells) = grid.cells(profile, &filter) else { continue };
         for c in cells {
             for spec in &c.evals {
-                let known = out.iter().any(|e| e.cell.hash == c.hash && e.eval.key() == spec.key()) || unreadable.iter().any(|(d, _)| d.ends_with(c.dir_name()));
+                let known = out.iter().any(|e| e.cell.hash == c.hash && e.eval.key() == spec.key())
+                    || unreadable.iter().any(|(d, _)| d.ends_with(c.dir_name()));
                 if !known {
-                    out.push(Entry { cell: c.clone(), eval: spec.clone(), values: BTreeMap::new(), missing: Some(("not run".into(), format!("cell {} has not been started", c.dir_name()))) });
+                    out.push(Entry {
+                        cell: c.clone(),
+                        eval: spec.clone(),
+                        values: BTreeMap::new(),
+                        missing: Some(("not run".into(), format!("cell {} has not been started", c.dir_name()))),
+                    });
                 }
             }
         }
@@ -178,7 +215,9 @@ pub fn report(results: &Path) -> Result<Report> {
     let figures_dir = results.join("figures");
     let mut figures = Vec::new();
     let mut md = String::new();
-    let mut csv = String::from("protocol,backbone,dataset,target,labels,method,pretrain_epochs,settings,metric,seeds,mean,std,paper_mean,paper_std,paper_status,paper_source,difference,status,note\n");
+    let mut csv = String::from(
+        "protocol,backbone,dataset,target,labels,method,pretrain_epochs,settings,metric,seeds,mean,std,paper_mean,paper_std,paper_status,paper_source,difference,status,note\n",
+    );
     let mut notes: Vec<String> = Vec::new();
     let mut note_of = |why: &str| -> usize {
         match notes.iter().position(|n| n == why) {
@@ -191,15 +230,32 @@ pub fn report(results: &Path) -> Result<Report> {
     };
 
     let _ = writeln!(md, "# relnet reproduce: results\n");
-    let _ = writeln!(md, "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of the paper's tables (Patacchiola & Storkey, NeurIPS 2020; the grid file's `[paper]` tables name each one); *approx.* marks values read off a figure.\n", results.display(), manifests.len(), entries.len());
+    let _ = writeln!(
+        md,
+        "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of the paper's tables (Patacchiola & Storkey, NeurIPS 2020; the grid file's `[paper]` tables name each one); *approx.* marks values read off a figure.\n",
+        results.display(),
+        manifests.len(),
+        entries.len()
+    );
 
     // protocol -> condition -> (method, epochs, variant) -> entries, one per seed.
     let mut by_protocol: BTreeMap<String, BTreeMap<Condition, BTreeMap<Row, Vec<&Entry>>>> = BTreeMap::new();
     for e in &entries {
-        let c = Condition { backbone: e.cell.backbone.clone(), source: e.cell.dataset.clone(), target: e.eval.dataset.clone(), labels: e.eval.labels.clone() };
+        let c = Condition {
+            backbone: e.cell.backbone.clone(),
+            source: e.cell.dataset.clone(),
+            target: e.eval.dataset.clone(),
+            labels: e.eval.labels.clone(),
+        };
         let epochs = e.cell.pretrain.epochs();
         let variant = super::variant_hash(&e.cell.pretrain);
-        let group = by_protocol.entry(e.eval.protocol.clone()).or_default().entry(c).or_default().entry((method_rank(&e.cell.method), e.cell.method.clone(), epochs, variant)).or_default();
+        let group = by_protocol
+            .entry(e.eval.protocol.clone())
+            .or_default()
+            .entry(c)
+            .or_default()
+            .entry((method_rank(&e.cell.method), e.cell.method.clone(), epochs, variant))
+            .or_default();
         if !group.iter().any(|x| x.cell.seed == e.cell.seed) {
             group.push(e);
         }
@@ -217,7 +273,8 @@ pub fn report(results: &Path) -> Result<Report> {
         let conds: Vec<&Condition> = conditions.keys().collect();
         // Rows: every (method, epochs) of any condition; a method run with other settings at
         // the same epoch count (another K, learning rate...) shows one value per setting.
-        let mut rows: Vec<(usize, String, usize)> = conditions.values().flat_map(|m| m.keys().map(|r| (r.0, r.1.clone(), r.2))).collect();
+        let mut rows: Vec<(usize, String, usize)> =
+            conditions.values().flat_map(|m| m.keys().map(|r| (r.0, r.1.clone(), r.2))).collect();
         rows.sort();
         rows.dedup();
         let head: Vec<String> = conds.iter().map(|c| c.title()).collect();
@@ -227,75 +284,96 @@ pub fn report(results: &Path) -> Result<Report> {
             let (_, method, epochs) = row;
             let mut line = format!("| {} | {epochs} |", method_name(method));
             for cond in &conds {
-                let groups: Vec<(&Row, &Vec<&Entry>)> = conditions[*cond].iter().filter(|(k, _)| k.0 == row.0 && k.1 == row.1 && k.2 == row.2).collect();
+                let groups: Vec<(&Row, &Vec<&Entry>)> =
+                    conditions[*cond].iter().filter(|(k, _)| k.0 == row.0 && k.1 == row.1 && k.2 == row.2).collect();
                 if groups.is_empty() {
                     line.push_str(" |");
                     continue;
                 }
                 let mut texts = Vec::new();
                 for (variant_row, es) in &groups {
-                let es: &Vec<&Entry> = es;
-                let mut parts = Vec::new();
-                for (mi, (key, mname)) in metrics.iter().enumerate() {
-                    let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get(*key).copied()).collect();
-                    let paper = if mi == 0 { grid.paper_value(&es[0].cell, &es[0].eval) } else { None };
-                    let (text, mean, std) = if vals.is_empty() {
-                        (String::from("—"), None, None)
-                    } else {
-                        let (m, s) = mean_std(&vals);
-                        (format!("{m:.2}{} [{}]", s.map_or(String::new(), |s| format!(" ± {s:.2}")), vals.len()), Some(m), s)
-                    };
-                    let mut cell = if metrics.len() > 1 { format!("{mname} {text}") } else { text };
-                    if let Some((pm, ps, table)) = paper {
-                        let approx = if table.status == "verified" { "" } else { " approx." };
-                        let _ = write!(cell, " · paper {pm:.2}{}{approx}", ps.map_or(String::new(), |s| format!(" ± {s:.2}")));
-                        if let Some(m) = mean {
-                            let _ = write!(cell, " · Δ {:+.2}", m - pm);
+                    let es: &Vec<&Entry> = es;
+                    let mut parts = Vec::new();
+                    for (mi, (key, mname)) in metrics.iter().enumerate() {
+                        let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get(*key).copied()).collect();
+                        let paper = if mi == 0 { grid.paper_value(&es[0].cell, &es[0].eval) } else { None };
+                        let (text, mean, std) = if vals.is_empty() {
+                            (String::from("—"), None, None)
+                        } else {
+                            let (m, s) = mean_std(&vals);
+                            (
+                                format!("{m:.2}{} [{}]", s.map_or(String::new(), |s| format!(" ± {s:.2}")), vals.len()),
+                                Some(m),
+                                s,
+                            )
+                        };
+                        let mut cell = if metrics.len() > 1 { format!("{mname} {text}") } else { text };
+                        if let Some((pm, ps, table)) = paper {
+                            let approx = if table.status == "verified" { "" } else { " approx." };
+                            let _ = write!(
+                                cell,
+                                " · paper {pm:.2}{}{approx}",
+                                ps.map_or(String::new(), |s| format!(" ± {s:.2}"))
+                            );
+                            if let Some(m) = mean {
+                                let _ = write!(cell, " · Δ {:+.2}", m - pm);
+                            }
+                        }
+                        parts.push(cell);
+                        let status = if vals.len() == es.len() {
+                            "done".to_string()
+                        } else {
+                            es.iter().find_map(|e| e.missing.as_ref().map(|m| m.0.clone())).unwrap_or_default()
+                        };
+                        let note = es
+                            .iter()
+                            .find_map(|e| e.missing.as_ref().map(|m| m.1.replace(['\n', '"'], " ")))
+                            .unwrap_or_default();
+                        let (pm, ps, pst, psrc) = match paper {
+                            Some((m, s, t)) => (
+                                format!("{m}"),
+                                s.map_or(String::new(), |s| s.to_string()),
+                                t.status.clone(),
+                                t.source.clone(),
+                            ),
+                            None => Default::default(),
+                        };
+                        let diff = match (mean, paper) {
+                            (Some(m), Some((p, _, _))) => format!("{:.4}", m - p),
+                            _ => String::new(),
+                        };
+                        let _ = writeln!(
+                            csv,
+                            "{proto},{},{},{},{},{method},{epochs},{},{key},{},{},{},{pm},{ps},{pst},\"{psrc}\",{diff},{status},\"{note}\"",
+                            cond.backbone,
+                            cond.source,
+                            cond.target,
+                            cond.labels.clone().unwrap_or_default(),
+                            variant_row.3,
+                            vals.len(),
+                            mean.map_or(String::new(), |m| format!("{m:.4}")),
+                            std.map_or(String::new(), |s| format!("{s:.4}"))
+                        );
+                    }
+                    // Why values are missing, as numbered notes.
+                    let mut marks: Vec<String> = Vec::new();
+                    for e in es {
+                        if let Some((kind, why)) = &e.missing {
+                            let n = note_of(&format!("{kind}: {}", one_line(why)));
+                            let mark = format!("{kind} [{n}]");
+                            if !marks.contains(&mark) {
+                                marks.push(mark);
+                            }
                         }
                     }
-                    parts.push(cell);
-                    let status = if vals.len() == es.len() { "done".to_string() } else { es.iter().find_map(|e| e.missing.as_ref().map(|m| m.0.clone())).unwrap_or_default() };
-                    let note = es.iter().find_map(|e| e.missing.as_ref().map(|m| m.1.replace(['\n', '"'], " "))).unwrap_or_default();
-                    let (pm, ps, pst, psrc) = match paper {
-                        Some((m, s, t)) => (format!("{m}"), s.map_or(String::new(), |s| s.to_string()), t.status.clone(), t.source.clone()),
-                        None => Default::default(),
-                    };
-                    let diff = match (mean, paper) {
-                        (Some(m), Some((p, _, _))) => format!("{:.4}", m - p),
-                        _ => String::new(),
-                    };
-                    let _ = writeln!(
-                        csv,
-                        "{proto},{},{},{},{},{method},{epochs},{},{key},{},{},{},{pm},{ps},{pst},\"{psrc}\",{diff},{status},\"{note}\"",
-                        cond.backbone,
-                        cond.source,
-                        cond.target,
-                        cond.labels.clone().unwrap_or_default(),
-                        variant_row.3,
-                        vals.len(),
-                        mean.map_or(String::new(), |m| format!("{m:.4}")),
-                        std.map_or(String::new(), |s| format!("{s:.4}"))
-                    );
-                }
-                // Why values are missing, as numbered notes.
-                let mut marks: Vec<String> = Vec::new();
-                for e in es {
-                    if let Some((kind, why)) = &e.missing {
-                        let n = note_of(&format!("{kind}: {}", one_line(why)));
-                        let mark = format!("{kind} [{n}]");
-                        if !marks.contains(&mark) {
-                            marks.push(mark);
-                        }
+                    let mut text = parts.join("; ");
+                    if !marks.is_empty() {
+                        let _ = write!(text, " ({})", marks.join(", "));
                     }
-                }
-                let mut text = parts.join("; ");
-                if !marks.is_empty() {
-                    let _ = write!(text, " ({})", marks.join(", "));
-                }
-                if groups.len() > 1 {
-                    let _ = write!(text, " (settings {})", &variant_row.3[..6]);
-                }
-                texts.push(text);
+                    if groups.len() > 1 {
+                        let _ = write!(text, " (settings {})", &variant_row.3[..6]);
+                    }
+                    texts.push(text);
                 }
                 let _ = write!(line, " {} |", texts.join("<br>"));
             }
@@ -305,7 +383,12 @@ pub fn report(results: &Path) -> Result<Report> {
         let sources: Vec<String> = conds
             .iter()
             .filter_map(|c| {
-                let t: &PaperTable = grid.paper.get(proto)?.get(&super::paper_key(&c.backbone, &c.source, &c.target, c.labels.as_deref()))?;
+                let t: &PaperTable = grid.paper.get(proto)?.get(&super::paper_key(
+                    &c.backbone,
+                    &c.source,
+                    &c.target,
+                    c.labels.as_deref(),
+                ))?;
                 Some(format!("{}: paper {} ({})", c.title(), t.source, t.status))
             })
             .collect();
@@ -320,8 +403,13 @@ pub fn report(results: &Path) -> Result<Report> {
             std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
             let mut groups: BTreeMap<(String, String, String), Vec<Line>> = BTreeMap::new();
             for cond in &conds {
-                let Some(pct) = cond.labels.as_deref().and_then(|l| l.strip_suffix('%')).and_then(|p| p.parse::<f64>().ok()) else { continue };
-                let lines = groups.entry((cond.backbone.clone(), cond.source.clone(), cond.target.clone())).or_default();
+                let Some(pct) =
+                    cond.labels.as_deref().and_then(|l| l.strip_suffix('%')).and_then(|p| p.parse::<f64>().ok())
+                else {
+                    continue;
+                };
+                let lines =
+                    groups.entry((cond.backbone.clone(), cond.source.clone(), cond.target.clone())).or_default();
                 for (row, es) in &conditions[*cond] {
                     let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get("test_accuracy").copied()).collect();
                     let mut add = |label: String, v: f64| match lines.iter_mut().find(|l| l.label == label) {
@@ -339,7 +427,13 @@ pub fn report(results: &Path) -> Result<Report> {
             for ((backbone, source, target), lines) in groups {
                 let stem = relnet_core::record::sanitize(&format!("{proto}-{backbone}-{source}-{target}"));
                 let path = figures_dir.join(format!("{stem}.png"));
-                lines_png(&path, &format!("{title}: {backbone} {source}"), "labelled train images (%)", "test accuracy (%)", &lines)?;
+                lines_png(
+                    &path,
+                    &format!("{title}: {backbone} {source}"),
+                    "labelled train images (%)",
+                    "test accuracy (%)",
+                    &lines,
+                )?;
                 let _ = writeln!(md, "![{proto} {backbone} {source}](figures/{stem}.png)\n");
                 figures.push(path);
             }
@@ -351,10 +445,20 @@ pub fn report(results: &Path) -> Result<Report> {
                 let mut bars = Vec::new();
                 for (row, es) in &conditions[*cond] {
                     let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get("test_accuracy").copied()).collect();
-                    let (mean, std) = if vals.is_empty() { (None, None) } else { let (m, s) = mean_std(&vals); (Some(m), s) };
+                    let (mean, std) = if vals.is_empty() {
+                        (None, None)
+                    } else {
+                        let (m, s) = mean_std(&vals);
+                        (Some(m), s)
+                    };
                     let paper = grid.paper_value(&es[0].cell, &es[0].eval).map(|p| p.0);
-                    let label = if rows.iter().filter(|r| r.1 == row.1).count() > 1 { format!("{} {}ep", row.1, row.2) } else { row.1.clone() };
-                    bars.push(Bar { label, mean, std, paper });
+                    let label = if rows.iter().filter(|r| r.1 == row.1).count() > 1 {
+                        format!("{} {}ep", row.1, row.2)
+                    } else {
+                        row.1.clone()
+                    };
+                    let highlight = relnet_core::methods::entry(&row.1).is_some_and(|e| e.spec.highlight);
+                    bars.push(Bar { label, mean, std, paper, highlight });
                     if let Some(m) = mean {
                         let key = format!("{proto}-{}", cond.file_stem());
                         let lines = epoch_lines.entry(key).or_default();
@@ -366,7 +470,12 @@ pub fn report(results: &Path) -> Result<Report> {
                 }
                 let path = figures_dir.join(format!("{proto}-{}.png", cond.file_stem()));
                 bars_png(&path, &format!("{title}: {}", cond.title()), "test accuracy (%)", &bars)?;
-                let _ = writeln!(md, "![{proto} {}](figures/{})\n", cond.title(), path.file_name().unwrap().to_string_lossy());
+                let _ = writeln!(
+                    md,
+                    "![{proto} {}](figures/{})\n",
+                    cond.title(),
+                    path.file_name().unwrap().to_string_lossy()
+                );
                 figures.push(path);
             }
         }
@@ -374,8 +483,18 @@ pub fn report(results: &Path) -> Result<Report> {
     for (key, lines) in epoch_lines {
         if lines.iter().any(|l| l.points.len() > 1) {
             let path = figures_dir.join(format!("epochs-{key}.png"));
-            lines_png(&path, &format!("accuracy against pretraining epochs: {key}"), "pretraining epochs", "test accuracy (%)", &lines)?;
-            let _ = writeln!(md, "![accuracy against epochs {key}](figures/{})\n", path.file_name().unwrap().to_string_lossy());
+            lines_png(
+                &path,
+                &format!("accuracy against pretraining epochs: {key}"),
+                "pretraining epochs",
+                "test accuracy (%)",
+                &lines,
+            )?;
+            let _ = writeln!(
+                md,
+                "![accuracy against epochs {key}](figures/{})\n",
+                path.file_name().unwrap().to_string_lossy()
+            );
             figures.push(path);
         }
     }
@@ -394,9 +513,14 @@ pub fn report(results: &Path) -> Result<Report> {
         std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
         for ((backbone, dataset), mut rs) in runs {
             rs.sort_by_key(|r| (method_rank(r.name.split(' ').next().unwrap_or("")), r.name.clone()));
-            let path = figures_dir.join(format!("pretraining-{backbone}-{}.png", relnet_core::record::sanitize(&dataset)));
+            let path =
+                figures_dir.join(format!("pretraining-{backbone}-{}.png", relnet_core::record::sanitize(&dataset)));
             curves_png(&path, &rs)?;
-            let _ = writeln!(md, "![pretraining {backbone} {dataset}](figures/{})\n", path.file_name().unwrap().to_string_lossy());
+            let _ = writeln!(
+                md,
+                "![pretraining {backbone} {dataset}](figures/{})\n",
+                path.file_name().unwrap().to_string_lossy()
+            );
             figures.push(path);
         }
     }
@@ -411,12 +535,25 @@ pub fn report(results: &Path) -> Result<Report> {
         let evals: f64 = m.evals.iter().map(|e| e.seconds).sum();
         total += m.pretrain_seconds + evals;
         let status = match &m.error {
-            Some(e) => format!("{} [{}]", m.status.as_str(), note_of(&format!("{}: {}", m.status.as_str(), one_line(e)))),
+            Some(e) => {
+                format!("{} [{}]", m.status.as_str(), note_of(&format!("{}: {}", m.status.as_str(), one_line(e))))
+            }
             None => m.status.as_str().to_string(),
         };
-        let _ = writeln!(md, "| `{}` | {status} | {} | {} | {} |", m.cell.dir_name(), fmt_secs(m.pretrain_seconds), fmt_secs(evals), fmt_secs(m.pretrain_seconds + evals));
+        let _ = writeln!(
+            md,
+            "| `{}` | {status} | {} | {} | {} |",
+            m.cell.dir_name(),
+            fmt_secs(m.pretrain_seconds),
+            fmt_secs(evals),
+            fmt_secs(m.pretrain_seconds + evals)
+        );
     }
-    let _ = writeln!(md, "\nCompute time recorded in the cells: {} (pretraining and evaluations, summed; a resumed cell counts each part once).\n", fmt_secs(total));
+    let _ = writeln!(
+        md,
+        "\nCompute time recorded in the cells: {} (pretraining and evaluations, summed; a resumed cell counts each part once).\n",
+        fmt_secs(total)
+    );
     for (dir, e) in &unreadable {
         let n = note_of(&format!("unreadable cell: {e}"));
         let _ = writeln!(md, "- `{}`: unreadable [{n}]", dir.display());

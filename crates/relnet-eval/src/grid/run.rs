@@ -105,17 +105,24 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::artifact(&path, format!("not a cell manifest: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::artifact(&path, format!("not a cell manifest: {e}")))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if v == MANIFEST_SCHEMA as u64 => {}
-            Some(v) => return Err(Error::artifact(&path, format!("cell manifest schema version {v}; this relnet reads version {MANIFEST_SCHEMA}"))),
+            Some(v) => {
+                return Err(Error::artifact(
+                    &path,
+                    format!("cell manifest schema version {v}; this relnet reads version {MANIFEST_SCHEMA}"),
+                ));
+            }
             None => return Err(Error::artifact(&path, "not a cell manifest: no schema_version")),
         }
         serde_json::from_value(value).map(Some).map_err(|e| Error::artifact(&path, format!("bad cell manifest: {e}")))
     }
 
     fn save(&mut self, cell_dir: &Path) -> Result<()> {
-        self.updated_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.updated_unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let path = Manifest::path(cell_dir);
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
         relnet_core::fsutil::write_atomic(&path, &json).map_err(|e| Error::io(&path, e))
@@ -146,7 +153,11 @@ pub enum Untrusted {
 
 /// Checks an evaluation's record against its manifest entry: present, same bytes, a valid
 /// record of `backbone_sha256`. Returns the record or why it cannot be trusted.
-pub fn verify_record(cell_dir: &Path, outcome: &EvalOutcome, backbone_sha256: Option<&str>) -> std::result::Result<ResultRecord, Untrusted> {
+pub fn verify_record(
+    cell_dir: &Path,
+    outcome: &EvalOutcome,
+    backbone_sha256: Option<&str>,
+) -> std::result::Result<ResultRecord, Untrusted> {
     let rel = outcome.record.as_ref().ok_or(Untrusted::NoRecord)?;
     let path = cell_dir.join(rel);
     if !path.exists() {
@@ -156,7 +167,8 @@ pub fn verify_record(cell_dir: &Path, outcome: &EvalOutcome, backbone_sha256: Op
     if Some(sha.as_str()) != outcome.record_sha256.as_deref() {
         return Err(Untrusted::Changed(path));
     }
-    let record = ResultRecord::load(&path).map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
+    let record =
+        ResultRecord::load(&path).map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
     if backbone_sha256.is_some_and(|b| b != record.backbone.sha256) {
         return Err(Untrusted::OtherBackbone(path));
     }
@@ -208,7 +220,11 @@ fn classify(e: &Error) -> (Status, String) {
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
     format!("panicked: {msg}")
 }
 
@@ -245,10 +261,11 @@ fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Resul
 pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<CellRun> {
     let dir = cell.dir(&env.results);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let _lock = match relnet_core::fsutil::DirLock::take(&dir, "cell.lock").map_err(|e| Error::io(dir.join("cell.lock"), e))? {
-        Ok(l) => l,
-        Err(why) => return Ok(CellRun::Locked(format!("{} is {why}", dir.display()))),
-    };
+    let _lock =
+        match relnet_core::fsutil::DirLock::take(&dir, "cell.lock").map_err(|e| Error::io(dir.join("cell.lock"), e))? {
+            Ok(l) => l,
+            Err(why) => return Ok(CellRun::Locked(format!("{} is {why}", dir.display()))),
+        };
     // Read under the lock: another process may have just finished the cell.
     let prior = match Manifest::load(&dir) {
         Ok(m) => m.filter(|m| m.cell.hash == cell.hash),
@@ -258,22 +275,23 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         }
     };
     if let Some(m) = &prior
-        && m.status == Status::Done {
-            let mut all = true;
-            for spec in &cell.evals {
-                match keeps(&dir, m, spec) {
-                    Ok(true) => {}
-                    Ok(false) => all = false,
-                    Err(why) => {
-                        report.line(&format!("{why}: running that evaluation again"));
-                        all = false;
-                    }
+        && m.status == Status::Done
+    {
+        let mut all = true;
+        for spec in &cell.evals {
+            match keeps(&dir, m, spec) {
+                Ok(true) => {}
+                Ok(false) => all = false,
+                Err(why) => {
+                    report.line(&format!("{why}: running that evaluation again"));
+                    all = false;
                 }
             }
-            if all {
-                return Ok(CellRun::AlreadyDone);
-            }
         }
+        if all {
+            return Ok(CellRun::AlreadyDone);
+        }
+    }
     // The manifest starts from the prior one, so that a kill or an error loses none of its
     // verified outcomes; evaluations this run does not ask for (another `protocol` filter) stay
     // as they were.
@@ -290,7 +308,16 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         None => Manifest::new(&all),
     };
     // Outcomes whose settings changed are dropped (their records stay on disk, unreferenced).
-    let changed: Vec<String> = m.evals.iter().filter(|o| prior.as_ref().is_some_and(|p| p.cell.evals.iter().find(|e| e.key() == o.key) != all.evals.iter().find(|e| e.key() == o.key))).map(|o| o.key.clone()).collect();
+    let changed: Vec<String> = m
+        .evals
+        .iter()
+        .filter(|o| {
+            prior.as_ref().is_some_and(|p| {
+                p.cell.evals.iter().find(|e| e.key() == o.key) != all.evals.iter().find(|e| e.key() == o.key)
+            })
+        })
+        .map(|o| o.key.clone())
+        .collect();
     m.evals.retain(|o| !changed.contains(&o.key));
     m.save(&dir)?;
     let root = DataRoot::resolve(env.data_root.as_deref());
@@ -302,10 +329,11 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
     cfg.device = env.device;
     let started = Instant::now();
     let pre = if cell.pretrain.method.get().spec().needs_data { dataset_present(&cell.dataset, &root) } else { Ok(()) };
-    let outcome = pre.and_then(|()| match catch_unwind(AssertUnwindSafe(|| crate::pretrain(&cfg, true, stop.clone(), report))) {
-        Ok(r) => r,
-        Err(p) => Err(Error::Invalid(panic_text(p))),
-    });
+    let outcome =
+        pre.and_then(|()| match catch_unwind(AssertUnwindSafe(|| crate::pretrain(&cfg, true, stop.clone(), report))) {
+            Ok(r) => r,
+            Err(p) => Err(Error::Invalid(panic_text(p))),
+        });
     m.pretrain_seconds += started.elapsed().as_secs_f64();
     let fail = |m: &mut Manifest, status: Status, why: String, report: &mut dyn Reporter| -> Result<CellRun> {
         m.status = status;
@@ -354,15 +382,24 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             results: None,
             evaluator: spec.evaluator.clone(),
         };
-        let result = dataset_present(&spec.dataset, &root).and_then(|()| match catch_unwind(AssertUnwindSafe(|| evaluate(&ecfg, stop.clone(), report))) {
-            Ok(r) => r,
-            Err(p) => Err(Error::Invalid(panic_text(p))),
+        let result = dataset_present(&spec.dataset, &root).and_then(|()| {
+            match catch_unwind(AssertUnwindSafe(|| evaluate(&ecfg, stop.clone(), report))) {
+                Ok(r) => r,
+                Err(p) => Err(Error::Invalid(panic_text(p))),
+            }
         });
         if stop.load(Ordering::SeqCst) {
             m.save(&dir)?;
             return Ok(CellRun::Interrupted);
         }
-        let mut o = EvalOutcome { key: key.clone(), status: Status::Done, record: None, record_sha256: None, error: None, seconds: t.elapsed().as_secs_f64() };
+        let mut o = EvalOutcome {
+            key: key.clone(),
+            status: Status::Done,
+            record: None,
+            record_sha256: None,
+            error: None,
+            seconds: t.elapsed().as_secs_f64(),
+        };
         match result.and_then(|(_, path)| Ok((sha256_file(&path)?, path))) {
             Ok((sha, path)) => {
                 o.record_sha256 = Some(sha);
@@ -440,11 +477,22 @@ pub fn write_grid_files(env: &Env, grid_text: &str, profile: &str, only: &str) -
 }
 
 /// Runs `cells` one after another, with progress and an ETA for the whole grid.
-pub fn run_grid(grid: &Grid, profile: &Profile, cells: &[Cell], env: &Env, stop: Arc<AtomicBool>, report: &mut dyn Reporter) -> Result<Summary> {
+pub fn run_grid(
+    grid: &Grid,
+    profile: &Profile,
+    cells: &[Cell],
+    env: &Env,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn Reporter,
+) -> Result<Summary> {
     let started = Instant::now();
     // Cells whose manifest says done cost nothing (they are verified and skipped).
-    let done_before = |c: &Cell| matches!(Manifest::load(&c.dir(&env.results)), Ok(Some(m)) if m.status == Status::Done);
-    let estimates: Vec<f64> = cells.iter().map(|c| if done_before(c) { 0.0 } else { estimate_seconds(grid, profile, c).unwrap_or(0.0) }).collect();
+    let done_before =
+        |c: &Cell| matches!(Manifest::load(&c.dir(&env.results)), Ok(Some(m)) if m.status == Status::Done);
+    let estimates: Vec<f64> = cells
+        .iter()
+        .map(|c| if done_before(c) { 0.0 } else { estimate_seconds(grid, profile, c).unwrap_or(0.0) })
+        .collect();
     let mut s = Summary { total: cells.len(), ..Default::default() };
     // Measured seconds per estimated second, over the cells run in this invocation.
     let (mut spent, mut estimated) = (0.0f64, 0.0f64);
@@ -485,10 +533,14 @@ pub fn run_grid(grid: &Grid, profile: &Profile, cells: &[Cell], env: &Env, stop:
         }
         spent += t.elapsed().as_secs_f64();
         estimated += estimates[i];
-        report.line(&format!("{prefix} {} in {}", match run {
-            CellRun::Ran(st) => st.as_str(),
-            _ => "",
-        }, fmt_secs(t.elapsed().as_secs_f64())));
+        report.line(&format!(
+            "{prefix} {} in {}",
+            match run {
+                CellRun::Ran(st) => st.as_str(),
+                _ => "",
+            },
+            fmt_secs(t.elapsed().as_secs_f64())
+        ));
     }
     s.seconds = started.elapsed().as_secs_f64();
     Ok(s)
@@ -506,7 +558,14 @@ pub fn manifests(results: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
     Ok(dirs
         .into_iter()
         .map(|d| {
-            let m = Manifest::load(&d).and_then(|m| m.ok_or_else(|| Error::artifact(Manifest::path(&d), "no cell manifest (the cell never started or its manifest was deleted)")));
+            let m = Manifest::load(&d).and_then(|m| {
+                m.ok_or_else(|| {
+                    Error::artifact(
+                        Manifest::path(&d),
+                        "no cell manifest (the cell never started or its manifest was deleted)",
+                    )
+                })
+            });
             (d, m)
         })
         .collect())
@@ -514,5 +573,9 @@ pub fn manifests(results: &Path) -> Result<Vec<(PathBuf, Result<Manifest>)>> {
 
 /// Metrics of a cell's verified records by evaluation key.
 pub fn verified_metrics(dir: &Path, m: &Manifest) -> BTreeMap<String, std::result::Result<ResultRecord, Untrusted>> {
-    m.evals.iter().filter(|e| e.status == Status::Done).map(|e| (e.key.clone(), verify_record(dir, e, m.backbone_sha256.as_deref()))).collect()
+    m.evals
+        .iter()
+        .filter(|e| e.status == Status::Done)
+        .map(|e| (e.key.clone(), verify_record(dir, e, m.backbone_sha256.as_deref())))
+        .collect()
 }

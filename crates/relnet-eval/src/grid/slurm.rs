@@ -123,10 +123,18 @@ mod tests {
         let s = script(&job, &cells);
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(s.contains("#SBATCH --array=0-6\n"), "{s}");
-        assert!(s.contains("#SBATCH --gres=gpu:1\n") && s.contains("#SBATCH --partition=gpu\n") && s.contains("#SBATCH --time=1:00:00\n"), "{s}");
+        assert!(
+            s.contains("#SBATCH --gres=gpu:1\n")
+                && s.contains("#SBATCH --partition=gpu\n")
+                && s.contains("#SBATCH --time=1:00:00\n"),
+            "{s}"
+        );
         assert!(s.contains(&format!("# task 6: {}\n", cells[6].dir_name())));
         assert!(s.contains("exec '/shared/bin/relnet' reproduce --grid '/shared/res/grid.toml' --profile 'cpu' --results '/shared/res' --device 'cuda' --data-root '/shared/data' --cell \"${CELLS[$SLURM_ARRAY_TASK_ID]}\"\n"), "{s}");
-        assert!(s.contains(&format!("CELLS=({} ", cells[0].hash)) && s.contains(&format!(" {})\n", cells[6].hash)), "{s}");
+        assert!(
+            s.contains(&format!("CELLS=({} ", cells[0].hash)) && s.contains(&format!(" {})\n", cells[6].hash)),
+            "{s}"
+        );
         assert!(s.contains("#SBATCH --signal=INT@120\n"));
         let own = SlurmJob { extra: &["--time=2:00:00".to_string()], ..job };
         let s2 = script(&own, &cells);

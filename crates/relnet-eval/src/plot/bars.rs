@@ -16,6 +16,8 @@ pub struct Bar {
     pub mean: Option<f64>,
     pub std: Option<f64>,
     pub paper: Option<f64>,
+    /// Drawn in the highlight colour.
+    pub highlight: bool,
 }
 
 pub const BAR_SIZE: (u32, u32) = (1100, 560);
@@ -23,7 +25,8 @@ pub const BAR_SIZE: (u32, u32) = (1100, 560);
 /// Bars of `bars` with the paper's values as black lines across them and a legend; `y` names
 /// the metric.
 pub fn bars_png(path: &Path, title: &str, y: &str, bars: &[Bar]) -> Result<()> {
-    let top = bars.iter().flat_map(|b| [b.mean.map(|m| m + b.std.unwrap_or(0.0)), b.paper]).flatten().fold(10.0f64, f64::max);
+    let top =
+        bars.iter().flat_map(|b| [b.mean.map(|m| m + b.std.unwrap_or(0.0)), b.paper]).flatten().fold(10.0f64, f64::max);
     let top = ((top / 10.0).ceil() * 10.0 + 5.0).min(105.0);
     let n = bars.len().max(1);
     render_png(path, BAR_SIZE.0, BAR_SIZE.1, |area| {
@@ -49,25 +52,50 @@ pub fn bars_png(path: &Path, title: &str, y: &str, bars: &[Bar]) -> Result<()> {
             .draw()?;
         let centred = TextStyle::from((FONT_FAMILY, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
         for (i, b) in bars.iter().enumerate() {
-            // One colour for every bar, relational reasoning's stands out.
-            let c = if b.label.starts_with("relational") { class_colour(1) } else { class_colour(0) };
+            // One colour for every bar; the highlighted method's stands out.
+            let c = if b.highlight { class_colour(1) } else { class_colour(0) };
             if let Some(m) = b.mean {
-                let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), m)], c.mix(0.85).filled());
+                let mut bar = Rectangle::new(
+                    [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), m)],
+                    c.mix(0.85).filled(),
+                );
                 // Narrower than the segment, so neighbours stay apart.
                 bar.set_margin(0, 0, 10, 10);
                 chart.draw_series(std::iter::once(bar))?;
-                chart.draw_series(std::iter::once(Text::new(format!("{m:.1}"), (SegmentValue::CenterOf(i), m + top * 0.01), centred.clone())))?;
+                chart.draw_series(std::iter::once(Text::new(
+                    format!("{m:.1}"),
+                    (SegmentValue::CenterOf(i), m + top * 0.01),
+                    centred.clone(),
+                )))?;
                 if let Some(s) = b.std.filter(|s| *s > 0.0) {
-                    chart.draw_series(std::iter::once(PathElement::new(vec![(SegmentValue::CenterOf(i), m - s), (SegmentValue::CenterOf(i), m + s)], BLACK.stroke_width(2))))?;
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(SegmentValue::CenterOf(i), m - s), (SegmentValue::CenterOf(i), m + s)],
+                        BLACK.stroke_width(2),
+                    )))?;
                 }
             }
             if let Some(p) = b.paper {
-                chart.draw_series(std::iter::once(PathElement::new(vec![(SegmentValue::Exact(i), p), (SegmentValue::Exact(i + 1), p)], BLACK.stroke_width(3))))?;
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(SegmentValue::Exact(i), p), (SegmentValue::Exact(i + 1), p)],
+                    BLACK.stroke_width(3),
+                )))?;
             }
         }
-        chart.draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?.label("relnet (mean over seeds, std as a bar)").legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], class_colour(0).filled()));
-        chart.draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?.label("paper").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.9)).border_style(RGBColor(180, 180, 180)).label_font((FONT_FAMILY, 14)).draw()?;
+        chart
+            .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?
+            .label("relnet (mean over seeds, std as a bar)")
+            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], class_colour(0).filled()));
+        chart
+            .draw_series(std::iter::empty::<Circle<(SegmentValue<usize>, f64), i32>>())?
+            .label("paper")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font((FONT_FAMILY, 14))
+            .draw()?;
         Ok(())
     })
 }
@@ -85,7 +113,10 @@ pub fn lines_png(path: &Path, title: &str, x: &str, y: &str, lines: &[Line]) -> 
     let xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
     let (x0, x1) = (xs.iter().copied().fold(f64::INFINITY, f64::min).min(0.0), xs.iter().copied().fold(1.0, f64::max));
     let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).collect();
-    let (y0, y1) = ((ys.iter().copied().fold(100.0, f64::min) - 5.0).max(0.0), (ys.iter().copied().fold(0.0, f64::max) + 5.0).min(100.0));
+    let (y0, y1) = (
+        (ys.iter().copied().fold(100.0, f64::min) - 5.0).max(0.0),
+        (ys.iter().copied().fold(0.0, f64::max) + 5.0).min(100.0),
+    );
     render_png(path, BAR_SIZE.0, BAR_SIZE.1, |area| {
         let mut chart = ChartBuilder::on(area)
             .caption(title, (FONT_FAMILY, 22))
@@ -93,13 +124,29 @@ pub fn lines_png(path: &Path, title: &str, x: &str, y: &str, lines: &[Line]) -> 
             .x_label_area_size(44)
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1 * 1.05, y0..y1.max(y0 + 1.0))?;
-        chart.configure_mesh().x_desc(x).y_desc(y).bold_line_style(RGBColor(225, 225, 225)).light_line_style(WHITE).label_style((FONT_FAMILY, 15)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc(x)
+            .y_desc(y)
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .label_style((FONT_FAMILY, 15))
+            .draw()?;
         for (i, l) in lines.iter().enumerate() {
             let c = class_colour(i);
-            chart.draw_series(LineSeries::new(l.points.clone(), c.stroke_width(2)))?.label(l.label.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(3)));
+            chart
+                .draw_series(LineSeries::new(l.points.clone(), c.stroke_width(2)))?
+                .label(l.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(3)));
             chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.9)).border_style(RGBColor(180, 180, 180)).label_font((FONT_FAMILY, 14)).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font((FONT_FAMILY, 14))
+            .draw()?;
         Ok(())
     })
 }
@@ -113,9 +160,9 @@ mod tests {
     fn bar_and_line_charts_are_written_as_png() {
         let dir = tempfile::tempdir().unwrap();
         let bars = vec![
-            Bar { label: "relational".into(), mean: Some(48.2), std: Some(0.4), paper: Some(61.03) },
-            Bar { label: "random".into(), mean: Some(30.1), std: None, paper: Some(32.92) },
-            Bar { label: "mine".into(), mean: None, std: None, paper: None },
+            Bar { label: "relational".into(), mean: Some(48.2), std: Some(0.4), paper: Some(61.03), highlight: true },
+            Bar { label: "random".into(), mean: Some(30.1), std: None, paper: Some(32.92), highlight: false },
+            Bar { label: "mine".into(), mean: None, std: None, paper: None, highlight: false },
         ];
         let p = dir.path().join("bars.png");
         bars_png(&p, "linear, conv4 cifar10", "test accuracy (%)", &bars).unwrap();
@@ -123,7 +170,14 @@ mod tests {
         assert_eq!((w, h), BAR_SIZE);
         assert!(colours > 10, "bars, text and markers drawn: {colours} colours");
         let p = dir.path().join("lines.png");
-        lines_png(&p, "accuracy vs epochs", "pretraining epochs", "test accuracy (%)", &[Line { label: "relational".into(), points: vec![(2.0, 40.0), (10.0, 50.0)] }]).unwrap();
+        lines_png(
+            &p,
+            "accuracy vs epochs",
+            "pretraining epochs",
+            "test accuracy (%)",
+            &[Line { label: "relational".into(), points: vec![(2.0, 40.0), (10.0, 50.0)] }],
+        )
+        .unwrap();
         assert_eq!(png_info(&p).0, BAR_SIZE.0);
     }
 }

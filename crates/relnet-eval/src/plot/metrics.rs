@@ -28,7 +28,8 @@ pub fn read_run(run_dir: &Path) -> Result<RunCurves> {
     let path = run_dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let name = run_dir.file_name().map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let mut curves = RunCurves { name, metric: String::new(), epochs: Vec::new(), monitor: Vec::new(), monitor_name: None };
+    let mut curves =
+        RunCurves { name, metric: String::new(), epochs: Vec::new(), monitor: Vec::new(), monitor_name: None };
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let bad = |what: &str| Error::artifact(&path, format!("line {}: {what}", i + 1));
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
@@ -41,12 +42,15 @@ pub fn read_run(run_dir: &Path) -> Result<RunCurves> {
         curves.epochs.push((epoch, loss, acc));
         if let Some(m) = v["monitor"].as_object() {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_by_key(|k| k.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap_or(usize::MAX));
+            keys.sort_by_key(|k| {
+                k.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<usize>().unwrap_or(usize::MAX)
+            });
             if let Some(k) = keys.first()
-                && let Some(val) = m[*k].as_f64() {
-                    curves.monitor_name.get_or_insert_with(|| k.to_string());
-                    curves.monitor.push((epoch, val));
-                }
+                && let Some(val) = m[*k].as_f64()
+            {
+                curves.monitor_name.get_or_insert_with(|| k.to_string());
+                curves.monitor.push((epoch, val));
+            }
         }
     }
     if curves.epochs.is_empty() {
@@ -63,9 +67,16 @@ pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
     let max_epoch = runs.iter().flat_map(|r| r.epochs.iter().map(|e| e.0)).fold(1.0, f64::max);
     let finite = |v: f64| v.is_finite();
     let losses: Vec<f64> = runs.iter().flat_map(|r| r.epochs.iter().map(|e| e.1)).filter(|v| finite(*v)).collect();
-    let (lmin, lmax) = (losses.iter().copied().fold(f64::INFINITY, f64::min), losses.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let (lmin, lmax) = (
+        losses.iter().copied().fold(f64::INFINITY, f64::min),
+        losses.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
     let lpad = ((lmax - lmin) * 0.08).max(1e-3);
-    let accs: Vec<f64> = runs.iter().flat_map(|r| r.epochs.iter().map(|e| e.2).chain(r.monitor.iter().map(|m| m.1))).filter(|v| finite(*v)).collect();
+    let accs: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.epochs.iter().map(|e| e.2).chain(r.monitor.iter().map(|m| m.1)))
+        .filter(|v| finite(*v))
+        .collect();
     let (amin, amax) = (accs.iter().copied().fold(100.0, f64::min), accs.iter().copied().fold(0.0, f64::max));
     let (a0, a1) = ((amin - 5.0).max(0.0), (amax + 5.0).min(100.0).max(amin + 1.0));
     let ticks = (max_epoch as usize).clamp(2, 12);
@@ -80,7 +91,15 @@ pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(0.5..max_epoch + 0.5, (lmin - lpad)..(lmax + lpad))?;
-        chart.configure_mesh().x_desc("epoch").x_labels(ticks).x_label_formatter(&epoch_label).bold_line_style(grid).light_line_style(WHITE).label_style((FONT_FAMILY, 14)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(ticks)
+            .x_label_formatter(&epoch_label)
+            .bold_line_style(grid)
+            .light_line_style(WHITE)
+            .label_style((FONT_FAMILY, 14))
+            .draw()?;
         for (i, r) in runs.iter().enumerate() {
             let c = class_colour(i);
             let pts: Vec<(f64, f64)> = r.epochs.iter().map(|e| (e.0, e.1)).filter(|p| finite(p.1)).collect();
@@ -93,7 +112,15 @@ pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
             .x_label_area_size(40)
             .y_label_area_size(48)
             .build_cartesian_2d(0.5..max_epoch + 0.5, a0..a1)?;
-        chart.configure_mesh().x_desc("epoch").x_labels(ticks).x_label_formatter(&epoch_label).bold_line_style(grid).light_line_style(WHITE).label_style((FONT_FAMILY, 14)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(ticks)
+            .x_label_formatter(&epoch_label)
+            .bold_line_style(grid)
+            .light_line_style(WHITE)
+            .label_style((FONT_FAMILY, 14))
+            .draw()?;
         for (i, r) in runs.iter().enumerate() {
             let c = class_colour(i);
             let pts: Vec<(f64, f64)> = r.epochs.iter().map(|e| (e.0, e.2)).filter(|p| finite(p.1)).collect();
@@ -110,7 +137,11 @@ pub fn curves_png(path: &Path, runs: &[RunCurves]) -> Result<()> {
             let c = class_colour(i);
             legend.draw(&PathElement::new(vec![(8, y + 8), (34, y + 8)], c.stroke_width(3)))?;
             legend.draw(&Text::new(r.name.clone(), (42, y), (FONT_FAMILY, 15)))?;
-            legend.draw(&Text::new(r.metric.clone(), (42, y + 18), (FONT_FAMILY, 13).into_font().color(&RGBColor(90, 90, 90))))?;
+            legend.draw(&Text::new(
+                r.metric.clone(),
+                (42, y + 18),
+                (FONT_FAMILY, 13).into_font().color(&RGBColor(90, 90, 90)),
+            ))?;
             y += 40;
             if let Some(m) = &r.monitor_name {
                 legend.draw(&PathElement::new(vec![(8, y + 8), (14, y + 8)], c.stroke_width(2)))?;
@@ -148,7 +179,11 @@ mod tests {
         .unwrap();
         let b = dir.path().join("simclr");
         std::fs::create_dir_all(&b).unwrap();
-        std::fs::write(b.join("metrics.jsonl"), "{\"epoch\":1,\"loss\":5.1,\"accuracy\":0.2,\"metric\":\"contrastive accuracy\"}\n").unwrap();
+        std::fs::write(
+            b.join("metrics.jsonl"),
+            "{\"epoch\":1,\"loss\":5.1,\"accuracy\":0.2,\"metric\":\"contrastive accuracy\"}\n",
+        )
+        .unwrap();
         let out = dir.path().join("m.png");
         let runs = plot_runs(&[a.clone(), b], &out).unwrap();
         assert_eq!(runs[0].name, "rel");

@@ -35,8 +35,16 @@ fn register_font() {
 /// Ten colours that stay apart (Tableau 10), then more from the HSL wheel.
 pub fn class_colour(c: usize) -> RGBColor {
     const TAB10: [(u8, u8, u8); 10] = [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
     ];
     if c < TAB10.len() {
         let (r, g, b) = TAB10[c];
@@ -54,7 +62,9 @@ pub(crate) fn draw_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// Draws on a white `width x height` canvas with `draw` and writes it to `path` as a PNG.
 pub fn render_png<F>(path: &Path, width: u32, height: u32, draw: F) -> Result<()>
 where
-    F: FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> std::result::Result<(), Box<dyn std::error::Error>>,
+    F: FnOnce(
+        &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error>>,
 {
     register_font();
     let mut buf = vec![255u8; width as usize * height as usize * 3];

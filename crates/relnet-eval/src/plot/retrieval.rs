@@ -57,12 +57,21 @@ pub fn grid_png(path: &Path, rows: &[GridRow], title: &str) -> Result<()> {
         for (r, row) in rows.iter().enumerate() {
             let top = 34 + (cell + 22) * r;
             area.draw(&Text::new(format!("query {}", r + 1), (8, (top + cell / 2 - 8) as i32), (FONT_FAMILY, 14)))?;
-            let draw_cell = |col: usize, t: &Thumb, frame: RGBColor, label: String| -> std::result::Result<(), Box<dyn std::error::Error>> {
+            let draw_cell = |col: usize,
+                             t: &Thumb,
+                             frame: RGBColor,
+                             label: String|
+             -> std::result::Result<(), Box<dyn std::error::Error>> {
                 let x = 100 + col * cell + if col > 0 { 10 } else { 0 };
                 let (iw, ih) = (t.width * scale, t.height * scale);
                 let frame_box = [(x as i32, top as i32), ((x + iw + 8) as i32, (top + ih + 8) as i32)];
                 area.draw(&Rectangle::new(frame_box, frame.filled()))?;
-                let img = BitMapElement::<_, plotters::backend::RGBPixel>::with_owned_buffer(((x + 4) as i32, (top + 4) as i32), (iw as u32, ih as u32), upscale(t, scale)).expect("buffer of the image's size");
+                let img = BitMapElement::<_, plotters::backend::RGBPixel>::with_owned_buffer(
+                    ((x + 4) as i32, (top + 4) as i32),
+                    (iw as u32, ih as u32),
+                    upscale(t, scale),
+                )
+                .expect("buffer of the image's size");
                 area.draw(&img)?;
                 let short: String = label.chars().take(11).collect();
                 area.draw(&Text::new(short, (x as i32, (top + ih + 10) as i32), (FONT_FAMILY, 12)))?;
@@ -84,10 +93,14 @@ mod tests {
 
     #[test]
     fn the_grid_is_a_png_of_the_computed_size_with_green_and_red_frames() {
-        let thumb = |v: u8, class: &str| Thumb { rgb: vec![v; 32 * 32 * 3], height: 32, width: 32, class: class.into() };
+        let thumb =
+            |v: u8, class: &str| Thumb { rgb: vec![v; 32 * 32 * 3], height: 32, width: 32, class: class.into() };
         let rows = vec![
             GridRow { query: thumb(10, "cat"), neighbours: vec![(thumb(20, "cat"), true), (thumb(30, "dog"), false)] },
-            GridRow { query: thumb(40, "ship"), neighbours: vec![(thumb(50, "ship"), true), (thumb(60, "ship"), true)] },
+            GridRow {
+                query: thumb(40, "ship"),
+                neighbours: vec![(thumb(50, "ship"), true), (thumb(60, "ship"), true)],
+            },
         ];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.png");

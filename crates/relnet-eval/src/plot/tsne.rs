@@ -72,7 +72,10 @@ pub fn nearest_neighbours(data: &[f32], dim: usize, k: usize) -> Vec<Vec<bhtsne:
 pub fn tsne_2d(data: &[f32], dim: usize, s: &TsneSettings) -> Result<Vec<[f32; 2]>> {
     match s.threads {
         Some(n) => {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build().map_err(|e| Error::Invalid(format!("t-SNE thread pool: {e}")))?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| Error::Invalid(format!("t-SNE thread pool: {e}")))?;
             pool.install(|| layout(data, dim, s))
         }
         None => layout(data, dim, s),
@@ -86,7 +89,11 @@ fn layout(data: &[f32], dim: usize, s: &TsneSettings) -> Result<Vec<[f32; 2]>> {
     }
     // bhtsne needs the perplexity's 3x neighbours to exist: at least 3 * perplexity + 1 points.
     if (n as f32) < 3.0 * s.perplexity + 2.0 {
-        return Err(Error::Invalid(format!("t-SNE of {n} points needs a perplexity below {:.1} (got {})", (n as f32 - 2.0) / 3.0, s.perplexity)));
+        return Err(Error::Invalid(format!(
+            "t-SNE of {n} points needs a perplexity below {:.1} (got {})",
+            (n as f32 - 2.0) / 3.0,
+            s.perplexity
+        )));
     }
     let x = l2_normalize_rows(data, dim);
     let k = ((3.0 * s.perplexity) as usize).min(n - 1);
@@ -109,13 +116,21 @@ fn layout(data: &[f32], dim: usize, s: &TsneSettings) -> Result<Vec<[f32; 2]>> {
         .barnes_hut_with_neighbors(s.theta, &neighbours);
     let y = t.embedding();
     if y.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Invalid("the t-SNE layout diverged (non-finite coordinates); try a smaller learning rate".into()));
+        return Err(Error::Invalid(
+            "the t-SNE layout diverged (non-finite coordinates); try a smaller learning rate".into(),
+        ));
     }
     Ok(y.chunks_exact(2).map(|p| [p[0], p[1]]).collect())
 }
 
 /// A scatter plot of `points` coloured by `labels`, with a legend of `class_names`.
-pub fn scatter_png(path: &Path, points: &[[f32; 2]], labels: &[i64], class_names: &[String], title: &str) -> Result<()> {
+pub fn scatter_png(
+    path: &Path,
+    points: &[[f32; 2]],
+    labels: &[i64],
+    class_names: &[String],
+    title: &str,
+) -> Result<()> {
     let (w, h) = (1100u32, 900u32);
     let lo = |i: usize| points.iter().map(|p| p[i]).fold(f32::INFINITY, f32::min);
     let hi = |i: usize| points.iter().map(|p| p[i]).fold(f32::NEG_INFINITY, f32::max);
@@ -133,7 +148,11 @@ pub fn scatter_png(path: &Path, points: &[[f32; 2]], labels: &[i64], class_names
         for c in 0..classes {
             let colour = class_colour(c);
             chart.draw_series(
-                points.iter().zip(labels).filter(|&(_, &l)| l as usize == c).map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.mix(0.75).filled())),
+                points
+                    .iter()
+                    .zip(labels)
+                    .filter(|&(_, &l)| l as usize == c)
+                    .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.mix(0.75).filled())),
             )?;
         }
         for c in 0..classes {
@@ -192,9 +211,13 @@ mod tests {
         }
         let centre = |c: i64| {
             let pts: Vec<_> = y.iter().zip(&labels).filter(|&(_, &l)| l == c).map(|(p, _)| *p).collect();
-            [pts.iter().map(|p| p[0]).sum::<f32>() / pts.len() as f32, pts.iter().map(|p| p[1]).sum::<f32>() / pts.len() as f32]
+            [
+                pts.iter().map(|p| p[0]).sum::<f32>() / pts.len() as f32,
+                pts.iter().map(|p| p[1]).sum::<f32>() / pts.len() as f32,
+            ]
         };
-        let spread = |c: i64| y.iter().zip(&labels).filter(|&(_, &l)| l == c).map(|(p, _)| d(*p, centre(c))).fold(0.0, f32::max);
+        let spread =
+            |c: i64| y.iter().zip(&labels).filter(|&(_, &l)| l == c).map(|(p, _)| d(*p, centre(c))).fold(0.0, f32::max);
         for (a, b) in [(0, 1), (0, 2), (1, 2)] {
             assert!(d(centre(a), centre(b)) > spread(a).max(spread(b)), "clusters {a} and {b} overlap");
         }
