@@ -5,9 +5,8 @@ use rand::SeedableRng;
 use relnet_augment::*;
 
 fn arb_image(max: usize) -> impl Strategy<Value = RgbImage> {
-    (1..=max, 1..=max).prop_flat_map(|(w, h)| {
-        prop::collection::vec(any::<u8>(), w * h * 3).prop_map(move |d| RgbImage::new(w, h, d))
-    })
+    (1..=max, 1..=max)
+        .prop_flat_map(|(w, h)| prop::collection::vec(any::<u8>(), w * h * 3).prop_map(move |d| RgbImage::new(w, h, d)))
 }
 
 fn rng(seed: u64) -> AugRng {
@@ -119,9 +118,44 @@ proptest! {
         prop_assert!(RandomGrayscale::new(p).is_err());
         prop_assert!(ColorJitter::new(0.8, 0.8, 0.8, 0.2, p).is_err());
         prop_assert!(RandomErasing::new(p, (0.1, 0.1), (1.0, 1.0), 0.0).is_err());
-        prop_assert!(RandomResizedCrop::new(32, (0.08, s), (0.75, 1.33)).is_err() || s <= 1.0);
-        prop_assert!(RandomResizedCrop::new(32, (s, 1.0), (0.75, 1.33)).is_err());
+        // A scale needs 0 < min <= max <= 1. Every `s` drawn here breaks it as the maximum
+        // (negative: below the minimum 0.08; above 1: over 1) and as the minimum (negative: not
+        // above 0; above 1: above the maximum 1), so both constructions fail, for every `s`.
+        prop_assert!(RandomResizedCrop::new(32, (0.08, s), (0.75, 1.33)).is_err(), "scale (0.08, {}) accepted", s);
+        prop_assert!(RandomResizedCrop::new(32, (s, 1.0), (0.75, 1.33)).is_err(), "scale ({}, 1.0) accepted", s);
+        prop_assert!(RandomErasing::new(0.5, (0.08, s), (1.0, 1.0), 0.0).is_err(), "erasing scale (0.08, {}) accepted", s);
     }
+
+    #[test]
+    fn valid_parameters_are_accepted(p in 0.0f64..=1.0, lo in 1e-6f64..=1.0, frac in 0.0f64..=1.0) {
+        // The other side of `bad_parameters_are_errors`: every probability in [0, 1] and every
+        // scale with 0 < min <= max <= 1 constructs; swapping a scale's unequal ends fails.
+        prop_assert!(RandomHorizontalFlip::new(p).is_ok(), "p {}", p);
+        prop_assert!(RandomGrayscale::new(p).is_ok(), "p {}", p);
+        prop_assert!(ColorJitter::new(0.8, 0.8, 0.8, 0.2, p).is_ok(), "p {}", p);
+        let hi = (lo + (1.0 - lo) * frac).min(1.0);
+        prop_assert!(lo <= hi && hi <= 1.0);
+        prop_assert!(RandomErasing::new(p, (lo, hi), (1.0, 1.0), 0.0).is_ok(), "p {} scale ({}, {})", p, lo, hi);
+        prop_assert!(RandomResizedCrop::new(32, (lo, hi), (0.75, 1.33)).is_ok(), "scale ({}, {})", lo, hi);
+        if lo < hi {
+            prop_assert!(RandomResizedCrop::new(32, (hi, lo), (0.75, 1.33)).is_err(), "scale ({}, {}) accepted", hi, lo);
+        }
+    }
+}
+
+#[test]
+fn scale_and_probability_bounds_are_exact() {
+    // The edges: 0 and 1 are probabilities; a scale may be (x, x) and may reach 1, not 0.
+    for p in [0.0, 1.0] {
+        assert!(RandomHorizontalFlip::new(p).is_ok() && RandomGrayscale::new(p).is_ok(), "p {p}");
+    }
+    assert!(RandomResizedCrop::new(32, (1.0, 1.0), (1.0, 1.0)).is_ok());
+    assert!(RandomResizedCrop::new(32, (0.3, 0.3), (0.75, 1.33)).is_ok());
+    assert!(RandomResizedCrop::new(32, (0.0, 1.0), (0.75, 1.33)).is_err(), "min scale 0");
+    assert!(RandomResizedCrop::new(32, (0.08, 1.0 + 1e-9), (0.75, 1.33)).is_err(), "max scale over 1");
+    assert!(RandomResizedCrop::new(32, (0.5, 0.4), (0.75, 1.33)).is_err(), "min above max");
+    assert!(RandomResizedCrop::new(32, (0.08, f64::NAN), (0.75, 1.33)).is_err(), "NaN scale");
+    assert!(RandomHorizontalFlip::new(f64::NAN).is_err(), "NaN probability");
 }
 
 #[test]

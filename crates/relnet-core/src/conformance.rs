@@ -507,9 +507,11 @@ fn step_checks<T: Method>(
 /// an adaptive optimiser's first step, `lr * g / (|g| + eps)`, turns the f32 noise of a
 /// near-zero gradient (a bias under batch norm) into a full step of either sign.
 ///
-/// Those entries are a small minority; the check fails (error infinite) when the filter leaves
-/// fewer than half of the elements that have a gradient on the reference, or none at all:
-/// otherwise backends whose gradients disagree everywhere would compare nothing and pass.
+/// Those entries are a minority; the check fails (error infinite) when the filter leaves fewer
+/// than half of the elements that have a gradient on the reference, or none at all: otherwise
+/// backends whose gradients disagree everywhere would compare nothing and pass. Measured (flex
+/// with burn's operations and ndarray against the reference, Conv-4, seed 7): 99.4-99.99% of
+/// the elements compared for every method but deepinfomax, 68.4% for it, on both backends.
 fn update_check(
     name: &str,
     before: &Values,
