@@ -333,6 +333,28 @@ fn backbone_pass(model: &Backbone, x: Tensor<4>, cot: Tensor<2>) -> (Values, Val
     (outs, g.out)
 }
 
+/// The backbone's declared spec against what its network does: feature width, first map's
+/// channels and trainable parameters. The error is the largest relative difference (0 when all
+/// three agree, which the check requires).
+fn spec_check(kind: BackboneKind, model: &Backbone, side: usize, device: &Device) -> Check {
+    let spec = kind.spec();
+    let (features, first) = model.valid().forward_with_first(Tensor::<4>::zeros([2, 3, side, side], device));
+    let found = [features.dims()[1], first.dims()[1], relnet_models::params::trainable_params(model)];
+    let declared = [spec.features, spec.first_channels, spec.reference_params];
+    let what = ["features", "first map channels", "parameters"];
+    let (error, worst) = found
+        .iter()
+        .zip(declared)
+        .zip(what)
+        .map(|((&f, d), w)| ((f as f64 - d as f64).abs() / d.max(1) as f64, format!("{w}: {f} (declared {d})")))
+        .fold((0.0, String::from("-")), |a, b| if b.0 > a.0 { b } else { a });
+    let name = format!(
+        "{kind} spec: {} features, {} first-map channels, {} parameters",
+        spec.features, spec.first_channels, spec.reference_params
+    );
+    Check { group: "backbone".into(), name, error, worst, tolerance: 0.0 }
+}
+
 fn check(group: &str, name: String, target: &Values, reference: &Values, metric: Metric, tolerance: f64) -> Check {
     let (error, worst) = relative_error(target, reference, metric);
     Check { group: group.to_string(), name, error, worst, tolerance }
@@ -350,6 +372,12 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     ra.seed(seed);
     let model = kind.init(&ra);
     params(&model); // draw every parameter on the reference
+    let spec_check = spec_check(kind, &model, side, &s.reference);
+    if !spec_check.passed() {
+        // The numerical checks are shaped by the spec; against a network that contradicts it
+        // they would only fail on shapes.
+        return Ok(vec![spec_check]);
+    }
     let model_t = model.clone().fork(&ta);
     let x = host_normal(batch * 3 * side * side, seed + 1);
     let cot = host_normal(batch * kind.features(), seed + 2);
@@ -358,6 +386,7 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     let (out_t, grad_t) = s.on_target(|| backbone_pass(&model_t, tensor4(&x, [batch, 3, side, side], &ta), cot(&ta)));
     let g = "backbone";
     let mut checks = vec![
+        spec_check,
         check(
             g,
             format!("{kind} forward output"),

@@ -17,7 +17,7 @@ pub mod methods;
 pub mod objective;
 pub mod pretrain;
 pub mod record;
-pub mod registry;
+pub use relnet_models::registry;
 pub mod run;
 pub mod streams;
 pub mod trainer;

@@ -74,7 +74,7 @@ pub struct PretrainConfig {
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
     /// Backbone network.
-    #[arg(long, value_enum, default_value_t = BackboneKind::Conv4)]
+    #[arg(long, value_parser = BackboneKind::value_parser(), default_value_t = BackboneKind::Conv4)]
     pub backbone: BackboneKind,
     /// Start from this saved backbone artifact instead of a random initialisation.
     #[arg(long, value_name = "FILE")]

@@ -1,4 +1,5 @@
-//! The backbone registry: one enum over every network, built from its name.
+//! The backbone registry: relnet's own networks and the ones other crates register, each built
+//! from its name.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,6 +7,8 @@ use std::str::FromStr;
 use burn::prelude::*;
 
 use crate::conv4::Conv4;
+use crate::plan::{Layer, PlanBackbone};
+use crate::registry::{Named, Registry, RegistryError};
 use crate::resnet_cifar::ResNetCifar;
 use crate::resnet34::ResNet34;
 
@@ -29,19 +32,86 @@ pub struct BackboneSpec {
     pub deep: bool,
 }
 
-/// Backbone names as the reference spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// A backbone registered by a crate outside relnet: its spec and the layers it is built from.
+#[derive(Debug)]
+pub struct BackboneEntry {
+    pub spec: BackboneSpec,
+    /// The layers, freshly initialised on `device`.
+    pub layers: fn(&Device) -> Vec<Layer>,
+    /// Index of the layer whose output is the first block's map (`spec.first_channels` wide).
+    pub first_map: usize,
+}
+
+impl Named for BackboneEntry {
+    fn name(&self) -> &str {
+        self.spec.name
+    }
+}
+
+static REGISTRY: Registry<BackboneEntry> = Registry::new("backbone", Vec::new);
+
+/// Adds a backbone built from a list of layers; from then on `--backbone`, configs, grids,
+/// artifacts and the conformance suite know it by `entry.spec.name`. Refused when the name is
+/// taken or the spec cannot be right.
+pub fn register(entry: BackboneEntry) -> Result<(), RegistryError> {
+    let name = entry.spec.name;
+    if BackboneKind::BUILTIN.iter().any(|k| k.name() == name) {
+        return Err(RegistryError::Duplicate { kind: "backbone", name: name.to_string() });
+    }
+    let problem = |p: &str| Err(RegistryError::Invalid { kind: "backbone", name: name.to_string(), problem: p.into() });
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return problem("a name is one word");
+    }
+    if entry.spec.features == 0 || entry.spec.first_channels == 0 || entry.spec.min_side == 0 {
+        return problem("features, first_channels and min_side are at least 1");
+    }
+    if entry.spec.check_side < entry.spec.min_side {
+        return problem("check_side is below min_side");
+    }
+    REGISTRY.add(entry)
+}
+
+/// A backbone by name: one of relnet's (as the reference spells them) or a registered one.
+#[derive(Clone, Copy, Debug)]
 pub enum BackboneKind {
     Conv4,
     Resnet8,
     Resnet32,
     Resnet56,
     Resnet34,
+    Registered(&'static BackboneEntry),
+}
+
+impl PartialEq for BackboneKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for BackboneKind {}
+
+impl std::hash::Hash for BackboneKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state)
+    }
+}
+
+impl serde::Serialize for BackboneKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BackboneKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 5] = [
+    /// relnet's own backbones.
+    pub const BUILTIN: [BackboneKind; 5] = [
         BackboneKind::Conv4,
         BackboneKind::Resnet8,
         BackboneKind::Resnet32,
@@ -49,9 +119,27 @@ impl BackboneKind {
         BackboneKind::Resnet34,
     ];
 
+    /// Every backbone: relnet's, then the registered ones in registration order.
+    pub fn all() -> Vec<BackboneKind> {
+        let registered = REGISTRY.all().into_iter().map(BackboneKind::Registered);
+        BackboneKind::BUILTIN.into_iter().chain(registered).collect()
+    }
+
+    /// Every backbone's name, in [`BackboneKind::all`]'s order.
+    pub fn names() -> Vec<&'static str> {
+        BackboneKind::all().into_iter().map(BackboneKind::name).collect()
+    }
+
+    /// A `--backbone` value parser that lists every backbone known when the command is built.
+    pub fn value_parser() -> impl clap::builder::TypedValueParser<Value = BackboneKind> {
+        use clap::builder::TypedValueParser;
+        clap::builder::PossibleValuesParser::new(BackboneKind::names()).try_map(|s| s.parse::<BackboneKind>())
+    }
+
     /// Everything relnet asks about the backbone, declared in the backbone's own file.
     pub fn spec(self) -> BackboneSpec {
         match self {
+            BackboneKind::Registered(e) => e.spec,
             BackboneKind::Conv4 => crate::conv4::SPEC,
             BackboneKind::Resnet8 => crate::resnet_cifar::RESNET8,
             BackboneKind::Resnet32 => crate::resnet_cifar::RESNET32,
@@ -86,6 +174,7 @@ impl BackboneKind {
             BackboneKind::Resnet32 => Backbone::ResNetCifar(ResNetCifar::new(5, device)),
             BackboneKind::Resnet56 => Backbone::ResNetCifar(ResNetCifar::new(9, device)),
             BackboneKind::Resnet34 => Backbone::ResNet34(ResNet34::new(device)),
+            BackboneKind::Registered(e) => Backbone::Plan(PlanBackbone::new((e.layers)(device), e.first_map)),
         }
     }
 }
@@ -99,9 +188,10 @@ impl fmt::Display for BackboneKind {
 impl FromStr for BackboneKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        BackboneKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            format!("unknown backbone `{s}` (expected {})", BackboneKind::ALL.map(BackboneKind::name).join(", "))
-        })
+        BackboneKind::all()
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown backbone `{s}` (expected {})", BackboneKind::names().join(", ")))
     }
 }
 
@@ -113,6 +203,8 @@ pub enum Backbone {
     Conv4(Conv4),
     ResNetCifar(ResNetCifar),
     ResNet34(ResNet34),
+    /// A registered backbone.
+    Plan(PlanBackbone),
 }
 
 impl Backbone {
@@ -122,6 +214,7 @@ impl Backbone {
             Backbone::Conv4(m) => m.forward_maps(x),
             Backbone::ResNetCifar(m) => m.forward_maps(x),
             Backbone::ResNet34(m) => m.forward_maps(x),
+            Backbone::Plan(m) => m.forward_maps(x),
         }
     }
 

@@ -18,8 +18,11 @@ pub mod heads;
 pub mod io;
 pub mod layers;
 pub mod params;
+pub mod plan;
+pub mod registry;
 pub mod resnet34;
 pub mod resnet_cifar;
 
-pub use backbone::{Backbone, BackboneKind, BackboneSpec, global_avg_pool};
+pub use backbone::{Backbone, BackboneEntry, BackboneKind, BackboneSpec, global_avg_pool};
 pub use heads::{LocalDiscriminator, MlpHead, PriorDiscriminator, linear_head};
+pub use plan::{Layer, PlanBackbone};

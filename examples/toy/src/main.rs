@@ -1,4 +1,4 @@
-//! `relnet-toy`: relnet's command line with the toy method, evaluator and dataset registered.
+//! `relnet-toy`: relnet's command line with the toy method, evaluator, backbone and dataset registered.
 
 fn main() -> std::process::ExitCode {
     relnet_toy::register();

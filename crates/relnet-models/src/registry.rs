@@ -1,11 +1,12 @@
-//! Open registries: the process-wide lists of methods, evaluators and datasets that every part of
-//! relnet reads (config parsing, flags and help, the training loop, the grid and its report, the
-//! conformance suite).
+//! Open registries: the process-wide lists of backbones, methods, evaluators and datasets that
+//! every part of relnet reads (config parsing, flags and help, the training loop, the grid and its
+//! report, the conformance suite). It lives in the lowest crate that registers anything
+//! (backbones); `relnet_core::registry` re-exports it.
 //!
 //! relnet's own entries are there from the start; a crate that depends on relnet adds its own with
-//! one call each (`relnet_core::methods::register::<MyOptions>()`, and likewise for evaluators
-//! and datasets) before it parses a config or builds the command line, and from then on its entry
-//! is indistinguishable from a built-in one. `docs/architecture.md` says why this is an explicit
+//! one call each (`relnet_models::backbone::register`, `relnet_core::methods::register::<MyOptions>()`,
+//! and likewise for evaluators and datasets) before it parses a config or builds the command line,
+//! and from then on its entry is indistinguishable from a built-in one. `docs/architecture.md` says why this is an explicit
 //! call rather than link-time registration (`inventory`, `linkme`).
 //!
 //! Entries are leaked on registration (`&'static`): a registry only grows, a handful of entries
