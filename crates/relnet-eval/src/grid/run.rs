@@ -5,7 +5,8 @@
 //! and parse as records, is skipped. Anything else is run again: pretraining resumes from its
 //! checkpoint (or returns at once when it had finished), evaluations whose records still verify
 //! are kept, the others (missing, truncated, hand-edited) are run again. A dataset that is absent
-//! makes the cell (or the evaluation) `skipped` with the reason and how to obtain it; any other
+//! makes the cell (or the evaluation) `skipped` with the reason and how to obtain it, and a rerun
+//! tries it again once the dataset is there; any other
 //! error, or a panic, makes it `failed` with the error, and the grid goes on.
 
 use std::collections::BTreeMap;
@@ -243,15 +244,20 @@ fn set_outcome(m: &mut Manifest, o: EvalOutcome) {
     }
 }
 
-/// Whether the outcome `o` of `spec` in the manifest `m` can be kept: done, measured with the
-/// same evaluation settings, and its record verifies.
-fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec) -> std::result::Result<bool, Untrusted> {
+/// Whether the outcome `o` of `spec` in the manifest `m` can be kept: measured with the same
+/// evaluation settings, and either done with a record that verifies or skipped for a dataset
+/// that is still absent.
+fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec, root: &DataRoot) -> std::result::Result<bool, Untrusted> {
     let Some(o) = m.eval(&spec.key()) else { return Ok(false) };
-    if o.status != Status::Done {
+    let skipped = o.status == Status::Skipped;
+    if o.status != Status::Done && !skipped {
         return Ok(false);
     }
     if m.cell.evals.iter().find(|e| e.key() == spec.key()) != Some(spec) {
         return Err(Untrusted::SettingsChanged { dir: dir.to_path_buf(), key: spec.key() });
+    }
+    if skipped {
+        return Ok(dataset_present(&spec.dataset, root).is_err());
     }
     verify_record(dir, o, m.backbone_sha256.as_deref()).map(|_| true)
 }
@@ -274,12 +280,13 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             None
         }
     };
+    let root = DataRoot::resolve(env.data_root.as_deref());
     if let Some(m) = &prior
         && m.status == Status::Done
     {
         let mut all = true;
         for spec in &cell.evals {
-            match keeps(&dir, m, spec) {
+            match keeps(&dir, m, spec, &root) {
                 Ok(true) => {}
                 Ok(false) => all = false,
                 Err(why) => {
@@ -320,7 +327,6 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         .collect();
     m.evals.retain(|o| !changed.contains(&o.key));
     m.save(&dir)?;
-    let root = DataRoot::resolve(env.data_root.as_deref());
 
     // Pretraining.
     let mut cfg = cell.pretrain.clone();
@@ -368,7 +374,7 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
     // Evaluations.
     for spec in &cell.evals {
         let key = spec.key();
-        if matches!(keeps(&dir, &m, spec), Ok(true)) {
+        if matches!(keeps(&dir, &m, spec, &root), Ok(true)) {
             continue;
         }
         report.line(&format!("evaluation {key}"));
