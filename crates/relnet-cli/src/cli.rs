@@ -121,9 +121,13 @@ pub struct DeviceArgs {
     #[arg(long, requires = "conformance")]
     pub json: Option<PathBuf>,
     /// The backbones the conformance suite checks (comma-separated; default: conv4, resnet8,
-    /// resnet32, resnet34). A slow device (a software rasterizer) may take fewer.
+    /// resnet32, resnet34 and every registered backbone). A slow device (a software rasterizer)
+    /// may take fewer.
     #[arg(long, requires = "conformance", value_delimiter = ',')]
     pub backbones: Option<Vec<String>>,
+    /// The backbone under every method's training step in the conformance suite (default conv4).
+    #[arg(long, requires = "conformance", value_name = "BACKBONE")]
+    pub method_backbone: Option<String>,
 }
 
 pub fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {

@@ -43,6 +43,9 @@ pub fn run(args: DeviceArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow
             opts.backbones =
                 b.iter().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).collect::<anyhow::Result<_>>()?;
         }
+        if let Some(b) = &args.method_backbone {
+            opts.method_backbone = b.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        }
         let report = conformance::run(&device, &spec.to_string(), &opts, &mut |s: &str| {
             let _ = writeln!(err, "conformance: {s}");
         })?;

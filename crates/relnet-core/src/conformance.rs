@@ -115,7 +115,8 @@ impl Default for Options {
         Options {
             tolerance: DEFAULT_TOLERANCE,
             deep_gradient_tolerance: DEEP_GRADIENT_TOLERANCE,
-            backbones: vec![BackboneKind::Conv4, BackboneKind::Resnet8, BackboneKind::Resnet32, BackboneKind::Resnet34],
+            // ResNet-56 is ResNet-32 with more blocks; registered backbones are all checked.
+            backbones: BackboneKind::all().into_iter().filter(|k| *k != BackboneKind::Resnet56).collect(),
             method_backbone: BackboneKind::Conv4,
             methods: None,
             seed: 7,

@@ -51,24 +51,71 @@ impl Named for BackboneEntry {
 static REGISTRY: Registry<BackboneEntry> = Registry::new("backbone", Vec::new);
 
 /// Adds a backbone built from a list of layers; from then on `--backbone`, configs, grids,
-/// artifacts and the conformance suite know it by `entry.spec.name`. Refused when the name is
-/// taken or the spec cannot be right.
+/// artifacts and the conformance suite know it by `entry.spec.name`.
+///
+/// Refused when the name is taken or not a plain file name (`[a-z0-9._-]`: it names run and grid
+/// folders), or when the network contradicts its spec: it is built once on the CPU and run at
+/// `spec.check_side` (feature width, first map's channels, trainable parameters) and at
+/// `spec.min_side` (a non-empty final map).
 pub fn register(entry: BackboneEntry) -> Result<(), RegistryError> {
     let name = entry.spec.name;
     if BackboneKind::BUILTIN.iter().any(|k| k.name() == name) {
         return Err(RegistryError::Duplicate { kind: "backbone", name: name.to_string() });
     }
-    let problem = |p: &str| Err(RegistryError::Invalid { kind: "backbone", name: name.to_string(), problem: p.into() });
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return problem("a name is one word");
-    }
-    if entry.spec.features == 0 || entry.spec.first_channels == 0 || entry.spec.min_side == 0 {
-        return problem("features, first_channels and min_side are at least 1");
-    }
-    if entry.spec.check_side < entry.spec.min_side {
-        return problem("check_side is below min_side");
+    if let Err(problem) = check_entry(&entry) {
+        return Err(RegistryError::Invalid { kind: "backbone", name: name.to_string(), problem });
     }
     REGISTRY.add(entry)
+}
+
+/// What is wrong with a backbone entry, if anything (see [`register`]).
+fn check_entry(entry: &BackboneEntry) -> Result<(), String> {
+    let spec = entry.spec;
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+    if spec.name.is_empty() || spec.name.starts_with('.') || !spec.name.chars().all(plain) {
+        return Err("the name is one word of a-z, 0-9, `.`, `_` and `-`, not starting with `.`".into());
+    }
+    if spec.features == 0 || spec.first_channels == 0 || spec.min_side == 0 {
+        return Err("features, first_channels and min_side are at least 1".into());
+    }
+    if spec.check_side < spec.min_side {
+        return Err(format!("check_side {} is below min_side {}", spec.check_side, spec.min_side));
+    }
+    let device = Device::flex();
+    let layers = (entry.layers)(&device);
+    if entry.first_map >= layers.len() {
+        return Err(format!("first_map {} is not one of its {} layers", entry.first_map, layers.len()));
+    }
+    let model = Backbone::Plan(PlanBackbone::new(layers, entry.first_map));
+    let params = crate::params::trainable_params(&model);
+    if params != spec.reference_params {
+        return Err(format!("it has {params} trainable parameters, its spec says {}", spec.reference_params));
+    }
+    for side in [spec.check_side, spec.min_side] {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            model.forward_maps(Tensor::<4>::zeros([2, 3, side, side], &device))
+        }));
+        let (last, first) = run.map_err(|p| {
+            let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            format!("its layers fail on {side}x{side} RGB images: {}", why.unwrap_or_default())
+        })?;
+        let [_, c, h, w] = last.dims();
+        if c != spec.features || h == 0 || w == 0 {
+            return Err(format!(
+                "on {side}x{side} images its final map is {c}x{h}x{w}, the spec says {} features",
+                spec.features
+            ));
+        }
+        if first.dims()[1] != spec.first_channels {
+            return Err(format!(
+                "layer {} gives {} channels, the spec says first_channels = {}",
+                entry.first_map,
+                first.dims()[1],
+                spec.first_channels
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A backbone by name: one of relnet's (as the reference spells them) or a registered one.

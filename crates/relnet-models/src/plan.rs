@@ -4,8 +4,8 @@
 //! burn's `Module` trait is not object-safe (its visitors and mappers are generic), so a backbone
 //! cannot be a boxed trait object that relnet saves, loads, forks onto devices and optimises. A
 //! [`PlanBackbone`] is one concrete module whatever the plan: a `Vec` of [`Layer`]s, each one of
-//! relnet's layers with relnet's kernels (the fast convolution, batch norm and pooling on
-//! burn-flex). That covers the feed-forward networks self-supervised papers use as small backbones
+//! relnet's layers (convolution, batch norm and average pooling on relnet's burn-flex kernels;
+//! ReLU alone and max pooling are burn's). That covers the feed-forward networks self-supervised papers use as small backbones
 //! (Conv-4/Conv-6, VGG-style stacks, all-convolutional nets); a residual network is added as a
 //! built-in (`resnet_cifar.rs` is the pattern).
 
@@ -34,9 +34,10 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// A bias-free `k x k` convolution, stride `stride`, padding `k / 2`, He fan-out initialised
-    /// as the reference's convolutions are.
+    /// A bias-free `k x k` convolution (`k` odd), stride `stride`, padding `k / 2` (so stride 1
+    /// keeps the size), He fan-out initialised as the reference's convolutions are.
     pub fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Layer {
+        assert!(k % 2 == 1, "Layer::conv takes an odd kernel size, not {k}: padding k / 2 keeps the size only then");
         Layer::Conv(conv(cin, cout, k, stride, k / 2, device))
     }
 

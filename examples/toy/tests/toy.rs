@@ -31,6 +31,20 @@ fn value(stdout: &str, key: &str) -> f64 {
         .unwrap()
 }
 
+/// Every file named `name` under `dir`.
+fn walk(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path, name));
+        } else if path.file_name().is_some_and(|n| n == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -48,6 +62,8 @@ fn the_toy_method_has_its_own_flags_and_help() {
     // `--temperature` is also SimCLR's and `--k` relational reasoning's: each method has its own.
     assert!(r.stdout.contains("--temperature") && r.stdout.contains("--k"), "{}", r.stdout);
     assert!(!r.stdout.contains("--aggregation"), "only the chosen method's flags: {}", r.stdout);
+    // The registered backbone is a `--backbone` value like relnet's own.
+    assert!(r.stdout.contains("conv4") && r.stdout.contains("toy-cnn"), "{}", r.stdout);
     let r = relnet(&["pretrain", "--method", "simclr", "--help"]);
     assert!(r.stdout.contains("--temperature") && r.stdout.contains("--simclr-loss"), "{}", r.stdout);
     // A flag of another method is refused, naming the method that has it.
@@ -156,6 +172,10 @@ protocols = ["centroid"]
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let report = std::fs::read_to_string(results.join("report.md")).unwrap();
     assert!(report.contains("Nearest class centroid") && report.contains("Toy multi-view contrast"), "{report}");
+    let manifests = walk(&results, "cell.json");
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let cell = std::fs::read_to_string(&manifests[0]).unwrap();
+    assert!(cell.contains("\"toy-cnn\"") && cell.contains("\"status\": \"done\""), "{cell}");
 }
 
 #[test]
@@ -181,20 +201,37 @@ fn the_toy_method_and_backbone_pass_the_conformance_suite() {
 }
 
 #[test]
-fn a_backbone_whose_spec_is_wrong_fails_the_conformance_suite() {
+fn a_backbone_whose_spec_is_wrong_is_refused_and_fails_the_conformance_suite() {
     use relnet_models::backbone::{BackboneEntry, BackboneSpec, register};
-    // The toy network declared with 64 features: the spec check must catch it.
-    let wrong = BackboneSpec { name: "toy-cnn-misdeclared", features: 64, ..relnet_toy::backbone::SPEC };
-    register(BackboneEntry { spec: wrong, ..relnet_toy::backbone::entry() }).unwrap();
-    let kind: BackboneKind = "toy-cnn-misdeclared".parse().unwrap();
+    use relnet_toy::backbone::{SPEC, entry};
+    relnet_toy::register();
+    let refused = |spec: BackboneSpec, first_map: usize| {
+        let e = register(BackboneEntry { spec, first_map, ..entry() }).unwrap_err();
+        e.to_string()
+    };
+    let named = |name: &'static str| BackboneSpec { name, ..SPEC };
+    assert!(refused(SPEC, 1).contains("already registered"));
+    assert!(refused(named("conv4"), 1).contains("already registered"));
+    assert!(refused(named("../x"), 1).contains("one word"));
+    let e = refused(BackboneSpec { features: 64, ..named("t1") }, 1);
+    assert!(e.contains("final map is 32x") && e.contains("64 features"), "{e}");
+    let e = refused(BackboneSpec { first_channels: 16, ..named("t2") }, 1);
+    assert!(e.contains("layer 1 gives 8 channels"), "{e}");
+    let e = refused(BackboneSpec { reference_params: 6_000, ..named("t3") }, 1);
+    assert!(e.contains("6088 trainable parameters"), "{e}");
+    let e = refused(named("t4"), 8);
+    assert!(e.contains("first_map 8 is not one of its 8 layers"), "{e}");
+    // Two 2x2 poolings of a 3x3 image leave nothing.
+    let e = refused(BackboneSpec { min_side: 3, ..named("t5") }, 1);
+    assert!(e.contains("fail on 3x3 RGB images") && e.contains("larger than the padded input"), "{e}");
+
+    // The conformance suite checks the spec of any backbone it is given, registered or not.
+    let wrong = BackboneSpec { features: 64, ..named("toy-cnn-misdeclared") };
+    let kind = BackboneKind::Registered(Box::leak(Box::new(BackboneEntry { spec: wrong, ..entry() })));
     let opts = Options { backbones: vec![kind], methods: Some(Vec::new()), ..Options::default() };
     let report = conformance::run(&DeviceSpec::Cpu.device().unwrap(), "cpu", &opts, &mut |_: &str| {}).unwrap();
-    let failed: Vec<&str> = report.failures().iter().map(|c| c.name.as_str()).collect();
-    assert!(failed.iter().any(|n| n.contains("spec")), "{}", report.table());
-    assert!(report.table().contains("features: 32 (declared 64)"), "{}", report.table());
-    // And a name relnet already has is refused.
-    let taken = BackboneSpec { name: "conv4", ..relnet_toy::backbone::SPEC };
-    assert!(register(BackboneEntry { spec: taken, ..relnet_toy::backbone::entry() }).is_err());
+    assert_eq!(report.checks.len(), 1, "only the spec check, the others need a true spec: {}", report.table());
+    assert!(!report.checks[0].passed() && report.table().contains("features: 32 (declared 64)"), "{}", report.table());
 }
 
 #[test]

@@ -257,6 +257,7 @@ fn keeps(dir: &Path, m: &Manifest, spec: &super::EvalSpec, root: &DataRoot) -> s
         return Err(Untrusted::SettingsChanged { dir: dir.to_path_buf(), key: spec.key() });
     }
     if skipped {
+        // Tried again once the dataset is there.
         return Ok(dataset_present(&spec.dataset, root).is_err());
     }
     verify_record(dir, o, m.backbone_sha256.as_deref()).map(|_| true)
@@ -296,6 +297,10 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             }
         }
         if all {
+            let asked = cell.evals.iter().filter_map(|spec| m.eval(&spec.key()));
+            for o in asked.filter(|o| o.status == Status::Skipped) {
+                report.line(&format!("{}: still skipped ({})", o.key, o.error.as_deref().unwrap_or("dataset absent")));
+            }
             return Ok(CellRun::AlreadyDone);
         }
     }
