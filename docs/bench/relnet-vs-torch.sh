@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
-# relnet vs the PyTorch reference pipeline, back to back. Run on a quiet machine (a concurrent
-# build skews figures 3-5x), after `cargo build --release -p relnet-cli`.
+# relnet vs the PyTorch reference pipeline, back to back: relnet fp32, then PyTorch by default,
+# with channels_last, and with channels_last + bf16 autocast, row by row. Run on a quiet machine
+# (a concurrent build skews figures 3-5x), after `cargo build --release --workspace`; run it twice
+# (two sittings, one log each): PyTorch's own figures move 10-40% between runs.
 # Usage: docs/bench/relnet-vs-torch.sh DATA_ROOT PYTHON OUT_LOG
 #   DATA_ROOT: folder holding cifar10/ (train/<class>/*.jpg); PYTHON: a Python with torch.
+# The log starts with the host's CPU flags and ends with relnet's fp32 step and end-to-end speed
+# over PyTorch's best fp32 setting, and PyTorch's bf16 for reference.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:?data root}; py=${2:?python with torch}; out=${3:?output log}
-echo "# relnet and PyTorch, back to back, quiet machine, $(date -u +%F)" > "$out"
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|amx_bf16' | tr '\n' ' ')
+{
+  echo "# relnet and PyTorch, back to back, quiet machine, $(date -u +%F)"
+  echo "# host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads; cpu flags: $flags"
+  echo "# relnet $(git rev-parse --short HEAD)"
+} > "$out"
+value() { grep -m1 "^$1=" "$2" | cut -d= -f2; }
+summary=()
 for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 10 2" "resnet32 16 3 1"; do
   set -- $spec
   echo "### $1 K=$2 M=64 steps=$3 warmup=$4" >> "$out"
   /usr/bin/time -f "relnet wall %e s peak_rss_kb %M" target/release/relnet bench pretrain --dataset cifar10 \
-    --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" >> "$out" 2>/tmp/relnet-bench.err
-  tail -1 /tmp/relnet-bench.err >> "$out"
-  /usr/bin/time -f "torch wall %e s peak_rss_kb %M" "$py" ../shared/bench/torch_reference.py speed --root "$root/cifar10" \
-    --backbone "$1" --K "$2" --M 64 --steps "$3" --warmup "$4" >> "$out" 2>/tmp/torch-bench.err
-  tail -1 /tmp/torch-bench.err >> "$out"
+    --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err
+  cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
+  r_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
+  best_step=0; best_e2e=0; best=""; bf16_step=0; bf16_e2e=0
+  for setting in "" "--channels-last" "--channels-last --bf16"; do
+    /usr/bin/time -f "torch wall %e s peak_rss_kb %M" "$py" ../shared/bench/torch_reference.py speed --root "$root/cifar10" \
+      --backbone "$1" --K "$2" --M 64 --steps "$3" --warmup "$4" $setting > /tmp/torch-bench.out 2>/tmp/torch-bench.err
+    cat /tmp/torch-bench.out >> "$out"; tail -1 /tmp/torch-bench.err >> "$out"
+    t_step=$(value step_only_views_per_s /tmp/torch-bench.out); t_e2e=$(value end_to_end_views_per_s /tmp/torch-bench.out)
+    if [[ "$setting" == *bf16* ]]; then
+      bf16_step=$t_step; bf16_e2e=$t_e2e
+    elif awk "BEGIN{exit !($t_step > $best_step)}"; then
+      best_step=$t_step; best_e2e=$t_e2e; best=${setting:-default}
+    fi
+  done
+  summary+=("$(awk -v n="$1 K=$2" -v rs="$r_step" -v re="$r_e2e" -v bs="$best_step" -v be="$best_e2e" -v b="$best" \
+    -v fs="$bf16_step" -v fe="$bf16_e2e" 'BEGIN{printf "%-14s relnet fp32 step %8.1f e2e %8.1f | torch best fp32 (%s) step %8.1f e2e %8.1f | ratio step %.2fx e2e %.2fx | torch bf16 step %8.1f e2e %8.1f", n, rs, re, b, bs, be, rs/bs, re/be, fs, fe}')")
 done
+{
+  echo "### summary (views/s; ratio = relnet fp32 / PyTorch's best fp32 setting)"
+  printf '%s\n' "${summary[@]}"
+} >> "$out"
+tail -5 "$out"

@@ -1,17 +1,19 @@
-//! Measures this machine's fp32 peak: twelve independent chains of 8-wide fused multiply-adds
-//! (enough to cover the FMA latency on both FMA units) on every core at once, nothing loaded or
-//! stored. The figure that docs/performance.md divides the training step's GFLOP/s by.
-//! `cargo run --release -p relnet-models --example fma_peak` (x86-64 with AVX2 and FMA).
+//! Measures this machine's fp32 peak: twelve independent chains of fused multiply-adds (enough to
+//! cover the FMA latency on both FMA units) on every core at once, nothing loaded or stored, once
+//! with 8-wide AVX2 code and once with 16-wide AVX-512 code where the CPU has AVX-512F (a host
+//! without it prints SKIP). The figure that docs/performance.md divides the training step's
+//! GFLOP/s by: the AVX-512 peak where the host has it.
+//! `cargo run --release -p relnet-models --example fma_peak` (x86-64).
 use std::time::Instant;
 
-/// Twelve chains of `iters` fused multiply-adds from `seed`; returns a checksum.
+/// Twelve chains of `iters` 8-wide fused multiply-adds from `seed`; returns a checksum.
 ///
 /// # Safety
 ///
 /// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn chains(iters: u64, seed: f32) -> f32 {
+unsafe fn chains_avx2(iters: u64, seed: f32) -> f32 {
     use std::arch::x86_64::*;
     let (b, c) = (_mm256_set1_ps(0.9999), _mm256_set1_ps(1e-4));
     let mut a = [_mm256_setzero_ps(); 12];
@@ -30,28 +32,70 @@ unsafe fn chains(iters: u64, seed: f32) -> f32 {
     out[0]
 }
 
+/// Twelve chains of `iters` 16-wide fused multiply-adds from `seed`; returns a checksum.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn chains_avx512(iters: u64, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (b, c) = (_mm512_set1_ps(0.9999), _mm512_set1_ps(1e-4));
+    let mut a = [_mm512_setzero_ps(); 12];
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = _mm512_set1_ps(seed * (i + 1) as f32);
+    }
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, b, c);
+        }
+    }
+    let s = a.iter().fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
+    _mm512_reduce_add_ps(s)
+}
+
+/// Runs `chain(iters, seed)` on every thread three times and prints GFLOP/s.
+#[cfg(target_arch = "x86_64")]
+fn measure(what: &str, width: usize, chain: fn(u64, f32) -> f32) {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let iters = 200_000_000u64 * 8 / width as u64;
+    let flop_per_thread = iters as f64 * 12.0 * width as f64 * 2.0;
+    for run in 0..3 {
+        let t = Instant::now();
+        let sums: Vec<f32> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads).map(|i| s.spawn(move || chain(iters, 1e-3 * (i + 1) as f32))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{what} run {run}: {threads} threads, {:.1} GFLOP/s in all, {:.1} per thread (checksum {:.3})",
+            flop_per_thread * threads as f64 / secs / 1e9,
+            flop_per_thread / secs / 1e9,
+            sums.iter().sum::<f32>()
+        );
+    }
+}
+
 fn main() {
     #[cfg(target_arch = "x86_64")]
     {
-        assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"), "needs AVX2 and FMA");
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let iters = 200_000_000u64;
-        let flop_per_thread = iters as f64 * 12.0 * 8.0 * 2.0;
-        for run in 0..3 {
-            let t = Instant::now();
-            let sums: Vec<f32> = std::thread::scope(|s| {
-                // SAFETY: AVX2 and FMA were detected above.
-                let hs: Vec<_> =
-                    (0..threads).map(|i| s.spawn(move || unsafe { chains(iters, 1e-3 * (i + 1) as f32) })).collect();
-                hs.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "run {run}: {threads} threads, {:.1} GFLOP/s in all, {:.1} per thread (checksum {:.3})",
-                flop_per_thread * threads as f64 / secs / 1e9,
-                flop_per_thread / secs / 1e9,
-                sums.iter().sum::<f32>()
-            );
+        let flags = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"];
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let line = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        let have: Vec<&str> = flags.into_iter().filter(|f| line.split_whitespace().any(|w| w == *f)).collect();
+        println!("cpu flags: {}", have.join(" "));
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA were detected.
+            measure("avx2", 8, |n, s| unsafe { chains_avx2(n, s) });
+        } else {
+            println!("avx2: SKIP (no AVX2 and FMA)");
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected.
+            measure("avx512", 16, |n, s| unsafe { chains_avx512(n, s) });
+        } else {
+            println!("avx512: SKIP (this CPU has no AVX-512F)");
         }
     }
 }
