@@ -171,3 +171,31 @@ fn data_parallel_over_two_cpu_replicas_trains_and_resumes() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("unknown device `gpu`"), "{}", r.stderr);
 }
+
+#[test]
+fn bf16_precision_is_recorded_and_a_resume_cannot_change_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bf16");
+    let out_s = out.to_str().unwrap();
+    let r = run(&small(out_s, &["--precision", "bf16", "--epochs", "1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The run says what bf16 means on this host (emulated unless it has AVX512-BF16).
+    assert!(r.stderr.contains("precision bf16:"), "{}", r.stderr);
+    let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(cfg.contains("precision = \"bf16\""), "{cfg}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let loss = first["loss"].as_f64().unwrap();
+    assert!((loss - 2f64.ln()).abs() <= 0.15 * 2f64.ln(), "first-epoch bf16 loss {loss} against ln 2");
+    // Resuming at fp32 is refused, naming the key; at bf16 it goes on.
+    let r = run(&small(out_s, &["--precision", "fp32", "--epochs", "2", "--resume"]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("precision"), "{}", r.stderr);
+    // An fp32 run's config does not mention precision (configs written before it existed read
+    // back the same, and grid cell hashes are unchanged).
+    let fp32 = dir.path().join("fp32");
+    let r = run(&small(fp32.to_str().unwrap(), &["--epochs", "1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cfg = std::fs::read_to_string(fp32.join("config.toml")).unwrap();
+    assert!(!cfg.contains("precision"), "{cfg}");
+}

@@ -34,6 +34,9 @@ pub struct BenchPretrainArgs {
     pub seed: u64,
     #[arg(long, default_value = "cpu", env = "RELNET_DEVICE")]
     pub device: String,
+    /// Precision of convolutions and linear layers (bf16: mixed precision, fp32 accumulation).
+    #[arg(long, value_enum, default_value_t = relnet_models::Precision::Fp32)]
+    pub precision: relnet_models::Precision,
 }
 
 pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
@@ -52,16 +55,18 @@ pub fn pretrain(a: BenchPretrainArgs, out: &mut dyn Write, err: &mut dyn Write) 
         warmup: a.warmup,
         seed: a.seed,
         device: a.device.parse().map_err(|e| anyhow!("--device: {e}"))?,
+        precision: a.precision,
     };
     writeln!(
         out,
-        "relnet bench pretrain: dataset={} backbone={} K={} M={} loss={} steps={} threads={}",
+        "relnet bench pretrain: dataset={} backbone={} K={} M={} loss={} steps={} precision={} threads={}",
         cfg.dataset,
         cfg.backbone,
         cfg.k,
         cfg.m,
         cfg.loss,
         cfg.steps,
+        cfg.precision,
         rayon::current_num_threads()
     )?;
     let r = bench_pretrain(&cfg, &mut |line: &str| {
@@ -144,6 +149,7 @@ pub fn device_check(a: BenchDeviceArgs, out: &mut dyn Write, err: &mut dyn Write
                 warmup: a.warmup,
                 seed: 1,
                 device: spec,
+                precision: relnet_models::Precision::Fp32,
             };
             let r = bench_pretrain(&cfg, &mut |line: &str| {
                 let _ = writeln!(err, "{b} K={k}: {line}");

@@ -24,9 +24,10 @@ pub fn explain(e: &Error) -> String {
         Error::RunExists { dir } => {
             format!("{} already holds a run; pass --resume to continue it, or choose another --out", dir.display())
         }
-        Error::ConfigChanged { config } => format!(
-            "{}: --resume with a different configuration than the run was started with; use the same flags (or none: `relnet pretrain --config {} --resume`)",
+        Error::ConfigChanged { config, keys } => format!(
+            "{}: --resume with a different configuration than the run was started with (differs: {}); use the same flags (or none: `relnet pretrain --config {} --resume`)",
             config.display(),
+            keys.join(", "),
             config.display()
         ),
         Error::NonFinite { .. } => format!("{e} (try a lower --lr)"),

@@ -36,6 +36,8 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub seed: u64,
     pub device: DeviceSpec,
+    /// The precision of convolutions and linear layers.
+    pub precision: relnet_models::Precision,
 }
 
 /// Views per second of each part, and peak memory.
@@ -113,6 +115,11 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
 
     let device = cfg.device.device()?.autodiff();
     device.seed(cfg.seed);
+    let _precision = relnet_models::precision::scoped(cfg.precision);
+    if cfg.precision == relnet_models::Precision::Bf16 {
+        let why = relnet_models::precision::bf16_hardware().err().unwrap_or("relnet has no AVX512-BF16 kernels yet");
+        report(&format!("precision bf16: emulated numerics, not faster here ({why})"));
+    }
     let (agg, loss) = (Aggregation::Cat, cfg.loss);
     let mut model = RelationalModel::new(cfg.backbone, agg, &device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();

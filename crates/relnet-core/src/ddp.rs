@@ -131,6 +131,8 @@ impl<M: Module> Replicas<M> {
         let mut shards = shards.into_iter().zip(split_indices(&indices, n));
         let first = shards.next().expect("one shard per device");
         let models: Vec<M> = self.models.iter_mut().map(|m| m.take().expect("replicas synced")).collect();
+        // Replicas compute at the precision of the thread that trains.
+        let precision = relnet_models::precision::current();
         let (main_out, others) = std::thread::scope(|s| {
             let handles: Vec<_> = models
                 .into_iter()
@@ -139,7 +141,7 @@ impl<M: Module> Replicas<M> {
                 .map(|((model, device), shard)| {
                     let run = &run;
                     s.spawn(move || {
-                        let r = run(&model, device, shard);
+                        let r = relnet_models::precision::with_precision(precision, || run(&model, device, shard));
                         (model, r)
                     })
                 })

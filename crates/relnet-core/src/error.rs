@@ -79,8 +79,8 @@ pub enum Error {
     #[error("{} is {holder}", dir.display())]
     Locked { dir: PathBuf, holder: String },
     /// A resumed run whose configuration differs from the one it was started with.
-    #[error("{}: the run was started with a different configuration", config.display())]
-    ConfigChanged { config: PathBuf },
+    #[error("{}: the run was started with a different configuration (differs: {})", config.display(), keys.join(", "))]
+    ConfigChanged { config: PathBuf, keys: Vec<String> },
     /// A compute device that this build or machine does not offer.
     #[error("{0}")]
     Device(String),

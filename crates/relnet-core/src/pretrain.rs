@@ -2,6 +2,7 @@
 //! table), and the preparation every task on the shared loop goes through (data, run directory,
 //! resume checks), used by pretraining here and by fine-tuning in relnet-eval.
 
+use relnet_models::Precision;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -73,6 +74,11 @@ pub struct PretrainConfig {
     /// Folder holding the datasets (default: $RELNET_DATA, else ./data).
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
+    /// Precision of convolutions and linear layers: fp32, or bf16 mixed precision (bf16 inputs,
+    /// weights and outputs, fp32 accumulation; weights, optimiser, batch norm and loss in fp32).
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
     /// Backbone network.
     #[arg(long, value_parser = BackboneKind::value_parser(), default_value_t = BackboneKind::Conv4)]
     pub backbone: BackboneKind,
@@ -277,6 +283,7 @@ pub fn pretrain(
         .replicas(replicas)
         .resume(saved)
         .on_nonfinite((cfg.on_nonfinite == OnNonFinite::Skip).then_some(cfg.max_nonfinite))
+        .precision(cfg.precision)
         .build()?;
     method.launch(run, stop, report, monitor)
 }

@@ -60,6 +60,24 @@ pub fn load_task_data(
     Ok(TaskData { info, root, split, images, classes, mean, std })
 }
 
+/// The top-level keys (and `table.key` one level down) whose values differ between two configs.
+fn changed_keys(before: Option<toml::Table>, now: Option<toml::Table>) -> Vec<String> {
+    let (Some(before), Some(now)) = (before, now) else { return vec!["(unreadable saved config)".into()] };
+    let mut keys: Vec<String> = Vec::new();
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    for k in names {
+        match (before.get(k), now.get(k)) {
+            (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+                let inner: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                keys.extend(inner.into_iter().filter(|i| a.get(*i) != b.get(*i)).map(|i| format!("{k}.{i}")));
+            }
+            (a, b) if a != b => keys.push(k.clone()),
+            _ => {}
+        }
+    }
+    keys
+}
+
 /// Prepares a run directory: refuses one that holds a run unless resuming, refuses a resume whose
 /// configuration differs (the device, data root and paths may change), writes the resolved
 /// configuration. Returns the
@@ -96,9 +114,9 @@ pub fn prepare_run_dir<C: Serialize>(
             }
             Some(table)
         };
-        let before = strip(&before);
-        if before.is_none() || before != strip(&now) {
-            return Err(Error::ConfigChanged { config: path });
+        let (before, now_table) = (strip(&before), strip(&now));
+        if before.is_none() || before != now_table {
+            return Err(Error::ConfigChanged { config: path, keys: changed_keys(before, now_table) });
         }
     }
     crate::fsutil::write_atomic(&path, now.as_bytes()).map_err(|e| Error::io(&path, e))?;
@@ -137,6 +155,7 @@ pub struct RunBuilder<'a> {
     resume: Option<Progress>,
     on_nonfinite: Option<usize>,
     cutout: Option<f64>,
+    precision: relnet_models::Precision,
 }
 
 impl<'a> RunBuilder<'a> {
@@ -165,6 +184,7 @@ impl<'a> RunBuilder<'a> {
             resume: None,
             on_nonfinite: None,
             cutout: None,
+            precision: relnet_models::Precision::Fp32,
         }
     }
 
@@ -223,6 +243,12 @@ impl<'a> RunBuilder<'a> {
         self
     }
 
+    /// The precision of convolutions and linear layers.
+    pub fn precision(mut self, precision: relnet_models::Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// Checks the images against the backbone and builds the augmentation pipeline.
     pub fn build(self) -> Result<Run<'a>> {
         let d = self.data;
@@ -252,6 +278,7 @@ impl<'a> RunBuilder<'a> {
             replicas: self.replicas,
             resume: self.resume,
             on_nonfinite: self.on_nonfinite,
+            precision: self.precision,
         })
     }
 }

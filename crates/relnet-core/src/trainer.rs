@@ -210,6 +210,8 @@ pub struct Run<'a> {
     /// What a non-finite loss does: `None` stops the run at once (the last good checkpoint is
     /// kept); `Some(n)` skips the step (no update), logs it, and stops after `n` in a row.
     pub on_nonfinite: Option<usize>,
+    /// The precision of convolutions and linear layers (set process-wide for the run).
+    pub precision: relnet_models::Precision,
 }
 
 impl Run<'_> {
@@ -255,9 +257,27 @@ pub fn train<T: Method + Sync>(
     run: Run,
     stop: Arc<AtomicBool>,
     report: &mut dyn Reporter,
+    monitor: Option<&mut dyn Monitor>,
+) -> Result<Outcome> {
+    relnet_models::precision::with_precision(run.precision, || train_at_precision(method, run, stop, report, monitor))
+}
+
+/// [`train`] at the thread's precision (set by [`train`] from the run).
+fn train_at_precision<T: Method + Sync>(
+    method: &mut T,
+    run: Run,
+    stop: Arc<AtomicBool>,
+    report: &mut dyn Reporter,
     mut monitor: Option<&mut dyn Monitor>,
 ) -> Result<Outcome> {
     let ckpt = Checkpoint::new(run.out);
+    if run.precision == relnet_models::Precision::Bf16 {
+        let how = match relnet_models::precision::bf16_hardware() {
+            Ok(()) => "bf16 numerics with fp32 kernels (relnet has no AVX512-BF16 kernels yet)".to_string(),
+            Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
+        };
+        report.line(&format!("precision bf16: {how}"));
+    }
     let model = initial_model(method, &run, report)?;
     let mut optim = run.optimizer();
     let mut replicas = crate::ddp::Replicas::<T::Model>::new(&run.device, &run.replicas, run.spec.optim);

@@ -82,6 +82,11 @@ pub struct FinetuneOptions {
     /// Continue an interrupted fine-tuning of the same evaluation from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Precision of convolutions and linear layers: fp32, or bf16 mixed precision (bf16 inputs,
+    /// weights and outputs, fp32 accumulation; weights, optimiser, batch norm and loss in fp32).
+    #[arg(long, value_enum, default_value_t = relnet_models::Precision::Fp32)]
+    #[serde(skip_serializing_if = "relnet_models::Precision::is_fp32")]
+    pub precision: relnet_models::Precision,
 }
 
 impl Default for FinetuneOptions {
@@ -217,6 +222,7 @@ impl EvaluatorOptions for FinetuneOptions {
             .seed(ctx.seed)
             .resume(saved)
             .cutout(cutout)
+            .precision(self.precision)
             .build()?;
         let report = &mut *ctx.report;
         let outcome = train(&mut method, run, ctx.stop.clone(), report, None)?;

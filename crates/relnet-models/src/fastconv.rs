@@ -674,9 +674,19 @@ pub(crate) fn on_flex(device: &Device) -> bool {
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
-/// `conv.forward(x)`, through [`FastConv`] where it applies (burn-flex, f32, groups 1, no
-/// dilation, symmetric padding), through burn's `conv2d` everywhere else.
+/// `conv.forward(x)` at the process's precision ([`crate::precision`]), through [`FastConv`]
+/// where it applies (burn-flex, f32, groups 1, no dilation, symmetric padding), through burn's
+/// `conv2d` everywhere else.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if crate::precision::current() == crate::precision::Precision::Bf16 {
+        // The same convolution on bf16-rounded input and weight, its output rounded.
+        let mut rounded = conv.clone();
+        rounded.weight = burn::module::Param::from_tensor(crate::precision::round(conv.weight.val()));
+        rounded.bias = conv.bias.as_ref().map(|b| burn::module::Param::from_tensor(crate::precision::round(b.val())));
+        let x = crate::precision::round(x);
+        let y = crate::precision::with_fp32(|| conv2d(&rounded, x));
+        return crate::precision::round(y);
+    }
     if !(on_flex(&x.device())
         && enabled()
         && x.dtype() == burn::tensor::DType::F32

@@ -4,6 +4,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, relu};
 
+use crate::precision::linear;
+
 /// Linear(in, hidden) -> BatchNorm1d -> LeakyReLU(0.01) -> Linear(hidden, out): the shape of the
 /// relation head, the SimCLR projection head and the DeepCluster head.
 #[derive(Module, Debug)]
@@ -45,14 +47,14 @@ impl MlpHead {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.forward_after_fc1(self.fc1.forward(x))
+        self.forward_after_fc1(linear(&self.fc1, x))
     }
 
     /// The rest of the head from the output of `fc1` (BN, LeakyReLU, `fc2`), for callers that
     /// compute `fc1` themselves (the relational pairs, projected once per view).
     pub fn forward_after_fc1(&self, h: Tensor<2>) -> Tensor<2> {
         let h = leaky_relu(self.bn.forward(h), 0.01);
-        self.fc2.forward(h)
+        linear(&self.fc2, h)
     }
 }
 
@@ -100,21 +102,21 @@ impl LocalDiscriminator {
     pub fn project_map(&self, map: Tensor<4>) -> Tensor<3> {
         let [n, c, h, w] = map.dims();
         let rows = map.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-        self.map_in.forward(rows).reshape([n, h * w, Self::WIDTH])
+        linear(&self.map_in, rows).reshape([n, h * w, Self::WIDTH])
     }
 
     /// `W_y y + b` for global features `[N, F]`: `[N, 1, 256]`, to broadcast over positions.
     pub fn project_global(&self, global: Tensor<2>) -> Tensor<3> {
         let n = global.dims()[0];
-        self.global_in.forward(global).reshape([n, 1, Self::WIDTH])
+        linear(&self.global_in, global).reshape([n, 1, Self::WIDTH])
     }
 
     /// Scores from first-layer pre-activations `[N, P, 256]` (P positions): `[N, P]`.
     pub fn score(&self, pre: Tensor<3>) -> Tensor<2> {
         let [n, p, w] = pre.dims();
         let x = relu(pre).reshape([n * p, w]);
-        let x = relu(self.hidden.forward(x));
-        self.out.forward(x).reshape([n, p])
+        let x = relu(linear(&self.hidden, x));
+        linear(&self.out, x).reshape([n, p])
     }
 
     /// Scores `[N, 1, h, w]` for global features `[N, F]` against maps `[N, C, h, w]`.
@@ -144,8 +146,8 @@ impl PriorDiscriminator {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = relu(self.l0.forward(x));
-        let x = relu(self.l1.forward(x));
-        self.l2.forward(x)
+        let x = relu(linear(&self.l0, x));
+        let x = relu(linear(&self.l1, x));
+        linear(&self.l2, x)
     }
 }

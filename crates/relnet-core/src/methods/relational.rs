@@ -4,6 +4,7 @@
 
 use burn::prelude::*;
 use relnet_augment::Preset;
+use relnet_models::precision::round;
 use relnet_models::{Backbone, BackboneKind, MlpHead};
 
 use super::{Batch, Context, Method, MethodOptions, MethodSpec, OptimKind, Schedule, Views};
@@ -145,7 +146,9 @@ impl RelationalModel {
             let n = idx.len();
             t.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device))
         };
-        let w = self.head.fc1.weight.val();
+        // At bf16 precision: the operands rounded, fp32 products, the layer's output rounded once
+        // (after the bias), as the unsplit layer would be.
+        let (z, w) = (round(z), round(self.head.fc1.weight.val()));
         let hidden = match agg {
             Aggregation::Max => {
                 let (pairs, _) = relation_pairs(z, m, k, agg);
@@ -164,10 +167,10 @@ impl RelationalModel {
                 if agg == Aggregation::Mean { h.div_scalar(2.0) } else { h }
             }
         };
-        let hidden = match &self.head.fc1.bias {
-            Some(b) => hidden + b.val().unsqueeze::<2>(),
+        let hidden = round(match &self.head.fc1.bias {
+            Some(b) => hidden + round(b.val()).unsqueeze::<2>(),
             None => hidden,
-        };
+        });
         let logits = self.head.forward_after_fc1(hidden);
         let p = logits.dims()[0];
         logits.reshape([p])

@@ -113,7 +113,7 @@ impl Method for Rotation {
 
     fn step(&self, model: &RotationModel, batch: &Batch) -> StepOutput {
         let (x, y) = rotations(batch.x.clone());
-        classification_step(model.head.forward(model.backbone.forward(x)), &y, None)
+        classification_step(relnet_models::precision::linear(&model.head, model.backbone.forward(x)), &y, None)
     }
 }
 

@@ -134,7 +134,7 @@ pub struct ClassifierModel {
 
 impl ClassifierModel {
     pub fn logits(&self, x: Tensor<4>) -> Tensor<2> {
-        self.classifier.forward(self.backbone.forward(x))
+        relnet_models::precision::linear(&self.classifier, self.backbone.forward(x))
     }
 }
 

@@ -1,0 +1,132 @@
+//! The arithmetic precision of convolutions and linear layers: fp32, or bf16 mixed precision as
+//! PyTorch's CPU autocast does it.
+//!
+//! In bf16 every convolution and linear layer (and the relational head's split first layer)
+//! takes its input and weights rounded to bf16 (round to nearest even), accumulates in fp32, and
+//! rounds its output to bf16; in the backward pass the incoming gradient is rounded to bf16 and
+//! the input and weight gradients each come out rounded to bf16. Master weights, optimiser state,
+//! batch-norm statistics, activations other than those outputs, and the loss stay fp32.
+//!
+//! Values stay in f32 tensors holding bf16-representable numbers (the rounding is a cast to bf16
+//! and back, with burn's own operations, on any backend), so every kernel computes exactly what
+//! a bf16 kernel with fp32 accumulation computes. This is the numerics of the bf16 path on every
+//! host; it is not faster (the kernels still read f32): a speed-up needs kernels that read bf16
+//! with `vdpbf16ps` (AVX512-BF16), which this code base does not have yet
+//! ([`bf16_hardware`] says whether the host could run them).
+//!
+//! The precision belongs to a thread: the trainer runs a run's steps at the run's precision
+//! ([`with_precision`]) and data-parallel replicas take it to their threads.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// The precision of convolutions and linear layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32.
+    #[default]
+    Fp32,
+    /// bf16 inputs, weights and outputs of convolutions and linear layers, fp32 accumulation.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// For `#[serde(skip_serializing_if)]`: configs and records written before precision existed
+    /// were fp32, and an fp32 run's config stays as it was (grid cell hashes included).
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+thread_local! {
+    static CURRENT: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::Fp32) };
+}
+
+/// Sets this thread's precision. Layers read it on the thread that runs them: a run sets it on
+/// the thread that trains (and data-parallel replicas on theirs), so runs on other threads, tests
+/// running in parallel among them, keep their own.
+pub fn set(p: Precision) {
+    CURRENT.set(p);
+}
+
+/// This thread's precision.
+pub fn current() -> Precision {
+    CURRENT.get()
+}
+
+/// Sets this thread's precision to `p` until the returned value is dropped.
+#[must_use = "the precision reverts when the guard is dropped"]
+pub fn scoped(p: Precision) -> Scoped {
+    Scoped(CURRENT.replace(p))
+}
+
+/// Restores the precision before [`scoped`] when dropped (also on a panic).
+pub struct Scoped(Precision);
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        CURRENT.set(self.0);
+    }
+}
+
+/// Runs `f` at precision `p` on this thread, then restores the one before (also on a panic).
+pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
+    let _restore = scoped(p);
+    f()
+}
+
+/// Runs `f` at fp32 (a layer that has rounded its operands runs its fp32 body in it).
+pub fn with_fp32<R>(f: impl FnOnce() -> R) -> R {
+    with_precision(Precision::Fp32, f)
+}
+
+/// Whether this CPU has bf16 dot-product instructions (AVX512-BF16); `Err` names what it lacks.
+pub fn bf16_hardware() -> Result<(), &'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512bf16") {
+            return Ok(());
+        }
+        Err("this CPU has no AVX512-BF16 (avx512_bf16)")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Err("relnet has bf16 kernels for x86-64 with AVX512-BF16 only")
+}
+
+/// `t` rounded to bf16 (kept as f32) in bf16 mode, and its gradient rounded likewise; `t` itself
+/// in fp32 mode or when `t` is not f32.
+pub fn round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if current() == Precision::Fp32 || t.dtype() != DType::F32 {
+        return t;
+    }
+    t.cast(DType::BF16).cast(DType::F32)
+}
+
+/// `x W + b` of a linear layer at the process's precision.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if current() == Precision::Fp32 {
+        return layer.forward(x);
+    }
+    let bias = layer.bias.as_ref().map(|b| round(b.val()));
+    round(burn::tensor::module::linear(round(x), round(layer.weight.val()), bias))
+}
+
+/// `a b` of two matrices at the process's precision.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    round(round(a).matmul(round(b)))
+}

@@ -1,0 +1,96 @@
+//! bf16 mixed precision: the rounding, and convolutions and linear layers computed on rounded
+//! operands with rounded outputs. The precision is per thread; the lock keeps the tests apart
+//! anyway (burn-flex draws from one generator per process).
+
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution};
+use relnet_models::precision::{self, Precision};
+
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// `x` rounded to the nearest bf16 (ties to even) by bit arithmetic, the definition.
+fn bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+    f32::from_bits(rounded)
+}
+
+#[test]
+fn bf16_rounds_values_and_gradients_to_nearest_even() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Device::flex().autodiff();
+    // 1 + 2^-8 is halfway between two bf16 values: ties go to even, 1.0; 1 + 3 * 2^-8 rounds up
+    // to 1 + 2^-6 (the even neighbour); 3.0 is exact.
+    let x = Tensor::<1>::from_floats([1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, 3.0], &d).require_grad();
+    precision::set(Precision::Bf16);
+    let y = precision::round(x.clone());
+    let g = (y.clone() * Tensor::<1>::from_floats([1.0 + 1.0 / 256.0, 0.5, 1.0], &d)).sum().backward();
+    precision::set(Precision::Fp32);
+    assert_eq!(values(y), vec![1.0, 1.0 + 4.0 / 256.0, 3.0]);
+    assert_eq!(values(x.grad(&g).unwrap()), vec![1.0, 0.5, 1.0], "the gradient is rounded too");
+    // fp32 leaves values alone.
+    let z = Tensor::<1>::from_floats([1.0 + 1.0 / 256.0], &d);
+    assert_eq!(values(precision::round(z)), vec![1.0 + 1.0 / 256.0]);
+    // Against the bit-level definition on many values.
+    let v = Tensor::<1>::random([4096], Distribution::Normal(0.0, 3.0), &d);
+    precision::set(Precision::Bf16);
+    let r = values(precision::round(v.clone()));
+    precision::set(Precision::Fp32);
+    assert!(values(v).iter().zip(&r).all(|(a, b)| bf16(*a) == *b));
+}
+
+#[test]
+fn bf16_conv_and_linear_are_fp32_layers_on_rounded_operands() {
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Device::flex();
+    d.seed(3);
+    let conv = burn::nn::conv::Conv2dConfig::new([6, 10], [3, 3])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&d);
+    let x = Tensor::<4>::random([2, 6, 9, 9], Distribution::Normal(0.0, 1.0), &d);
+    let round_host = |t: Tensor<4>| {
+        let dims = t.dims();
+        Tensor::<4>::from_data(TensorData::new(values(t).into_iter().map(bf16).collect::<Vec<_>>(), dims), &d)
+    };
+    // By hand: operands rounded, an fp32 convolution, the output rounded.
+    let mut by_hand = conv.clone();
+    by_hand.weight = burn::module::Param::from_tensor(round_host(conv.weight.val()));
+    by_hand.bias = conv.bias.as_ref().map(|b| {
+        let v: Vec<f32> = values(b.val()).into_iter().map(bf16).collect();
+        let n = v.len();
+        burn::module::Param::from_tensor(Tensor::<1>::from_data(TensorData::new(v, [n]), &d))
+    });
+    let want: Vec<f32> =
+        values(relnet_models::fastconv::conv2d(&by_hand, round_host(x.clone()))).into_iter().map(bf16).collect();
+    precision::set(Precision::Bf16);
+    let got = values(relnet_models::fastconv::conv2d(&conv, x.clone()));
+    precision::set(Precision::Fp32);
+    let differ: Vec<(usize, f32, f32)> =
+        got.iter().zip(&want).enumerate().filter(|(_, (a, b))| a != b).map(|(i, (a, b))| (i, *a, *b)).take(5).collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} differ: {differ:?}",
+        got.iter().zip(&want).filter(|(a, b)| a != b).count(),
+        got.len()
+    );
+    let fp32 = values(relnet_models::fastconv::conv2d(&conv, x));
+    assert_ne!(got, fp32, "bf16 differs from fp32");
+    let err = got.iter().zip(&fp32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = fp32.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(err < 2e-2 * scale, "bf16 within its rounding of fp32: {err} against {scale}");
+
+    let lin = burn::nn::LinearConfig::new(20, 7).init(&d);
+    let z = Tensor::<2>::random([5, 20], Distribution::Normal(0.0, 1.0), &d);
+    precision::set(Precision::Bf16);
+    let y = values(precision::linear(&lin, z.clone()));
+    precision::set(Precision::Fp32);
+    assert!(y.iter().all(|v| bf16(*v) == *v), "outputs are bf16 values");
+    assert_eq!(z.dtype(), DType::F32);
+    let y32 = values(lin.forward(z));
+    let err = y.iter().zip(&y32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err > 0.0 && err < 5e-2, "{err}");
+}
