@@ -674,45 +674,57 @@ pub(crate) fn on_flex(device: &Device) -> bool {
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
-/// `conv.forward(x)` at the process's precision ([`crate::precision`]), through [`FastConv`]
+/// `conv.forward(x)` at the thread's precision ([`crate::precision`]), through [`FastConv`]
 /// where it applies (burn-flex, f32, groups 1, no dilation, symmetric padding), through burn's
 /// `conv2d` everywhere else.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if crate::precision::current() == crate::precision::Precision::Bf16 {
-        // The same convolution on bf16-rounded input and weight, its output rounded.
-        let mut rounded = conv.clone();
-        rounded.weight = burn::module::Param::from_tensor(crate::precision::round(conv.weight.val()));
-        rounded.bias = conv.bias.as_ref().map(|b| burn::module::Param::from_tensor(crate::precision::round(b.val())));
-        let x = crate::precision::round(x);
-        let y = crate::precision::with_fp32(|| conv2d(&rounded, x));
-        return crate::precision::round(y);
+    use crate::precision::{Precision, current, round};
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    if current() == Precision::Bf16 {
+        // The same convolution on bf16-rounded input, weight and bias, its output rounded.
+        let y = conv2d_with(conv, round(x), round(conv.weight.val()), bias.map(round));
+        return round(y);
     }
+    conv2d_with(conv, x, conv.weight.val(), bias)
+}
+
+/// `conv`'s convolution (its stride, padding, dilation, groups) of `x` with `weight` and `bias`.
+fn conv2d_with(conv: &Conv2d, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    // burn's convolution with these operands: the module with its tensors replaced (as values
+    // computed from its parameters, so gradients reach them).
+    let burn_conv = |x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>| {
+        use burn::module::{Param, ParamId};
+        let mut c = conv.clone();
+        c.weight = Param::initialized(ParamId::new(), weight);
+        c.bias = bias.map(|b| Param::initialized(ParamId::new(), b));
+        c.forward(x)
+    };
     if !(on_flex(&x.device())
         && enabled()
         && x.dtype() == burn::tensor::DType::F32
         && conv.groups == 1
         && conv.dilation == [1, 1])
     {
-        return conv.forward(x);
+        return burn_conv(x, weight, bias);
     }
     let (top, left) = match conv.padding {
         PaddingConfig2d::Valid => (0, 0),
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => (top, left),
-        _ => return conv.forward(x),
+        _ => return burn_conv(x, weight, bias),
     };
     let [sh, sw] = conv.stride;
     let out = Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(
         x.into_dispatch(),
-        conv.weight.val().into_dispatch(),
+        weight.into_dispatch(),
         sh,
         sw,
         top,
         left,
     ));
-    match &conv.bias {
+    match bias {
         Some(b) => {
             let co = b.dims()[0];
-            out + b.val().reshape([1, co, 1, 1])
+            out + b.reshape([1, co, 1, 1])
         }
         None => out,
     }
