@@ -10,38 +10,41 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:?data root}; py=${2:?python with torch}; out=${3:?output log}
-flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|amx_bf16' | tr '\n' ' ')
+flags=$( (grep -m1 '^flags' /proc/cpuinfo || true) | tr ' ' '\n' | (grep -xE 'avx2|fma|avx512f|avx512_bf16|amx_bf16' || true) | tr '\n' ' ')
 {
   echo "# relnet and PyTorch, back to back, quiet machine, $(date -u +%F)"
   echo "# host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads; cpu flags: $flags"
   echo "# relnet $(git rev-parse --short HEAD)"
 } > "$out"
-value() { grep -m1 "^$1=" "$2" | cut -d= -f2; }
+# A figure of a run's output, 0 when the run printed none (it failed: its stderr is in the log).
+value() { (grep -m1 "^$1=" "$2" || echo "$1=0") | cut -d= -f2; }
 summary=()
 for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 10 2" "resnet32 16 3 1"; do
   set -- $spec
   echo "### $1 K=$2 M=64 steps=$3 warmup=$4" >> "$out"
   /usr/bin/time -f "relnet wall %e s peak_rss_kb %M" target/release/relnet bench pretrain --dataset cifar10 \
-    --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err
+    --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err || true
   cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
   r_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
-  best_step=0; best_e2e=0; best=""; bf16_step=0; bf16_e2e=0
+  best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0
   for setting in "" "--channels-last" "--channels-last --bf16"; do
     /usr/bin/time -f "torch wall %e s peak_rss_kb %M" "$py" ../shared/bench/torch_reference.py speed --root "$root/cifar10" \
-      --backbone "$1" --K "$2" --M 64 --steps "$3" --warmup "$4" $setting > /tmp/torch-bench.out 2>/tmp/torch-bench.err
+      --backbone "$1" --K "$2" --M 64 --steps "$3" --warmup "$4" $setting > /tmp/torch-bench.out 2>/tmp/torch-bench.err || true
     cat /tmp/torch-bench.out >> "$out"; tail -1 /tmp/torch-bench.err >> "$out"
     t_step=$(value step_only_views_per_s /tmp/torch-bench.out); t_e2e=$(value end_to_end_views_per_s /tmp/torch-bench.out)
+    # The best fp32 step and the best fp32 end to end, each over the settings (they can differ).
     if [[ "$setting" == *bf16* ]]; then
       bf16_step=$t_step; bf16_e2e=$t_e2e
-    elif awk "BEGIN{exit !($t_step > $best_step)}"; then
-      best_step=$t_step; best_e2e=$t_e2e; best=${setting:-default}
+    else
+      if awk -v a="$t_step" -v b="$best_step" 'BEGIN{exit !(a + 0 > b + 0)}'; then best_step=$t_step; best=${setting:-default}; fi
+      if awk -v a="$t_e2e" -v b="$best_e2e" 'BEGIN{exit !(a + 0 > b + 0)}'; then best_e2e=$t_e2e; best_e2e_by=${setting:-default}; fi
     fi
   done
   summary+=("$(awk -v n="$1 K=$2" -v rs="$r_step" -v re="$r_e2e" -v bs="$best_step" -v be="$best_e2e" -v b="$best" \
-    -v fs="$bf16_step" -v fe="$bf16_e2e" 'BEGIN{printf "%-14s relnet fp32 step %8.1f e2e %8.1f | torch best fp32 (%s) step %8.1f e2e %8.1f | ratio step %.2fx e2e %.2fx | torch bf16 step %8.1f e2e %8.1f", n, rs, re, b, bs, be, rs/bs, re/be, fs, fe}')")
+    -v be_by="$best_e2e_by" -v fs="$bf16_step" -v fe="$bf16_e2e" 'BEGIN{printf "%-14s relnet fp32 step %8.1f e2e %8.1f | torch best fp32 step %8.1f (%s) e2e %8.1f (%s) | ratio step %.2fx e2e %.2fx | torch bf16 step %8.1f e2e %8.1f", n, rs, re, bs, b, be, be_by, (bs > 0 ? rs/bs : 0), (be > 0 ? re/be : 0), fs, fe}')")
 done
 {
-  echo "### summary (views/s; ratio = relnet fp32 / PyTorch's best fp32 setting)"
+  echo "### summary (views/s; ratio = relnet fp32 / PyTorch's best fp32 setting, step and end to end each)"
   printf '%s\n' "${summary[@]}"
 } >> "$out"
 tail -5 "$out"

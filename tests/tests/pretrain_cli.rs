@@ -177,7 +177,7 @@ fn bf16_precision_is_recorded_and_a_resume_cannot_change_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bf16");
     let out_s = out.to_str().unwrap();
-    let r = run(&small(out_s, &["--precision", "bf16", "--epochs", "1"]));
+    let r = run(&small(out_s, &["--precision", "bf16"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The run says what bf16 means on this host (emulated unless it has AVX512-BF16).
     assert!(r.stderr.contains("precision bf16:"), "{}", r.stderr);
@@ -188,14 +188,30 @@ fn bf16_precision_is_recorded_and_a_resume_cannot_change_it() {
     let loss = first["loss"].as_f64().unwrap();
     assert!((loss - 2f64.ln()).abs() <= 0.15 * 2f64.ln(), "first-epoch bf16 loss {loss} against ln 2");
     // Resuming at fp32 is refused, naming the key; at bf16 it goes on.
-    let r = run(&small(out_s, &["--precision", "fp32", "--epochs", "2", "--resume"]));
+    let r = run(&small(out_s, &["--precision", "fp32", "--resume"]));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("precision"), "{}", r.stderr);
+    assert!(r.stderr.contains("differs: precision"), "{}", r.stderr);
+    let r = run(&small(out_s, &["--precision", "bf16", "--resume"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
     // An fp32 run's config does not mention precision (configs written before it existed read
     // back the same, and grid cell hashes are unchanged).
     let fp32 = dir.path().join("fp32");
-    let r = run(&small(fp32.to_str().unwrap(), &["--epochs", "1"]));
+    let r = run(&small(fp32.to_str().unwrap(), &[]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let cfg = std::fs::read_to_string(fp32.join("config.toml")).unwrap();
     assert!(!cfg.contains("precision"), "{cfg}");
+    // The trainer ran the bf16 run at bf16: the same seed's losses differ from fp32's, by little.
+    let loss_of = |dir: &std::path::Path| -> f64 {
+        let m = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
+        first["loss"].as_f64().unwrap()
+    };
+    let (l16, l32) = (loss_of(&out), loss_of(&fp32));
+    assert!(l16 != l32 && (l16 - l32).abs() < 0.02, "first-epoch loss bf16 {l16} against fp32 {l32}");
+    // An evaluation of the bf16 backbone says so in its record.
+    let r = relnet(&["eval", "knn", "--backbone", out.join("backbone.bpk").to_str().unwrap(), "--dataset", "synthetic"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let records: Vec<_> = std::fs::read_dir(out.join("results")).unwrap().map(|e| e.unwrap().path()).collect();
+    let text = std::fs::read_to_string(&records[0]).unwrap();
+    assert!(text.contains("\"source_precision\": \"bf16\""), "{text}");
 }

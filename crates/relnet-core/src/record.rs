@@ -64,6 +64,10 @@ pub struct ResultRecord {
     /// `dataset` in a transfer or grain evaluation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_dataset: Option<String>,
+    /// The precision the backbone was trained at, when its run's `config.toml` says bf16 (fp32
+    /// runs write no key, and records of them none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_precision: Option<String>,
     /// The dataset evaluated on (the target).
     pub dataset: String,
     /// The seed of the evaluator's own randomness.
@@ -126,6 +130,7 @@ impl ResultRecord {
             options,
             backbone,
             source_dataset: None,
+            source_precision: None,
             dataset: dataset.into(),
             seed,
             train_split: train_split.map(str::to_string),

@@ -210,7 +210,7 @@ pub struct Run<'a> {
     /// What a non-finite loss does: `None` stops the run at once (the last good checkpoint is
     /// kept); `Some(n)` skips the step (no update), logs it, and stops after `n` in a row.
     pub on_nonfinite: Option<usize>,
-    /// The precision of convolutions and linear layers (set process-wide for the run).
+    /// The precision of convolutions and linear layers (set on the training thread for the run).
     pub precision: relnet_models::Precision,
 }
 

@@ -452,6 +452,7 @@ impl<'a> EvalContext<'a> {
             eval_split,
         );
         r.source_dataset = source_dataset(&self.artifact.path);
+        r.source_precision = source_key(&self.artifact.path, "precision");
         r
     }
 
@@ -470,9 +471,14 @@ pub fn artifact_dir(artifact: &Path) -> &Path {
 /// The dataset a backbone artifact was trained on: the `dataset` of the `config.toml` of its run
 /// (pretraining or fine-tuning), when there is one beside it.
 pub fn source_dataset(artifact: &Path) -> Option<String> {
+    source_key(artifact, "dataset")
+}
+
+/// A string key of the `config.toml` beside a backbone artifact, when there is one.
+fn source_key(artifact: &Path, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(artifact_dir(artifact).join("config.toml")).ok()?;
     let table: toml::Table = text.parse().ok()?;
-    table.get("dataset")?.as_str().map(str::to_string)
+    table.get(key)?.as_str().map(str::to_string)
 }
 
 /// Runs the evaluation of `cfg` and writes its record; returns the record and its path.

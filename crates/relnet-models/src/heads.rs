@@ -102,19 +102,20 @@ impl LocalDiscriminator {
     pub fn project_map(&self, map: Tensor<4>) -> Tensor<3> {
         let [n, c, h, w] = map.dims();
         let rows = map.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
-        linear(&self.map_in, rows).reshape([n, h * w, Self::WIDTH])
+        crate::precision::linear_operands(&self.map_in, rows).reshape([n, h * w, Self::WIDTH])
     }
 
     /// `W_y y + b` for global features `[N, F]`: `[N, 1, 256]`, to broadcast over positions.
     pub fn project_global(&self, global: Tensor<2>) -> Tensor<3> {
         let n = global.dims()[0];
-        linear(&self.global_in, global).reshape([n, 1, Self::WIDTH])
+        crate::precision::linear_operands(&self.global_in, global).reshape([n, 1, Self::WIDTH])
     }
 
     /// Scores from first-layer pre-activations `[N, P, 256]` (P positions): `[N, P]`.
     pub fn score(&self, pre: Tensor<3>) -> Tensor<2> {
         let [n, p, w] = pre.dims();
-        let x = relu(pre).reshape([n * p, w]);
+        // The first layer's output, rounded once at bf16 precision (its parts are not).
+        let x = relu(crate::precision::round(pre)).reshape([n * p, w]);
         let x = relu(linear(&self.hidden, x));
         linear(&self.out, x).reshape([n, p])
     }

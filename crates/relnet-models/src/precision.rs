@@ -9,7 +9,7 @@
 //!
 //! Values stay in f32 tensors holding bf16-representable numbers (the rounding is a cast to bf16
 //! and back, with burn's own operations, on any backend), so every kernel computes exactly what
-//! a bf16 kernel with fp32 accumulation computes. This is the numerics of the bf16 path on every
+//! a bf16 kernel with fp32 accumulation computes, up to summation order. This is the numerics of the bf16 path on every
 //! host; it is not faster (the kernels still read f32): a speed-up needs kernels that read bf16
 //! with `vdpbf16ps` (AVX512-BF16), which this code base does not have yet
 //! ([`bf16_hardware`] says whether the host could run them).
@@ -72,11 +72,12 @@ pub fn current() -> Precision {
 /// Sets this thread's precision to `p` until the returned value is dropped.
 #[must_use = "the precision reverts when the guard is dropped"]
 pub fn scoped(p: Precision) -> Scoped {
-    Scoped(CURRENT.replace(p))
+    Scoped(CURRENT.replace(p), std::marker::PhantomData)
 }
 
-/// Restores the precision before [`scoped`] when dropped (also on a panic).
-pub struct Scoped(Precision);
+/// Restores the precision before [`scoped`] when dropped (also on a panic). Not `Send`: it
+/// restores the thread it was made on.
+pub struct Scoped(Precision, std::marker::PhantomData<*const ()>);
 
 impl Drop for Scoped {
     fn drop(&mut self) {
@@ -88,11 +89,6 @@ impl Drop for Scoped {
 pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
     let _restore = scoped(p);
     f()
-}
-
-/// Runs `f` at fp32 (a layer that has rounded its operands runs its fp32 body in it).
-pub fn with_fp32<R>(f: impl FnOnce() -> R) -> R {
-    with_precision(Precision::Fp32, f)
 }
 
 /// Whether this CPU has bf16 dot-product instructions (AVX512-BF16); `Err` names what it lacks.
@@ -117,7 +113,7 @@ pub fn round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
     t.cast(DType::BF16).cast(DType::F32)
 }
 
-/// `x W + b` of a linear layer at the process's precision.
+/// `x W + b` of a linear layer at this thread's precision.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     if current() == Precision::Fp32 {
         return layer.forward(x);
@@ -126,7 +122,17 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     round(burn::tensor::module::linear(round(x), round(layer.weight.val()), bias))
 }
 
-/// `a b` of two matrices at the process's precision.
+/// `x W + b` with the operands rounded at bf16 precision but not the output: the parts of a
+/// layer that the caller sums and rounds once (Deep InfoMax's split first layer).
+pub fn linear_operands<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if current() == Precision::Fp32 {
+        return layer.forward(x);
+    }
+    let bias = layer.bias.as_ref().map(|b| round(b.val()));
+    burn::tensor::module::linear(round(x), round(layer.weight.val()), bias)
+}
+
+/// `a b` of two matrices at this thread's precision.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     round(round(a).matmul(round(b)))
 }

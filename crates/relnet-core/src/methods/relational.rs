@@ -146,14 +146,17 @@ impl RelationalModel {
             let n = idx.len();
             t.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device))
         };
+        if agg == Aggregation::Max {
+            let (pairs, _) = relation_pairs(z, m, k, agg);
+            return self.head.forward(pairs).reshape([m * k * (k - 1)]);
+        }
         // At bf16 precision: the operands rounded, fp32 products, the layer's output rounded once
-        // (after the bias), as the unsplit layer would be.
+        // (after the bias). For cat that is the unsplit layer up to summation order; for sum and
+        // mean the unsplit layer would round the aggregated pair, here each member is rounded
+        // (within one bf16 step of it).
         let (z, w) = (round(z), round(self.head.fc1.weight.val()));
         let hidden = match agg {
-            Aggregation::Max => {
-                let (pairs, _) = relation_pairs(z, m, k, agg);
-                return self.head.forward(pairs).reshape([m * k * (k - 1)]);
-            }
+            Aggregation::Max => unreachable!("handled above"),
             Aggregation::Cat => {
                 let (left, right) = pair_indices(m, k);
                 let a = z.clone().matmul(w.clone().narrow(0, 0, f));

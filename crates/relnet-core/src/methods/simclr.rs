@@ -125,7 +125,9 @@ pub fn nt_xent(z: Tensor<2>, temperature: f64, variant: NtXent) -> (Tensor<1>, f
     let pos = (z.clone() * partner).sum_dim(1).reshape([n]).div_scalar(temperature);
     // Cosine similarities / t with the diagonal pushed to -inf-like (exp underflows to 0).
     let eye = Tensor::<2>::eye(n, &device);
-    let logits = z.clone().matmul(z.transpose()).div_scalar(temperature) - eye.mul_scalar(1e4);
+    // A matmul: bf16 at bf16 precision, as autocast runs it.
+    let logits =
+        relnet_models::precision::matmul(z.clone(), z.transpose()).div_scalar(temperature) - eye.mul_scalar(1e4);
     let log_denominator = logits.clone().exp().sum_dim(1).log().reshape([n]);
     let log_ratio = pos.clone() - log_denominator;
     let loss = match variant {
