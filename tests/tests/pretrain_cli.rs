@@ -209,7 +209,8 @@ fn bf16_precision_is_recorded_and_a_resume_cannot_change_it() {
     let (l16, l32) = (loss_of(&out), loss_of(&fp32));
     assert!(l16 != l32 && (l16 - l32).abs() < 0.02, "first-epoch loss bf16 {l16} against fp32 {l32}");
     // An evaluation of the bf16 backbone says so in its record.
-    let r = relnet(&["eval", "knn", "--backbone", out.join("backbone.bpk").to_str().unwrap(), "--dataset", "synthetic"]);
+    let r =
+        relnet(&["eval", "knn", "--backbone", out.join("backbone.bpk").to_str().unwrap(), "--dataset", "synthetic"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let records: Vec<_> = std::fs::read_dir(out.join("results")).unwrap().map(|e| e.unwrap().path()).collect();
     let text = std::fs::read_to_string(&records[0]).unwrap();
