@@ -117,8 +117,7 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
     device.seed(cfg.seed);
     let _precision = relnet_models::precision::scoped(cfg.precision);
     if cfg.precision == relnet_models::Precision::Bf16 {
-        let why = relnet_models::precision::bf16_hardware().err().unwrap_or("relnet has no AVX512-BF16 kernels yet");
-        report(&format!("precision bf16: emulated numerics, not faster here ({why})"));
+        report(&format!("precision bf16: {}", relnet_models::precision::bf16_note()));
     }
     let (agg, loss) = (Aggregation::Cat, cfg.loss);
     let mut model = RelationalModel::new(cfg.backbone, agg, &device);

@@ -272,11 +272,7 @@ fn train_at_precision<T: Method + Sync>(
 ) -> Result<Outcome> {
     let ckpt = Checkpoint::new(run.out);
     if run.precision == relnet_models::Precision::Bf16 {
-        let how = match relnet_models::precision::bf16_hardware() {
-            Ok(()) => "bf16 numerics with fp32 kernels (relnet has no AVX512-BF16 kernels yet)".to_string(),
-            Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
-        };
-        report.line(&format!("precision bf16: {how}"));
+        report.line(&format!("precision bf16: {}", relnet_models::precision::bf16_note()));
     }
     let model = initial_model(method, &run, report)?;
     let mut optim = run.optimizer();

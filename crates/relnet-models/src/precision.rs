@@ -104,6 +104,14 @@ pub fn bf16_hardware() -> Result<(), &'static str> {
     Err("relnet has bf16 kernels for x86-64 with AVX512-BF16 only")
 }
 
+/// What bf16 means on this host, for the line a run prints once.
+pub fn bf16_note() -> String {
+    match bf16_hardware() {
+        Ok(()) => "bf16 numerics with fp32 kernels (relnet has no AVX512-BF16 kernels yet)".to_string(),
+        Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
+    }
+}
+
 /// `t` rounded to bf16 (kept as f32) in bf16 mode, and its gradient rounded likewise; `t` itself
 /// in fp32 mode or when `t` is not f32.
 pub fn round<const D: usize>(t: Tensor<D>) -> Tensor<D> {
