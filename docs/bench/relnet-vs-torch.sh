@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# relnet vs the PyTorch reference pipeline, back to back: relnet fp32, then PyTorch by default,
-# with channels_last, and with channels_last + bf16 autocast, row by row. Run on a quiet machine
+# relnet vs the PyTorch reference pipeline, back to back: relnet fp32 and bf16 (`--precision
+# bf16`), then PyTorch by default, with channels_last, and with channels_last + bf16 autocast,
+# row by row. Run on a quiet machine
 # (a concurrent build skews figures 3-5x), after `cargo build --release --workspace`; run it twice
 # (two sittings, one log each): PyTorch's own figures move 10-40% between runs.
 # Usage: docs/bench/relnet-vs-torch.sh DATA_ROOT PYTHON OUT_LOG
 #   DATA_ROOT: folder holding cifar10/ (train/<class>/*.jpg); PYTHON: a Python with torch.
 # The log starts with the host's CPU flags and ends with relnet's fp32 step and end-to-end speed
-# over PyTorch's best fp32 setting, and PyTorch's bf16 for reference.
+# over PyTorch's best fp32 setting, relnet's bf16 over PyTorch's best bf16 setting (channels_last
+# + bf16), and relnet's bf16 step over its own fp32 step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:?data root}; py=${2:?python with torch}; out=${3:?output log}
@@ -26,6 +28,11 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 10 2" "resnet32 16 3 1"; 
     --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err || true
   cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
   r_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
+  /usr/bin/time -f "relnet bf16 wall %e s peak_rss_kb %M" target/release/relnet bench pretrain --dataset cifar10 \
+    --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" --precision bf16 \
+    > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err || true
+  cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
+  r16_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r16_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
   best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0
   for setting in "" "--channels-last" "--channels-last --bf16"; do
     /usr/bin/time -f "torch wall %e s peak_rss_kb %M" "$py" ../shared/bench/torch_reference.py speed --root "$root/cifar10" \
@@ -41,10 +48,11 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 10 2" "resnet32 16 3 1"; 
     fi
   done
   summary+=("$(awk -v n="$1 K=$2" -v rs="$r_step" -v re="$r_e2e" -v bs="$best_step" -v be="$best_e2e" -v b="$best" \
-    -v be_by="$best_e2e_by" -v fs="$bf16_step" -v fe="$bf16_e2e" 'BEGIN{printf "%-14s relnet fp32 step %8.1f e2e %8.1f | torch best fp32 step %8.1f (%s) e2e %8.1f (%s) | ratio step %.2fx e2e %.2fx | torch bf16 step %8.1f e2e %8.1f", n, rs, re, bs, b, be, be_by, (bs > 0 ? rs/bs : 0), (be > 0 ? re/be : 0), fs, fe}')")
+    -v be_by="$best_e2e_by" -v fs="$bf16_step" -v fe="$bf16_e2e" -v hs="$r16_step" -v he="$r16_e2e" 'BEGIN{printf "%-14s fp32: relnet step %8.1f e2e %8.1f | torch best step %8.1f (%s) e2e %8.1f (%s) | ratio step %.2fx e2e %.2fx\n%-14s bf16: relnet step %8.1f e2e %8.1f | torch channels-last+bf16 step %8.1f e2e %8.1f | ratio step %.2fx e2e %.2fx | relnet bf16/fp32 step %.2fx", n, rs, re, bs, b, be, be_by, (bs > 0 ? rs/bs : 0), (be > 0 ? re/be : 0), n, hs, he, fs, fe, (fs > 0 ? hs/fs : 0), (fe > 0 ? he/fe : 0), (rs > 0 ? hs/rs : 0)}')")
 done
 {
-  echo "### summary (views/s; ratio = relnet fp32 / PyTorch's best fp32 setting, step and end to end each)"
+  echo "### summary (views/s; fp32 ratio = relnet fp32 / PyTorch's best fp32 setting, step and end to end each;"
+  echo "### bf16 ratio = relnet bf16 / PyTorch channels_last + bf16 autocast)"
   printf '%s\n' "${summary[@]}"
 } >> "$out"
 tail -5 "$out"

@@ -1,8 +1,9 @@
 //! Measures this machine's fp32 peak: twelve independent chains of fused multiply-adds (enough to
 //! cover the FMA latency on both FMA units) on every core at once, nothing loaded or stored, once
 //! with 8-wide AVX2 code and once with 16-wide AVX-512 code where the CPU has AVX-512F (a host
-//! without it prints SKIP). The figure that docs/performance.md divides the training step's
-//! GFLOP/s by: the AVX-512 peak where the host has it.
+//! without it prints SKIP), and the bf16 peak of `vdpbf16ps` where the CPU has AVX512-BF16
+//! (each instruction 32 multiply-adds). The figure that docs/performance.md divides the training
+//! step's GFLOP/s by: the AVX-512 peak where the host has it (the bf16 peak for bf16 steps).
 //! `cargo run --release -p relnet-models --example fma_peak` (x86-64).
 use std::time::Instant;
 
@@ -55,6 +56,37 @@ unsafe fn chains_avx512(iters: u64, seed: f32) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
+/// Twelve chains of `iters` 512-bit bf16 dot products (`vdpbf16ps`: 32 multiply-adds each) from
+/// `seed`; returns a checksum.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F and AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn chains_bf16(iters: u64, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    // Pairs of small bf16 values (0x3a83 is about 1e-3), so the sums stay finite.
+    // SAFETY: both are 64 bytes of plain bits.
+    let (x, y) = unsafe {
+        (
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi16(0x3a83)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi16(0x3f80)),
+        )
+    };
+    let mut a = [_mm512_setzero_ps(); 12];
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = _mm512_set1_ps(seed * (i + 1) as f32);
+    }
+    for _ in 0..iters {
+        for v in a.iter_mut() {
+            *v = _mm512_dpbf16_ps(*v, x, y);
+        }
+    }
+    let s = a.iter().fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
+    _mm512_reduce_add_ps(s)
+}
+
 /// Runs `chain(iters, seed)` on every thread three times and prints GFLOP/s.
 #[cfg(target_arch = "x86_64")]
 fn measure(what: &str, width: usize, chain: fn(u64, f32) -> f32) {
@@ -96,6 +128,12 @@ fn main() {
             measure("avx512", 16, |n, s| unsafe { chains_avx512(n, s) });
         } else {
             println!("avx512: SKIP (this CPU has no AVX-512F)");
+        }
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX-512F and AVX512-BF16 were detected.
+            measure("avx512-bf16 (vdpbf16ps)", 32, |n, s| unsafe { chains_bf16(n, s) });
+        } else {
+            println!("avx512-bf16: SKIP (this CPU has no AVX512-BF16)");
         }
     }
 }

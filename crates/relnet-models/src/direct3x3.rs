@@ -1,54 +1,182 @@
-//! A direct 3x3, stride-1, padding-1 convolution for NCHW f32 on AVX2 + FMA: no patch matrix.
+//! A direct 3x3, stride-1, padding-1 convolution for NCHW f32: no patch matrix. Written once over
+//! the vector operations of [`Simd`] and compiled for AVX-512F (16 lanes), AVX2 + FMA (8 lanes)
+//! and portable Rust, the widest the CPU has chosen at run time ([`Isa::detect`]).
 //!
 //! Each image is copied once into a zero-bordered buffer (`[ci, h+2, w+2]`). Forward, a register
-//! tile of [`R`] output channels by [`S`] runs of 8 output pixels (6 x 2: twelve 8-float
-//! accumulators, with room in the 16 registers for the two runs and one weight) walks the
-//! `ci * 9` taps, loading each run of 8 input pixels straight from the bordered image (an
-//! unaligned load, no edge tests: the border is the padding) and broadcasting each tap's weight.
-//! The weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile
-//! reads them in order. The width is a multiple of 8, so a run never crosses an output row and
-//! its 8 inputs are contiguous for every tap. The input gradient of a stride-1 convolution is
-//! this same kernel on the flipped, transposed weights (`fastconv::backward`). The weight
-//! gradient ([`weight_grad_image`]) turns the tile around: 6 taps by 16 output channels.
+//! tile of up to `ROWS` output channels by up to two runs of `W` output pixels (AVX2: 6 x 2,
+//! twelve 8-float accumulators, with room in the 16 registers for the two runs and one weight;
+//! AVX-512: 12 x 2, twenty-four 16-float accumulators of its 32 registers) walks the `ci * 9`
+//! taps, loading each run of `W` input pixels straight from the bordered image (an unaligned
+//! load, no edge tests: the border is the padding) and broadcasting each tap's weight. The
+//! weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile reads
+//! them in order. The width is a multiple of `W`, so a run never crosses an output row and its
+//! inputs are contiguous for every tap (a layer whose width is a multiple of 8 but not of 16 runs
+//! at 8 lanes on an AVX-512 CPU). The input gradient of a stride-1 convolution is this same
+//! kernel on the flipped, transposed weights (`fastconv::backward`). The weight gradient
+//! ([`weight_grad_image`]) turns the tile around: up to `TAPS` taps (6; 12 on AVX-512) by two
+//! vectors of output channels.
 //!
 //! This replaces im2col + GEMM for the convolutions of the CIFAR ResNets' stages and Conv-4's
 //! first three blocks: the patch matrix is 9x the input, and writing it and reading it back is
 //! memory traffic that the direct kernel does not have. Each output value is summed over
-//! channels, then rows, then columns of the kernel, in that fixed order: the same bits on any
-//! thread count. Where the CPU lacks AVX2 or FMA, where `RELNET_DIRECT_CONV=off`, or where the
-//! shape is not covered ([`covers`]), the caller keeps im2col + GEMM.
+//! channels, then rows, then columns of the kernel, in that fixed order and with one rounding per
+//! multiply-add, whatever the width: the same bits on any thread count and any instruction set.
+//! Where the CPU lacks AVX2 or FMA, where `RELNET_DIRECT_CONV=off`, or where the shape is not
+//! covered ([`covers`]), the caller keeps im2col + GEMM. `RELNET_SIMD=avx2` caps the width (to
+//! compare widths on one host); `RELNET_SIMD=portable` runs the plain-Rust build.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::fastconv::Geometry;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Avx2, Avx512};
+use super::simd::{Isa, Portable, Simd};
 
-/// Output channels per register tile (the last tile of a layer may have fewer: 2 or 4).
-const R: usize = 6;
-/// Runs of 8 output pixels per register tile (at most).
-const S: usize = 2;
+/// One compiled build of the kernels: an instruction set at one width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// AVX-512F, 16 lanes.
+    Avx512,
+    /// AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// Portable Rust, 16 lanes.
+    Portable16,
+    /// Portable Rust, 8 lanes.
+    Portable8,
+}
 
-/// Whether this CPU has what the kernel needs (AVX2 and FMA), checked once.
-fn cpu_ok() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::env::var("RELNET_DIRECT_CONV").map(|v| v != "off").unwrap_or(true)
-        })
+impl Kernel {
+    /// The build for `isa` whose width divides `n` (the image width forward, the output channels
+    /// for the weight gradient), or its 8-lane sibling. `n` is a multiple of 8.
+    fn pick(isa: Isa, n: usize) -> Kernel {
+        match (isa, n.is_multiple_of(16)) {
+            (Isa::Avx512, true) => Kernel::Avx512,
+            (Isa::Avx512 | Isa::Avx2, _) => Kernel::Avx2,
+            (Isa::Portable, true) => Kernel::Portable16,
+            (Isa::Portable, false) => Kernel::Portable8,
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Lanes per vector.
+    fn lanes(self) -> usize {
+        match self {
+            Kernel::Avx512 | Kernel::Portable16 => 16,
+            Kernel::Avx2 | Kernel::Portable8 => 8,
+        }
+    }
+
+    /// Output channels per forward register tile, at most.
+    fn rows(self) -> usize {
+        match self {
+            Kernel::Avx512 => 12,
+            Kernel::Avx2 | Kernel::Portable16 | Kernel::Portable8 => 6,
+        }
+    }
+
+    /// Whether this CPU runs this build.
+    pub(crate) fn runs_here(self) -> bool {
+        match self {
+            Kernel::Avx512 => Isa::hardware() == Some(Isa::Avx512),
+            Kernel::Avx2 => Isa::hardware().is_some(),
+            Kernel::Portable16 | Kernel::Portable8 => true,
+        }
+    }
+
+    /// Every tile of one image ([`image`]) in this build.
+    ///
+    /// # Safety
+    ///
+    /// What [`image`] requires, with this build's `S`, and the CPU runs this build.
+    unsafe fn image(self, g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+        // SAFETY (every arm): the caller's contract, for the build the arm runs.
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { x86::image_avx512(g, buf, packed, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::image_avx2(g, buf, packed, out) },
+            Kernel::Portable16 => unsafe { image::<Portable<16>>(g, buf, packed, out) },
+            Kernel::Portable8 => unsafe { image::<Portable<8>>(g, buf, packed, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 | Kernel::Avx2 => unreachable!("an x86 build on another CPU"),
+        }
+    }
+
+    /// One image's weight gradient ([`weight_grad`]) in this build.
+    ///
+    /// # Safety
+    ///
+    /// What [`weight_grad`] requires, with this build's `S`, and the CPU runs this build.
+    unsafe fn weight_grad(self, g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+        // SAFETY (every arm): the caller's contract, for the build the arm runs.
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { x86::weight_grad_avx512(g, buf, dyt, dwt) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::weight_grad_avx2(g, buf, dyt, dwt) },
+            Kernel::Portable16 => unsafe { weight_grad::<Portable<16>>(g, buf, dyt, dwt) },
+            Kernel::Portable8 => unsafe { weight_grad::<Portable<8>>(g, buf, dyt, dwt) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 | Kernel::Avx2 => unreachable!("an x86 build on another CPU"),
+        }
     }
 }
 
-/// Whether [`forward_image`] handles `g`: a 3x3 kernel, stride 1, padding 1, a width that is a
-/// multiple of 8, an even number of output channels, on a CPU with AVX2 and FMA.
-pub(crate) fn covers(g: &Geometry) -> bool {
+/// The entry points with the instruction sets enabled: the generic bodies and the [`Simd`]
+/// operations are `#[inline(always)]`, so each of these is compiled whole for its set.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+
+    /// [`image`] in AVX2.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; what [`image`] requires with `S = Avx2`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn image_avx2(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { image::<Avx2>(g, buf, packed, out) }
+    }
+
+    /// [`image`] in AVX-512.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F; what [`image`] requires with `S = Avx512`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image_avx512(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+        // SAFETY: the caller's contract.
+        unsafe { image::<Avx512>(g, buf, packed, out) }
+    }
+
+    /// [`weight_grad`] in AVX2.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; what [`weight_grad`] requires with `S = Avx2`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weight_grad_avx2(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { weight_grad::<Avx2>(g, buf, dyt, dwt) }
+    }
+
+    /// [`weight_grad`] in AVX-512.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F; what [`weight_grad`] requires with `S = Avx512`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad_avx512(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { weight_grad::<Avx512>(g, buf, dyt, dwt) }
+    }
+}
+
+/// Whether the shape is one the kernels handle: a 3x3 kernel, stride 1, padding 1, a width
+/// that is a non-zero multiple of 8, an even number of output channels, nothing empty.
+pub(crate) fn shape_ok(g: &Geometry) -> bool {
     g.kh == 3
         && g.kw == 3
         && g.sh == 1
@@ -61,43 +189,48 @@ pub(crate) fn covers(g: &Geometry) -> bool {
         && g.co > 0
         && g.co.is_multiple_of(2)
         && g.ci > 0
-        && cpu_ok()
 }
 
-/// The register tiles' output channels, as (first, count): `R` at a time, the last tile 2 or
-/// 4 (`co` is even), except that a tail of 2 after a full tile becomes two tiles of 4 (a tile
-/// of 2 has only four accumulators, too few to keep both FMA units busy).
-fn tiles(co: usize) -> impl Iterator<Item = (usize, usize)> {
-    let split = co % R == 2 && co > R;
-    let full = if split { co / R - 1 } else { co / R };
-    let tail: &[usize] = if split {
-        &[4, 4]
-    } else if co % R == 4 {
-        &[4]
-    } else if co % R == 2 {
-        &[2]
-    } else {
-        &[]
-    };
-    let mut counts: Vec<usize> = std::iter::repeat_n(R, full).chain(tail.iter().copied()).collect();
-    counts.retain(|&c| c > 0);
+/// Whether [`forward`] handles `g`: the shape ([`shape_ok`]) on a CPU with AVX2 and FMA (or
+/// with `RELNET_SIMD=portable`), the direct kernels not switched off.
+pub(crate) fn covers(g: &Geometry) -> bool {
+    shape_ok(g) && Isa::detect().is_some()
+}
+
+/// The register tiles' output channels for tiles of at most `rows` (even) channels, as (first,
+/// count): `rows` at a time, the last tile what is left (`co` is even), except that a tail of 2
+/// after a full tile becomes `rows - 2` and 4 (a tile of 2 has only four accumulators, too few
+/// to keep both FMA units busy).
+pub(crate) fn tiles(co: usize, rows: usize) -> Vec<(usize, usize)> {
+    let (full, rem) = (co / rows, co % rows);
+    let mut counts = vec![rows; full];
+    if rem == 2 && full > 0 {
+        counts.pop();
+        counts.extend([rows - 2, 4]);
+    } else if rem > 0 {
+        counts.push(rem);
+    }
     let mut first = 0;
-    counts.into_iter().map(move |c| {
-        let t = (first, c);
-        first += c;
-        t
-    })
+    counts
+        .into_iter()
+        .map(|c| {
+            let t = (first, c);
+            first += c;
+            t
+        })
+        .collect()
 }
 
-/// `[co, ci, 3, 3]` packed tile by tile ([`tiles`]), a tile of `rows` channels from channel
-/// `first` at `first * ci * 9` as `[ci * 9][rows]`: each tile's weights in the order it reads them.
-pub(crate) fn pack(g: &Geometry, weight: &[f32]) -> Vec<f32> {
+/// `[co, ci, 3, 3]` packed tile by tile ([`tiles`] with tiles of at most `rows` channels), a
+/// tile of `n` channels from channel `first` at `first * ci * 9` as `[ci * 9][n]`: each tile's
+/// weights in the order it reads them.
+fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
     let taps = g.ci * 9;
     let mut out = vec![0f32; g.co * taps];
-    for (first, rows) in tiles(g.co) {
+    for (first, n) in tiles(g.co, rows) {
         for k in 0..taps {
-            for r in 0..rows {
-                out[first * taps + k * rows + r] = weight[(first + r) * taps + k];
+            for r in 0..n {
+                out[first * taps + k * n + r] = weight[(first + r) * taps + k];
             }
         }
     }
@@ -126,20 +259,30 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
 }
 
 /// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, 3, 3]`), padding 1:
-/// `[n, co, h, w]`, one image per rayon task. Only for a `g` that [`covers`] accepts.
+/// `[n, co, h, w]`, one image per rayon task, in the widest build this CPU runs. Only for a `g`
+/// that [`covers`] accepts.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
+    let isa = Isa::detect().expect("covers checked it");
+    forward_with(Kernel::pick(isa, g.w), g, x, weight)
+}
+
+/// [`forward`] in the build `kernel`, which must run here and whose width divides `g.w`.
+pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
+    assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    assert!(g.w.is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
     assert_eq!(weight.len(), g.co * g.ci * 9);
-    let packed = pack(g, weight);
+    let packed = pack(g, weight, kernel.rows());
     let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.h * g.w);
     // Not zeroed first: `forward_image` writes every value.
     let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
     out.spare_capacity_mut()[..g.n * len_out]
         .par_chunks_mut(len_out)
         .zip(x.par_chunks(len_in))
-        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(g, xi, &packed, o, buf));
-    // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`covers`)
+        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(kernel, g, xi, &packed, o, buf));
+    // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`shape_ok`)
     // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values
     // with an image, and `forward_image` wrote each chunk whole before `for_each_init` returned
     // (had it panicked, the panic would have propagated before this line).
@@ -147,21 +290,26 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     out
 }
 
-/// The convolution of one image `x` (`[ci, h, w]`) with the packed weights `packed` ([`pack`]),
-/// into `out` (`[co, h, w]`): every value of `out` is written ([`forward`] relies on it). `buf`
-/// is scratch (the bordered image). Only for a `g` that [`covers`] accepts.
-fn forward_image(g: &Geometry, x: &[f32], packed: &[f32], out: &mut [MaybeUninit<f32>], buf: &mut Vec<f32>) {
-    assert!(covers(g));
+/// The convolution of one image `x` (`[ci, h, w]`) with the weights `packed` ([`pack`] for
+/// `kernel`'s tiles), into `out` (`[co, h, w]`): every value of `out` is written ([`forward`]
+/// relies on it). `buf` is scratch (the bordered image).
+fn forward_image(
+    kernel: Kernel,
+    g: &Geometry,
+    x: &[f32],
+    packed: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    buf: &mut Vec<f32>,
+) {
+    assert!(shape_ok(g) && kernel.runs_here() && g.w.is_multiple_of(kernel.lanes()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.h * g.w);
     assert_eq!(packed.len(), g.co * g.ci * 9);
     border(g, x, buf);
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `covers` checked AVX2 and FMA at run time and the shape `avx::image` needs; the
-    // asserts above and `border` give the lengths it requires of `buf`, `packed` and `out`.
-    unsafe {
-        avx::image(g, buf, packed, out.as_mut_ptr().cast::<f32>())
-    }
+    // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
+    // shape, a width that is a multiple of its lanes, and the lengths of `packed` and `out`;
+    // `border` the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
+    unsafe { kernel.image(g, buf, packed, out.as_mut_ptr().cast::<f32>()) }
 }
 
 /// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 8
@@ -173,14 +321,15 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// Adds one image's share of the weight gradient to `dwt`, which holds `dW` transposed
 /// (`[ci * 9, co]`): `dW[o, k] += sum_p dy[o, p] * x[k at p]`, with `x` the image (`[ci, h, w]`)
 /// and `dy` its output gradient (`[co, h, w]`). `buf` and `dyt` are scratch (the bordered
-/// image and `dy` as `[h*w, co]`). Only for a `g` that [`covers_weight_grad`] accepts.
+/// image and `dy` as `[h*w, co]`). In the widest build this CPU runs; only for a `g` that
+/// [`covers_weight_grad`] accepts.
 ///
-/// The kernel is the forward's turned around: a tile of 6 taps by 16 output channels, each
-/// pixel's 16 `dy` values loaded as two vectors, each tap's input value broadcast (a layer's
-/// last tiles may have 3 taps, or 8 channels). Pixels are taken a band of rows at a time
-/// (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over them),
-/// and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same bits on
-/// any thread count.
+/// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
+/// channels, each pixel's `dy` values loaded as vectors, each tap's input value broadcast (a
+/// layer's last tiles may have fewer taps, or one vector). Pixels are taken a band of rows at a
+/// time (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over
+/// them), and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same
+/// bits on any thread count and any width.
 pub(crate) fn weight_grad_image(
     g: &Geometry,
     x: &[f32],
@@ -190,6 +339,24 @@ pub(crate) fn weight_grad_image(
     dyt: &mut Vec<f32>,
 ) {
     assert!(covers_weight_grad(g));
+    let isa = Isa::detect().expect("covers_weight_grad checked it");
+    weight_grad_image_with(Kernel::pick(isa, g.co), g, x, dy, dwt, buf, dyt)
+}
+
+/// [`weight_grad_image`] in the build `kernel`, which must run here and whose width divides
+/// `g.co`.
+pub(crate) fn weight_grad_image_with(
+    kernel: Kernel,
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    dwt: &mut [f32],
+    buf: &mut Vec<f32>,
+    dyt: &mut Vec<f32>,
+) {
+    assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
+    assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    assert!(g.co.is_multiple_of(kernel.lanes()), "{kernel:?} needs a multiple of {} channels", kernel.lanes());
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(dy.len(), g.co * g.h * g.w);
     assert_eq!(dwt.len(), g.co * g.ci * 9);
@@ -205,242 +372,239 @@ pub(crate) fn weight_grad_image(
             dyt[i * g.co + o] = *v;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `covers_weight_grad` checked AVX2 and FMA at run time and the shape
-    // `avx::weight_grad` needs; the asserts above, `border` and the resize of `dyt` give the
-    // lengths it requires of `buf`, `dyt` and `dwt`.
-    unsafe {
-        avx::weight_grad(g, buf, dyt, dwt)
+    // SAFETY: the asserts give what `Kernel::weight_grad` requires: a CPU that runs the build,
+    // the shape, `co` a multiple of its lanes, the length of `dwt`; `border` and the resize of
+    // `dyt` give the lengths of `buf` and `dyt`.
+    unsafe { kernel.weight_grad(g, buf, dyt, dwt) }
+}
+
+/// Every tile of one image: writes each of the `co * h * w` values at `out`. Pixel runs outer (a
+/// run's inputs stay in L1 across the output channel tiles), output channel tiles inner.
+///
+/// # Safety
+///
+/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `w` a multiple of
+/// `S::W`; `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `packed` the packed
+/// weights (`co * ci * 9`, [`pack`] with `S::ROWS`), and `out` is valid for writes of
+/// `co * h * w` floats that nothing else accesses during the call.
+#[inline(always)]
+unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+    debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && packed.len() == g.co * g.ci * 9);
+    // `w` is a multiple of `W`: the runs tile the plane, and `tiles` covers `0..co`.
+    let runs = g.h * g.w / S::W;
+    let tiles = tiles(g.co, S::ROWS);
+    let mut first = 0;
+    while first < runs {
+        let s = (runs - first).min(2);
+        for &(co, rows) in &tiles {
+            // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
+            // `tiles` yields consecutive tiles of an even number of channels up to `S::ROWS`
+            // (at most 12) ending at `g.co`, `co + rows <= g.co`.
+            unsafe {
+                match (rows, s) {
+                    (12, 2) => tile::<S, 12, 2>(g, buf, packed, out, co, first),
+                    (12, 1) => tile::<S, 12, 1>(g, buf, packed, out, co, first),
+                    (10, 2) => tile::<S, 10, 2>(g, buf, packed, out, co, first),
+                    (10, 1) => tile::<S, 10, 1>(g, buf, packed, out, co, first),
+                    (8, 2) => tile::<S, 8, 2>(g, buf, packed, out, co, first),
+                    (8, 1) => tile::<S, 8, 1>(g, buf, packed, out, co, first),
+                    (6, 2) => tile::<S, 6, 2>(g, buf, packed, out, co, first),
+                    (6, 1) => tile::<S, 6, 1>(g, buf, packed, out, co, first),
+                    (4, 2) => tile::<S, 4, 2>(g, buf, packed, out, co, first),
+                    (4, 1) => tile::<S, 4, 1>(g, buf, packed, out, co, first),
+                    (2, 2) => tile::<S, 2, 2>(g, buf, packed, out, co, first),
+                    (2, 1) => tile::<S, 2, 1>(g, buf, packed, out, co, first),
+                    _ => unreachable!("tile of {rows} channels by {s} runs"),
+                }
+            }
+        }
+        first += s;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Output channels `co .. co + RR` at the `N` runs of `W` pixels from run `first`.
+///
+/// # Safety
+///
+/// What [`image`] requires, and `co + RR <= g.co`, `first + N <= h * w / W`. Then a run at
+/// output (y, x..x+W) with tap (ky, kx) reads bordered row `y + ky <= h + 1`, columns
+/// `x + kx .. x + kx + W <= w + 2`: inside `buf`; the tile's weights are
+/// `packed[co * ci * 9 .. (co + RR) * ci * 9]`; it stores channels `co .. co + RR` at pixels
+/// `first * W .. (first + N) * W`: inside `out`.
+#[inline(always)]
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
-mod avx {
-    use std::arch::x86_64::*;
-
-    use super::{Geometry, S, tiles};
-
-    /// Every tile of one image: writes each of the `co * h * w` values at `out`. Pixel runs
-    /// outer (a run's inputs stay in L1 across the output channel tiles), output channel tiles
-    /// inner.
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX2 and FMA; `g` is one that [`super::covers`] accepts (3x3, stride 1,
-    /// padding 1, `w` a non-zero multiple of 8, `co` even and non-zero, `ci` and `h` non-zero);
-    /// `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `packed` the packed
-    /// weights (`co * ci * 9`, [`super::pack`]), and `out` is valid for writes of `co * h * w`
-    /// floats that nothing else accesses during the call.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn image(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
-        debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && packed.len() == g.co * g.ci * 9);
-        // `w` is a multiple of 8: the runs tile the plane, and `tiles` covers `0..co`.
-        let p = g.h * g.w;
-        let runs = p / 8;
-        let tiles: Vec<(usize, usize)> = tiles(g.co).collect();
-        let mut first = 0;
-        while first < runs {
-            let s = (runs - first).min(S);
-            for &(co, rows) in &tiles {
-                // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
-                // `tiles` yields consecutive tiles of 2, 4 or 6 channels ending at `g.co`,
-                // `co + rows <= g.co`.
-                unsafe {
-                    match (rows, s) {
-                        (6, 2) => tile::<6, 2>(g, buf, packed, out, co, first),
-                        (6, 1) => tile::<6, 1>(g, buf, packed, out, co, first),
-                        (4, 2) => tile::<4, 2>(g, buf, packed, out, co, first),
-                        (4, 1) => tile::<4, 1>(g, buf, packed, out, co, first),
-                        (2, 2) => tile::<2, 2>(g, buf, packed, out, co, first),
-                        (2, 1) => tile::<2, 1>(g, buf, packed, out, co, first),
-                        _ => unreachable!("tile of {rows} channels by {s} runs"),
-                    }
-                }
-            }
-            first += s;
-        }
+unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
+    g: &Geometry,
+    buf: &[f32],
+    packed: &[f32],
+    out: *mut f32,
+    co: usize,
+    first: usize,
+) {
+    let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
+    let taps = g.ci * 9;
+    // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
+    let mut at = [0usize; N];
+    let mut dst = [0usize; N];
+    for i in 0..N {
+        let pix = (first + i) * S::W;
+        let (y, x) = (pix / g.w, pix % g.w);
+        at[i] = y * wp + x;
+        dst[i] = pix;
     }
-
-    /// Output channels `co .. co + RR` at the `N` runs of 8 pixels from run `first`.
-    ///
-    /// # Safety
-    ///
-    /// What [`image`] requires, and `co + RR <= g.co`, `first + N <= h * w / 8`. Then a run at
-    /// output (y, x..x+8) with tap (ky, kx) reads bordered row `y + ky <= h + 1`, columns
-    /// `x + kx .. x + kx + 8 <= w + 2`: inside `buf`; the tile's weights are
-    /// `packed[co * ci * 9 .. (co + RR) * ci * 9]`; it stores channels `co .. co + RR` at
-    /// pixels `first * 8 .. (first + N) * 8`: inside `out`.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn tile<const RR: usize, const N: usize>(
-        g: &Geometry,
-        buf: &[f32],
-        packed: &[f32],
-        out: *mut f32,
-        co: usize,
-        first: usize,
-    ) {
-        let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
-        let taps = g.ci * 9;
-        // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
-        let mut at = [0usize; N];
-        let mut dst = [0usize; N];
-        for i in 0..N {
-            let pix = (first + i) * 8;
-            let (y, x) = (pix / g.w, pix % g.w);
-            at[i] = y * wp + x;
-            dst[i] = pix;
-        }
-        let mut acc = [[_mm256_setzero_ps(); N]; RR];
-        let b = buf.as_ptr();
-        // SAFETY: `co < g.co`: the start of this tile's weights, inside `packed`.
-        let mut w = unsafe { packed.as_ptr().add(co * taps) };
-        for c in 0..g.ci {
-            // SAFETY: `c < ci`: the start of channel `c`'s bordered plane, inside `buf`.
-            let base = unsafe { b.add(c * plane) };
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let off = ky * wp + kx;
-                    let mut v = [_mm256_setzero_ps(); N];
+    // SAFETY: the caller's contract: the CPU has `S`'s features.
+    let zero = unsafe { S::zero() };
+    let mut acc = [[zero; N]; RR];
+    let b = buf.as_ptr();
+    // SAFETY: `co < g.co`: the start of this tile's weights, inside `packed`.
+    let mut w = unsafe { packed.as_ptr().add(co * taps) };
+    for c in 0..g.ci {
+        // SAFETY: `c < ci`: the start of channel `c`'s bordered plane, inside `buf`.
+        let base = unsafe { b.add(c * plane) };
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let off = ky * wp + kx;
+                let mut v = [zero; N];
+                for i in 0..N {
+                    // SAFETY: `W` values of bordered row `y + ky`, columns `x + kx ..`, of
+                    // channel `c` (see `# Safety`): inside `buf`.
+                    v[i] = unsafe { S::load(base.add(at[i] + off)) };
+                }
+                for r in 0..RR {
+                    // SAFETY: `w` walks this tile's `ci * 9 * RR` weights, `r < RR`.
+                    let k = unsafe { S::splat(w.add(r)) };
                     for i in 0..N {
-                        // SAFETY: 8 values of bordered row `y + ky`, columns `x + kx ..`, of
-                        // channel `c` (see `# Safety`): inside `buf`.
-                        v[i] = unsafe { _mm256_loadu_ps(base.add(at[i] + off)) };
+                        // SAFETY: the caller's contract: the CPU has `S`'s features.
+                        acc[r][i] = unsafe { S::fma(k, v[i], acc[r][i]) };
                     }
-                    for r in 0..RR {
-                        // SAFETY: `w` walks this tile's `ci * 9 * RR` weights, `r < RR`.
-                        let k = unsafe { _mm256_broadcast_ss(&*w.add(r)) };
-                        for i in 0..N {
-                            acc[r][i] = _mm256_fmadd_ps(k, v[i], acc[r][i]);
-                        }
-                    }
-                    // SAFETY: at most one past this tile's weights, which end inside `packed`
-                    // or at its end.
-                    w = unsafe { w.add(RR) };
                 }
-            }
-        }
-        let o = out;
-        for r in 0..RR {
-            let row = (co + r) * g.h * g.w;
-            for i in 0..N {
-                // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + 8 <= h * w`:
-                // inside `out`.
-                unsafe { _mm256_storeu_ps(o.add(row + dst[i]), acc[r][i]) };
+                // SAFETY: at most one past this tile's weights, which end inside `packed` or at
+                // its end.
+                w = unsafe { w.add(RR) };
             }
         }
     }
+    for r in 0..RR {
+        let row = (co + r) * g.h * g.w;
+        for i in 0..N {
+            // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + W <= h * w`: inside
+            // `out`.
+            unsafe { S::store(out.add(row + dst[i]), acc[r][i]) };
+        }
+    }
+}
 
-    /// Taps per weight-gradient tile (the last may have 3: `ci * 9` is a multiple of 3).
-    const TAPS: usize = 6;
-
-    /// Adds one image's weight gradient onto `dwt`: every tile, band of rows by band of rows.
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX2 and FMA; `g` is one that [`super::covers_weight_grad`] accepts (what
-    /// [`super::covers`] accepts, with `co` a multiple of 8); `buf` holds the bordered image
-    /// (`ci * (h+2) * (w+2)` values), `dyt` the output gradient as `[h * w, co]`, and `dwt`
-    /// holds `ci * 9 * co` values.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-        debug_assert!(
-            buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co
-        );
-        let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
-        // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
-        let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
-        let band = (128 / g.w).max(1);
-        let mut y0 = 0;
-        while y0 < g.h {
-            let y1 = (y0 + band).min(g.h);
-            for k in (0..g.ci * 9).step_by(TAPS) {
-                let taps = (g.ci * 9 - k).min(TAPS);
-                for o in (0..g.co).step_by(16) {
-                    let offs = &offs[k..k + taps];
-                    // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= h`, `offs` the
-                    // `taps` offsets from tap `k`, and `k + taps <= ci * 9`; `ci * 9` is a
-                    // multiple of 3, so `taps` is 6 or 3, and `co` a multiple of 8, so `co - o`
-                    // is at least 16 (two vectors) or exactly 8 (one).
-                    unsafe {
-                        match (taps, g.co - o) {
-                            (TAPS, 16..) => grad_tile::<TAPS, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (TAPS, 8) => grad_tile::<TAPS, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (3, 16..) => grad_tile::<3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (3, 8) => grad_tile::<3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                            (t, c) => unreachable!("weight-gradient tile of {t} taps by {c} channels"),
-                        }
+/// Adds one image's weight gradient onto `dwt`: every tile, band of rows by band of rows.
+///
+/// # Safety
+///
+/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `co` a multiple of
+/// `S::W`; `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `dyt` the output
+/// gradient as `[h * w, co]`, and `dwt` holds `ci * 9 * co` values.
+#[inline(always)]
+unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    debug_assert!(
+        buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co
+    );
+    let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
+    // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
+    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
+    let band = (128 / g.w).max(1);
+    let mut y0 = 0;
+    while y0 < g.h {
+        let y1 = (y0 + band).min(g.h);
+        for k in (0..g.ci * 9).step_by(S::TAPS) {
+            let taps = (g.ci * 9 - k).min(S::TAPS);
+            for o in (0..g.co).step_by(2 * S::W) {
+                let offs = &offs[k..k + taps];
+                let two = g.co - o >= 2 * S::W;
+                // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= h`, `offs` the
+                // `taps` offsets from tap `k`, and `k + taps <= ci * 9`; `ci * 9` and `S::TAPS`
+                // are multiples of 3 and `S::TAPS <= 12`, so `taps` is 3, 6, 9 or 12; `co` is a
+                // multiple of `W`, so `co - o` is at least `2W` (two vectors) or exactly `W`.
+                unsafe {
+                    match (taps, two) {
+                        (12, true) => grad_tile::<S, 12, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, false) => grad_tile::<S, 12, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, true) => grad_tile::<S, 9, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, false) => grad_tile::<S, 9, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, true) => grad_tile::<S, 6, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, false) => grad_tile::<S, 6, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, true) => grad_tile::<S, 3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, false) => grad_tile::<S, 3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (t, _) => unreachable!("weight-gradient tile of {t} taps"),
                     }
                 }
             }
-            y0 = y1;
+        }
+        y0 = y1;
+    }
+}
+
+/// `dwt[k + t][o .. o + W*V] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + W*V]`, for `t < T`.
+///
+/// # Safety
+///
+/// What [`weight_grad`] requires, and `offs.len() == T` with `offs[t]` the offset of tap
+/// `k + t` (channel c, row ky, column kx) in the bordered image, `c * plane + ky * wp + kx`,
+/// `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= h`. Then output pixel (y, x) reads bordered
+/// position `c * plane + (y + ky) * wp + x + kx`: inside `buf`; `dyt[(y * w + x) * co + o ..]`
+/// and `dwt[(k + t) * co + o ..]`, `W * V` values each: inside theirs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
+    g: &Geometry,
+    buf: &[f32],
+    dyt: &[f32],
+    dwt: &mut [f32],
+    offs: &[usize],
+    k: usize,
+    o: usize,
+    y0: usize,
+    y1: usize,
+) {
+    let wp = g.w + 2;
+    let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
+    // SAFETY: the caller's contract: the CPU has `S`'s features.
+    let zero = unsafe { S::zero() };
+    let mut acc = [[zero; V]; T];
+    for t in 0..T {
+        for v in 0..V {
+            // SAFETY: row `k + t < ci * 9` of `dwt`, columns `o + Wv .. o + Wv + W <= co`.
+            acc[t][v] = unsafe { S::load(dw.add((k + t) * g.co + o + S::W * v)) };
         }
     }
-
-    /// `dwt[k + t][o .. o + 8V] += sum over output rows y0..y1 of buf[offs[t] + pixel] * dyt[pixel][o .. o + 8V]`, for `t < T`.
-    ///
-    /// # Safety
-    ///
-    /// What [`weight_grad`] requires, and `offs.len() == T` with `offs[t]` the offset of tap
-    /// `k + t` (channel c, row ky, column kx) in the bordered image, `c * plane + ky * wp + kx`,
-    /// `k + T <= ci * 9`, `o + 8 * V <= co`, `y1 <= h`. Then output pixel (y, x) reads bordered
-    /// position `c * plane + (y + ky) * wp + x + kx`: inside `buf`; `dyt[(y * w + x) * co + o ..]`
-    /// and `dwt[(k + t) * co + o ..]`, `8 * V` values each: inside theirs.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn grad_tile<const T: usize, const V: usize>(
-        g: &Geometry,
-        buf: &[f32],
-        dyt: &[f32],
-        dwt: &mut [f32],
-        offs: &[usize],
-        k: usize,
-        o: usize,
-        y0: usize,
-        y1: usize,
-    ) {
-        let wp = g.w + 2;
-        let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
-        let mut acc = [[_mm256_setzero_ps(); V]; T];
-        for t in 0..T {
+    let mut at = [0usize; T];
+    at.copy_from_slice(offs);
+    for y in y0..y1 {
+        // SAFETY: `y < h`: the start of bordered row `y` of channel 0, inside `buf`.
+        let row = unsafe { b.add(y * wp) };
+        // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
+        // row's last pixel it points past the end of `dyt`, where it is never read.
+        let mut dp = d.wrapping_add(y * g.w * g.co + o);
+        for x in 0..g.w {
+            let mut dv = [zero; V];
             for v in 0..V {
-                // SAFETY: row `k + t < ci * 9` of `dwt`, columns `o + 8v .. o + 8v + 8 <= co`.
-                acc[t][v] = unsafe { _mm256_loadu_ps(dw.add((k + t) * g.co + o + 8 * v)) };
+                // SAFETY: pixel (y, x)'s `dy` for channels `o + Wv .. o + Wv + W <= co`, inside
+                // `dyt`.
+                dv[v] = unsafe { S::load(dp.add(S::W * v)) };
             }
-        }
-        let mut at = [0usize; T];
-        at.copy_from_slice(offs);
-        for y in y0..y1 {
-            // SAFETY: `y < h`: the start of bordered row `y` of channel 0, inside `buf`.
-            let row = unsafe { b.add(y * wp) };
-            // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
-            // row's last pixel it points past the end of `dyt`, where it is never read.
-            let mut dp = d.wrapping_add(y * g.w * g.co + o);
-            for x in 0..g.w {
-                let mut d = [_mm256_setzero_ps(); V];
+            for t in 0..T {
+                // SAFETY: tap `k + t`'s input for pixel (y, x), inside `buf` (see `# Safety`).
+                let bv = unsafe { S::splat(row.add(at[t] + x)) };
                 for v in 0..V {
-                    // SAFETY: pixel (y, x)'s `dy` for channels `o + 8v .. o + 8v + 8 <= co`,
-                    // inside `dyt`.
-                    d[v] = unsafe { _mm256_loadu_ps(dp.add(8 * v)) };
+                    // SAFETY: the caller's contract: the CPU has `S`'s features.
+                    acc[t][v] = unsafe { S::fma(bv, dv[v], acc[t][v]) };
                 }
-                for t in 0..T {
-                    // SAFETY: tap `k + t`'s input for pixel (y, x), inside `buf` (see `# Safety`).
-                    let b = unsafe { _mm256_broadcast_ss(&*row.add(at[t] + x)) };
-                    for v in 0..V {
-                        acc[t][v] = _mm256_fmadd_ps(b, d[v], acc[t][v]);
-                    }
-                }
-                dp = dp.wrapping_add(g.co);
             }
+            dp = dp.wrapping_add(g.co);
         }
-        for t in 0..T {
-            for v in 0..V {
-                // SAFETY: the same `dwt` values as loaded above.
-                unsafe { _mm256_storeu_ps(dw.add((k + t) * g.co + o + 8 * v), acc[t][v]) };
-            }
+    }
+    for t in 0..T {
+        for v in 0..V {
+            // SAFETY: the same `dwt` values as loaded above.
+            unsafe { S::store(dw.add((k + t) * g.co + o + S::W * v), acc[t][v]) };
         }
     }
 }
@@ -474,14 +638,22 @@ mod tests {
         out
     }
 
-    #[test]
-    fn equals_the_definition_on_every_covered_shape_of_the_backbones() {
-        if !cpu_ok() {
-            eprintln!("SKIP: this CPU lacks AVX2 or FMA; the direct kernel is never used here");
-            return;
+    /// Every build, and whether it runs on this CPU (the ones that do not are named once).
+    fn builds() -> Vec<Kernel> {
+        let all = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable16, Kernel::Portable8];
+        for k in all.iter().filter(|k| !k.runs_here()) {
+            eprintln!("SKIP: this CPU does not run the {k:?} build (its tiling is checked by Portable16/Portable8)");
         }
-        // (ci, side, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
-        // 8, 24 (a tail of one and two runs) and 40.
+        all.into_iter().filter(|k| k.runs_here()).collect()
+    }
+
+    #[test]
+    fn every_build_equals_the_definition_and_the_others_bit_for_bit() {
+        // (ci, h, w, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
+        // 8, 24 (a tail of one and two runs at 8 lanes), 40, 48 (three runs at 16 lanes), and
+        // channel counts that leave every tail of a 6- and a 12-channel tile.
+        let builds = builds();
+        let mut checked = 0;
         for (ci, h, w, co) in [
             (3, 32, 32, 16),
             (16, 32, 32, 16),
@@ -495,31 +667,46 @@ mod tests {
             (4, 8, 16, 10),
             (3, 32, 32, 8),
             (8, 16, 16, 14),
+            (3, 5, 48, 26),
+            (2, 3, 16, 22),
+            (1, 2, 32, 18),
+            (2, 1, 16, 2),
         ] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-            assert!(covers(&g));
+            assert!(shape_ok(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let wt: Vec<f32> = (0..co * ci * 9).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
             // Two images: the second the first negated.
             let g = Geometry { n: 2, ..g };
             let x2: Vec<f32> = x.iter().copied().chain(x.iter().map(|v| -v)).collect();
-            let out = forward(&g, &x2, &wt);
             let mut want = naive(&g, &x, &wt);
             want.extend(want.clone().iter().map(|v| -v));
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                // FMA rounds once per multiply-add where the definition rounds twice.
-                assert!((a - b).abs() <= 1e-5 * scale, "{g:?} at {i}: {a} vs {b}");
+            let mut first: Option<(Kernel, Vec<f32>)> = None;
+            for &k in builds.iter().filter(|k| w.is_multiple_of(k.lanes())) {
+                let out = forward_with(k, &g, &x2, &wt);
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    // FMA rounds once per multiply-add where the definition rounds twice.
+                    assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
+                }
+                match &first {
+                    None => first = Some((k, out)),
+                    Some((k0, o0)) => {
+                        let same = o0.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{k:?} and {k0:?} differ in bits on {g:?}");
+                    }
+                }
+                checked += 1;
             }
         }
+        // Portable8 runs every shape, Portable16 the eight whose width is a multiple of 16.
+        assert!(checked >= 16 + 8, "{checked} runs");
     }
 
     #[test]
-    fn weight_gradient_equals_the_definition() {
-        if !cpu_ok() {
-            eprintln!("SKIP: this CPU lacks AVX2 or FMA; the direct kernel is never used here");
-            return;
-        }
+    fn every_build_gives_the_weight_gradient_of_the_definition_and_the_same_bits() {
+        let builds = builds();
+        let mut checked = 0;
         for (ci, h, w, co) in [
             (16, 32, 32, 16),
             (32, 16, 16, 32),
@@ -531,17 +718,15 @@ mod tests {
             (4, 5, 24, 48),
             (2, 40, 8, 16),
             (5, 8, 8, 24),
+            (1, 4, 16, 48),
+            (3, 2, 8, 80),
+            (7, 3, 8, 32),
         ] {
             let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-            assert!(covers_weight_grad(&g));
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let dy: Vec<f32> = (0..co * h * w).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
             // Two images summed onto a start that is not zero.
             let start: Vec<f32> = (0..co * ci * 9).map(|i| (i % 7) as f32).collect();
-            let mut dwt = start.clone();
-            let (mut buf, mut dyt) = (Vec::new(), Vec::new());
-            weight_grad_image(&g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
-            weight_grad_image(&g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
             let mut scale = 0f32;
             let mut want = start.clone();
             for o in 0..co {
@@ -565,10 +750,26 @@ mod tests {
                     }
                 }
             }
-            for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
-                assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{g:?} at {i}: {a} vs {b}");
+            let mut first: Option<(Kernel, Vec<f32>)> = None;
+            for &kern in builds.iter().filter(|k| co.is_multiple_of(k.lanes())) {
+                let mut dwt = start.clone();
+                let (mut buf, mut dyt) = (Vec::new(), Vec::new());
+                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+                for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{kern:?} {g:?} at {i}: {a} vs {b}");
+                }
+                match &first {
+                    None => first = Some((kern, dwt)),
+                    Some((k0, d0)) => {
+                        let same = d0.iter().zip(&dwt).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{kern:?} and {k0:?} differ in bits on {g:?}");
+                    }
+                }
+                checked += 1;
             }
         }
+        assert!(checked >= 13 + 9, "{checked} runs");
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
@@ -576,19 +777,38 @@ mod tests {
     }
 
     #[test]
-    fn tiles_cover_the_channels_once() {
-        for co in (2..=130).step_by(2) {
-            let t: Vec<(usize, usize)> = tiles(co).collect();
-            let mut next = 0;
-            for &(first, count) in &t {
-                assert_eq!(first, next, "co {co}: {t:?}");
-                assert!(matches!(count, 2 | 4 | 6), "co {co}: {t:?}");
-                next += count;
-            }
-            assert_eq!(next, co, "co {co}: {t:?}");
-            // A tile of 2 only where the layer has 2 channels.
-            assert!(co == 2 || t.iter().all(|&(_, c)| c > 2), "co {co}: {t:?}");
+    fn each_cpu_picks_the_widest_build_whose_width_divides() {
+        assert_eq!(Kernel::pick(Isa::Avx512, 32), Kernel::Avx512);
+        assert_eq!(Kernel::pick(Isa::Avx512, 8), Kernel::Avx2);
+        assert_eq!(Kernel::pick(Isa::Avx512, 24), Kernel::Avx2);
+        assert_eq!(Kernel::pick(Isa::Avx2, 32), Kernel::Avx2);
+        assert_eq!(Kernel::pick(Isa::Portable, 16), Kernel::Portable16);
+        assert_eq!(Kernel::pick(Isa::Portable, 40), Kernel::Portable8);
+        let flags = |f| std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == f));
+        if std::path::Path::new("/proc/cpuinfo").exists() && cfg!(target_arch = "x86_64") {
+            assert_eq!(Kernel::Avx512.runs_here(), flags("avx512f"));
+            assert_eq!(Kernel::Avx2.runs_here(), flags("avx512f") || (flags("avx2") && flags("fma")));
         }
+    }
+
+    #[test]
+    fn tiles_cover_the_channels_once() {
+        for rows in [6, 12] {
+            for co in (2..=130).step_by(2) {
+                let t = tiles(co, rows);
+                let mut next = 0;
+                for &(first, count) in &t {
+                    assert_eq!(first, next, "co {co}: {t:?}");
+                    assert!(count % 2 == 0 && (2..=rows).contains(&count), "co {co}: {t:?}");
+                    next += count;
+                }
+                assert_eq!(next, co, "co {co}: {t:?}");
+                // A tile of 2 only where the layer has 2 channels.
+                assert!(co == 2 || t.iter().all(|&(_, c)| c > 2), "co {co}: {t:?}");
+            }
+        }
+        assert_eq!(tiles(26, 12), vec![(0, 12), (12, 10), (22, 4)]);
+        assert_eq!(tiles(14, 6), vec![(0, 6), (6, 4), (10, 4)]);
     }
 
     #[test]
@@ -602,7 +822,7 @@ mod tests {
             Geometry { ph: 0, ..g },
             Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g },
         ] {
-            assert!(!covers(&bad), "{bad:?}");
+            assert!(!shape_ok(&bad) && !covers(&bad), "{bad:?}");
         }
     }
 }

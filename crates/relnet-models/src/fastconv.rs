@@ -17,7 +17,9 @@
 //! The 3x3, stride-1, padding-1 convolutions of maps whose width is a multiple of 8 (the
 //! backbones' main ones) skip the patch matrix altogether on CPUs with AVX2 and FMA: forward,
 //! input gradient and weight gradient go through the register-tiled kernels of `direct3x3.rs`
-//! (`RELNET_DIRECT_CONV=off` keeps im2col + GEMM for them too).
+//! (`RELNET_DIRECT_CONV=off` keeps im2col + GEMM for them too), built for the widest vector
+//! the CPU has (AVX-512 or AVX2). At bf16 precision on a CPU with AVX512-BF16, the same
+//! convolutions read bf16 and use `vdpbf16ps` (`direct_bf16.rs`).
 //!
 //! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
 
@@ -37,7 +39,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::direct3x3;
+use crate::{direct_bf16, direct3x3};
 
 /// The shape of one convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]`, stride and
 /// symmetric zero padding.
@@ -426,8 +428,18 @@ fn patches(g: &Geometry, x: &[f32], b: usize, col: &mut Vec<f32>) -> usize {
 /// Where the slices' lengths do not match `g`, or `g` has a zero kernel or stride or a kernel
 /// larger than the padded input.
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    forward_at(g, x, weight, false)
+}
+
+/// [`forward`], with `x` and `weight` rounded to bf16 and summed in fp32 where `bf16` is set
+/// and the AVX512-BF16 kernel covers `g` (`direct_bf16`); the fp32 kernels everywhere else (the
+/// bf16 path's callers round the operands themselves, so the numerics are the same).
+pub fn forward_at(g: &Geometry, x: &[f32], weight: &[f32], bf16: bool) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
+    if bf16 && direct_bf16::covers(g) {
+        return direct_bf16::forward(g, x, weight);
+    }
     if direct3x3::covers(g) {
         return direct3x3::forward(g, x, weight);
     }
@@ -470,6 +482,20 @@ pub fn backward(
     want_x: bool,
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    backward_at(g, x, weight, dy, want_x, want_w, false)
+}
+
+/// [`backward`], in bf16 where `bf16` is set and the AVX512-BF16 kernels cover `g`, as
+/// [`forward_at`].
+pub fn backward_at(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+    bf16: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
     if g.empty() {
@@ -480,14 +506,14 @@ pub fn backward(
     // chunk, like the forward pass, instead of a GEMM of depth co and a scatter-add (col2im).
     if want_x && g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw && !g.pointwise() {
         let (dx, dw) = rayon::join(
-            || forward(&g.transposed(), dy, &flipped(g, weight)),
-            || if want_w { backward(g, x, weight, dy, false, true).1 } else { None },
+            || forward_at(&g.transposed(), dy, &flipped(g, weight), bf16),
+            || if want_w { backward_at(g, x, weight, dy, false, true, bf16).1 } else { None },
         );
         return (Some(dx), dw);
     }
     let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     // One chunk of images: its share of the weight gradient, and its input gradient into `dxc`.
-    let work = |(col, dcol, wide): &mut (Vec<f32>, Vec<f32>, Vec<f32>),
+    let work = |(col, dcol, wide, hbuf, hdy): &mut (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u16>, Vec<u16>),
                 xc: &[f32],
                 dyc: &[f32],
                 dxc: Option<&mut [f32]>|
@@ -502,7 +528,16 @@ pub fn backward(
             wide
         };
         let mut dw = Vec::new();
-        if want_w && direct3x3::covers_weight_grad(g) {
+        if want_w && bf16 && direct_bf16::covers_weight_grad(g) {
+            dw = vec![0f32; g.co * rows];
+            for j in 0..b {
+                let (xi, dyi) = (
+                    &xc[j * g.input_len()..(j + 1) * g.input_len()],
+                    &dyc[j * g.output_len()..(j + 1) * g.output_len()],
+                );
+                direct_bf16::weight_grad_image(g, xi, dyi, &mut dw, hbuf, hdy);
+            }
+        } else if want_w && direct3x3::covers_weight_grad(g) {
             // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol` lend
             // their buffers as scratch).
             dw = vec![0f32; g.co * rows];
@@ -541,7 +576,7 @@ pub fn backward(
         }
         dw
     };
-    let scratch = || (Vec::new(), Vec::new(), Vec::new());
+    let scratch = || (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let xs = x.par_chunks(b * g.input_len());
     let dys = dy.par_chunks(b * g.output_len());
     let parts: Vec<Vec<f32>> = if want_x {
@@ -595,15 +630,20 @@ fn geometry(x: &[usize], w: &[usize], sh: usize, sw: usize, ph: usize, pw: usize
     Geometry { n: x[0], ci: x[1], h: x[2], w: x[3], co: w[0], kh: w[2], kw: w[3], sh, sw, ph, pw }
 }
 
-fn flex_forward(x: &FlexTensor, weight: &FlexTensor, sh: usize, sw: usize, ph: usize, pw: usize) -> FlexTensor {
+/// Whether this thread's convolutions run in bf16 ([`crate::precision`]).
+fn bf16_now() -> bool {
+    crate::precision::current() == crate::precision::Precision::Bf16
+}
+
+fn flex_forward(x: &FlexTensor, weight: &FlexTensor, [sh, sw, ph, pw]: [usize; 4], bf16: bool) -> FlexTensor {
     let ((xs, xv), (ws, wv)) = (values(x), values(weight));
     let g = geometry(&xs, &ws, sh, sw, ph, pw);
-    FlexTensor::from_data(TensorData::new(forward(&g, &xv, &wv), [g.n, g.co, g.oh(), g.ow()]))
+    FlexTensor::from_data(TensorData::new(forward_at(&g, &xv, &wv, bf16), [g.n, g.co, g.oh(), g.ow()]))
 }
 
 impl FastConv for Flex {
     fn fast_conv2d(x: FlexTensor, weight: FlexTensor, sh: usize, sw: usize, ph: usize, pw: usize) -> FlexTensor {
-        flex_forward(&x, &weight, sh, sw, ph, pw)
+        flex_forward(&x, &weight, [sh, sw, ph, pw], bf16_now())
     }
 }
 
@@ -619,14 +659,14 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
         #[derive(Debug)]
         struct ConvBackward;
         impl Backward<Flex, 2> for ConvBackward {
-            type State = (FlexTensor, FlexTensor, [usize; 4]);
+            type State = (FlexTensor, FlexTensor, [usize; 4], bool);
             fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [node_x, node_w] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
-                let (x, weight, [sh, sw, ph, pw]) = ops.state;
+                let (x, weight, [sh, sw, ph, pw], bf16) = ops.state;
                 let ((xs, xv), (ws, wv), (_, dyv)) = (values(&x), values(&weight), values(&dy));
                 let g = geometry(&xs, &ws, sh, sw, ph, pw);
-                let (dx, dw) = backward(&g, &xv, &wv, &dyv, node_x.is_some(), node_w.is_some());
+                let (dx, dw) = backward_at(&g, &xv, &wv, &dyv, node_x.is_some(), node_w.is_some(), bf16);
                 if let (Some(node), Some(dx)) = (node_x, dx) {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, xs)));
                 }
@@ -638,10 +678,14 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                let out = flex_forward(&xp, &wp, sh, sw, ph, pw);
-                prep.finish((xp, wp, [sh, sw, ph, pw]), out)
+                // The precision of the forward pass, kept for the backward one.
+                let bf16 = bf16_now();
+                let out = flex_forward(&xp, &wp, [sh, sw, ph, pw], bf16);
+                prep.finish((xp, wp, [sh, sw, ph, pw], bf16), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(flex_forward(x.primitive(), weight.primitive(), sh, sw, ph, pw)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(flex_forward(x.primitive(), weight.primitive(), [sh, sw, ph, pw], bf16_now()))
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 //! `init(&Device)`), generic over the device.
 //!
 //! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `fastpool`,
-//! `direct3x3`): outputs written without zeroing them first, the `gemm` crate's raw-pointer
-//! GEMM and the AVX2 + FMA intrinsics. Their public functions check every length against the
+//! `direct3x3`, `simd`): outputs written without zeroing them first, the `gemm` crate's raw-pointer
+//! GEMM and the AVX2 + FMA and AVX-512F intrinsics. Their public functions check every length against the
 //! shape they are given and panic on a mismatch, so no input makes them read or write out of
 //! range or return unwritten values.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, unsafe_op_in_unsafe_fn)]
@@ -11,6 +11,7 @@
 pub mod backbone;
 pub mod conv4;
 mod direct3x3;
+mod direct_bf16;
 pub mod fastbn;
 pub mod fastconv;
 pub mod fastpool;
@@ -23,6 +24,7 @@ pub mod precision;
 pub mod registry;
 pub mod resnet34;
 pub mod resnet_cifar;
+mod simd;
 
 pub use backbone::{Backbone, BackboneEntry, BackboneKind, BackboneSpec, global_avg_pool};
 pub use heads::{LocalDiscriminator, MlpHead, PriorDiscriminator, linear_head};

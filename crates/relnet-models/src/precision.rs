@@ -8,11 +8,12 @@
 //! batch-norm statistics, activations other than those outputs, and the loss stay fp32.
 //!
 //! Values stay in f32 tensors holding bf16-representable numbers (the rounding is a cast to bf16
-//! and back, with burn's own operations, on any backend), so every kernel computes exactly what
-//! a bf16 kernel with fp32 accumulation computes, up to summation order. This is the numerics of the bf16 path on every
-//! host; it is not faster (the kernels still read f32): a speed-up needs kernels that read bf16
-//! with `vdpbf16ps` (AVX512-BF16), which this code base does not have yet
-//! ([`bf16_hardware`] says whether the host could run them).
+//! and back, with burn's own operations, on any backend), so every kernel computes what a bf16
+//! kernel with fp32 accumulation computes, up to summation order: the numerics of the bf16 path
+//! on every host. On a CPU with AVX512-BF16 (and AVX-512VL), burn-flex's 3x3 stride-1
+//! convolutions (the bulk of the backbones' work) read their operands as bf16 and multiply them
+//! with `vdpbf16ps` (`direct_bf16.rs`); everything else runs fp32 kernels on the rounded values,
+//! so elsewhere bf16 is emulated and not faster ([`bf16_hardware`] says which).
 //!
 //! The precision belongs to a thread: the trainer runs a run's steps at the run's precision
 //! ([`with_precision`]) and data-parallel replicas take it to their threads.
@@ -91,14 +92,21 @@ pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether this CPU has bf16 dot-product instructions (AVX512-BF16); `Err` names what it lacks.
+/// Whether relnet's bf16 kernels run here: AVX512-BF16 with AVX-512VL, the direct kernels on and
+/// not capped below AVX-512; `Err` names what is missing.
 pub fn bf16_hardware() -> Result<(), &'static str> {
+    if crate::direct_bf16::hardware() {
+        return Ok(());
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512bf16") {
-            return Ok(());
+        if !std::is_x86_feature_detected!("avx512bf16") {
+            return Err("this CPU has no AVX512-BF16 (avx512_bf16)");
         }
-        Err("this CPU has no AVX512-BF16 (avx512_bf16)")
+        if !std::is_x86_feature_detected!("avx512vl") {
+            return Err("this CPU has no AVX-512VL (avx512vl)");
+        }
+        Err("RELNET_SIMD or RELNET_DIRECT_CONV switched the AVX-512 kernels off")
     }
     #[cfg(not(target_arch = "x86_64"))]
     Err("relnet has bf16 kernels for x86-64 with AVX512-BF16 only")
@@ -107,7 +115,7 @@ pub fn bf16_hardware() -> Result<(), &'static str> {
 /// What bf16 means on this host, for the line a run prints once.
 pub fn bf16_note() -> String {
     match bf16_hardware() {
-        Ok(()) => "bf16 numerics with fp32 kernels (relnet has no AVX512-BF16 kernels yet)".to_string(),
+        Ok(()) => "bf16 on AVX512-BF16: 3x3 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values".to_string(),
         Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
     }
 }

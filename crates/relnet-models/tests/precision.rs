@@ -179,3 +179,45 @@ fn bf16_single_conv_gradient_is_near_fp32() {
     eprintln!("single conv weight gradient, bf16 against fp32: {e:.2e}");
     assert!(e < 1e-2, "{e}");
 }
+
+#[test]
+fn bf16_conv_on_a_covered_shape_is_within_one_bf16_step_of_fp32_on_rounded_operands() {
+    // A 3x3 convolution of a width-16 map: on a CPU with AVX512-BF16 it runs the bf16 kernel
+    // (`vdpbf16ps`, pairs of products summed in fp32), elsewhere the fp32 kernel on rounded
+    // operands. The two sum the same products in a different grouping, so after the output's
+    // rounding to bf16 they may differ by one bf16 step, never more.
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Device::flex();
+    d.seed(4);
+    let conv = burn::nn::conv::Conv2dConfig::new([6, 16], [3, 3])
+        .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&d);
+    let x = Tensor::<4>::random([2, 6, 16, 16], Distribution::Normal(0.0, 1.0), &d);
+    let round_host = |t: Tensor<4>| {
+        let dims = t.dims();
+        Tensor::<4>::from_data(TensorData::new(values(t).into_iter().map(bf16).collect::<Vec<_>>(), dims), &d)
+    };
+    let mut by_hand = conv.clone();
+    by_hand.weight = burn::module::Param::from_tensor(round_host(conv.weight.val()));
+    let want: Vec<f32> =
+        values(relnet_models::fastconv::conv2d(&by_hand, round_host(x.clone()))).into_iter().map(bf16).collect();
+    precision::set(Precision::Bf16);
+    let got = values(relnet_models::fastconv::conv2d(&conv, x));
+    precision::set(Precision::Fp32);
+    let step = |v: f32| f32::from_bits((v.abs().to_bits() & 0xffff_0000) + 0x1_0000) - v.abs();
+    let mut off_by_one = 0;
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(bf16(*a), *a, "output {i} is not a bf16 value");
+        if a != b {
+            assert!((a - b).abs() <= step(a.abs().max(b.abs())) * 1.0001, "output {i}: {a} vs {b}");
+            off_by_one += 1;
+        }
+    }
+    eprintln!(
+        "{off_by_one} of {} outputs one bf16 step from the fp32 kernel's (bf16 kernel: {})",
+        got.len(),
+        relnet_models::precision::bf16_hardware().is_ok()
+    );
+    assert!(off_by_one * 20 < got.len(), "{off_by_one} of {} differ", got.len());
+}

@@ -1,0 +1,235 @@
+//! The five vector operations the direct convolution (`direct3x3.rs`) is written in, once per
+//! instruction set: AVX-512F (16 lanes), AVX2 + FMA (8 lanes), and portable Rust at 8 or 16
+//! lanes (any CPU; NEON hosts compile it). The kernels are generic over [`Simd`]; each
+//! instruction set gets one entry point with `#[target_feature]`, into which the generic body and
+//! these operations (`#[inline(always)]`) are inlined, so the same source becomes AVX-512 code,
+//! AVX2 code or plain code. Every set multiplies and adds with one rounding (a fused
+//! multiply-add; the portable set through `f32::mul_add`), and the kernels sum in an order that
+//! does not depend on the width, so every set gives the same bits: the tests hold the portable
+//! 16-lane set, which runs on any CPU, to the AVX2 set's bits, which is how the AVX-512 tiling is
+//! checked on a host without AVX-512.
+//!
+//! Why `std::arch` and not `pulp` or `macerator` (both in the dependency tree): the kernels need
+//! five operations on one vector type, which a 60-line trait gives without a new direct
+//! dependency; `pulp` 0.22 (gemm's) has its AVX-512 level behind a feature that would change
+//! what gemm compiles, and `macerator` is burn's internal choice, not a public API we can pin.
+
+/// One instruction set's vector of `W` floats and the operations on it, with its register tile
+/// sizes (chosen so the accumulators, the loaded operands and one broadcast fit the register file:
+/// 16 registers for AVX2, 32 for AVX-512).
+///
+/// Every operation is `unsafe`: it may be called only on a CPU that has the set's features
+/// (checked once by the caller, see [`Isa::detect`]), and the pointer ones only on memory
+/// valid for what they read or write.
+pub(crate) trait Simd {
+    /// Lanes per vector.
+    const W: usize;
+    /// Output channels per forward register tile, at most (even).
+    const ROWS: usize;
+    /// Taps per weight-gradient register tile, at most (a multiple of 3).
+    const TAPS: usize;
+    /// The vector.
+    type V: Copy;
+
+    /// A vector of zeros.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features.
+    unsafe fn zero() -> Self::V;
+
+    /// `W` floats from `p` (any alignment).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features; `p` is valid for reads of `W` floats.
+    unsafe fn load(p: *const f32) -> Self::V;
+
+    /// The float at `p` in every lane.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features; `p` is valid for a read of one float.
+    unsafe fn splat(p: *const f32) -> Self::V;
+
+    /// `a * b + c` in every lane, rounded once.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// Writes `v` to the `W` floats at `p` (any alignment).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features; `p` is valid for writes of `W` floats.
+    unsafe fn store(p: *mut f32, v: Self::V);
+}
+
+/// The widest set this CPU runs, or none where the direct kernels are off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// Plain Rust (used only where asked for with `RELNET_SIMD=portable`: on a CPU without
+    /// AVX2 the im2col + GEMM path is kept, since the `gemm` crate has its own SSE and NEON code).
+    Portable,
+    /// AVX2 + FMA.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+impl Isa {
+    /// The widest set this CPU has (`None` without AVX2 and FMA), capped by `RELNET_SIMD`
+    /// (`avx512`, `avx2` or `portable`); `None` where `RELNET_DIRECT_CONV=off`. Read once.
+    pub(crate) fn detect() -> Option<Isa> {
+        static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            if std::env::var("RELNET_DIRECT_CONV").is_ok_and(|v| v == "off") {
+                return None;
+            }
+            let cap = match std::env::var("RELNET_SIMD").as_deref() {
+                Ok("portable") => return Some(Isa::Portable),
+                Ok("avx2") => Isa::Avx2,
+                _ => Isa::Avx512,
+            };
+            Isa::hardware().map(|h| h.min(cap))
+        })
+    }
+
+    /// The widest set this CPU has, ignoring the environment (`None` without AVX2 and FMA).
+    pub(crate) fn hardware() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Some(Isa::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Some(Isa::Avx2);
+            }
+        }
+        None
+    }
+}
+
+/// AVX2 + FMA: 8 lanes, 16 registers (a 6 x 2 forward tile, 6 taps x 2 vectors of gradient).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx2 {
+    const W: usize = 8;
+    const ROWS: usize = 6;
+    const TAPS: usize = 6;
+    type V = std::arch::x86_64::__m256;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: AVX2, and `p` valid for 8 floats.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: AVX2, and `p` valid for one float.
+        unsafe { std::arch::x86_64::_mm256_broadcast_ss(&*p) }
+    }
+
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has FMA.
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's contract: AVX2, and `p` valid for writes of 8 floats.
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(p, v) }
+    }
+}
+
+/// AVX-512F: 16 lanes, 32 registers (a 12 x 2 forward tile, 12 taps x 2 vectors of gradient).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Simd for Avx512 {
+    const W: usize = 16;
+    const ROWS: usize = 12;
+    const TAPS: usize = 12;
+    type V = std::arch::x86_64::__m512;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: AVX-512F, and `p` valid for 16 floats.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: AVX-512F, and `p` valid for one float.
+        unsafe { std::arch::x86_64::_mm512_set1_ps(*p) }
+    }
+
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX-512F (which includes FMA on 512 bits).
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's contract: AVX-512F, and `p` valid for writes of 16 floats.
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(p, v) }
+    }
+}
+
+/// Plain Rust at `N` lanes (arrays the compiler may vectorise): any CPU. Same tile sizes as AVX2.
+pub(crate) struct Portable<const N: usize>;
+
+impl<const N: usize> Simd for Portable<N> {
+    const W: usize = N;
+    const ROWS: usize = 6;
+    const TAPS: usize = 6;
+    type V = [f32; N];
+
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        [0.0; N]
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: `p` valid for reads of `N` floats; unaligned read.
+        unsafe { p.cast::<[f32; N]>().read_unaligned() }
+    }
+
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: `p` valid for a read of one float.
+        [unsafe { p.read() }; N]
+    }
+
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
+    }
+
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's contract: `p` valid for writes of `N` floats; unaligned write.
+        unsafe { p.cast::<[f32; N]>().write_unaligned(v) }
+    }
+}
