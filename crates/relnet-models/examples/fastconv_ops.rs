@@ -1,11 +1,15 @@
 //! Times relnet's convolution kernels on ResNet-32's geometries at batch 256 (K = 4, M = 64):
-//! forward, weight gradient alone, input gradient alone, in GFLOP/s.
-//! `cargo run --release -p relnet-models --example fastconv_ops`
+//! forward, weight gradient alone, input gradient alone, in GFLOP/s. With the argument `bf16`,
+//! the bf16 kernels where the CPU has them (`fastconv::forward_at`); `RELNET_SIMD=avx2` caps the
+//! vector width.
+//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16]`
 use std::time::Instant;
 
-use relnet_models::fastconv::{Geometry, backward, forward};
+use relnet_models::fastconv::{Geometry, backward_at, forward_at};
 
 fn main() {
+    let bf16 = std::env::args().nth(1).is_some_and(|a| a == "bf16");
+    println!("precision: {}", if bf16 { "bf16" } else { "fp32" });
     let n = 256;
     // (ci, side, co, k, stride, pad, how many in ResNet-32)
     let cases = [
@@ -33,9 +37,9 @@ fn main() {
             }
             t.elapsed().as_secs_f64() / 3.0
         };
-        let f = time(&|| drop(forward(&g, &x, &w)));
-        let dw = time(&|| drop(backward(&g, &x, &w, &dy, false, true)));
-        let dx = time(&|| drop(backward(&g, &x, &w, &dy, true, false)));
+        let f = time(&|| drop(forward_at(&g, &x, &w, bf16)));
+        let dw = time(&|| drop(backward_at(&g, &x, &w, &dy, false, true, bf16)));
+        let dx = time(&|| drop(backward_at(&g, &x, &w, &dy, true, false, bf16)));
         println!(
             "{ci:>3}->{co:<3} {side:>2}x{side:<2} k{k} s{s} x{count:<2}: forward {:6.1} ms {:5.1} GFLOP/s | dW {:6.1} ms {:5.1} | dX {:6.1} ms {:5.1}",
             f * 1e3,

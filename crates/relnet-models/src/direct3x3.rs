@@ -198,26 +198,21 @@ pub(crate) fn covers(g: &Geometry) -> bool {
 }
 
 /// The register tiles' output channels for tiles of at most `rows` (even) channels, as (first,
-/// count): `rows` at a time, the last tile what is left (`co` is even), except that a tail of 2
-/// after a full tile becomes `rows - 2` and 4 (a tile of 2 has only four accumulators, too few
-/// to keep both FMA units busy).
+/// count): as few tiles as `rows` allows, their (even) sizes as equal as can be, so no tile is
+/// left with few accumulators (16 channels at 12 a tile are 8 + 8, not 12 + 4: a tile of 2 or 4
+/// has too few accumulators to keep both FMA units busy). A tile of 2 only where `co` is 2.
 pub(crate) fn tiles(co: usize, rows: usize) -> Vec<(usize, usize)> {
-    let (full, rem) = (co / rows, co % rows);
-    let mut counts = vec![rows; full];
-    if rem == 2 && full > 0 {
-        counts.pop();
-        counts.extend([rows - 2, 4]);
-    } else if rem > 0 {
-        counts.push(rem);
-    }
+    let count = co.div_ceil(rows).max(1);
+    let (pairs, extra) = (co / 2 / count, co / 2 % count);
     let mut first = 0;
-    counts
-        .into_iter()
-        .map(|c| {
-            let t = (first, c);
-            first += c;
+    (0..count)
+        .map(|i| {
+            let n = 2 * (pairs + usize::from(i < extra));
+            let t = (first, n);
+            first += n;
             t
         })
+        .filter(|&(_, n)| n > 0)
         .collect()
 }
 
@@ -807,8 +802,10 @@ mod tests {
                 assert!(co == 2 || t.iter().all(|&(_, c)| c > 2), "co {co}: {t:?}");
             }
         }
-        assert_eq!(tiles(26, 12), vec![(0, 12), (12, 10), (22, 4)]);
+        assert_eq!(tiles(26, 12), vec![(0, 10), (10, 8), (18, 8)]);
+        assert_eq!(tiles(16, 12), vec![(0, 8), (8, 8)]);
         assert_eq!(tiles(14, 6), vec![(0, 6), (6, 4), (10, 4)]);
+        assert_eq!(tiles(64, 6).len(), 11);
     }
 
     #[test]

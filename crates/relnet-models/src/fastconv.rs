@@ -602,9 +602,77 @@ pub fn backward_at(
     (want_x.then_some(dx), dw)
 }
 
+/// `v` rounded to the nearest bf16 value (ties to even), in place: what a cast to bf16 and back
+/// gives. Branch-free, so the compiler vectorises it.
+fn round_bf16(v: &mut [f32]) {
+    v.par_chunks_mut(1 << 15).for_each(|c| {
+        for x in c {
+            let b = x.to_bits();
+            let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+            // A NaN stays a (quiet) NaN.
+            *x = f32::from_bits(if x.is_nan() { b | 0x0040_0000 } else { r });
+        }
+    });
+}
+
+/// A copy of `v` rounded to bf16 ([`round_bf16`]).
+fn rounded(v: &[f32]) -> Vec<f32> {
+    let mut r = v.to_vec();
+    round_bf16(&mut r);
+    r
+}
+
+/// The convolution at bf16 precision as autocast defines it: `x` and `weight` rounded to bf16,
+/// summed in fp32 (the AVX512-BF16 kernels where they cover `g`, the fp32 kernels on rounded
+/// copies elsewhere), the output rounded to bf16.
+///
+/// # Panics
+///
+/// Where [`forward`] panics.
+pub fn forward_bf16(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    g.check("fastconv::forward", x.len(), weight.len(), None);
+    // The bf16 kernel rounds its operands as it lays them out: no rounded copies needed.
+    let mut out = if direct_bf16::covers(g) {
+        forward_at(g, x, weight, true)
+    } else {
+        forward_at(g, &rounded(x), &rounded(weight), true)
+    };
+    round_bf16(&mut out);
+    out
+}
+
+/// The gradients of [`forward_bf16`]: `dy` rounded to bf16, the gradients of the convolution of
+/// the rounded operands, each rounded to bf16 (what the casts' own gradients do in autocast).
+///
+/// # Panics
+///
+/// Where [`backward`] panics.
+pub fn backward_bf16(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
+    // Where the bf16 kernels take both gradients, they round the operands as they lay them out.
+    let direct = (!want_x || direct_bf16::covers(&g.transposed())) && (!want_w || direct_bf16::covers_weight_grad(g));
+    let (mut dx, mut dw) = if direct && g.sh == 1 && g.sw == 1 {
+        backward_at(g, x, weight, dy, want_x, want_w, true)
+    } else {
+        backward_at(g, &rounded(x), &rounded(weight), &rounded(dy), want_x, want_w, true)
+    };
+    for d in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
+        round_bf16(d);
+    }
+    (dx, dw)
+}
+
 #[backend_extension(Flex, Autodiff)]
 pub trait FastConv: Backend {
-    /// A bias-free 2D convolution with stride (sh, sw) and symmetric padding (ph, pw).
+    /// A bias-free 2D convolution with stride (sh, sw) and symmetric padding (ph, pw); with
+    /// `bf16`, at bf16 precision ([`forward_bf16`], [`backward_bf16`]).
     fn fast_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -612,6 +680,7 @@ pub trait FastConv: Backend {
         sw: usize,
         ph: usize,
         pw: usize,
+        bf16: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -630,20 +699,24 @@ fn geometry(x: &[usize], w: &[usize], sh: usize, sw: usize, ph: usize, pw: usize
     Geometry { n: x[0], ci: x[1], h: x[2], w: x[3], co: w[0], kh: w[2], kw: w[3], sh, sw, ph, pw }
 }
 
-/// Whether this thread's convolutions run in bf16 ([`crate::precision`]).
-fn bf16_now() -> bool {
-    crate::precision::current() == crate::precision::Precision::Bf16
-}
-
 fn flex_forward(x: &FlexTensor, weight: &FlexTensor, [sh, sw, ph, pw]: [usize; 4], bf16: bool) -> FlexTensor {
     let ((xs, xv), (ws, wv)) = (values(x), values(weight));
     let g = geometry(&xs, &ws, sh, sw, ph, pw);
-    FlexTensor::from_data(TensorData::new(forward_at(&g, &xv, &wv, bf16), [g.n, g.co, g.oh(), g.ow()]))
+    let out = if bf16 { forward_bf16(&g, &xv, &wv) } else { forward(&g, &xv, &wv) };
+    FlexTensor::from_data(TensorData::new(out, [g.n, g.co, g.oh(), g.ow()]))
 }
 
 impl FastConv for Flex {
-    fn fast_conv2d(x: FlexTensor, weight: FlexTensor, sh: usize, sw: usize, ph: usize, pw: usize) -> FlexTensor {
-        flex_forward(&x, &weight, [sh, sw, ph, pw], bf16_now())
+    fn fast_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        sh: usize,
+        sw: usize,
+        ph: usize,
+        pw: usize,
+        bf16: bool,
+    ) -> FlexTensor {
+        flex_forward(&x, &weight, [sh, sw, ph, pw], bf16)
     }
 }
 
@@ -655,6 +728,7 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
         sw: usize,
         ph: usize,
         pw: usize,
+        bf16: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct ConvBackward;
@@ -666,7 +740,12 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
                 let (x, weight, [sh, sw, ph, pw], bf16) = ops.state;
                 let ((xs, xv), (ws, wv), (_, dyv)) = (values(&x), values(&weight), values(&dy));
                 let g = geometry(&xs, &ws, sh, sw, ph, pw);
-                let (dx, dw) = backward_at(&g, &xv, &wv, &dyv, node_x.is_some(), node_w.is_some(), bf16);
+                let (want_x, want_w) = (node_x.is_some(), node_w.is_some());
+                let (dx, dw) = if bf16 {
+                    backward_bf16(&g, &xv, &wv, &dyv, want_x, want_w)
+                } else {
+                    backward(&g, &xv, &wv, &dyv, want_x, want_w)
+                };
                 if let (Some(node), Some(dx)) = (node_x, dx) {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, xs)));
                 }
@@ -678,13 +757,11 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
         match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
-                // The precision of the forward pass, kept for the backward one.
-                let bf16 = bf16_now();
                 let out = flex_forward(&xp, &wp, [sh, sw, ph, pw], bf16);
                 prep.finish((xp, wp, [sh, sw, ph, pw], bf16), out)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(flex_forward(x.primitive(), weight.primitive(), [sh, sw, ph, pw], bf16_now()))
+                prep.finish(flex_forward(x.primitive(), weight.primitive(), [sh, sw, ph, pw], bf16))
             }
         }
     }
@@ -725,11 +802,46 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     use crate::precision::{Precision, current, round};
     let bias = conv.bias.as_ref().map(|b| b.val());
     if current() == Precision::Bf16 {
+        if bias.is_none()
+            && let Some(y) = fast_conv(conv, x.clone(), conv.weight.val(), true)
+        {
+            // The rounding of operands, output and gradients inside one operation.
+            return y;
+        }
         // The same convolution on bf16-rounded input, weight and bias, its output rounded.
         let y = conv2d_with(conv, round(x), round(conv.weight.val()), bias.map(round));
         return round(y);
     }
     conv2d_with(conv, x, conv.weight.val(), bias)
+}
+
+/// `conv`'s convolution of `x` with `weight` through [`FastConv`] (at bf16 precision with
+/// `bf16`), or `None` where it does not apply: not burn-flex, not f32, groups or dilation, or
+/// asymmetric padding.
+fn fast_conv(conv: &Conv2d, x: Tensor<4>, weight: Tensor<4>, bf16: bool) -> Option<Tensor<4>> {
+    if !(on_flex(&x.device())
+        && enabled()
+        && x.dtype() == burn::tensor::DType::F32
+        && conv.groups == 1
+        && conv.dilation == [1, 1])
+    {
+        return None;
+    }
+    let (top, left) = match conv.padding {
+        PaddingConfig2d::Valid => (0, 0),
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => (top, left),
+        _ => return None,
+    };
+    let [sh, sw] = conv.stride;
+    Some(Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        sh,
+        sw,
+        top,
+        left,
+        bf16,
+    )))
 }
 
 /// `conv`'s convolution (its stride, padding, dilation, groups) of `x` with `weight` and `bias`.
@@ -743,28 +855,9 @@ fn conv2d_with(conv: &Conv2d, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tens
         c.bias = bias.map(|b| Param::initialized(ParamId::new(), b));
         c.forward(x)
     };
-    if !(on_flex(&x.device())
-        && enabled()
-        && x.dtype() == burn::tensor::DType::F32
-        && conv.groups == 1
-        && conv.dilation == [1, 1])
-    {
+    let Some(out) = fast_conv(conv, x.clone(), weight.clone(), false) else {
         return burn_conv(x, weight, bias);
-    }
-    let (top, left) = match conv.padding {
-        PaddingConfig2d::Valid => (0, 0),
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => (top, left),
-        _ => return burn_conv(x, weight, bias),
     };
-    let [sh, sw] = conv.stride;
-    let out = Tensor::from_dispatch(<Dispatch as FastConv>::fast_conv2d(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        sh,
-        sw,
-        top,
-        left,
-    ));
     match bias {
         Some(b) => {
             let co = b.dims()[0];

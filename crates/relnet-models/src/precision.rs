@@ -115,7 +115,9 @@ pub fn bf16_hardware() -> Result<(), &'static str> {
 /// What bf16 means on this host, for the line a run prints once.
 pub fn bf16_note() -> String {
     match bf16_hardware() {
-        Ok(()) => "bf16 on AVX512-BF16: 3x3 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values".to_string(),
+        Ok(()) => {
+            "bf16 on AVX512-BF16: 3x3 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values".to_string()
+        }
         Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
     }
 }

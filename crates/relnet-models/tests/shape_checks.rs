@@ -181,7 +181,7 @@ fn conv_rejects_a_kernel_larger_than_the_padded_input() {
 #[should_panic(expected = "fast_conv2d: the weight [4, 2, 3, 3] has 2 input channels, the input [1, 3, 5, 5] 3")]
 fn the_conv_extension_rejects_a_weight_for_other_input_channels() {
     let (x, w) = (tensor(ramp(75), [1, 3, 5, 5]), tensor(ramp(72), [4, 2, 3, 3]));
-    let _ = <Dispatch as FastConv>::fast_conv2d(x.into_dispatch(), w.into_dispatch(), 1, 1, 1, 1);
+    let _ = <Dispatch as FastConv>::fast_conv2d(x.into_dispatch(), w.into_dispatch(), 1, 1, 1, 1, false);
 }
 
 // Average pooling.
