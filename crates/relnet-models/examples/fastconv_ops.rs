@@ -1,11 +1,12 @@
 //! Times relnet's convolution kernels on ResNet-32's geometries at batch 256 (K = 4, M = 64):
 //! forward, weight gradient alone, input gradient alone, in GFLOP/s. With the argument `bf16`,
-//! the bf16 kernels where the CPU has them (`fastconv::forward_at`); `RELNET_SIMD=avx2` caps the
-//! vector width.
+//! the convolution at bf16 precision as training runs it (`fastconv::forward_bf16`: the
+//! AVX512-BF16 kernels where the CPU has them, the rounding passes included); `RELNET_SIMD=avx2`
+//! caps the vector width.
 //! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16]`
 use std::time::Instant;
 
-use relnet_models::fastconv::{Geometry, backward_at, forward_at};
+use relnet_models::fastconv::{Geometry, backward, backward_bf16, forward, forward_bf16};
 
 fn main() {
     let bf16 = std::env::args().nth(1).is_some_and(|a| a == "bf16");
@@ -37,9 +38,17 @@ fn main() {
             }
             t.elapsed().as_secs_f64() / 3.0
         };
-        let f = time(&|| drop(forward_at(&g, &x, &w, bf16)));
-        let dw = time(&|| drop(backward_at(&g, &x, &w, &dy, false, true, bf16)));
-        let dx = time(&|| drop(backward_at(&g, &x, &w, &dy, true, false, bf16)));
+        let fwd = |x: &[f32], w: &[f32]| if bf16 { forward_bf16(&g, x, w) } else { forward(&g, x, w) };
+        let bwd = |want_x, want_w| {
+            if bf16 {
+                backward_bf16(&g, &x, &w, &dy, want_x, want_w)
+            } else {
+                backward(&g, &x, &w, &dy, want_x, want_w)
+            }
+        };
+        let f = time(&|| drop(fwd(&x, &w)));
+        let dw = time(&|| drop(bwd(false, true)));
+        let dx = time(&|| drop(bwd(true, false)));
         println!(
             "{ci:>3}->{co:<3} {side:>2}x{side:<2} k{k} s{s} x{count:<2}: forward {:6.1} ms {:5.1} GFLOP/s | dW {:6.1} ms {:5.1} | dX {:6.1} ms {:5.1}",
             f * 1e3,

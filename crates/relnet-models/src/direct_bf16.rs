@@ -467,18 +467,20 @@ fn forward_image(
     assert_eq!(packed.len(), g.co * g.ci.div_ceil(2) * 9);
     border_pairs(g, x, buf);
     let o = out.as_mut_ptr().cast::<f32>();
-    // SAFETY (every arm): the asserts give what `image` requires (a CPU that runs the build,
-    // the shape, a width that is a multiple of its lanes, the lengths of `packed` and `out`),
-    // `border_pairs` the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
-    match build {
-        #[cfg(target_arch = "x86_64")]
-        Build::Hw16 => unsafe { x86::image16(g, buf, packed, o) },
-        #[cfg(target_arch = "x86_64")]
-        Build::Hw8 => unsafe { x86::image8(g, buf, packed, o) },
-        Build::Emulated16 => unsafe { image::<Emulated<16>>(g, buf, packed, o) },
-        Build::Emulated8 => unsafe { image::<Emulated<8>>(g, buf, packed, o) },
-        #[cfg(not(target_arch = "x86_64"))]
-        Build::Hw16 | Build::Hw8 => unreachable!("an x86 build on another CPU"),
+    // SAFETY: the asserts give what `image` requires (a CPU that runs the build, the shape, a
+    // width that is a multiple of its lanes, the lengths of `packed` and `out`), `border_pairs`
+    // the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
+    unsafe {
+        match build {
+            #[cfg(target_arch = "x86_64")]
+            Build::Hw16 => x86::image16(g, buf, packed, o),
+            #[cfg(target_arch = "x86_64")]
+            Build::Hw8 => x86::image8(g, buf, packed, o),
+            Build::Emulated16 => image::<Emulated<16>>(g, buf, packed, o),
+            Build::Emulated8 => image::<Emulated<8>>(g, buf, packed, o),
+            #[cfg(not(target_arch = "x86_64"))]
+            Build::Hw16 | Build::Hw8 => unreachable!("an x86 build on another CPU"),
+        }
     }
 }
 
@@ -534,18 +536,20 @@ pub(crate) fn weight_grad_image_with(
             }
         }
     }
-    // SAFETY (every arm): the asserts give what `weight_grad` requires (a CPU that runs the
-    // build, the shape, `co` a multiple of its lanes, the length of `dwt`); `border_plain` and
-    // the resize of `dyt` give the lengths of `buf` and `dyt`.
-    match build {
-        #[cfg(target_arch = "x86_64")]
-        Build::Hw16 => unsafe { x86::weight_grad16(g, buf, dyt, dwt) },
-        #[cfg(target_arch = "x86_64")]
-        Build::Hw8 => unsafe { x86::weight_grad8(g, buf, dyt, dwt) },
-        Build::Emulated16 => unsafe { weight_grad::<Emulated<16>>(g, buf, dyt, dwt) },
-        Build::Emulated8 => unsafe { weight_grad::<Emulated<8>>(g, buf, dyt, dwt) },
-        #[cfg(not(target_arch = "x86_64"))]
-        Build::Hw16 | Build::Hw8 => unreachable!("an x86 build on another CPU"),
+    // SAFETY: the asserts give what `weight_grad` requires (a CPU that runs the build, the
+    // shape, `co` a multiple of its lanes, the length of `dwt`); `border_plain` and the resize of
+    // `dyt` give the lengths of `buf` and `dyt`.
+    unsafe {
+        match build {
+            #[cfg(target_arch = "x86_64")]
+            Build::Hw16 => x86::weight_grad16(g, buf, dyt, dwt),
+            #[cfg(target_arch = "x86_64")]
+            Build::Hw8 => x86::weight_grad8(g, buf, dyt, dwt),
+            Build::Emulated16 => weight_grad::<Emulated<16>>(g, buf, dyt, dwt),
+            Build::Emulated8 => weight_grad::<Emulated<8>>(g, buf, dyt, dwt),
+            #[cfg(not(target_arch = "x86_64"))]
+            Build::Hw16 | Build::Hw8 => unreachable!("an x86 build on another CPU"),
+        }
     }
 }
 

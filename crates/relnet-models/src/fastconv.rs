@@ -399,6 +399,17 @@ fn relayout(g: &Geometry, b: usize, src: &[f32], dst: &mut [f32], to_nchw: bool)
     }
 }
 
+/// One thread's buffers in [`backward_at`]: the patch matrix and its gradient, `dY` of a chunk
+/// side by side, and the bf16 kernels' bordered image and pixel-paired `dY`.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+    wide: Vec<f32>,
+    hbuf: Vec<u16>,
+    hdy: Vec<u16>,
+}
+
 /// The patch matrices of the `b` images of `x` side by side: `[rows, b*P]`.
 /// Returns the distance between its rows: `b*P` plus 16 floats, so that rows `b*P` = 1,024
 /// floats (4 KiB, every map of the backbones) apart do not all fall in the same L1 cache set
@@ -434,7 +445,7 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// [`forward`], with `x` and `weight` rounded to bf16 and summed in fp32 where `bf16` is set
 /// and the AVX512-BF16 kernel covers `g` (`direct_bf16`); the fp32 kernels everywhere else (the
 /// bf16 path's callers round the operands themselves, so the numerics are the same).
-pub fn forward_at(g: &Geometry, x: &[f32], weight: &[f32], bf16: bool) -> Vec<f32> {
+pub(crate) fn forward_at(g: &Geometry, x: &[f32], weight: &[f32], bf16: bool) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
     if bf16 && direct_bf16::covers(g) {
@@ -487,7 +498,7 @@ pub fn backward(
 
 /// [`backward`], in bf16 where `bf16` is set and the AVX512-BF16 kernels cover `g`, as
 /// [`forward_at`].
-pub fn backward_at(
+pub(crate) fn backward_at(
     g: &Geometry,
     x: &[f32],
     weight: &[f32],
@@ -513,7 +524,7 @@ pub fn backward_at(
     }
     let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     // One chunk of images: its share of the weight gradient, and its input gradient into `dxc`.
-    let work = |(col, dcol, wide, hbuf, hdy): &mut (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u16>, Vec<u16>),
+    let work = |Scratch { col, dcol, wide, hbuf, hdy }: &mut Scratch,
                 xc: &[f32],
                 dyc: &[f32],
                 dxc: Option<&mut [f32]>|
@@ -576,7 +587,7 @@ pub fn backward_at(
         }
         dw
     };
-    let scratch = || (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let scratch = Scratch::default;
     let xs = x.par_chunks(b * g.input_len());
     let dys = dy.par_chunks(b * g.output_len());
     let parts: Vec<Vec<f32>> = if want_x {
@@ -610,7 +621,7 @@ fn round_bf16(v: &mut [f32]) {
             let b = x.to_bits();
             let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
             // A NaN stays a (quiet) NaN.
-            *x = f32::from_bits(if x.is_nan() { b | 0x0040_0000 } else { r });
+            *x = f32::from_bits(if x.is_nan() { (b | 0x0040_0000) & 0xffff_0000 } else { r });
         }
     });
 }
@@ -656,12 +667,18 @@ pub fn backward_bf16(
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
-    // Where the bf16 kernels take both gradients, they round the operands as they lay them out.
-    let direct = (!want_x || direct_bf16::covers(&g.transposed())) && (!want_w || direct_bf16::covers_weight_grad(g));
-    let (mut dx, mut dw) = if direct && g.sh == 1 && g.sw == 1 {
+    // Where the bf16 kernels take both gradients (stride 1, see `backward_at`), they round the
+    // operands as they lay them out; elsewhere the kernels get rounded copies of what they read
+    // (`x` only for the weight gradient, `weight` only for the input gradient).
+    let stride1 = g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw;
+    let direct =
+        stride1 && (!want_x || direct_bf16::covers(&g.transposed())) && (!want_w || direct_bf16::covers_weight_grad(g));
+    let (mut dx, mut dw) = if direct {
         backward_at(g, x, weight, dy, want_x, want_w, true)
     } else {
-        backward_at(g, &rounded(x), &rounded(weight), &rounded(dy), want_x, want_w, true)
+        let xr = if want_w { std::borrow::Cow::Owned(rounded(x)) } else { std::borrow::Cow::Borrowed(x) };
+        let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
+        backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true)
     };
     for d in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);

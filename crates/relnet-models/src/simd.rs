@@ -6,13 +6,14 @@
 //! AVX2 code or plain code. Every set multiplies and adds with one rounding (a fused
 //! multiply-add; the portable set through `f32::mul_add`), and the kernels sum in an order that
 //! does not depend on the width, so every set gives the same bits: the tests hold the portable
-//! 16-lane set, which runs on any CPU, to the AVX2 set's bits, which is how the AVX-512 tiling is
-//! checked on a host without AVX-512.
+//! 16-lane set, which runs on any CPU with AVX-512's tile sizes, to the AVX2 set's bits, which is
+//! how the AVX-512 tiling is checked on a host without AVX-512.
 //!
 //! Why `std::arch` and not `pulp` or `macerator` (both in the dependency tree): the kernels need
-//! five operations on one vector type, which a 60-line trait gives without a new direct
-//! dependency; `pulp` 0.22 (gemm's) has its AVX-512 level behind a feature that would change
-//! what gemm compiles, and `macerator` is burn's internal choice, not a public API we can pin.
+//! five operations on one vector type, which a small trait gives without a new direct dependency
+//! or a framework's abstractions in the kernels' inner loops; `macerator` is burn's internal
+//! choice, not an API we can pin. (`pulp`'s AVX-512 level is used where it pays without our own
+//! code: gemm's `x86-v4` feature, on for the convolutions still on im2col + GEMM.)
 
 /// One instruction set's vector of `W` floats and the operations on it, with its register tile
 /// sizes (chosen so the accumulators, the loaded operands and one broadcast fit the register file:
@@ -91,20 +92,27 @@ impl Isa {
             let cap = match std::env::var("RELNET_SIMD").as_deref() {
                 Ok("portable") => return Some(Isa::Portable),
                 Ok("avx2") => Isa::Avx2,
-                _ => Isa::Avx512,
+                Ok("avx512") | Err(_) => Isa::Avx512,
+                Ok(other) => {
+                    eprintln!("warning: RELNET_SIMD={other} is none of avx512, avx2, portable: ignored");
+                    Isa::Avx512
+                }
             };
             Isa::hardware().map(|h| h.min(cap))
         })
     }
 
-    /// The widest set this CPU has, ignoring the environment (`None` without AVX2 and FMA).
+    /// The widest set this CPU has, ignoring the environment (`None` without AVX2 and FMA). The
+    /// AVX-512 set also needs AVX2 and FMA (a CPU with AVX-512F has them, but a virtual machine
+    /// can hide features one by one, and the AVX-512 build may use them).
     pub(crate) fn hardware() -> Option<Isa> {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2 && std::is_x86_feature_detected!("avx512f") {
                 return Some(Isa::Avx512);
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if avx2 {
                 return Some(Isa::Avx2);
             }
         }
@@ -196,13 +204,14 @@ impl Simd for Avx512 {
     }
 }
 
-/// Plain Rust at `N` lanes (arrays the compiler may vectorise): any CPU. Same tile sizes as AVX2.
+/// Plain Rust at `N` lanes (arrays the compiler may vectorise): any CPU. At 16 lanes the tile
+/// sizes of AVX-512, at 8 those of AVX2, so the tests run both tilings on any CPU.
 pub(crate) struct Portable<const N: usize>;
 
 impl<const N: usize> Simd for Portable<N> {
     const W: usize = N;
-    const ROWS: usize = 6;
-    const TAPS: usize = 6;
+    const ROWS: usize = if N >= 16 { 12 } else { 6 };
+    const TAPS: usize = if N >= 16 { 12 } else { 6 };
     type V = [f32; N];
 
     #[inline(always)]

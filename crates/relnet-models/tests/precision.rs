@@ -221,3 +221,63 @@ fn bf16_conv_on_a_covered_shape_is_within_one_bf16_step_of_fp32_on_rounded_opera
     );
     assert!(off_by_one * 20 < got.len(), "{off_by_one} of {} differ", got.len());
 }
+
+#[test]
+fn the_fused_bf16_conv_equals_the_cast_chain_in_output_and_both_gradients() {
+    // At bf16 precision a bias-free convolution is one operation that rounds its operands, its
+    // output and its gradients itself (on AVX512-BF16 through `vdpbf16ps` where it covers the
+    // shape). The definition: casts to bf16 and back around burn's own fp32 convolution, each
+    // cast's gradient a cast. Both sum the same rounded products in a different grouping, so each
+    // value may land one bf16 step from the definition's, never further (plus a floor for sums
+    // that cancel to near zero), and few do.
+    use burn::tensor::ops::ConvOptions;
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = Device::flex().autodiff();
+    d.seed(7);
+    let cast = |t: Tensor<4>| t.cast(DType::BF16).cast(DType::F32);
+    // bf16 step at |v|'s magnitude.
+    let step = |v: f32| {
+        f32::from_bits((v.abs().to_bits() & 0xff80_0000) + (1 << 16)) - f32::from_bits(v.abs().to_bits() & 0xff80_0000)
+    };
+    // (ci, co, side, kernel, stride, padding): the ResNets' 3x3 stride 1 (the bf16 kernels'
+    // shapes), an odd channel count, their 3x3 and 1x1 stride-2 convolutions and a width of 9
+    // (fp32 kernels on rounded copies).
+    for (ci, co, side, k, s, p) in
+        [(16, 16, 16, 3, 1, 1), (5, 8, 16, 3, 1, 1), (16, 32, 16, 3, 2, 1), (16, 32, 16, 1, 2, 0), (6, 10, 9, 3, 1, 1)]
+    {
+        let conv = burn::nn::conv::Conv2dConfig::new([ci, co], [k, k])
+            .with_stride([s, s])
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(false)
+            .init(&d);
+        let x = Tensor::<4>::random([2, ci, side, side], Distribution::Normal(0.0, 1.0), &d).require_grad();
+        let o = (side + 2 * p - k) / s + 1;
+        let t = Tensor::<4>::random([2, co, o, o], Distribution::Normal(0.0, 1.0), &d);
+        let fused = precision::with_precision(Precision::Bf16, || {
+            let y = relnet_models::fastconv::conv2d(&conv, x.clone());
+            let g = (y.clone() * t.clone()).sum().backward();
+            [values(y), values(x.grad(&g).unwrap()), values(conv.weight.val().grad(&g).unwrap())]
+        });
+        let definition = {
+            let opts = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+            let y = cast(burn::tensor::module::conv2d(cast(x.clone()), cast(conv.weight.val()), None, opts));
+            let g = (y.clone() * t.clone()).sum().backward();
+            [values(y), values(x.grad(&g).unwrap()), values(conv.weight.val().grad(&g).unwrap())]
+        };
+        for (what, (a, b)) in ["output", "input gradient", "weight gradient"].iter().zip(fused.iter().zip(&definition))
+        {
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut off = 0;
+            for (i, (u, v)) in a.iter().zip(b).enumerate() {
+                assert_eq!(bf16(*u), *u, "{what} {i} of ({ci}, {co}, {side}, {k}, {s}) is not a bf16 value");
+                if u != v {
+                    let tol = step(u.abs().max(v.abs())) + 1e-5 * scale;
+                    assert!((u - v).abs() <= tol, "{what} {i} of ({ci}, {co}, {side}, {k}, {s}): {u} vs {v}");
+                    off += 1;
+                }
+            }
+            assert!(off * 10 < a.len(), "{what} of ({ci}, {co}, {side}, {k}, {s}): {off} of {} differ", a.len());
+        }
+    }
+}
