@@ -55,4 +55,4 @@ done
   echo "### bf16 ratio = relnet bf16 / PyTorch channels_last + bf16 autocast)"
   printf '%s\n' "${summary[@]}"
 } >> "$out"
-tail -5 "$out"
+tail -10 "$out"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # relnet's training step at each vector width on one host, alternating twice: the AVX2 build
-# (RELNET_SIMD=avx2), the AVX-512 build (the default where the CPU has AVX-512F) and bf16
-# (`--precision bf16`: vdpbf16ps where the CPU has AVX512-BF16), then the host's peaks.
+# (RELNET_SIMD=avx2), the default (the widest the CPU has: AVX-512 where it has AVX-512F, else
+# the same AVX2 build) and bf16 (`--precision bf16`: vdpbf16ps where the CPU has AVX512-BF16),
+# then the host's peaks. The log's flags line says which the default is.
 # Run on a quiet machine after `cargo build --release --workspace --bins --examples`.
 # Usage: docs/bench/simd-widths.sh DATA_ROOT OUT_LOG   (DATA_ROOT holds cifar10/)
 set -euo pipefail
@@ -16,7 +17,7 @@ value() { (grep -m1 "^$1=" "$2" || echo "$1=0") | cut -d= -f2; }
 for round in 1 2; do
   for spec in "conv4 4 30 5" "resnet32 4 10 2"; do
     set -- $spec
-    for setting in avx2 avx512 bf16; do
+    for setting in avx2 widest bf16; do
       env=(); prec=()
       [[ $setting == avx2 ]] && env=(RELNET_SIMD=avx2)
       [[ $setting == bf16 ]] && prec=(--precision bf16)
