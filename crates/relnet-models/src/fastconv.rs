@@ -539,25 +539,21 @@ pub(crate) fn backward_at(
             wide
         };
         let mut dw = Vec::new();
-        if want_w && bf16 && direct_bf16::covers_weight_grad(g) {
+        let bf16_direct = bf16 && direct_bf16::covers_weight_grad(g);
+        if want_w && (bf16_direct || direct3x3::covers_weight_grad(g)) {
+            // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol`, or the
+            // bf16 kernel's `hbuf` and `hdy`, lend their buffers as scratch).
             dw = vec![0f32; g.co * rows];
             for j in 0..b {
                 let (xi, dyi) = (
                     &xc[j * g.input_len()..(j + 1) * g.input_len()],
                     &dyc[j * g.output_len()..(j + 1) * g.output_len()],
                 );
-                direct_bf16::weight_grad_image(g, xi, dyi, &mut dw, hbuf, hdy);
-            }
-        } else if want_w && direct3x3::covers_weight_grad(g) {
-            // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol` lend
-            // their buffers as scratch).
-            dw = vec![0f32; g.co * rows];
-            for j in 0..b {
-                let (xi, dyi) = (
-                    &xc[j * g.input_len()..(j + 1) * g.input_len()],
-                    &dyc[j * g.output_len()..(j + 1) * g.output_len()],
-                );
-                direct3x3::weight_grad_image(g, xi, dyi, &mut dw, col, dcol);
+                if bf16_direct {
+                    direct_bf16::weight_grad_image(g, xi, dyi, &mut dw, hbuf, hdy);
+                } else {
+                    direct3x3::weight_grad_image(g, xi, dyi, &mut dw, col, dcol);
+                }
             }
         } else if want_w {
             let ld = patches(g, xc, b, col);
