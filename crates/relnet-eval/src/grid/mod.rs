@@ -100,6 +100,14 @@ pub struct Profile {
     /// Protocol name -> evaluator options laid over the protocol's.
     #[serde(default)]
     pub options: BTreeMap<String, toml::Table>,
+    /// What the report says of the profile's budget: where its values can be set beside the
+    /// paper's and where they cannot.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Reference values for this profile's cells in place of the grid's `[paper]` tables (the
+    /// official notebook's run, for instance), keyed like them.
+    #[serde(default)]
+    pub paper: BTreeMap<String, BTreeMap<String, PaperTable>>,
     pub experiments: Vec<Experiment>,
 }
 
@@ -119,6 +127,39 @@ pub struct Experiment {
     pub backbones: Vec<String>,
     pub datasets: Vec<String>,
     pub protocols: Vec<String>,
+    /// Settings compared within the experiment (an ablation): every cell of the experiment is
+    /// run once per variant, with the variant's method options laid over the profile's.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    /// The variant the others' gains are measured from (seed by seed).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Where the paper reports this comparison; absent: the paper does not report it.
+    #[serde(default)]
+    pub paper: Option<String>,
+    /// The x axis of the variants' figure (each variant's `x` places it).
+    #[serde(default)]
+    pub axis: Option<String>,
+    /// A paragraph the report prints with the experiment's table.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// One setting of an ablation.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The row's name in the report ("K = 8", "sum", "focal").
+    pub name: String,
+    /// Method name -> options laid over that method's (after the profile's).
+    #[serde(default)]
+    pub method: BTreeMap<String, toml::Table>,
+    /// The variant's place on the figure's x axis (K, for instance); no figure without it.
+    #[serde(default)]
+    pub x: Option<f64>,
+    /// The paper's gain of this variant over the baseline, in points.
+    #[serde(default)]
+    pub paper_gain: Option<f64>,
 }
 
 /// `[estimate.images]` and one `[estimate.<device>]` table per device class (serde cannot deny
@@ -190,6 +231,9 @@ pub struct Cell {
     pub evals: Vec<EvalSpec>,
     /// The experiments (paper tables) the cell serves.
     pub experiments: Vec<String>,
+    /// Experiment -> the variant of it this cell is, for the experiments that compare variants.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, String>,
     /// SHA-256 (hex, 12 digits) of the resolved pretraining configuration.
     pub hash: String,
 }
@@ -267,6 +311,25 @@ impl Grid {
                     }
                 }
             }
+            for e in &p.experiments {
+                let in_exp = |what: String| bad(format!("profile `{name}`, experiment `{}`: {what}", e.name));
+                for (i, v) in e.variants.iter().enumerate() {
+                    if e.variants[..i].iter().any(|w| w.name == v.name) {
+                        return Err(in_exp(format!("two variants are named `{}`", v.name)));
+                    }
+                    if let Some(m) = v.method.keys().find(|m| !e.methods.contains(m)) {
+                        return Err(in_exp(format!(
+                            "variant `{}` sets options of `{m}`, not a method of the experiment",
+                            v.name
+                        )));
+                    }
+                }
+                if let Some(b) = &e.baseline
+                    && !e.variants.iter().any(|v| &v.name == b)
+                {
+                    return Err(in_exp(format!("baseline `{b}` is not one of its variants")));
+                }
+            }
             if p.seeds.is_empty() {
                 return Err(bad(format!("profile `{name}` has no seeds")));
             }
@@ -312,40 +375,45 @@ impl Grid {
         let prof = self.profile(profile)?;
         let mut cells: Vec<Cell> = Vec::new();
         for exp in &prof.experiments {
-            for method in &exp.methods {
-                for dataset in &exp.datasets {
-                    for backbone in &exp.backbones {
-                        for &seed in &prof.seeds {
-                            if !(only.admits("method", method)
-                                && only.admits("dataset", dataset)
-                                && only.admits("backbone", backbone)
-                                && only.admits("seed", &seed.to_string()))
-                            {
-                                continue;
-                            }
-                            let evals = self.evals(prof, exp, dataset, only)?;
-                            if evals.is_empty() {
-                                continue;
-                            }
-                            let pos = cells.iter().position(|c| {
-                                &c.method == method
-                                    && &c.dataset == dataset
-                                    && &c.backbone == backbone
-                                    && c.seed == seed
-                            });
-                            let cell = match pos {
-                                Some(i) => &mut cells[i],
-                                None => {
-                                    cells.push(self.cell(prof, method, dataset, backbone, seed)?);
-                                    cells.last_mut().expect("pushed")
+            let variants: Vec<Option<&Variant>> =
+                if exp.variants.is_empty() { vec![None] } else { exp.variants.iter().map(Some).collect() };
+            for variant in variants {
+                for method in &exp.methods {
+                    for dataset in &exp.datasets {
+                        for backbone in &exp.backbones {
+                            for &seed in &prof.seeds {
+                                if !(only.admits("method", method)
+                                    && only.admits("dataset", dataset)
+                                    && only.admits("backbone", backbone)
+                                    && only.admits("seed", &seed.to_string()))
+                                {
+                                    continue;
                                 }
-                            };
-                            if !cell.experiments.contains(&exp.name) {
-                                cell.experiments.push(exp.name.clone());
-                            }
-                            for e in evals {
-                                if !cell.evals.iter().any(|x| x.key() == e.key()) {
-                                    cell.evals.push(e);
+                                let evals = self.evals(prof, exp, dataset, only)?;
+                                if evals.is_empty() {
+                                    continue;
+                                }
+                                // Cells are one per resolved configuration: an ablation's
+                                // variant that equals another experiment's cell (K = 4 with
+                                // concatenation and BCE) is that cell.
+                                let new = self.cell(prof, method, dataset, backbone, seed, variant)?;
+                                let cell = match cells.iter().position(|c| c.hash == new.hash) {
+                                    Some(i) => &mut cells[i],
+                                    None => {
+                                        cells.push(new);
+                                        cells.last_mut().expect("pushed")
+                                    }
+                                };
+                                if !cell.experiments.contains(&exp.name) {
+                                    cell.experiments.push(exp.name.clone());
+                                }
+                                if let Some(v) = variant {
+                                    cell.variants.insert(exp.name.clone(), v.name.clone());
+                                }
+                                for e in evals {
+                                    if !cell.evals.iter().any(|x| x.key() == e.key()) {
+                                        cell.evals.push(e);
+                                    }
                                 }
                             }
                         }
@@ -394,7 +462,15 @@ impl Grid {
         Ok(out)
     }
 
-    fn cell(&self, prof: &Profile, method: &str, dataset: &str, backbone: &str, seed: u64) -> Result<Cell> {
+    fn cell(
+        &self,
+        prof: &Profile,
+        method: &str,
+        dataset: &str,
+        backbone: &str,
+        seed: u64,
+        variant: Option<&Variant>,
+    ) -> Result<Cell> {
         let mut table = toml::Table::new();
         table.insert("dataset".into(), dataset.into());
         table.insert("backbone".into(), backbone.into());
@@ -421,9 +497,13 @@ impl Grid {
         if let Some(o) = prof.method.get(method) {
             lay(&mut m, o);
         }
+        if let Some(o) = variant.and_then(|v| v.method.get(method)) {
+            lay(&mut m, o);
+        }
         table.insert("method".into(), toml::Value::Table(m));
         let cfg: PretrainConfig = config::resolve(None, table).map_err(|mut e| {
-            e.problem = format!("cell {method}/{dataset}/{backbone}: {}", e.problem);
+            let v = variant.map_or(String::new(), |v| format!(" (variant `{}`)", v.name));
+            e.problem = format!("cell {method}/{dataset}/{backbone}{v}: {}", e.problem);
             Error::Config(e)
         })?;
         let cfg = cfg.resolved();
@@ -436,13 +516,34 @@ impl Grid {
             pretrain: cfg,
             evals: Vec::new(),
             experiments: Vec::new(),
+            variants: BTreeMap::new(),
             hash,
         })
     }
 
     /// The paper's value for a method in one evaluation of a cell: (mean, std, table).
     pub fn paper_value(&self, cell: &Cell, eval: &EvalSpec) -> Option<(f64, Option<f64>, &PaperTable)> {
-        let table = self.paper.get(&eval.protocol)?.get(&paper_key(
+        self.reference_value(&self.paper, cell, eval)
+    }
+
+    /// The value a profile sets beside a cell: the profile's own `paper` tables where they hold
+    /// the cell's key, else the grid's.
+    pub fn profile_value<'a>(
+        &'a self,
+        profile: Option<&'a Profile>,
+        cell: &Cell,
+        eval: &EvalSpec,
+    ) -> Option<(f64, Option<f64>, &'a PaperTable)> {
+        profile.and_then(|p| self.reference_value(&p.paper, cell, eval)).or_else(|| self.paper_value(cell, eval))
+    }
+
+    fn reference_value<'a>(
+        &self,
+        tables: &'a BTreeMap<String, BTreeMap<String, PaperTable>>,
+        cell: &Cell,
+        eval: &EvalSpec,
+    ) -> Option<(f64, Option<f64>, &'a PaperTable)> {
+        let table = tables.get(&eval.protocol)?.get(&paper_key(
             &cell.backbone,
             &cell.dataset,
             &eval.dataset,
@@ -598,7 +699,7 @@ mod tests {
             g.cells("gpu-cluster", &Filter::default()).unwrap_err().to_string().contains("no profile `gpu-cluster`")
         );
         // An estimate exists for every cell of the shipped profiles.
-        for p in ["paper", "cpu", "smoke"] {
+        for p in ["paper", "cpu", "smoke", "notebook", "ablations"] {
             let prof = g.profile(p).unwrap();
             for c in g.cells(p, &Filter::default()).unwrap() {
                 assert!(
@@ -608,6 +709,120 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_ablation_profile_expands_into_one_cell_per_distinct_setting() {
+        use relnet_core::objective::{Aggregation, RelationLoss};
+        let g = Grid::load(None).unwrap();
+        let cells = g.cells("ablations", &Filter::default()).unwrap();
+        // K = 2, 4, 8, 16; sum, mean, max (cat is K = 4); BCE (focal is K = 4): 8 settings x 3 seeds.
+        assert_eq!(cells.len(), 8 * 3);
+        let opts = |c: &Cell| {
+            c.pretrain.method.downcast_ref::<relnet_core::methods::relational::RelationalOptions>().unwrap().clone()
+        };
+        let mut settings: Vec<(usize, String, String)> = cells
+            .iter()
+            .filter(|c| c.seed == 1)
+            .map(|c| {
+                let o = opts(c);
+                (o.k.unwrap(), format!("{:?}", o.aggregation), format!("{:?}", o.loss))
+            })
+            .collect();
+        settings.sort();
+        let want: Vec<(usize, &str, &str)> = vec![
+            (2, "Cat", "Focal"),
+            (4, "Cat", "Bce"),
+            (4, "Cat", "Focal"),
+            (4, "Max", "Focal"),
+            (4, "Mean", "Focal"),
+            (4, "Sum", "Focal"),
+            (8, "Cat", "Focal"),
+            (16, "Cat", "Focal"),
+        ];
+        assert_eq!(settings, want.iter().map(|(k, a, l)| (*k, a.to_string(), l.to_string())).collect::<Vec<_>>());
+        for c in &cells {
+            assert_eq!(c.pretrain.epochs, Some(3));
+            assert_eq!(
+                c.evals.iter().map(EvalSpec::key).collect::<Vec<_>>(),
+                ["linear:cifar10", "knn:cifar10", "retrieval:cifar10"]
+            );
+            let linear = c.evals[0].evaluator.downcast_ref::<crate::linear::LinearOptions>().unwrap();
+            assert_eq!(linear.epochs, 10);
+        }
+        // The shared cell (K = 4, cat, focal) is a variant of all three experiments.
+        let shared = cells
+            .iter()
+            .find(|c| {
+                let o = opts(c);
+                c.seed == 2 && o.k == Some(4) && o.aggregation == Aggregation::Cat && o.loss == RelationLoss::Focal
+            })
+            .unwrap();
+        assert_eq!(shared.experiments.len(), 3);
+        assert_eq!(
+            shared.variants.values().cloned().collect::<Vec<_>>(),
+            ["cat", "K = 4", "focal"],
+            "by experiment name: {:?}",
+            shared.variants
+        );
+        let bce = cells.iter().find(|c| opts(c).loss == RelationLoss::Bce).unwrap();
+        assert_eq!(bce.variants.len(), 1);
+        assert_eq!(bce.variants.values().next().unwrap(), "BCE");
+        // Distinct settings, distinct directories.
+        let mut dirs: Vec<String> = cells.iter().map(Cell::dir_name).collect();
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), cells.len());
+        // The variants' hashes (seed, dataset and backbone aside) group the seeds of one setting.
+        let mut variants: Vec<String> = cells.iter().map(|c| variant_hash(&c.pretrain)).collect();
+        variants.sort();
+        variants.dedup();
+        assert_eq!(variants.len(), 8);
+    }
+
+    #[test]
+    fn the_notebook_profile_is_the_notebooks_run_with_its_value_beside_it() {
+        let g = Grid::load(None).unwrap();
+        let prof = g.profile("notebook").unwrap();
+        let cells = g.cells("notebook", &Filter::default()).unwrap();
+        assert_eq!(cells.iter().map(|c| c.seed).collect::<Vec<_>>(), [1, 2, 3]);
+        for c in &cells {
+            let o = c.pretrain.method.downcast_ref::<relnet_core::methods::relational::RelationalOptions>().unwrap();
+            assert_eq!((o.k, o.loss), (Some(4), relnet_core::objective::RelationLoss::Bce));
+            assert_eq!((c.pretrain.epochs, c.pretrain.batch_size()), (Some(10), 64));
+            let (v, std, table) = g.profile_value(Some(prof), c, &c.evals[0]).unwrap();
+            assert_eq!((v, std), (52.33, None));
+            assert!(table.source.contains("notebook"));
+            // Without the profile, the paper's Table 2 value.
+            assert_eq!(g.profile_value(None, c, &c.evals[0]).unwrap().0, 61.03);
+        }
+    }
+
+    #[test]
+    fn bad_variants_are_refused_with_the_experiment_named() {
+        let p = Path::new("my-grid.toml");
+        let base = "schema = 1\n[protocols.linear]\ntitle = \"l\"\nevaluator = \"linear\"\n[profiles.a]\ndescription = \"a\"\nseeds = [1]\n[[profiles.a.experiments]]\nname = \"abl\"\nmethods = [\"relational\"]\nbackbones = [\"conv4\"]\ndatasets = [\"synthetic\"]\nprotocols = [\"linear\"]\n";
+        let e = Grid::parse(&format!("{base}baseline = \"K = 3\"\nvariants = [{{ name = \"K = 2\" }}]\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("my-grid.toml") && e.contains("`abl`") && e.contains("baseline `K = 3`"), "{e}");
+        let e = Grid::parse(&format!("{base}variants = [{{ name = \"a\" }}, {{ name = \"a\" }}]\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two variants are named `a`"), "{e}");
+        let e = Grid::parse(
+            &format!("{base}variants = [{{ name = \"a\", method.simclr = {{ temperature = 0.1 }} }}]\n"),
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`simclr`, not a method of the experiment"), "{e}");
+        // A variant's option that the method refuses names the variant.
+        let g =
+            Grid::parse(&format!("{base}variants = [{{ name = \"huge\", method.relational = {{ k = 99 }} }}]\n"), p)
+                .unwrap();
+        let e = g.cells("a", &Filter::default()).unwrap_err().to_string();
+        assert!(e.contains("variant `huge`") && e.contains('k'), "{e}");
     }
 
     #[test]

@@ -76,7 +76,43 @@ pub struct Manifest {
     pub pretrain_seconds: f64,
     pub evals: Vec<EvalOutcome>,
     pub relnet_version: String,
+    /// The commits of the relnet builds that ran part of the cell ([`build_commit`]), in order:
+    /// one entry when one build ran it all.
+    #[serde(default)]
+    pub commits: Vec<String>,
+    /// The machines that ran part of it ([`host_description`]), in order.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     pub updated_unix: u64,
+}
+
+/// The git commit this binary was built from (`<hash>`, `<hash>+dirty`, or `unknown`).
+pub fn build_commit() -> &'static str {
+    env!("RELNET_COMMIT")
+}
+
+/// This machine as a results table names it: CPU model, threads, and the vector extensions that
+/// decide relnet's kernels (`avx2 fma avx512f avx512_bf16 amx_bf16`, those present).
+pub fn host_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let flags = field("flags").unwrap_or_default();
+    let have: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|x| x == *f))
+        .collect();
+    let mut d = format!("{model}, {} threads", rayon::current_num_threads());
+    if !have.is_empty() {
+        d.push_str(", ");
+        d.push_str(&have.join(" "));
+    }
+    d
 }
 
 impl Manifest {
@@ -90,6 +126,8 @@ impl Manifest {
             pretrain_seconds: 0.0,
             evals: Vec::new(),
             relnet_version: env!("CARGO_PKG_VERSION").into(),
+            commits: Vec::new(),
+            hosts: Vec::new(),
             updated_unix: 0,
         }
     }
@@ -331,6 +369,12 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         .map(|o| o.key.clone())
         .collect();
     m.evals.retain(|o| !changed.contains(&o.key));
+    // This build and machine run part of the cell now.
+    for (list, item) in [(&mut m.commits, build_commit().to_string()), (&mut m.hosts, host_description())] {
+        if !list.contains(&item) {
+            list.push(item);
+        }
+    }
     m.save(&dir)?;
 
     // Pretraining.
