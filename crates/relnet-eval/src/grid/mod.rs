@@ -193,6 +193,17 @@ pub struct PaperTable {
     pub status: String,
     /// method -> [mean] or [mean, std].
     pub values: BTreeMap<String, Vec<f64>>,
+    /// The word the report sets before these values (default `paper`; `notebook` for the
+    /// official notebook's run).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+impl PaperTable {
+    /// The word the report sets before the values.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or("paper")
+    }
 }
 
 /// One evaluation of a cell.
