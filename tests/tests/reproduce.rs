@@ -376,3 +376,200 @@ fn dry_run_slurm_script_and_single_cells() {
     let r = relnet(&["report", s(&results)]);
     assert!(r.stdout.contains("not run ["), "{}", r.stdout);
 }
+
+const ABLATION_GRID: &str = r#"
+schema = 1
+[protocols.linear]
+title = "Linear evaluation"
+evaluator = "linear"
+options = { epochs = 1 }
+[protocols.knn]
+title = "kNN"
+evaluator = "knn"
+[profiles.abl]
+description = "two ablations on the embedded data"
+seeds = [1, 2]
+pretrain = { epochs = 1, limit_images = 192 }
+method.relational = { k = 2 }
+note = "a test budget"
+[[profiles.abl.experiments]]
+name = "K"
+methods = ["relational"]
+backbones = ["conv4"]
+datasets = ["synthetic"]
+protocols = ["linear", "knn"]
+baseline = "K = 2"
+paper = "Figure 9 of nowhere"
+axis = "K"
+variants = [
+  { name = "K = 2", method.relational = { k = 2 }, x = 2 },
+  { name = "K = 3", method.relational = { k = 3 }, x = 3, paper_gain = 1.5 },
+]
+[[profiles.abl.experiments]]
+name = "aggregation"
+methods = ["relational"]
+backbones = ["conv4"]
+datasets = ["synthetic"]
+protocols = ["linear", "knn"]
+baseline = "cat"
+variants = [
+  { name = "cat", method.relational = { aggregation = "cat" } },
+  { name = "max", method.relational = { aggregation = "max" } },
+]
+"#;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=relnet-test", "-c", "user.email=test@relnet", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ablation tables of a report's CSV, by (experiment, variant, metric): the mean.
+fn ablation_means(results: &Path) -> Vec<(String, String, String, String)> {
+    let csv = std::fs::read_to_string(results.join("ablations.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[5].to_string(), f[7].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until_tampered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let results = repo.join("docs/grids/abl");
+    std::fs::create_dir_all(&results).unwrap();
+    let grid = tmp.path().join("grid.toml");
+    std::fs::write(&grid, ABLATION_GRID).unwrap();
+    let args = |results: &Path| -> Vec<String> {
+        ["reproduce", "--grid", s(&grid), "--profile", "abl", "--results", s(results)].map(String::from).to_vec()
+    };
+    let argv = args(&results);
+    let r = sub(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // K = 2 is also the aggregation's `cat`: 3 settings x 2 seeds.
+    assert!(r.stdout.contains("6 cells: 6 done now"), "{}", r.stdout);
+    let md = std::fs::read_to_string(results.join("report.md")).unwrap();
+    for want in [
+        "## Ablations",
+        "### K",
+        "### aggregation",
+        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over K = 2 (linear accuracy) | the paper's gain |",
+        "| K = 2 |",
+        "(baseline)",
+        "+1.5",
+        "The paper: Figure 9 of nowhere.",
+        "Not reported in the paper.",
+        "**The `abl` profile's budget.** a test budget",
+        "All 6 cells ran with the code of commit",
+    ] {
+        assert!(md.contains(want), "`{want}` missing from the report:\n{md}");
+    }
+    assert!(!md.contains("## Linear evaluation"), "ablation cells are in the ablation tables only:\n{md}");
+    for f in ["figures/ablation-K.png", "figures/ablation-K-gain.png", "ablations.csv"] {
+        assert!(results.join(f).exists(), "{f}");
+    }
+    // Gains are seed by seed: K = 3's mean gain is its mean minus K = 2's, over the two seeds.
+    let means = ablation_means(&results);
+    assert_eq!(means.len(), 4 * 3, "4 variant rows x 3 metrics: {means:?}");
+    let mean_of = |exp: &str, v: &str, metric: &str| -> f64 {
+        means
+            .iter()
+            .find(|m| m.0 == format!("\"{exp}\"") && m.1 == format!("\"{v}\"") && m.2 == metric)
+            .unwrap()
+            .3
+            .parse()
+            .unwrap()
+    };
+    let csv = std::fs::read_to_string(results.join("ablations.csv")).unwrap();
+    let k3 = csv.lines().find(|l| l.starts_with("\"K\",\"K = 3\"") && l.contains(",test_accuracy,")).unwrap();
+    let gain: f64 = k3.split(',').nth(10).unwrap().parse().unwrap();
+    let want = mean_of("K", "K = 3", "test_accuracy") - mean_of("K", "K = 2", "test_accuracy");
+    assert!((gain - want).abs() < 1e-3, "gain {gain} against {want}: {k3}");
+    // The shared cell's values are the same in both ablations.
+    assert_eq!(mean_of("K", "K = 2", "top1_k20"), mean_of("aggregation", "cat", "top1_k20"));
+
+    // Commit the results the way the repository's .gitignore does, and clone them: the clone
+    // holds manifests, configs, curves and records, no backbone or checkpoint.
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.gitignore"), repo.join(".gitignore")).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "grid"]);
+    let files = git(&repo, &["ls-files"]);
+    assert!(files.lines().any(|f| f.ends_with("/cell.json")), "{files}");
+    assert!(files.lines().any(|f| f.contains("/results/") && f.ends_with(".json")), "{files}");
+    assert!(!files.contains(".bpk") && !files.contains("checkpoint") && !files.contains(".lock"), "{files}");
+    let clone = tmp.path().join("clone");
+    git(tmp.path(), &["clone", "-q", s(&repo), s(&clone)]);
+    let cloned = clone.join("docs/grids/abl");
+    let argv = args(&cloned);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let r = sub(&argv);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("0 done now, 6 already done"), "committed cells are done: {}", r.stdout);
+    assert_eq!(ablation_means(&cloned), means, "the clone's report is the original's");
+    let backbones: Vec<PathBuf> = std::fs::read_dir(cloned.join("cells"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("backbone.bpk"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(backbones.is_empty(), "nothing was trained: {backbones:?}");
+
+    // A record edited in the clone: its cell is trained again (no checkpoint travelled) and
+    // evaluated, to the same values (same seed, same bits).
+    let cells_k3: Vec<PathBuf> = std::fs::read_dir(cloned.join("cells"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| manifest(p)["cell"]["variants"]["K"] == "K = 3" && manifest(p)["cell"]["seed"] == 2)
+        .collect();
+    assert_eq!(cells_k3.len(), 1);
+    let k3 = &cells_k3[0];
+    let m = manifest(k3);
+    let knn = k3.join(
+        m["evals"].as_array().unwrap().iter().find(|e| e["key"] == "knn:synthetic").unwrap()["record"]
+            .as_str()
+            .unwrap(),
+    );
+    let before = metric(k3, "knn:synthetic", "top1_k20");
+    let text = std::fs::read_to_string(&knn).unwrap();
+    std::fs::write(&knn, text.replacen("\"top1_k20\": ", "\"top1_k20\": 1", 1)).unwrap();
+    let r = sub(&argv);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("1 done now, 5 already done"), "{}", r.stdout);
+    assert!(r.stderr.contains("checksum mismatch"), "{}", r.stderr);
+    assert!(k3.join("backbone.bpk").exists(), "pretrained again");
+    assert_eq!(metric(k3, "knn:synthetic", "top1_k20"), before);
+    assert_eq!(ablation_means(&cloned), means);
+
+    // A manifest whose settings were edited (the record checksums still verify): distrusted by
+    // the report, run again by the runner, and its curve starts again rather than growing.
+    let other: PathBuf = std::fs::read_dir(cloned.join("cells"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| manifest(p)["cell"]["variants"]["aggregation"] == "max" && manifest(p)["cell"]["seed"] == 1)
+        .unwrap();
+    let text = std::fs::read_to_string(other.join("cell.json")).unwrap();
+    let edited = text.replacen("\"limit_images\": 192", "\"limit_images\": 191", 1);
+    assert_ne!(text, edited, "the manifest records limit_images");
+    std::fs::write(other.join("cell.json"), edited).unwrap();
+    let r = relnet(&["report", s(&cloned)]);
+    assert!(r.stdout.contains("not to the cell's name (edited)"), "{}", r.stdout);
+    let r = sub(&argv);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("not to the cell's name (edited): running the cell again"), "{}", r.stderr);
+    assert!(r.stdout.contains("1 done now, 5 already done"), "{}", r.stdout);
+    let curve = std::fs::read_to_string(other.join("metrics.jsonl")).unwrap();
+    assert_eq!(curve.lines().count(), 1, "one epoch, logged once: {curve}");
+    assert_eq!(ablation_means(&cloned), means);
+}

@@ -352,7 +352,12 @@ fn resume<T: Method>(
     replicas: &mut crate::ddp::Replicas<T::Model>,
     report: &mut dyn Reporter,
 ) -> Result<Resumed<T::Model>> {
-    let Some(p) = run.resume else { return Ok(Resumed::At(model, Progress { epoch: 0, batch: 0, finished: false })) };
+    let Some(p) = run.resume else {
+        // A fresh start in a folder that holds an earlier run's curve without its checkpoint (a
+        // grid cell committed without it, run again) starts the curve again too.
+        trim_metrics(&run.out.join("metrics.jsonl"), 0)?;
+        return Ok(Resumed::At(model, Progress { epoch: 0, batch: 0, finished: false }));
+    };
     if p.finished {
         // The method's closing measurement (fine-tuning's test accuracy) is taken again from the
         // saved model, so that resuming a finished run still yields it.

@@ -127,8 +127,11 @@ pub struct Experiment {
     pub backbones: Vec<String>,
     pub datasets: Vec<String>,
     pub protocols: Vec<String>,
+    /// The experiment's own seeds, in place of the profile's.
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
     /// Settings compared within the experiment (an ablation): every cell of the experiment is
-    /// run once per variant, with the variant's method options laid over the profile's.
+    /// run once per variant, with the variant's options laid over the profile's.
     #[serde(default)]
     pub variants: Vec<Variant>,
     /// The variant the others' gains are measured from (seed by seed).
@@ -154,6 +157,9 @@ pub struct Variant {
     /// Method name -> options laid over that method's (after the profile's).
     #[serde(default)]
     pub method: BTreeMap<String, toml::Table>,
+    /// Run keys laid over the profile's `pretrain` (`precision`, `epochs`...).
+    #[serde(default)]
+    pub pretrain: toml::Table,
     /// The variant's place on the figure's x axis (K, for instance); no figure without it.
     #[serde(default)]
     pub x: Option<f64>,
@@ -341,7 +347,7 @@ impl Grid {
                     return Err(in_exp(format!("baseline `{b}` is not one of its variants")));
                 }
             }
-            if p.seeds.is_empty() {
+            if p.seeds.is_empty() || p.experiments.iter().any(|e| e.seeds.as_ref().is_some_and(Vec::is_empty)) {
                 return Err(bad(format!("profile `{name}` has no seeds")));
             }
         }
@@ -392,7 +398,7 @@ impl Grid {
                 for method in &exp.methods {
                     for dataset in &exp.datasets {
                         for backbone in &exp.backbones {
-                            for &seed in &prof.seeds {
+                            for &seed in exp.seeds.as_ref().unwrap_or(&prof.seeds) {
                                 if !(only.admits("method", method)
                                     && only.admits("dataset", dataset)
                                     && only.admits("backbone", backbone)
@@ -505,6 +511,9 @@ impl Grid {
             m.insert(option.into(), toml::Value::Integer(k as i64));
         }
         lay(&mut table, &prof.pretrain);
+        if let Some(v) = variant {
+            lay(&mut table, &v.pretrain);
+        }
         if let Some(o) = prof.method.get(method) {
             lay(&mut m, o);
         }
@@ -795,9 +804,23 @@ mod tests {
     fn the_notebook_profile_is_the_notebooks_run_with_its_value_beside_it() {
         let g = Grid::load(None).unwrap();
         let prof = g.profile("notebook").unwrap();
-        let cells = g.cells("notebook", &Filter::default()).unwrap();
-        assert_eq!(cells.iter().map(|c| c.seed).collect::<Vec<_>>(), [1, 2, 3]);
-        for c in &cells {
+        let all = g.cells("notebook", &Filter::default()).unwrap();
+        // fp32 (the notebook's run, also the precision experiment's baseline) and bf16.
+        assert_eq!(
+            all.iter().map(|c| (c.seed, c.pretrain.precision.to_string())).collect::<Vec<_>>(),
+            [
+                (1, "fp32".to_string()),
+                (2, "fp32".into()),
+                (3, "fp32".into()),
+                (1, "bf16".into()),
+                (2, "bf16".into()),
+                (3, "bf16".into())
+            ]
+        );
+        assert_eq!(all[0].experiments.len(), 2);
+        assert_eq!(all[3].experiments.len(), 1);
+        let cells = &all[..3];
+        for c in cells {
             let o = c.pretrain.method.downcast_ref::<relnet_core::methods::relational::RelationalOptions>().unwrap();
             assert_eq!((o.k, o.loss), (Some(4), relnet_core::objective::RelationLoss::Bce));
             assert_eq!((c.pretrain.epochs, c.pretrain.batch_size()), (Some(10), 64));

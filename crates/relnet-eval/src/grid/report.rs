@@ -12,9 +12,9 @@ use relnet_core::pretrain::fmt_secs;
 use relnet_core::{Error, Result};
 
 use super::run::{Manifest, Status, manifests, verify_record};
-use super::{Cell, EvalSpec, Filter, Grid, PaperTable};
+use super::{Cell, EvalSpec, Experiment, Filter, Grid, PaperTable, Profile};
 use crate::EvaluatorConfig;
-use crate::plot::bars::{Bar, Line, bars_png, lines_png};
+use crate::plot::bars::{Bar, ErrorLine, Line, bars_png, error_bars_png, lines_png};
 use crate::plot::metrics::{curves_png, read_run};
 
 /// A method's row name (its spec's `display`; the name itself for a method no longer registered).
@@ -107,7 +107,73 @@ type Row = (usize, String, usize, String);
 pub struct Report {
     pub markdown: String,
     pub csv: String,
+    /// The ablation tables as CSV (`ablations.csv`), when the results hold ablation cells.
+    pub ablations_csv: Option<String>,
     pub figures: Vec<PathBuf>,
+    /// Which builds and machines ran the cells.
+    pub provenance: Provenance,
+}
+
+/// Which builds and machines ran a results directory's cells, as their manifests record it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Provenance {
+    /// Commit -> the number of cells it ran (part of).
+    pub commits: BTreeMap<String, usize>,
+    /// Host -> the number of cells it ran (part of).
+    pub hosts: BTreeMap<String, usize>,
+    /// Cells whose manifest records no commit (written before relnet recorded it).
+    pub unrecorded: usize,
+    pub cells: usize,
+}
+
+impl Provenance {
+    pub fn of(manifests: &[Manifest]) -> Provenance {
+        let mut p = Provenance { cells: manifests.len(), ..Default::default() };
+        for m in manifests {
+            if m.commits.is_empty() {
+                p.unrecorded += 1;
+            }
+            for c in &m.commits {
+                *p.commits.entry(c.clone()).or_default() += 1;
+            }
+            for h in &m.hosts {
+                *p.hosts.entry(h.clone()).or_default() += 1;
+            }
+        }
+        p
+    }
+
+    /// The one commit that ran every cell, if there is one.
+    pub fn single_commit(&self) -> Option<&str> {
+        match (self.unrecorded, self.commits.iter().next()) {
+            (0, Some((c, n))) if self.commits.len() == 1 && *n == self.cells => Some(c),
+            _ => None,
+        }
+    }
+
+    /// One sentence: the commit and the host, or what is mixed.
+    pub fn sentence(&self) -> String {
+        let list = |m: &BTreeMap<String, usize>| {
+            m.iter().map(|(k, n)| format!("`{k}` ({n} cells)")).collect::<Vec<_>>().join(", ")
+        };
+        let code = match self.single_commit() {
+            Some(c) => format!("All {} cells ran with the code of commit `{c}`", self.cells),
+            None if self.commits.is_empty() => "No cell records the commit that ran it".to_string(),
+            None => {
+                let mut t = format!("**The cells ran with several builds**: {}", list(&self.commits));
+                if self.unrecorded > 0 {
+                    let _ = write!(t, ", {} cells without a recorded commit", self.unrecorded);
+                }
+                t
+            }
+        };
+        let host = match self.hosts.len() {
+            0 => String::new(),
+            1 => format!(", on {}", self.hosts.keys().next().expect("one host")),
+            _ => format!(", on several hosts: {}", list(&self.hosts)),
+        };
+        format!("{code}{host}.")
+    }
 }
 
 /// A multi-line error as one line (a Markdown list item).
@@ -137,11 +203,16 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
     for (dir, m) in manifests(results)? {
         match m {
             Ok(m) => {
+                let config = m.config_verifies();
                 for spec in &m.cell.evals {
                     let o = m.eval(&spec.key());
                     let mut e =
                         Entry { cell: m.cell.clone(), eval: spec.clone(), values: BTreeMap::new(), missing: None };
                     match (m.status, o) {
+                        (_, Some(o)) if o.status == Status::Done && config.is_err() => {
+                            let why = config.clone().unwrap_err();
+                            e.missing = Some(("untrusted".into(), format!("{why}; `relnet reproduce` runs it again")))
+                        }
                         (_, Some(o)) if o.status == Status::Done => {
                             match verify_record(&dir, o, m.backbone_sha256.as_deref()) {
                                 Ok(r) => e.values = r.metrics,
@@ -212,6 +283,14 @@ pub fn report(results: &Path) -> Result<Report> {
     let grid_path = results.join("grid.toml");
     let grid = if grid_path.exists() { Grid::load(Some(&grid_path))? } else { Grid::load(None)? };
     let (entries, unreadable, manifests) = entries(results, &grid)?;
+    let profiles: Vec<(String, &Profile)> =
+        invoked_profiles(results).into_iter().filter_map(|n| grid.profiles.get(&n).map(|p| (n, p))).collect();
+    // The profile whose experiments a cell serves (for its reference values).
+    let profile_of = |cell: &Cell| -> Option<&Profile> {
+        profiles.iter().map(|(_, p)| *p).find(|p| p.experiments.iter().any(|x| cell.experiments.contains(&x.name)))
+    };
+    let reference = |cell: &Cell, eval: &EvalSpec| grid.profile_value(profile_of(cell), cell, eval);
+    let provenance = Provenance::of(&manifests);
     let figures_dir = results.join("figures");
     let mut figures = Vec::new();
     let mut md = String::new();
@@ -237,10 +316,19 @@ pub fn report(results: &Path) -> Result<Report> {
         manifests.len(),
         entries.len()
     );
+    if !manifests.is_empty() {
+        let _ = writeln!(md, "{}\n", provenance.sentence());
+    }
+    for (name, p) in &profiles {
+        if let Some(n) = &p.note {
+            let _ = writeln!(md, "**The `{name}` profile's budget.** {}\n", one_line(n));
+        }
+    }
 
     // protocol -> condition -> (method, epochs, variant) -> entries, one per seed.
     let mut by_protocol: BTreeMap<String, BTreeMap<Condition, BTreeMap<Row, Vec<&Entry>>>> = BTreeMap::new();
-    for e in &entries {
+    // Cells that serve only ablation experiments are shown in those experiments' tables.
+    for e in entries.iter().filter(|e| e.cell.experiments.iter().any(|x| !e.cell.variants.contains_key(x))) {
         let c = Condition {
             backbone: e.cell.backbone.clone(),
             source: e.cell.dataset.clone(),
@@ -296,7 +384,7 @@ pub fn report(results: &Path) -> Result<Report> {
                     let mut parts = Vec::new();
                     for (mi, (key, mname)) in metrics.iter().enumerate() {
                         let vals: Vec<f64> = es.iter().filter_map(|e| e.values.get(*key).copied()).collect();
-                        let paper = if mi == 0 { grid.paper_value(&es[0].cell, &es[0].eval) } else { None };
+                        let paper = if mi == 0 { reference(&es[0].cell, &es[0].eval) } else { None };
                         let (text, mean, std) = if vals.is_empty() {
                             (String::from("—"), None, None)
                         } else {
@@ -312,7 +400,8 @@ pub fn report(results: &Path) -> Result<Report> {
                             let approx = if table.status == "verified" { "" } else { " approx." };
                             let _ = write!(
                                 cell,
-                                " · paper {pm:.2}{}{approx}",
+                                " · {} {pm:.2}{}{approx}",
+                                table.label(),
                                 ps.map_or(String::new(), |s| format!(" ± {s:.2}"))
                             );
                             if let Some(m) = mean {
@@ -383,13 +472,9 @@ pub fn report(results: &Path) -> Result<Report> {
         let sources: Vec<String> = conds
             .iter()
             .filter_map(|c| {
-                let t: &PaperTable = grid.paper.get(proto)?.get(&super::paper_key(
-                    &c.backbone,
-                    &c.source,
-                    &c.target,
-                    c.labels.as_deref(),
-                ))?;
-                Some(format!("{}: paper {} ({})", c.title(), t.source, t.status))
+                let e = conditions[*c].values().flatten().next()?;
+                let t: &PaperTable = reference(&e.cell, &e.eval)?.2;
+                Some(format!("{}: {} value from {} ({})", c.title(), t.label(), t.source, t.status))
             })
             .collect();
         if !sources.is_empty() {
@@ -419,8 +504,8 @@ pub fn report(results: &Path) -> Result<Report> {
                     if !vals.is_empty() {
                         add(format!("{} ({} ep)", row.1, row.2), mean_std(&vals).0);
                     }
-                    if let Some((p, _, _)) = grid.paper_value(&es[0].cell, &es[0].eval) {
-                        add(format!("{} (paper)", row.1), p);
+                    if let Some((p, _, t)) = reference(&es[0].cell, &es[0].eval) {
+                        add(format!("{} ({})", row.1, t.label()), p);
                     }
                 }
             }
@@ -451,7 +536,7 @@ pub fn report(results: &Path) -> Result<Report> {
                         let (m, s) = mean_std(&vals);
                         (Some(m), s)
                     };
-                    let paper = grid.paper_value(&es[0].cell, &es[0].eval).map(|p| p.0);
+                    let paper = reference(&es[0].cell, &es[0].eval).map(|p| p.0);
                     let label = if rows.iter().filter(|r| r.1 == row.1).count() > 1 {
                         format!("{} {}ep", row.1, row.2)
                     } else {
@@ -498,6 +583,8 @@ pub fn report(results: &Path) -> Result<Report> {
             figures.push(path);
         }
     }
+
+    let ablations_csv = ablations(&mut md, &mut figures, &figures_dir, &entries, &grid, &profiles)?;
 
     // Pretraining curves, one figure per (backbone, dataset).
     let mut runs: BTreeMap<(String, String), Vec<crate::plot::metrics::RunCurves>> = BTreeMap::new();
@@ -565,13 +652,305 @@ pub fn report(results: &Path) -> Result<Report> {
         }
         let _ = writeln!(md);
     }
-    Ok(Report { markdown: md, csv, figures })
+    Ok(Report { markdown: md, csv, ablations_csv, figures, provenance })
+}
+
+/// The profiles a results directory was run with (its `invocation-<profile>.toml` files).
+fn invoked_profiles(results: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(results)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            e.file_name().to_string_lossy().starts_with("invocation-").then_some(())?;
+            text.parse::<toml::Table>().ok()?.get("profile")?.as_str().map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Per-seed values of one variant: eval key -> metric -> seed -> value.
+type SeedValues = BTreeMap<String, BTreeMap<String, BTreeMap<u64, f64>>>;
+
+/// `mean ± std [n]`, or a dash.
+fn summary(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "—".into();
+    }
+    let (m, s) = mean_std(v);
+    format!("{m:.2}{} [{}]", s.map_or(String::new(), |s| format!(" ± {s:.2}")), v.len())
+}
+
+/// The ablation experiments (those with variants): per experiment a table of the variants,
+/// mean ± std over seeds of every metric, the spread between seeds, the gain over the baseline
+/// (seed by seed) beside the paper's where it reports one, and a figure where the variants have
+/// places on an axis. Returns the rows as CSV.
+fn ablations(
+    md: &mut String,
+    figures: &mut Vec<PathBuf>,
+    figures_dir: &Path,
+    entries: &[Entry],
+    grid: &Grid,
+    profiles: &[(String, &Profile)],
+) -> Result<Option<String>> {
+    let mut names: Vec<&String> = entries.iter().flat_map(|e| e.cell.variants.keys()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    // In the profiles' order of experiments.
+    let def = |name: &str| -> Option<&Experiment> {
+        profiles.iter().flat_map(|(_, p)| p.experiments.iter()).find(|x| x.name == name)
+    };
+    let position = |name: &str| -> usize {
+        profiles.iter().flat_map(|(_, p)| p.experiments.iter()).position(|x| x.name == name).unwrap_or(usize::MAX)
+    };
+    names.sort_by_key(|n| (position(n), (*n).clone()));
+    let mut csv = String::from(
+        "experiment,variant,x,protocol,target,metric,seeds,mean,std,spread,gain_mean,gain_std,gain_seeds,paper_gain,values\n",
+    );
+    let _ = writeln!(md, "## Ablations\n");
+    for name in names {
+        let exp = def(name);
+        let mine: Vec<&Entry> = entries.iter().filter(|e| e.cell.variants.contains_key(name.as_str())).collect();
+        // Variants in the experiment's order (then any the grid file no longer lists).
+        let mut variants: Vec<String> =
+            exp.map(|x| x.variants.iter().map(|v| v.name.clone()).collect()).unwrap_or_default();
+        for e in &mine {
+            let v = &e.cell.variants[name.as_str()];
+            if !variants.contains(v) {
+                variants.push(v.clone());
+            }
+        }
+        // Columns: (eval key, protocol, metric key, metric name), in the protocols' order.
+        let mut columns: Vec<(String, String, &'static str, &'static str)> = Vec::new();
+        let mut evals: Vec<&EvalSpec> = mine.iter().map(|e| &e.eval).collect();
+        evals.sort_by_key(|e| (grid.protocols.get(&e.protocol).map_or(u32::MAX, |p| p.order), e.key()));
+        for ev in evals {
+            for (key, mname) in metrics_of(&ev.evaluator) {
+                if !columns.iter().any(|c| c.0 == ev.key() && c.2 == *key) {
+                    columns.push((ev.key(), ev.protocol.clone(), key, mname));
+                }
+            }
+        }
+        let mut values: BTreeMap<String, SeedValues> = BTreeMap::new();
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in &mine {
+            let v = e.cell.variants[name.as_str()].clone();
+            if let Some((kind, _)) = &e.missing {
+                let m = missing.entry(v.clone()).or_default();
+                let t = format!("seed {} {}: {kind}", e.cell.seed, e.eval.protocol);
+                if !m.contains(&t) {
+                    m.push(t);
+                }
+            }
+            for (metric, x) in &e.values {
+                values
+                    .entry(v.clone())
+                    .or_default()
+                    .entry(e.eval.key())
+                    .or_default()
+                    .entry(metric.clone())
+                    .or_default()
+                    .insert(e.cell.seed, *x);
+            }
+        }
+        let seeds_of = |v: &str, col: &(String, String, &str, &str)| -> BTreeMap<u64, f64> {
+            values.get(v).and_then(|m| m.get(&col.0)).and_then(|m| m.get(col.2)).cloned().unwrap_or_default()
+        };
+        let baseline = exp.and_then(|x| x.baseline.clone());
+        let paper = exp.and_then(|x| x.paper.clone());
+        let variant_def = |v: &str| exp.and_then(|x| x.variants.iter().find(|d| d.name == v));
+        let head = columns.first().cloned();
+
+        let setting = mine.first().map(|e| {
+            format!("{} on {}, {} pretraining epochs", e.cell.backbone, e.cell.dataset, e.cell.pretrain.epochs())
+        });
+        let _ = writeln!(md, "### {name}\n");
+        if let Some(s) = setting {
+            let _ = writeln!(md, "{} ({}), seeds as listed in brackets.", method_name(&mine[0].cell.method), s);
+        }
+        if let Some(n) = exp.and_then(|x| x.note.as_ref()) {
+            let _ = writeln!(md, "{}", one_line(n));
+        }
+        let _ = writeln!(md);
+        let mut header = vec!["variant".to_string()];
+        header.extend(columns.iter().map(|c| format!("{} {}", c.1, c.3)));
+        if let Some(h) = &head {
+            header.push(format!("seed spread ({} {})", h.1, h.3));
+            if let Some(b) = &baseline {
+                header.push(format!("gain over {b} ({} {})", h.1, h.3));
+                if paper.is_some() {
+                    header.push("the paper's gain".into());
+                }
+            }
+        }
+        let _ = writeln!(md, "| {} |", header.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
+        let mut gains: Vec<(f64, f64, Option<f64>)> = Vec::new();
+        let mut paper_gains: Vec<(f64, f64, Option<f64>)> = Vec::new();
+        let mut series: BTreeMap<String, Vec<(f64, f64, Option<f64>)>> = BTreeMap::new();
+        for v in &variants {
+            let d = variant_def(v);
+            let mut row = vec![v.clone()];
+            for col in &columns {
+                let seeds = seeds_of(v, col);
+                let vals: Vec<f64> = seeds.values().copied().collect();
+                row.push(summary(&vals));
+                let (mean, std) = if vals.is_empty() {
+                    (None, None)
+                } else {
+                    let (m, s) = mean_std(&vals);
+                    (Some(m), s)
+                };
+                let spread = (vals.len() > 1).then(|| {
+                    vals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                        - vals.iter().copied().fold(f64::INFINITY, f64::min)
+                });
+                // Gains seed by seed against the baseline's same seed.
+                let gain: Vec<f64> = match &baseline {
+                    Some(b) => {
+                        let base = seeds_of(b, col);
+                        seeds.iter().filter_map(|(s, x)| base.get(s).map(|y| x - y)).collect()
+                    }
+                    None => Vec::new(),
+                };
+                let (gm, gs) = if gain.is_empty() {
+                    (None, None)
+                } else {
+                    let (m, s) = mean_std(&gain);
+                    (Some(m), s)
+                };
+                let f = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.4}"));
+                let _ = writeln!(
+                    csv,
+                    "\"{name}\",\"{v}\",{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
+                    d.and_then(|d| d.x).map_or(String::new(), |x| x.to_string()),
+                    col.1,
+                    col.0.split_once(':').map_or("", |k| k.1),
+                    col.2,
+                    vals.len(),
+                    f(mean),
+                    f(std),
+                    f(spread),
+                    f(gm),
+                    f(gs),
+                    gain.len(),
+                    d.and_then(|d| d.paper_gain).map_or(String::new(), |g| g.to_string()),
+                    seeds.iter().map(|(s, x)| format!("{s}:{x:.4}")).collect::<Vec<_>>().join(";")
+                );
+                // The figure: each protocol's first metric when it is an accuracy (retrieval's mAP
+                // is on another scale).
+                let accuracy = col.2.contains("accuracy") || col.2.starts_with("top1");
+                if let (Some(x), Some(m), true) = (d.and_then(|d| d.x), mean, accuracy)
+                    && columns.iter().find(|c| c.0 == col.0).is_some_and(|c| c.2 == col.2)
+                {
+                    series.entry(format!("{} {}", col.1, col.3)).or_default().push((x, m, std));
+                }
+                if Some(col) != head.as_ref() {
+                    continue;
+                }
+                row_tail(&mut row, spread, &baseline, v, &gain, paper.is_some(), d.and_then(|d| d.paper_gain));
+                if let (Some(x), Some(m)) = (d.and_then(|d| d.x), gm) {
+                    gains.push((x, m, gs));
+                }
+                if let Some(x) = d.and_then(|d| d.x) {
+                    if baseline.as_deref() == Some(v.as_str()) {
+                        paper_gains.push((x, 0.0, None));
+                    } else if let Some(g) = d.and_then(|d| d.paper_gain) {
+                        paper_gains.push((x, g, None));
+                    }
+                }
+            }
+            if let Some(m) = missing.get(v) {
+                let last = row.len() - 1;
+                let _ = write!(row[last], " ({})", m.join(", "));
+            }
+            let _ = writeln!(md, "| {} |", row.join(" | "));
+        }
+        let _ = writeln!(md);
+        match &paper {
+            Some(p) => {
+                let _ = writeln!(md, "The paper: {}.\n", one_line(p));
+            }
+            None => {
+                let _ = writeln!(md, "Not reported in the paper.\n");
+            }
+        }
+        // Figures where the variants have places on an axis.
+        if !series.is_empty() {
+            std::fs::create_dir_all(figures_dir).map_err(|e| Error::io(figures_dir, e))?;
+            let stem = relnet_core::record::sanitize(&format!("ablation-{name}").replace([' ', ':'], "-"));
+            let axis = exp.and_then(|x| x.axis.clone()).unwrap_or_else(|| "variant".into());
+            let lines: Vec<ErrorLine> =
+                series.into_iter().map(|(label, points)| ErrorLine { label, points, reference: false }).collect();
+            let path = figures_dir.join(format!("{stem}.png"));
+            error_bars_png(&path, name, &axis, "mean ± std over seeds (%)", &lines, true)?;
+            let _ = writeln!(md, "![{name}](figures/{stem}.png)\n");
+            figures.push(path);
+            if let (Some(b), Some(h)) = (&baseline, &head)
+                && gains.len() > 1
+            {
+                let mut lines =
+                    vec![ErrorLine { label: format!("relnet ({} {})", h.1, h.3), points: gains, reference: false }];
+                if paper_gains.len() > 1 {
+                    lines.push(ErrorLine {
+                        label: "the paper (200 epochs)".into(),
+                        points: paper_gains,
+                        reference: true,
+                    });
+                }
+                let path = figures_dir.join(format!("{stem}-gain.png"));
+                error_bars_png(&path, &format!("gain over {b}"), &axis, "gain (points)", &lines, true)?;
+                let _ = writeln!(md, "![{name}: gain over {b}](figures/{stem}-gain.png)\n");
+                figures.push(path);
+            }
+        }
+    }
+    Ok(Some(csv))
+}
+
+/// The spread, gain and paper's-gain cells of an ablation row.
+fn row_tail(
+    row: &mut Vec<String>,
+    spread: Option<f64>,
+    baseline: &Option<String>,
+    variant: &str,
+    gain: &[f64],
+    paper_column: bool,
+    paper_gain: Option<f64>,
+) {
+    row.push(spread.map_or("—".into(), |s| format!("{s:.2}")));
+    let Some(b) = baseline else { return };
+    row.push(if b == variant {
+        "(baseline)".into()
+    } else if gain.is_empty() {
+        "—".into()
+    } else {
+        let (m, s) = mean_std(gain);
+        format!("{m:+.2}{} [{}]", s.map_or(String::new(), |s| format!(" ± {s:.2}")), gain.len())
+    });
+    if paper_column {
+        row.push(if b == variant {
+            "(baseline)".into()
+        } else {
+            paper_gain.map_or("—".into(), |g| format!("{g:+.1}"))
+        });
+    }
 }
 
 /// Renders `results` and writes `report.md` and `report.csv` into it; returns the report.
 pub fn write(results: &Path) -> Result<Report> {
     let r = report(results)?;
-    for (name, text) in [("report.md", &r.markdown), ("report.csv", &r.csv)] {
+    let mut files = vec![("report.md", &r.markdown), ("report.csv", &r.csv)];
+    if let Some(a) = &r.ablations_csv {
+        files.push(("ablations.csv", a));
+    }
+    for (name, text) in files {
         let p = results.join(name);
         relnet_core::fsutil::write_atomic(&p, text.as_bytes()).map_err(|e| Error::io(&p, e))?;
     }

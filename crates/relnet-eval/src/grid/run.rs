@@ -170,6 +170,18 @@ impl Manifest {
     pub fn eval(&self, key: &str) -> Option<&EvalOutcome> {
         self.evals.iter().find(|e| e.key == key)
     }
+
+    /// Whether the configuration the manifest records still hashes to the cell's name: a
+    /// manifest whose settings were edited (or that came from elsewhere with other settings) is
+    /// not trusted, whatever its records say.
+    pub fn config_verifies(&self) -> std::result::Result<(), Untrusted> {
+        let actual = super::config_hash(&self.cell.pretrain);
+        if actual == self.cell.hash {
+            Ok(())
+        } else {
+            Err(Untrusted::ConfigEdited { cell: self.cell.dir_name(), actual })
+        }
+    }
 }
 
 /// Why an evaluation's record cannot be trusted: the report shows it, the runner reruns the
@@ -188,6 +200,8 @@ pub enum Untrusted {
     OtherBackbone(PathBuf),
     #[error("{}: the settings of evaluation {key} changed", dir.display())]
     SettingsChanged { dir: PathBuf, key: String },
+    #[error("cell {cell}: its manifest's pretraining settings hash to {actual}, not to the cell's name (edited)")]
+    ConfigEdited { cell: String, actual: String },
 }
 
 /// Checks an evaluation's record against its manifest entry: present, same bytes, a valid
@@ -313,7 +327,13 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         };
     // Read under the lock: another process may have just finished the cell.
     let prior = match Manifest::load(&dir) {
-        Ok(m) => m.filter(|m| m.cell.hash == cell.hash),
+        Ok(m) => m.filter(|m| m.cell.hash == cell.hash).filter(|m| match m.config_verifies() {
+            Ok(()) => true,
+            Err(why) => {
+                report.line(&format!("{why}: running the cell again"));
+                false
+            }
+        }),
         Err(e) => {
             report.line(&format!("{e}: running the cell again"));
             None

@@ -151,6 +151,116 @@ pub fn lines_png(path: &Path, title: &str, x: &str, y: &str, lines: &[Line]) -> 
     })
 }
 
+/// One series of an error-bar chart: (x, mean, std) points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorLine {
+    pub label: String,
+    pub points: Vec<(f64, f64, Option<f64>)>,
+    /// Drawn dashed, without markers (a reference such as the paper's values).
+    pub reference: bool,
+}
+
+/// Means joined by lines, each with a bar of ± one standard deviation; the x axis is logarithmic
+/// (base 2) when `log2` is set and every x is positive.
+pub fn error_bars_png(path: &Path, title: &str, x: &str, y: &str, lines: &[ErrorLine], log2: bool) -> Result<()> {
+    let pts: Vec<(f64, f64, f64)> =
+        lines.iter().flat_map(|l| l.points.iter().map(|&(x, m, s)| (x, m, s.unwrap_or(0.0)))).collect();
+    let log2 = log2 && pts.iter().all(|p| p.0 > 0.0);
+    let tx = |x: f64| if log2 { x.log2() } else { x };
+    let xs: Vec<f64> = pts.iter().map(|p| tx(p.0)).collect();
+    let (x0, x1) =
+        (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    let pad = ((x1 - x0) * 0.08).max(0.25);
+    let lo = pts.iter().map(|p| p.1 - p.2).fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.1 + p.2).fold(f64::NEG_INFINITY, f64::max);
+    let ypad = ((hi - lo) * 0.15).max(0.5);
+    let (y0, y1) = (lo - ypad, hi + ypad);
+    let ticks: Vec<f64> = {
+        let mut t: Vec<f64> = pts.iter().map(|p| p.0).collect();
+        t.sort_by(f64::total_cmp);
+        t.dedup();
+        t
+    };
+    render_png(path, BAR_SIZE.0, BAR_SIZE.1, |area| {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, (FONT_FAMILY, 22))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0 - pad)..(x1 + pad), y0..y1)?;
+        let ticks = ticks.clone();
+        chart
+            .configure_mesh()
+            .x_desc(x)
+            .y_desc(y)
+            .x_labels(if log2 { 0 } else { 10 })
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .label_style((FONT_FAMILY, 15))
+            .draw()?;
+        if log2 {
+            // The variants' own x values as tick labels on the log axis.
+            chart.draw_series(ticks.iter().map(|&t| {
+                Text::new(
+                    format!("{t}"),
+                    (tx(t), y0),
+                    (FONT_FAMILY, 15).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top)),
+                )
+            }))?;
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let c = if l.reference { RGBColor(40, 40, 40) } else { class_colour(i) };
+            let path: Vec<(f64, f64)> = l.points.iter().map(|&(x, m, _)| (tx(x), m)).collect();
+            let style = c.stroke_width(2);
+            if l.reference {
+                // Dashed: short segments along the path.
+                let mut dashes = Vec::new();
+                for w in path.windows(2) {
+                    let (a, b) = (w[0], w[1]);
+                    for k in 0..12 {
+                        if k % 2 == 0 {
+                            let (s, e) = (k as f64 / 12.0, (k + 1) as f64 / 12.0);
+                            dashes.push(vec![
+                                (a.0 + (b.0 - a.0) * s, a.1 + (b.1 - a.1) * s),
+                                (a.0 + (b.0 - a.0) * e, a.1 + (b.1 - a.1) * e),
+                            ]);
+                        }
+                    }
+                }
+                chart
+                    .draw_series(dashes.into_iter().map(|d| PathElement::new(d, style)))?
+                    .label(l.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+                chart.draw_series(path.iter().map(|&p| Cross::new(p, 5, c.stroke_width(2))))?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(path.clone(), style))?
+                    .label(l.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(3)));
+                chart.draw_series(path.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
+            }
+            let cap = pad * 0.12;
+            for &(x, m, s) in &l.points {
+                let Some(s) = s else { continue };
+                let x = tx(x);
+                chart.draw_series([
+                    PathElement::new(vec![(x, m - s), (x, m + s)], c.stroke_width(2)),
+                    PathElement::new(vec![(x - cap, m - s), (x + cap, m - s)], c.stroke_width(2)),
+                    PathElement::new(vec![(x - cap, m + s), (x + cap, m + s)], c.stroke_width(2)),
+                ])?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font((FONT_FAMILY, 14))
+            .draw()?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +289,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(png_info(&p).0, BAR_SIZE.0);
+        let p = dir.path().join("errors.png");
+        let lines = [
+            ErrorLine {
+                label: "linear".into(),
+                points: vec![(2.0, 40.0, Some(0.5)), (4.0, 42.0, Some(0.3)), (16.0, 44.0, None)],
+                reference: false,
+            },
+            ErrorLine { label: "paper".into(), points: vec![(2.0, 0.0, None), (16.0, 4.9, None)], reference: true },
+        ];
+        error_bars_png(&p, "accuracy against K", "K", "test accuracy (%)", &lines, true).unwrap();
+        let (w, h, colours) = png_info(&p);
+        assert_eq!((w, h), BAR_SIZE);
+        assert!(colours > 10, "{colours} colours");
     }
 }
