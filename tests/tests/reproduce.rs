@@ -416,6 +416,17 @@ variants = [
   { name = "cat", method.relational = { aggregation = "cat" } },
   { name = "max", method.relational = { aggregation = "max" } },
 ]
+[[profiles.abl.experiments]]
+name = "precision"
+methods = ["relational"]
+backbones = ["conv4"]
+datasets = ["synthetic"]
+protocols = ["linear", "knn"]
+baseline = "fp32"
+variants = [
+  { name = "fp32", pretrain = { precision = "fp32" } },
+  { name = "bf16", pretrain = { precision = "bf16" } },
+]
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -455,21 +466,22 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     let argv = args(&results);
     let r = sub(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    // K = 2 is also the aggregation's `cat`: 3 settings x 2 seeds.
-    assert!(r.stdout.contains("6 cells: 6 done now"), "{}", r.stdout);
+    // K = 2 is also the aggregation's `cat` and the precision's `fp32`: 4 settings x 2 seeds.
+    assert!(r.stdout.contains("8 cells: 8 done now"), "{}", r.stdout);
     let md = std::fs::read_to_string(results.join("report.md")).unwrap();
     for want in [
         "## Ablations",
         "### K",
         "### aggregation",
-        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over K = 2 (linear accuracy) | the paper's gain |",
+        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over K = 2 (linear accuracy) | the paper's gain | pretraining loss, last epoch |",
+        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over fp32 (linear accuracy) | pretraining loss, last epoch | largest per-epoch loss gap to fp32 (same seed) |",
         "| K = 2 |",
         "(baseline)",
         "+1.5",
         "The paper: Figure 9 of nowhere.",
         "Not reported in the paper.",
         "**The `abl` profile's budget.** a test budget",
-        "All 6 cells ran with the code of commit",
+        "All 8 cells ran with the code of commit",
     ] {
         assert!(md.contains(want), "`{want}` missing from the report:\n{md}");
     }
@@ -479,7 +491,7 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     }
     // Gains are seed by seed: K = 3's mean gain is its mean minus K = 2's, over the two seeds.
     let means = ablation_means(&results);
-    assert_eq!(means.len(), 4 * 3, "4 variant rows x 3 metrics: {means:?}");
+    assert_eq!(means.len(), 6 * 3, "6 variant rows x 3 metrics: {means:?}");
     let mean_of = |exp: &str, v: &str, metric: &str| -> f64 {
         means
             .iter()
@@ -494,8 +506,13 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     let gain: f64 = k3.split(',').nth(10).unwrap().parse().unwrap();
     let want = mean_of("K", "K = 3", "test_accuracy") - mean_of("K", "K = 2", "test_accuracy");
     assert!((gain - want).abs() < 1e-3, "gain {gain} against {want}: {k3}");
-    // The shared cell's values are the same in both ablations.
+    // The shared cell's values are the same in every ablation.
     assert_eq!(mean_of("K", "K = 2", "top1_k20"), mean_of("aggregation", "cat", "top1_k20"));
+    assert_eq!(mean_of("K", "K = 2", "top1_k20"), mean_of("precision", "fp32", "top1_k20"));
+    // bf16 trains the same objective: its loss stays within a bf16 rounding's reach of fp32's.
+    let bf16_row = md.lines().find(|l| l.starts_with("| bf16 |")).unwrap();
+    let gap: f64 = bf16_row.trim_end_matches(" |").rsplit("| ").next().unwrap().parse().unwrap();
+    assert!(gap > 0.0 && gap < 0.05, "per-epoch loss gap {gap}: {bf16_row}");
 
     // Commit the results the way the repository's .gitignore does, and clone them: the clone
     // holds manifests, configs, curves and records, no backbone or checkpoint.
@@ -514,7 +531,7 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let r = sub(&argv);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("0 done now, 6 already done"), "committed cells are done: {}", r.stdout);
+    assert!(r.stdout.contains("0 done now, 8 already done"), "committed cells are done: {}", r.stdout);
     assert_eq!(ablation_means(&cloned), means, "the clone's report is the original's");
     let backbones: Vec<PathBuf> = std::fs::read_dir(cloned.join("cells"))
         .unwrap()
@@ -545,7 +562,7 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     std::fs::write(&knn, text.replacen("\"top1_k20\": ", "\"top1_k20\": 1", 1)).unwrap();
     let r = sub(&argv);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("1 done now, 5 already done"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 done now, 7 already done"), "{}", r.stdout);
     assert!(r.stderr.contains("checksum mismatch"), "{}", r.stderr);
     assert!(k3.join("backbone.bpk").exists(), "pretrained again");
     assert_eq!(metric(k3, "knn:synthetic", "top1_k20"), before);
@@ -568,8 +585,29 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
     let r = sub(&argv);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("not to the cell's name (edited): running the cell again"), "{}", r.stderr);
-    assert!(r.stdout.contains("1 done now, 5 already done"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 done now, 7 already done"), "{}", r.stdout);
     let curve = std::fs::read_to_string(other.join("metrics.jsonl")).unwrap();
     assert_eq!(curve.lines().count(), 1, "one epoch, logged once: {curve}");
     assert_eq!(ablation_means(&cloned), means);
+}
+
+/// docs/results.md and the README's headline blocks are what `cargo xtask docs` makes of the
+/// committed grid results: a hand edit, or results committed without regenerating, fail here.
+#[test]
+fn the_results_page_and_the_readme_headline_are_generated_from_the_committed_grids() {
+    use relnet_eval::grid::docs::{GENERATED, fill_headlines, render_template};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docs = root.join("docs");
+    let template = std::fs::read_to_string(docs.join("results.in.md")).unwrap();
+    let page = std::fs::read_to_string(docs.join("results.md")).unwrap();
+    assert!(page.starts_with(GENERATED), "docs/results.md is generated by `cargo xtask docs`");
+    let want = render_template(&template, &docs).unwrap();
+    assert!(page == want, "docs/results.md differs from its template and the reports: run `cargo xtask docs`");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("<!-- headline: docs/grids/notebook -->"), "the README's headline is generated");
+    let want = fill_headlines(&readme, &root).unwrap();
+    assert!(readme == want, "the README's headline blocks are stale: run `cargo xtask docs`");
+    // The page names its sources: the paper's tables and figures, never a path outside the
+    // repository.
+    assert!(!page.contains("../shared"), "the results page points outside the repository");
 }

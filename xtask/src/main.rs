@@ -31,6 +31,8 @@ tasks:
   reproduce [FLAGS]       the paper's experiment grid: relnet reproduce FLAGS in a release build
                           (e.g. --profile cpu --data-root DIR; --dry-run lists the cells)
   report [DIR]            the results of a grid beside the paper's: relnet report DIR
+  docs                    docs/results.md from docs/results.in.md and the grid results in
+                          docs/grids, and the README's headline blocks from the same reports
   gpu-check [cuda|wgpu] [FLAGS]
                           build with that backend (default cuda) and run the GPU check:
                           relnet bench device --device BACKEND FLAGS (conformance + speed)";
@@ -69,6 +71,27 @@ fn main() -> ExitCode {
         }
         Some(task @ ("reproduce" | "report")) => {
             let mut a = vec!["run", "--release", "--quiet", "-p", "relnet-cli", "--", task];
+            a.extend(args[1..].iter().map(String::as_str));
+            cargo(&a, &[])
+        }
+        Some("docs") => {
+            // docs/results.md from its template and the committed grid results, and the
+            // README's headline blocks from the same reports.
+            let mut a = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "relnet-cli",
+                "--",
+                "report",
+                "--template",
+                "docs/results.in.md",
+                "--out",
+                "docs/results.md",
+                "--headlines",
+                "README.md",
+            ];
             a.extend(args[1..].iter().map(String::as_str));
             cargo(&a, &[])
         }

@@ -252,10 +252,39 @@ pub struct ReportArgs {
     /// A results directory of `relnet reproduce`.
     #[arg(default_value = "results/cpu")]
     pub results: PathBuf,
+    /// Build a document from a template instead: each line `<!-- report: DIR -->` becomes the
+    /// report of the results directory DIR (relative to the template's folder), each
+    /// `<!-- provenance -->` the commit and host that ran them. Needs --out.
+    #[arg(long, value_name = "FILE", requires = "out")]
+    pub template: Option<PathBuf>,
+    /// Where --template's document is written.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Refill, in place, the `<!-- headline: DIR -->` ... `<!-- /headline -->` blocks of this
+    /// document (DIR relative to its folder) with a table of DIR's report (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub headlines: Vec<PathBuf>,
 }
 
 pub fn report_cmd(a: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    write_report(&a.results, out)
+    if a.template.is_none() && a.headlines.is_empty() {
+        return write_report(&a.results, out);
+    }
+    use relnet_eval::grid::docs::{fill_headlines, render_template};
+    let folder = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let (Some(t), Some(o)) = (&a.template, &a.out) {
+        let text = std::fs::read_to_string(t).map_err(|e| CliError(relnet_core::Error::io(t, e)))?;
+        let doc = render_template(&text, &folder(t)).map_err(CliError)?;
+        relnet_core::fsutil::write_atomic(o, doc.as_bytes()).map_err(|e| CliError(relnet_core::Error::io(o, e)))?;
+        writeln!(out, "wrote {} from {}", o.display(), t.display())?;
+    }
+    for d in &a.headlines {
+        let text = std::fs::read_to_string(d).map_err(|e| CliError(relnet_core::Error::io(d, e)))?;
+        let doc = fill_headlines(&text, &folder(d)).map_err(CliError)?;
+        relnet_core::fsutil::write_atomic(d, doc.as_bytes()).map_err(|e| CliError(relnet_core::Error::io(d, e)))?;
+        writeln!(out, "refilled the headline blocks of {}", d.display())?;
+    }
+    Ok(())
 }
 
 pub fn write_report(results: &Path, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! outcome in the cell's `cell.json`; [`report`] renders a results directory beside the paper's
 //! values; [`slurm`] writes a job-array script that runs one cell per task.
 
+pub mod docs;
 pub mod report;
 pub mod run;
 pub mod slurm;

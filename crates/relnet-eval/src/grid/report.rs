@@ -104,6 +104,7 @@ impl Condition {
 type Row = (usize, String, usize, String);
 
 /// What `relnet report` produces.
+#[derive(Clone, Debug)]
 pub struct Report {
     pub markdown: String,
     pub csv: String,
@@ -112,6 +113,43 @@ pub struct Report {
     pub figures: Vec<PathBuf>,
     /// Which builds and machines ran the cells.
     pub provenance: Provenance,
+    /// The protocol tables' values (what the CSV holds), for documents built from the report.
+    pub values: Vec<Measured>,
+    /// The ablation tables' values.
+    pub ablation_values: Vec<AblationValue>,
+}
+
+/// One value of a protocol table: a method's metric in one condition, over seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    pub protocol: String,
+    /// The column's title (`conv4 cifar10`, `resnet32 cifar10 → cifar100`...).
+    pub condition: String,
+    pub method: String,
+    pub pretrain_epochs: usize,
+    /// The metric's key and its name in the report.
+    pub metric: (String, String),
+    pub seeds: usize,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    /// The reference value set beside it: (mean, std, label, source).
+    pub reference: Option<(f64, Option<f64>, String, String)>,
+}
+
+/// One value of an ablation table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AblationValue {
+    pub experiment: String,
+    pub variant: String,
+    /// `<protocol> <metric name>`, the column's title.
+    pub column: String,
+    pub seeds: usize,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    /// Gain over the baseline variant, seed by seed: (mean, std, seeds); the headline column only.
+    pub gain: Option<(f64, Option<f64>, usize)>,
+    pub paper_gain: Option<f64>,
+    pub is_baseline: bool,
 }
 
 /// Which builds and machines ran a results directory's cells, as their manifests record it.
@@ -280,6 +318,11 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
 
 /// Renders `results` (Markdown, CSV, figures under `<results>/figures/`).
 pub fn report(results: &Path) -> Result<Report> {
+    render(results, true)
+}
+
+/// Renders `results`; draws the figures only when `draw` (the Markdown links them either way).
+pub fn render(results: &Path, draw: bool) -> Result<Report> {
     let grid_path = results.join("grid.toml");
     let grid = if grid_path.exists() { Grid::load(Some(&grid_path))? } else { Grid::load(None)? };
     let (entries, unreadable, manifests) = entries(results, &grid)?;
@@ -298,6 +341,7 @@ pub fn report(results: &Path) -> Result<Report> {
         "protocol,backbone,dataset,target,labels,method,pretrain_epochs,settings,metric,seeds,mean,std,paper_mean,paper_std,paper_status,paper_source,difference,status,note\n",
     );
     let mut notes: Vec<String> = Vec::new();
+    let mut values: Vec<Measured> = Vec::new();
     let mut note_of = |why: &str| -> usize {
         match notes.iter().position(|n| n == why) {
             Some(i) => i + 1,
@@ -431,6 +475,17 @@ pub fn report(results: &Path) -> Result<Report> {
                             (Some(m), Some((p, _, _))) => format!("{:.4}", m - p),
                             _ => String::new(),
                         };
+                        values.push(Measured {
+                            protocol: proto.clone(),
+                            condition: cond.title(),
+                            method: method.clone(),
+                            pretrain_epochs: *epochs,
+                            metric: (key.to_string(), mname.to_string()),
+                            seeds: vals.len(),
+                            mean,
+                            std,
+                            reference: paper.map(|(m, s, t)| (m, s, t.label().to_string(), t.source.clone())),
+                        });
                         let _ = writeln!(
                             csv,
                             "{proto},{},{},{},{},{method},{epochs},{},{key},{},{},{},{pm},{ps},{pst},\"{psrc}\",{diff},{status},\"{note}\"",
@@ -485,7 +540,9 @@ pub fn report(results: &Path) -> Result<Report> {
         // Accuracy against the label budget, one figure per backbone and dataset.
         let budgets = conds.iter().any(|c| c.labels.is_some());
         if metrics[0].0 == "test_accuracy" && budgets {
-            std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+            if draw {
+                std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+            }
             let mut groups: BTreeMap<(String, String, String), Vec<Line>> = BTreeMap::new();
             for cond in &conds {
                 let Some(pct) =
@@ -512,20 +569,25 @@ pub fn report(results: &Path) -> Result<Report> {
             for ((backbone, source, target), lines) in groups {
                 let stem = relnet_core::record::sanitize(&format!("{proto}-{backbone}-{source}-{target}"));
                 let path = figures_dir.join(format!("{stem}.png"));
-                lines_png(
-                    &path,
-                    &format!("{title}: {backbone} {source}"),
-                    "labelled train images (%)",
-                    "test accuracy (%)",
-                    &lines,
-                )?;
+                draw.then(|| {
+                    lines_png(
+                        &path,
+                        &format!("{title}: {backbone} {source}"),
+                        "labelled train images (%)",
+                        "test accuracy (%)",
+                        &lines,
+                    )
+                })
+                .transpose()?;
                 let _ = writeln!(md, "![{proto} {backbone} {source}](figures/{stem}.png)\n");
                 figures.push(path);
             }
         }
         // Bars for single-budget accuracy protocols; lines where a method has several budgets.
         if metrics[0].0 == "test_accuracy" && !budgets {
-            std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+            if draw {
+                std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+            }
             for cond in &conds {
                 let mut bars = Vec::new();
                 for (row, es) in &conditions[*cond] {
@@ -554,7 +616,8 @@ pub fn report(results: &Path) -> Result<Report> {
                     }
                 }
                 let path = figures_dir.join(format!("{proto}-{}.png", cond.file_stem()));
-                bars_png(&path, &format!("{title}: {}", cond.title()), "test accuracy (%)", &bars)?;
+                draw.then(|| bars_png(&path, &format!("{title}: {}", cond.title()), "test accuracy (%)", &bars))
+                    .transpose()?;
                 let _ = writeln!(
                     md,
                     "![{proto} {}](figures/{})\n",
@@ -568,13 +631,16 @@ pub fn report(results: &Path) -> Result<Report> {
     for (key, lines) in epoch_lines {
         if lines.iter().any(|l| l.points.len() > 1) {
             let path = figures_dir.join(format!("epochs-{key}.png"));
-            lines_png(
-                &path,
-                &format!("accuracy against pretraining epochs: {key}"),
-                "pretraining epochs",
-                "test accuracy (%)",
-                &lines,
-            )?;
+            draw.then(|| {
+                lines_png(
+                    &path,
+                    &format!("accuracy against pretraining epochs: {key}"),
+                    "pretraining epochs",
+                    "test accuracy (%)",
+                    &lines,
+                )
+            })
+            .transpose()?;
             let _ = writeln!(
                 md,
                 "![accuracy against epochs {key}](figures/{})\n",
@@ -584,7 +650,9 @@ pub fn report(results: &Path) -> Result<Report> {
         }
     }
 
-    let ablations_csv = ablations(&mut md, &mut figures, &figures_dir, &entries, &grid, &profiles)?;
+    let mut ablation_values = Vec::new();
+    let ablations_csv =
+        ablations(&mut md, &mut figures, &mut ablation_values, results, &entries, &grid, &profiles, draw)?;
 
     // Pretraining curves, one figure per (backbone, dataset).
     let mut runs: BTreeMap<(String, String), Vec<crate::plot::metrics::RunCurves>> = BTreeMap::new();
@@ -592,17 +660,25 @@ pub fn report(results: &Path) -> Result<Report> {
         let dir = m.cell.dir(results);
         if let Ok(mut r) = read_run(&dir) {
             r.name = format!("{} s{} ({} ep)", m.cell.method, m.cell.seed, m.cell.pretrain.epochs());
+            // An ablation's cells differ by their variants: name them.
+            let mut vs: Vec<&String> = m.cell.variants.values().collect();
+            vs.dedup();
+            if !vs.is_empty() {
+                r.name = format!("{} {}", r.name, vs.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(" / "));
+            }
             runs.entry((m.cell.backbone.clone(), m.cell.dataset.clone())).or_default().push(r);
         }
     }
     if !runs.is_empty() {
         let _ = writeln!(md, "## Pretraining curves\n");
-        std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+        if draw {
+            std::fs::create_dir_all(&figures_dir).map_err(|e| Error::io(&figures_dir, e))?;
+        }
         for ((backbone, dataset), mut rs) in runs {
             rs.sort_by_key(|r| (method_rank(r.name.split(' ').next().unwrap_or("")), r.name.clone()));
             let path =
                 figures_dir.join(format!("pretraining-{backbone}-{}.png", relnet_core::record::sanitize(&dataset)));
-            curves_png(&path, &rs)?;
+            draw.then(|| curves_png(&path, &rs)).transpose()?;
             let _ = writeln!(
                 md,
                 "![pretraining {backbone} {dataset}](figures/{})\n",
@@ -652,7 +728,7 @@ pub fn report(results: &Path) -> Result<Report> {
         }
         let _ = writeln!(md);
     }
-    Ok(Report { markdown: md, csv, ablations_csv, figures, provenance })
+    Ok(Report { markdown: md, csv, ablations_csv, figures, provenance, values, ablation_values })
 }
 
 /// The profiles a results directory was run with (its `invocation-<profile>.toml` files).
@@ -688,14 +764,18 @@ fn summary(v: &[f64]) -> String {
 /// mean ± std over seeds of every metric, the spread between seeds, the gain over the baseline
 /// (seed by seed) beside the paper's where it reports one, and a figure where the variants have
 /// places on an axis. Returns the rows as CSV.
+#[allow(clippy::too_many_arguments)]
 fn ablations(
     md: &mut String,
     figures: &mut Vec<PathBuf>,
-    figures_dir: &Path,
+    out: &mut Vec<AblationValue>,
+    results: &Path,
     entries: &[Entry],
     grid: &Grid,
     profiles: &[(String, &Profile)],
+    draw: bool,
 ) -> Result<Option<String>> {
+    let figures_dir = &results.join("figures");
     let mut names: Vec<&String> = entries.iter().flat_map(|e| e.cell.variants.keys()).collect();
     names.sort();
     names.dedup();
@@ -729,7 +809,11 @@ fn ablations(
         // Columns: (eval key, protocol, metric key, metric name), in the protocols' order.
         let mut columns: Vec<(String, String, &'static str, &'static str)> = Vec::new();
         let mut evals: Vec<&EvalSpec> = mine.iter().map(|e| &e.eval).collect();
-        evals.sort_by_key(|e| (grid.protocols.get(&e.protocol).map_or(u32::MAX, |p| p.order), e.key()));
+        // The experiment's order of protocols, then the grid's.
+        let listed = |p: &str| exp.and_then(|x| x.protocols.iter().position(|q| q == p)).unwrap_or(usize::MAX);
+        evals.sort_by_key(|e| {
+            (listed(&e.protocol), grid.protocols.get(&e.protocol).map_or(u32::MAX, |p| p.order), e.key())
+        });
         for ev in evals {
             for (key, mname) in metrics_of(&ev.evaluator) {
                 if !columns.iter().any(|c| c.0 == ev.key() && c.2 == *key) {
@@ -739,13 +823,15 @@ fn ablations(
         }
         let mut values: BTreeMap<String, SeedValues> = BTreeMap::new();
         let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut reasons: Vec<String> = Vec::new();
         for e in &mine {
             let v = e.cell.variants[name.as_str()].clone();
-            if let Some((kind, _)) = &e.missing {
+            if let Some((kind, why)) = &e.missing {
                 let m = missing.entry(v.clone()).or_default();
                 let t = format!("seed {} {}: {kind}", e.cell.seed, e.eval.protocol);
                 if !m.contains(&t) {
-                    m.push(t);
+                    m.push(t.clone());
+                    reasons.push(format!("- {v}, {t}: {}", one_line(why)));
                 }
             }
             for (metric, x) in &e.values {
@@ -759,6 +845,20 @@ fn ablations(
                     .insert(e.cell.seed, *x);
             }
         }
+        // Pretraining loss per epoch, by variant and seed (from each cell's metrics.jsonl).
+        let mut losses: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+        for e in &mine {
+            let v = &e.cell.variants[name.as_str()];
+            if losses.get(v).is_some_and(|m| m.contains_key(&e.cell.seed)) {
+                continue;
+            }
+            if let Ok(r) = read_run(&e.cell.dir(results)) {
+                losses.entry(v.clone()).or_default().insert(e.cell.seed, r.epochs.iter().map(|x| x.1).collect());
+            }
+        }
+        // Variants that change only run keys (precision...) train the same objective: their
+        // losses can be compared epoch by epoch with the baseline's.
+        let same_objective = exp.is_some_and(|x| x.variants.iter().all(|v| v.method.is_empty()));
         let seeds_of = |v: &str, col: &(String, String, &str, &str)| -> BTreeMap<u64, f64> {
             values.get(v).and_then(|m| m.get(&col.0)).and_then(|m| m.get(col.2)).cloned().unwrap_or_default()
         };
@@ -789,6 +889,10 @@ fn ablations(
                 }
             }
         }
+        header.push("pretraining loss, last epoch".into());
+        if same_objective && let Some(b) = &baseline {
+            header.push(format!("largest per-epoch loss gap to {b} (same seed)"));
+        }
         let _ = writeln!(md, "| {} |", header.join(" | "));
         let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
         let mut gains: Vec<(f64, f64, Option<f64>)> = Vec::new();
@@ -797,6 +901,7 @@ fn ablations(
         for v in &variants {
             let d = variant_def(v);
             let mut row = vec![v.clone()];
+            let mut tail = None;
             for col in &columns {
                 let seeds = seeds_of(v, col);
                 let vals: Vec<f64> = seeds.values().copied().collect();
@@ -825,6 +930,17 @@ fn ablations(
                     let (m, s) = mean_std(&gain);
                     (Some(m), s)
                 };
+                out.push(AblationValue {
+                    experiment: name.clone(),
+                    variant: v.clone(),
+                    column: format!("{} {}", col.1, col.3),
+                    seeds: vals.len(),
+                    mean,
+                    std,
+                    gain: if Some(col) == head.as_ref() { gm.map(|m| (m, gs, gain.len())) } else { None },
+                    paper_gain: d.and_then(|d| d.paper_gain),
+                    is_baseline: baseline.as_deref() == Some(v.as_str()),
+                });
                 let f = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.4}"));
                 let _ = writeln!(
                     csv,
@@ -854,7 +970,7 @@ fn ablations(
                 if Some(col) != head.as_ref() {
                     continue;
                 }
-                row_tail(&mut row, spread, &baseline, v, &gain, paper.is_some(), d.and_then(|d| d.paper_gain));
+                tail = Some((spread, gain.clone()));
                 if let (Some(x), Some(m)) = (d.and_then(|d| d.x), gm) {
                     gains.push((x, m, gs));
                 }
@@ -866,6 +982,30 @@ fn ablations(
                     }
                 }
             }
+            if let Some((spread, gain)) = tail {
+                row_tail(&mut row, spread, &baseline, v, &gain, paper.is_some(), d.and_then(|d| d.paper_gain));
+            }
+            let last: Vec<f64> =
+                losses.get(v).map_or(Vec::new(), |m| m.values().filter_map(|l| l.last().copied()).collect());
+            row.push(if last.is_empty() {
+                "—".into()
+            } else {
+                let (m, s) = mean_std(&last);
+                format!("{m:.4}{}", s.map_or(String::new(), |s| format!(" ± {s:.4}")))
+            });
+            if same_objective && let Some(b) = &baseline {
+                let gap = losses.get(v).zip(losses.get(b)).map(|(mine, base)| {
+                    mine.iter()
+                        .filter_map(|(seed, l)| base.get(seed).map(|b| (l, b)))
+                        .flat_map(|(l, b)| l.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                        .fold(f64::NAN, f64::max)
+                });
+                row.push(if b == v {
+                    "(baseline)".into()
+                } else {
+                    gap.filter(|g| !g.is_nan()).map_or("—".into(), |g| format!("{g:.4}"))
+                });
+            }
             if let Some(m) = missing.get(v) {
                 let last = row.len() - 1;
                 let _ = write!(row[last], " ({})", m.join(", "));
@@ -873,6 +1013,9 @@ fn ablations(
             let _ = writeln!(md, "| {} |", row.join(" | "));
         }
         let _ = writeln!(md);
+        if !reasons.is_empty() {
+            let _ = writeln!(md, "Missing values:\n\n{}\n", reasons.join("\n"));
+        }
         match &paper {
             Some(p) => {
                 let _ = writeln!(md, "The paper: {}.\n", one_line(p));
@@ -883,13 +1026,15 @@ fn ablations(
         }
         // Figures where the variants have places on an axis.
         if !series.is_empty() {
-            std::fs::create_dir_all(figures_dir).map_err(|e| Error::io(figures_dir, e))?;
+            if draw {
+                std::fs::create_dir_all(figures_dir).map_err(|e| Error::io(figures_dir, e))?;
+            }
             let stem = relnet_core::record::sanitize(&format!("ablation-{name}").replace([' ', ':'], "-"));
             let axis = exp.and_then(|x| x.axis.clone()).unwrap_or_else(|| "variant".into());
             let lines: Vec<ErrorLine> =
                 series.into_iter().map(|(label, points)| ErrorLine { label, points, reference: false }).collect();
             let path = figures_dir.join(format!("{stem}.png"));
-            error_bars_png(&path, name, &axis, "mean ± std over seeds (%)", &lines, true)?;
+            draw.then(|| error_bars_png(&path, name, &axis, "mean ± std over seeds (%)", &lines, true)).transpose()?;
             let _ = writeln!(md, "![{name}](figures/{stem}.png)\n");
             figures.push(path);
             if let (Some(b), Some(h)) = (&baseline, &head)
@@ -905,7 +1050,8 @@ fn ablations(
                     });
                 }
                 let path = figures_dir.join(format!("{stem}-gain.png"));
-                error_bars_png(&path, &format!("gain over {b}"), &axis, "gain (points)", &lines, true)?;
+                draw.then(|| error_bars_png(&path, &format!("gain over {b}"), &axis, "gain (points)", &lines, true))
+                    .transpose()?;
                 let _ = writeln!(md, "![{name}: gain over {b}](figures/{stem}-gain.png)\n");
                 figures.push(path);
             }
