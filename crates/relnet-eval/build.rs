@@ -17,9 +17,9 @@ fn main() {
         Some(hash) if !hash.is_empty() => {
             let dirty = git(
                 &[
+                    "--no-optional-locks",
                     "status",
                     "--porcelain",
-                    "--untracked-files=no",
                     "--",
                     ":/crates",
                     ":/examples",

@@ -93,6 +93,12 @@ fn main() -> ExitCode {
                 "README.md",
             ];
             a.extend(args[1..].iter().map(String::as_str));
+            // The documents' paths are the workspace's, wherever this is run from.
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            if std::env::set_current_dir(&root).is_err() {
+                eprintln!("cannot enter the workspace root {}", root.display());
+                return ExitCode::from(1);
+            }
             cargo(&a, &[])
         }
         Some("gpu-check") => {

@@ -258,12 +258,16 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE", requires = "out")]
     pub template: Option<PathBuf>,
     /// Where --template's document is written.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "template")]
     pub out: Option<PathBuf>,
     /// Refill, in place, the `<!-- headline: DIR -->` ... `<!-- /headline -->` blocks of this
     /// document (DIR relative to its folder) with a table of DIR's report (repeatable).
     #[arg(long, value_name = "FILE")]
     pub headlines: Vec<PathBuf>,
+    /// With --template or --headlines: write nothing, and fail when a document differs from
+    /// what the reports make of it (a stale or hand-edited document).
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub fn report_cmd(a: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -272,17 +276,34 @@ pub fn report_cmd(a: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     use relnet_eval::grid::docs::{fill_headlines, render_template};
     let folder = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CliError(relnet_core::Error::io(p, e)));
+    let mut stale: Vec<String> = Vec::new();
+    // Writes `doc` to `path`, or (with --check) notes whether it differs from what is there.
+    let mut put = |path: &Path, doc: String, what: &str, out: &mut dyn Write| -> anyhow::Result<()> {
+        if a.check {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(doc.as_str()) {
+                stale.push(path.display().to_string());
+            }
+            return Ok(());
+        }
+        relnet_core::fsutil::write_atomic(path, doc.as_bytes())
+            .map_err(|e| CliError(relnet_core::Error::io(path, e)))?;
+        writeln!(out, "{what} {}", path.display())?;
+        Ok(())
+    };
     if let (Some(t), Some(o)) = (&a.template, &a.out) {
-        let text = std::fs::read_to_string(t).map_err(|e| CliError(relnet_core::Error::io(t, e)))?;
-        let doc = render_template(&text, &folder(t)).map_err(CliError)?;
-        relnet_core::fsutil::write_atomic(o, doc.as_bytes()).map_err(|e| CliError(relnet_core::Error::io(o, e)))?;
-        writeln!(out, "wrote {} from {}", o.display(), t.display())?;
+        let doc = render_template(&read(t)?, &folder(t), !a.check).map_err(CliError)?;
+        put(o, doc, &format!("{} ->", t.display()), out)?;
     }
     for d in &a.headlines {
-        let text = std::fs::read_to_string(d).map_err(|e| CliError(relnet_core::Error::io(d, e)))?;
-        let doc = fill_headlines(&text, &folder(d)).map_err(CliError)?;
-        relnet_core::fsutil::write_atomic(d, doc.as_bytes()).map_err(|e| CliError(relnet_core::Error::io(d, e)))?;
-        writeln!(out, "refilled the headline blocks of {}", d.display())?;
+        let doc = fill_headlines(&read(d)?, &folder(d)).map_err(CliError)?;
+        put(d, doc, "refilled the headline blocks of", out)?;
+    }
+    if !stale.is_empty() {
+        anyhow::bail!("not what the reports make of them (run `cargo xtask docs`): {}", stale.join(", "));
+    }
+    if a.check {
+        writeln!(out, "up to date")?;
     }
     Ok(())
 }

@@ -31,22 +31,39 @@ fn directive<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     arg.strip_prefix(':').map(str::trim)
 }
 
-/// Renders the report of `base/dir` without drawing its figures, with paths as `dir` names them.
-fn report_of(base: &Path, dir: &str) -> Result<Report> {
+/// Renders the report of `base/dir` (drawing its figures when `draw`), with paths as `dir`
+/// names them; `None` when there are no results there yet.
+fn report_of(base: &Path, dir: &str, draw: bool) -> Result<Option<Report>> {
     let path = base.join(dir);
-    if !path.join("cells").is_dir() {
-        return Err(Error::artifact(&path, "no grid results here (no cells/ folder)"));
+    if !path.exists() {
+        return Ok(None);
     }
-    let mut r = render(&path, false)?;
+    if !path.join("cells").is_dir() {
+        return Err(Error::artifact(&path, "not grid results (no cells/ folder)"));
+    }
+    let mut r = render(&path, draw)?;
     r.markdown = r.markdown.replace(&path.display().to_string(), dir);
-    Ok(r)
+    Ok(Some(r))
 }
 
-/// A report's Markdown as a section of a document: without its title, headings one level
-/// down, figure links through `dir`.
-fn embed(markdown: &str, dir: &str) -> String {
+/// What a document says where a results folder does not exist yet.
+fn not_yet(dir: &str) -> String {
+    format!("*No results in `{dir}` yet: `relnet reproduce --profile PROFILE --results {dir}` makes them.*\n")
+}
+
+/// A report's Markdown as a section of a document: without its title and its provenance line
+/// (the document states provenance once), headings one level down, figure links through `dir`.
+fn embed(markdown: &str, provenance: &str, dir: &str) -> String {
     let mut out = String::new();
-    for line in markdown.lines().skip_while(|l| l.starts_with("# ") || l.is_empty()) {
+    let mut lines = markdown.lines().skip_while(|l| l.starts_with("# ") || l.is_empty()).peekable();
+    while let Some(line) = lines.next() {
+        if line == provenance {
+            // And the blank line after it.
+            if lines.peek().is_some_and(|l| l.is_empty()) {
+                lines.next();
+            }
+            continue;
+        }
         let line = if line.starts_with('#') { format!("#{line}") } else { line.to_string() };
         out.push_str(&line.replace("](figures/", &format!("]({dir}/figures/")));
         out.push('\n');
@@ -70,22 +87,25 @@ fn merged(reports: &[Report]) -> Provenance {
     p
 }
 
-/// Renders a template (see the module's documentation); `base` is the template's folder.
-pub fn render_template(template: &str, base: &Path) -> Result<String> {
-    let mut reports: Vec<(String, Report)> = Vec::new();
+/// Renders a template (see the module's documentation); `base` is the template's folder. With
+/// `draw`, the reports' figures are drawn into their results folders too.
+pub fn render_template(template: &str, base: &Path, draw: bool) -> Result<String> {
+    let mut reports: Vec<(String, Option<Report>)> = Vec::new();
     for line in template.lines() {
         if let Some(dir) = directive(line, "report")
             && !reports.iter().any(|(d, _)| d == dir)
         {
-            reports.push((dir.to_string(), report_of(base, dir)?));
+            reports.push((dir.to_string(), report_of(base, dir, draw)?));
         }
     }
-    let all: Vec<Report> = reports.iter().map(|(_, r)| r.clone()).collect();
+    let all: Vec<Report> = reports.iter().filter_map(|(_, r)| r.clone()).collect();
     let mut out = format!("{GENERATED}\n");
     for line in template.lines() {
         if let Some(dir) = directive(line, "report") {
-            let r = &reports.iter().find(|(d, _)| d == dir).expect("read above").1;
-            out.push_str(&embed(&r.markdown, dir));
+            match &reports.iter().find(|(d, _)| d == dir).expect("read above").1 {
+                Some(r) => out.push_str(&embed(&r.markdown, &r.provenance.sentence(), dir)),
+                None => out.push_str(&not_yet(dir)),
+            }
         } else if directive(line, "provenance").is_some() {
             let _ = writeln!(out, "{}", merged(&all).sentence());
         } else {
@@ -219,8 +239,10 @@ pub fn fill_headlines(doc: &str, base: &Path) -> Result<String> {
         out.push_str(line);
         out.push('\n');
         if let Some(dir) = directive(line, "headline") {
-            let r = report_of(base, dir)?;
-            out.push_str(&headline(&r));
+            match report_of(base, dir, false)? {
+                Some(r) => out.push_str(&headline(&r)),
+                None => out.push_str(&not_yet(dir)),
+            }
             skipping = true;
         }
     }
@@ -245,20 +267,28 @@ mod tests {
 
     #[test]
     fn an_embedded_report_loses_its_title_and_its_headings_go_down_a_level() {
-        let md = "# relnet reproduce: results\n\nResults in x.\n\n## Linear\n\n![a](figures/a.png)\n";
-        assert_eq!(embed(md, "grids/cpu"), "Results in x.\n\n### Linear\n\n![a](grids/cpu/figures/a.png)\n");
+        let md = "# relnet reproduce: results\n\nResults in x.\n\nAll ran at y.\n\n## Linear\n\n![a](figures/a.png)\n";
+        assert_eq!(
+            embed(md, "All ran at y.", "grids/cpu"),
+            "Results in x.\n\n### Linear\n\n![a](grids/cpu/figures/a.png)\n"
+        );
     }
 
     #[test]
-    fn a_missing_results_folder_is_named() {
+    fn a_missing_results_folder_is_said_and_a_folder_of_something_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = render_template("<!-- report: grids/none -->\n", dir.path()).unwrap_err().to_string();
-        assert!(e.contains("grids/none") && e.contains("no grid results"), "{e}");
-        let e = fill_headlines("<!-- headline: grids/none -->\n<!-- /headline -->\n", dir.path()).unwrap_err();
-        assert!(e.to_string().contains("grids/none"), "{e}");
+        let page = render_template("<!-- report: grids/none -->\n", dir.path(), false).unwrap();
+        assert!(page.contains("No results in `grids/none` yet"), "{page}");
+        let doc = fill_headlines("a\n<!-- headline: grids/none -->\nold\n<!-- /headline -->\nb\n", dir.path()).unwrap();
+        assert_eq!(doc, format!("a\n<!-- headline: grids/none -->\n{}<!-- /headline -->\nb\n", not_yet("grids/none")));
+        std::fs::create_dir_all(dir.path().join("grids/odd")).unwrap();
+        let e = render_template("<!-- report: grids/odd -->\n", dir.path(), false).unwrap_err().to_string();
+        assert!(e.contains("grids/odd") && e.contains("no cells/ folder"), "{e}");
+        let e = fill_headlines("<!-- headline: x -->\n", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no `<!-- /headline -->`"), "{e}");
         // Text without directives passes through, after the generated-file line.
         assert_eq!(
-            render_template("# Results\ntext\n", dir.path()).unwrap(),
+            render_template("# Results\ntext\n", dir.path(), false).unwrap(),
             format!("{GENERATED}\n# Results\ntext\n")
         );
     }

@@ -347,6 +347,14 @@ impl Grid {
                 {
                     return Err(in_exp(format!("baseline `{b}` is not one of its variants")));
                 }
+                if let Some(v) = e.variants.iter().find(|v| v.paper_gain.is_some())
+                    && (e.paper.is_none() || e.baseline.is_none())
+                {
+                    return Err(in_exp(format!(
+                        "variant `{}` has a `paper_gain` but the experiment names no `paper` source or no `baseline`",
+                        v.name
+                    )));
+                }
             }
             if p.seeds.is_empty() || p.experiments.iter().any(|e| e.seeds.as_ref().is_some_and(Vec::is_empty)) {
                 return Err(bad(format!("profile `{name}` has no seeds")));
@@ -413,7 +421,7 @@ impl Grid {
                                 }
                                 // Cells are one per resolved configuration: an ablation's
                                 // variant that equals another experiment's cell (K = 4 with
-                                // concatenation and BCE) is that cell.
+                                // concatenation and focal loss) is that cell.
                                 let new = self.cell(prof, method, dataset, backbone, seed, variant)?;
                                 let cell = match cells.iter().position(|c| c.hash == new.hash) {
                                     Some(i) => &mut cells[i],
@@ -425,8 +433,17 @@ impl Grid {
                                 if !cell.experiments.contains(&exp.name) {
                                     cell.experiments.push(exp.name.clone());
                                 }
-                                if let Some(v) = variant {
-                                    cell.variants.insert(exp.name.clone(), v.name.clone());
+                                if let Some(v) = variant
+                                    && let Some(other) = cell.variants.insert(exp.name.clone(), v.name.clone())
+                                    && other != v.name
+                                {
+                                    return Err(Error::Config(ConfigError::key(
+                                        "variants",
+                                        format!(
+                                            "profile `{profile}`, experiment `{}`: variants `{other}` and `{}` resolve to the same settings",
+                                            exp.name, v.name
+                                        ),
+                                    )));
                                 }
                                 for e in evals {
                                     if !cell.evals.iter().any(|x| x.key() == e.key()) {
@@ -720,7 +737,7 @@ mod tests {
             g.cells("gpu-cluster", &Filter::default()).unwrap_err().to_string().contains("no profile `gpu-cluster`")
         );
         // An estimate exists for every cell of the shipped profiles.
-        for p in ["paper", "cpu", "smoke", "notebook", "ablations"] {
+        for p in ["paper", "cpu", "smoke", "notebook", "ablations", "quickstart"] {
             let prof = g.profile(p).unwrap();
             for c in g.cells(p, &Filter::default()).unwrap() {
                 assert!(
@@ -845,6 +862,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("two variants are named `a`"), "{e}");
+        let g = Grid::parse(&format!("{base}variants = [{{ name = \"a\" }}, {{ name = \"b\" }}]\n"), p).unwrap();
+        let same = g.cells("a", &Filter::default()).unwrap_err().to_string();
+        assert!(same.contains("variants `a` and `b` resolve to the same settings"), "{same}");
+        let e2 = Grid::parse(&format!("{base}variants = [{{ name = \"a\", paper_gain = 1.0 }}]\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e2.contains("has a `paper_gain` but"), "{e2}");
         let e = Grid::parse(
             &format!("{base}variants = [{{ name = \"a\", method.simclr = {{ temperature = 0.1 }} }}]\n"),
             p,

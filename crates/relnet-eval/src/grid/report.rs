@@ -195,7 +195,12 @@ impl Provenance {
             m.iter().map(|(k, n)| format!("`{k}` ({n} cells)")).collect::<Vec<_>>().join(", ")
         };
         let code = match self.single_commit() {
-            Some(c) => format!("All {} cells ran with the code of commit `{c}`", self.cells),
+            Some(c) => match c.strip_suffix("+dirty") {
+                Some(base) => {
+                    format!("All {} cells ran with uncommitted changes on top of commit `{base}`", self.cells)
+                }
+                None => format!("All {} cells ran with the code of commit `{c}`", self.cells),
+            },
             None if self.commits.is_empty() => "No cell records the commit that ran it".to_string(),
             None => {
                 let mut t = format!("**The cells ran with several builds**: {}", list(&self.commits));
@@ -238,10 +243,41 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
     let mut found: Vec<Manifest> = Vec::new();
+    // The cells the recorded invocations expect: their experiments and variants (labels of the
+    // grid file, not results) replace what a manifest says, and those with no directory yet are
+    // listed as not run.
+    let mut invocations: Vec<PathBuf> = std::fs::read_dir(results)
+        .map_err(|e| Error::io(results, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("invocation-")))
+        .collect();
+    invocations.sort();
+    let mut expected: Vec<Cell> = Vec::new();
+    for inv in invocations {
+        let Ok(text) = std::fs::read_to_string(&inv) else { continue };
+        let Ok(t) = text.parse::<toml::Table>() else { continue };
+        let (Some(profile), only) =
+            (t.get("profile").and_then(|v| v.as_str()), t.get("only").and_then(|v| v.as_str()).unwrap_or(""))
+        else {
+            continue;
+        };
+        let Ok(filter) = only.parse::<Filter>() else { continue };
+        let Ok(cells) = grid.cells(profile, &filter) else { continue };
+        for c in cells {
+            if !expected.iter().any(|x| x.hash == c.hash) {
+                expected.push(c);
+            }
+        }
+    }
     for (dir, m) in manifests(results)? {
         match m {
-            Ok(m) => {
-                let config = m.config_verifies();
+            Ok(mut m) => {
+                if let Some(c) = expected.iter().find(|c| c.hash == m.cell.hash) {
+                    m.cell.experiments = c.experiments.clone();
+                    m.cell.variants = c.variants.clone();
+                }
+                let config = m.verifies_in(&dir);
                 for spec in &m.cell.evals {
                     let o = m.eval(&spec.key());
                     let mut e =
@@ -281,24 +317,8 @@ fn entries(results: &Path, grid: &Grid) -> Result<Cells> {
         }
     }
     // Cells the recorded invocations expect but that have no directory yet.
-    let mut invocations: Vec<PathBuf> = std::fs::read_dir(results)
-        .map_err(|e| Error::io(results, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("invocation-")))
-        .collect();
-    invocations.sort();
-    for inv in invocations {
-        let Ok(text) = std::fs::read_to_string(&inv) else { continue };
-        let Ok(t) = text.parse::<toml::Table>() else { continue };
-        let (Some(profile), only) =
-            (t.get("profile").and_then(|v| v.as_str()), t.get("only").and_then(|v| v.as_str()).unwrap_or(""))
-        else {
-            continue;
-        };
-        let Ok(filter) = only.parse::<Filter>() else { continue };
-        let Ok(cells) = grid.cells(profile, &filter) else { continue };
-        for c in cells {
+    {
+        for c in expected {
             for spec in &c.evals {
                 let known = out.iter().any(|e| e.cell.hash == c.hash && e.eval.key() == spec.key())
                     || unreadable.iter().any(|(d, _)| d.ends_with(c.dir_name()));
@@ -365,7 +385,7 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
     }
     for (name, p) in &profiles {
         if let Some(n) = &p.note {
-            let _ = writeln!(md, "**The `{name}` profile's budget.** {}\n", one_line(n));
+            let _ = writeln!(md, "**The `{name}` profile.** {}\n", one_line(n));
         }
     }
 
@@ -847,7 +867,9 @@ fn ablations(
         }
         // Pretraining loss per epoch, by variant and seed (from each cell's metrics.jsonl).
         let mut losses: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
-        for e in &mine {
+        // Only cells whose records verify: a curve has no checksum of its own, and an unfinished
+        // cell's curve is partial.
+        for e in mine.iter().filter(|e| e.missing.is_none() && !e.values.is_empty()) {
             let v = &e.cell.variants[name.as_str()];
             if losses.get(v).is_some_and(|m| m.contains_key(&e.cell.seed)) {
                 continue;
@@ -944,7 +966,9 @@ fn ablations(
                 let f = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:.4}"));
                 let _ = writeln!(
                     csv,
-                    "\"{name}\",\"{v}\",{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
+                    "\"{}\",\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"",
+                    name.replace('"', "\"\""),
+                    v.replace('"', "\"\""),
                     d.and_then(|d| d.x).map_or(String::new(), |x| x.to_string()),
                     col.1,
                     col.0.split_once(':').map_or("", |k| k.1),
@@ -1007,8 +1031,7 @@ fn ablations(
                 });
             }
             if let Some(m) = missing.get(v) {
-                let last = row.len() - 1;
-                let _ = write!(row[last], " ({})", m.join(", "));
+                let _ = write!(row[0], " ({})", m.join(", "));
             }
             let _ = writeln!(md, "| {} |", row.join(" | "));
         }
@@ -1043,11 +1066,7 @@ fn ablations(
                 let mut lines =
                     vec![ErrorLine { label: format!("relnet ({} {})", h.1, h.3), points: gains, reference: false }];
                 if paper_gains.len() > 1 {
-                    lines.push(ErrorLine {
-                        label: "the paper (200 epochs)".into(),
-                        points: paper_gains,
-                        reference: true,
-                    });
+                    lines.push(ErrorLine { label: "the paper".into(), points: paper_gains, reference: true });
                 }
                 let path = figures_dir.join(format!("{stem}-gain.png"));
                 draw.then(|| error_bars_png(&path, &format!("gain over {b}"), &axis, "gain (points)", &lines, true))

@@ -20,7 +20,7 @@ use relnet_core::data::DataRoot;
 use relnet_core::data::registry::lookup;
 use relnet_core::device::DeviceSpec;
 use relnet_core::pretrain::{Outcome, Reporter, Tick, fmt_secs};
-use relnet_core::record::{ResultRecord, sha256_file};
+use relnet_core::record::{Integrity, ResultRecord, sha256_file};
 use relnet_core::{DataError, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -175,12 +175,30 @@ impl Manifest {
     /// manifest whose settings were edited (or that came from elsewhere with other settings) is
     /// not trusted, whatever its records say.
     pub fn config_verifies(&self) -> std::result::Result<(), Untrusted> {
-        let actual = super::config_hash(&self.cell.pretrain);
-        if actual == self.cell.hash {
-            Ok(())
-        } else {
-            Err(Untrusted::ConfigEdited { cell: self.cell.dir_name(), actual })
+        let c = &self.cell;
+        let actual = super::config_hash(&c.pretrain);
+        if actual != c.hash {
+            return Err(Untrusted::ConfigEdited { cell: c.dir_name(), actual });
         }
+        // The cell's own fields name what its configuration says.
+        let p = &c.pretrain;
+        if c.seed != p.seed
+            || c.dataset != p.dataset
+            || c.backbone != p.backbone.to_string()
+            || c.method != p.method.get().spec().name
+        {
+            return Err(Untrusted::IdentityEdited { cell: c.dir_name() });
+        }
+        Ok(())
+    }
+
+    /// [`Manifest::config_verifies`], and that the manifest lies in its own cell's folder.
+    pub fn verifies_in(&self, dir: &Path) -> std::result::Result<(), Untrusted> {
+        self.config_verifies()?;
+        if dir.file_name().is_none_or(|n| n.to_string_lossy() != self.cell.dir_name()) {
+            return Err(Untrusted::Moved { dir: dir.to_path_buf(), cell: self.cell.dir_name() });
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +220,12 @@ pub enum Untrusted {
     SettingsChanged { dir: PathBuf, key: String },
     #[error("cell {cell}: its manifest's pretraining settings hash to {actual}, not to the cell's name (edited)")]
     ConfigEdited { cell: String, actual: String },
+    #[error("cell {cell}: its manifest's method, dataset, backbone or seed differ from its settings (edited)")]
+    IdentityEdited { cell: String },
+    #[error("{}: holds the manifest of cell {cell} (moved or copied)", dir.display())]
+    Moved { dir: PathBuf, cell: String },
+    #[error("{}: written without a checksum (schema version 1); a grid cell's records carry one", .0.display())]
+    NoChecksum(PathBuf),
 }
 
 /// Checks an evaluation's record against its manifest entry: present, same bytes, a valid
@@ -220,8 +244,18 @@ pub fn verify_record(
     if Some(sha.as_str()) != outcome.record_sha256.as_deref() {
         return Err(Untrusted::Changed(path));
     }
-    let record =
-        ResultRecord::load(&path).map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
+    let (record, integrity) = ResultRecord::load_checked(&path)
+        .map_err(|e| Untrusted::Unreadable { path: path.clone(), problem: e.to_string() })?;
+    match integrity {
+        Integrity::Verified => {}
+        Integrity::Unverified => return Err(Untrusted::NoChecksum(path)),
+        Integrity::Edited { problem } => {
+            return Err(Untrusted::Unreadable {
+                path: path.clone(),
+                problem: format!("result record edited after it was written: {problem}"),
+            });
+        }
+    }
     if backbone_sha256.is_some_and(|b| b != record.backbone.sha256) {
         return Err(Untrusted::OtherBackbone(path));
     }
@@ -327,7 +361,7 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
         };
     // Read under the lock: another process may have just finished the cell.
     let prior = match Manifest::load(&dir) {
-        Ok(m) => m.filter(|m| m.cell.hash == cell.hash).filter(|m| match m.config_verifies() {
+        Ok(m) => m.filter(|m| m.cell.hash == cell.hash).filter(|m| match m.verifies_in(&dir) {
             Ok(()) => true,
             Err(why) => {
                 report.line(&format!("{why}: running the cell again"));
@@ -355,6 +389,14 @@ pub fn run_cell(cell: &Cell, env: &Env, stop: Arc<AtomicBool>, report: &mut dyn 
             }
         }
         if all {
+            // The experiments and variants a cell serves are the grid file's labels, not results:
+            // kept up to date without running anything.
+            if m.cell.experiments != cell.experiments || m.cell.variants != cell.variants {
+                let mut m = m.clone();
+                m.cell.experiments = cell.experiments.clone();
+                m.cell.variants = cell.variants.clone();
+                m.save(&dir)?;
+            }
             let asked = cell.evals.iter().filter_map(|spec| m.eval(&spec.key()));
             for o in asked.filter(|o| o.status == Status::Skipped) {
                 report.line(&format!("{}: still skipped ({})", o.key, o.error.as_deref().unwrap_or("dataset absent")));
