@@ -48,7 +48,7 @@ fn report_of(base: &Path, dir: &str, draw: bool) -> Result<Option<Report>> {
 
 /// What a document says where a results folder does not exist yet.
 fn not_yet(dir: &str) -> String {
-    format!("*No results in `{dir}` yet: `relnet reproduce --profile PROFILE --results {dir}` makes them.*\n")
+    format!("*No results committed in `{dir}` yet.*\n")
 }
 
 /// A report's Markdown as a section of a document: without its title and its provenance line
@@ -278,7 +278,7 @@ mod tests {
     fn a_missing_results_folder_is_said_and_a_folder_of_something_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let page = render_template("<!-- report: grids/none -->\n", dir.path(), false).unwrap();
-        assert!(page.contains("No results in `grids/none` yet"), "{page}");
+        assert!(page.contains("No results committed in `grids/none` yet"), "{page}");
         let doc = fill_headlines("a\n<!-- headline: grids/none -->\nold\n<!-- /headline -->\nb\n", dir.path()).unwrap();
         assert_eq!(doc, format!("a\n<!-- headline: grids/none -->\n{}<!-- /headline -->\nb\n", not_yet("grids/none")));
         std::fs::create_dir_all(dir.path().join("grids/odd")).unwrap();

@@ -848,10 +848,13 @@ fn ablations(
             let v = e.cell.variants[name.as_str()].clone();
             if let Some((kind, why)) = &e.missing {
                 let m = missing.entry(v.clone()).or_default();
-                let t = format!("seed {} {}: {kind}", e.cell.seed, e.eval.protocol);
+                let t = format!("seed {}: {kind}", e.cell.seed);
                 if !m.contains(&t) {
                     m.push(t.clone());
-                    reasons.push(format!("- {v}, {t}: {}", one_line(why)));
+                }
+                let r = format!("- {v}, {t}: {}", one_line(why));
+                if !reasons.contains(&r) {
+                    reasons.push(r);
                 }
             }
             for (metric, x) in &e.values {
