@@ -150,7 +150,7 @@ pub fn headline(r: &Report) -> String {
             .values
             .iter()
             .find_map(|v| (v.protocol == first.0 && v.condition == first.1).then(|| v.reference.clone()).flatten());
-        let mut head = vec!["method".to_string(), "epochs".to_string()];
+        let mut head = vec!["method".to_string(), "pretraining epochs".to_string()];
         head.extend(cols.iter().map(|c| format!("{} {} ({})", c.0, c.3, c.1)));
         if let Some((_, _, label, _)) = &reference {
             head.push(format!("{label} ({})", first.0));
@@ -255,6 +255,60 @@ pub fn fill_headlines(doc: &str, base: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_headline_has_one_row_per_method_and_each_ablations_gains_beside_the_papers() {
+        use super::super::report::{AblationValue, Measured};
+        let m = |protocol: &str, method: &str, metric: &str, mean: f64, reference: Option<f64>| Measured {
+            protocol: protocol.into(),
+            condition: "conv4 cifar10".into(),
+            method: method.into(),
+            pretrain_epochs: 2,
+            metric: (metric.into(), if metric == "test_accuracy" { "accuracy" } else { "k=20" }.into()),
+            seeds: 3,
+            mean: Some(mean),
+            std: Some(0.5),
+            reference: reference.map(|r| (r, None, "paper".to_string(), "Table 2".to_string())),
+        };
+        let a = |variant: &str, mean: f64, gain: Option<f64>, paper: Option<f64>| AblationValue {
+            experiment: "K".into(),
+            variant: variant.into(),
+            column: "linear accuracy".into(),
+            seeds: 3,
+            mean: Some(mean),
+            std: None,
+            gain: gain.map(|g| (g, Some(0.25), 3)),
+            paper_gain: paper,
+            is_baseline: variant == "K = 2",
+        };
+        let r = Report {
+            markdown: String::new(),
+            csv: String::new(),
+            ablations_csv: None,
+            figures: Vec::new(),
+            provenance: Provenance::default(),
+            values: vec![
+                m("linear", "relational", "test_accuracy", 43.0, Some(61.03)),
+                m("knn", "relational", "top1_k20", 47.0, None),
+                m("knn", "relational", "top1_k200", 45.0, None),
+                m("linear", "random", "test_accuracy", 27.0, Some(32.92)),
+            ],
+            ablation_values: vec![a("K = 2", 40.0, Some(0.0), None), a("K = 4", 43.5, Some(3.5), Some(2.7))],
+        };
+        let h = headline(&r);
+        let lines: Vec<&str> = h.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| method | pretraining epochs | linear accuracy (conv4 cifar10) | knn k=20 (conv4 cifar10) | paper (linear) |"
+        );
+        assert_eq!(lines[2], "| Relational reasoning | 2 | 43.00 ± 0.50 [3] | 47.00 ± 0.50 [3] | 61.03 |");
+        assert_eq!(lines[3], "| Random weights (lower bound) | 2 | 27.00 ± 0.50 [3] | — | 32.92 |");
+        assert!(h.contains("(paper: Table 2.)"), "{h}");
+        assert!(
+            h.contains("K = 2 **40.00 [3]**, K = 4 **43.50 [3]** (+3.50 ± 0.25; paper +2.7)."),
+            "the baseline has no gain, the others theirs beside the paper's: {h}"
+        );
+    }
 
     #[test]
     fn directives_are_recognised_alone_on_a_line() {
