@@ -8,8 +8,12 @@
 //!   forwarded, everything after `pretrain` goes to relnet.
 //!
 //! * `reproduce [FLAGS]`: the paper's grid, `relnet reproduce FLAGS` in a release build
-//!   (`--profile paper|cpu|smoke`, `--only`, `--dry-run`, `--launcher slurm`...).
+//!   (`--profile paper|cpu|notebook|ablations|quickstart|smoke`, `--only`, `--dry-run`, `--launcher slurm`...).
 //! * `report [DIR]`: `relnet report DIR` in a release build.
+//! * `docs`: `relnet report --template docs/results.in.md --out docs/results.md --headlines
+//!   README.md` from the workspace root: the results page and the README's headline from the
+//!   grid results committed under docs/grids (docs/reproduce.md, "Documents generated from
+//!   reports"); `cargo xtask docs --check` only says whether they are up to date.
 //! * `gpu-check [cuda|wgpu] [FLAGS]`: builds the release binary with that backend (default
 //!   `cuda`) and runs `relnet bench device --device BACKEND FLAGS`: the conformance suite on the
 //!   GPU, then pretraining speed, as one summary (docs/backends.md, "GPU check").

@@ -24,8 +24,10 @@ pub enum Launcher {
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
-    /// The profile: paper (the published grid, a GPU job), cpu (Conv-4 on CIFAR-10, about an
-    /// hour on 2 cores), smoke (the embedded dataset, a few minutes), or one of --grid's.
+    /// The profile: paper (the published grid, a GPU job), cpu (Table 2's Conv-4 / CIFAR-10
+    /// column at 2 epochs), notebook (the official notebook's run, 3 seeds, fp32 and bf16),
+    /// ablations (K, aggregation and loss at 3 epochs), quickstart and smoke (the embedded
+    /// dataset, minutes), or one of --grid's.
     #[arg(long, default_value = "cpu")]
     pub profile: String,
     /// A grid file to use instead of the embedded one (crates/relnet-eval/grids/reproduce.toml).
