@@ -473,11 +473,11 @@ fn ablations_are_reported_and_a_grid_committed_without_checkpoints_is_done_until
         "## Ablations",
         "### K",
         "### aggregation",
-        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over K = 2 (linear accuracy) | the paper's gain | pretraining loss, last epoch |",
-        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over fp32 (linear accuracy) | pretraining loss, last epoch | largest per-epoch loss gap to fp32 (same seed) |",
+        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over K = 2 (linear accuracy) | the paper's gain (read off its figure) | pretraining loss, last epoch (each variant's own loss) |",
+        "| variant | linear accuracy | knn k=20 | knn k=200 | seed spread (linear accuracy) | gain over fp32 (linear accuracy) | pretraining loss, last epoch (each variant's own loss) | largest per-epoch loss gap to fp32 (same seed) |",
         "| K = 2 |",
         "(baseline)",
-        "+1.5",
+        "≈ +1.5",
         "The paper: Figure 9 of nowhere.",
         "Not reported in the paper.",
         "**The `abl` profile.** a test budget",
@@ -647,4 +647,13 @@ fn the_results_page_and_the_readme_headline_are_generated_from_the_committed_gri
     // The page names its sources: the paper's tables and figures, never a path outside the
     // repository.
     assert!(!page.contains("../shared"), "the results page points outside the repository");
+    // Every committed cell verified and finished: a tampered record shows as untrusted, an
+    // unfinished cell as incomplete or not run, and the page would still regenerate.
+    for (doc, text) in [("docs/results.md", &page), ("README.md", &readme)] {
+        for word in ["untrusted", "not run", "incomplete"] {
+            // The report's mark: the kind, then its numbered note.
+            let mark = format!("{word} [");
+            assert!(!text.contains(&mark), "{doc} shows a cell as {word}: rerun or repair it, then `cargo xtask docs`");
+        }
+    }
 }

@@ -35,8 +35,9 @@ tasks:
   reproduce [FLAGS]       the paper's experiment grid: relnet reproduce FLAGS in a release build
                           (e.g. --profile cpu --data-root DIR; --dry-run lists the cells)
   report [DIR]            the results of a grid beside the paper's: relnet report DIR
-  docs                    docs/results.md from docs/results.in.md and the grid results in
+  docs [--check]          docs/results.md from docs/results.in.md and the grid results in
                           docs/grids, and the README's headline blocks from the same reports
+                          (--check: fail where they differ from what is committed, write nothing)
   gpu-check [cuda|wgpu] [FLAGS]
                           build with that backend (default cuda) and run the GPU check:
                           relnet bench device --device BACKEND FLAGS (conformance + speed)";

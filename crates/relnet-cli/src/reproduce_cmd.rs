@@ -274,6 +274,10 @@ pub struct ReportArgs {
 
 pub fn report_cmd(a: ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if a.template.is_none() && a.headlines.is_empty() {
+        anyhow::ensure!(
+            !a.check,
+            "--check compares generated documents with what is on disk: give --template and --out, or --headlines"
+        );
         return write_report(&a.results, out);
     }
     use relnet_eval::grid::docs::{fill_headlines, render_template};

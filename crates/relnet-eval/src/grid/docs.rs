@@ -158,7 +158,7 @@ pub fn headline(r: &Report) -> String {
         let _ = writeln!(out, "| {} |\n|{}", head.join(" | "), "---|".repeat(head.len()));
         for (method, epochs) in &rows {
             let name = relnet_core::methods::entry(method).map_or(method.as_str(), |e| e.spec.display);
-            let mut line = vec![name.to_string(), epochs.to_string()];
+            let mut line = vec![name.to_string(), super::report::epochs_text(method, *epochs)];
             let mut refv = String::new();
             for c in &cols {
                 let v = r.values.iter().find(|v| {
@@ -205,7 +205,7 @@ pub fn headline(r: &Report) -> String {
                     let _ = write!(t, " ({g:+.2}{}", s.map_or(String::new(), |s| format!(" ± {s:.2}")));
                     match a.paper_gain {
                         Some(p) => {
-                            let _ = write!(t, "; paper {p:+.1})");
+                            let _ = write!(t, "; paper ≈ {p:+.1})");
                         }
                         None => t.push(')'),
                     }
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(lines[3], "| Random weights (lower bound) | 2 | 27.00 ± 0.50 [3] | — | 32.92 |");
         assert!(h.contains("(paper: Table 2.)"), "{h}");
         assert!(
-            h.contains("K = 2 **40.00 [3]**, K = 4 **43.50 [3]** (+3.50 ± 0.25; paper +2.7)."),
+            h.contains("K = 2 **40.00 [3]**, K = 4 **43.50 [3]** (+3.50 ± 0.25; paper ≈ +2.7)."),
             "the baseline has no gain, the others theirs beside the paper's: {h}"
         );
     }

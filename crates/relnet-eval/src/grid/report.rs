@@ -22,6 +22,14 @@ fn method_name(m: &str) -> String {
     relnet_core::methods::entry(m).map_or_else(|| m.to_string(), |e| e.spec.display.to_string())
 }
 
+/// The pretraining epochs of a row: "—" for a method that does not train (random weights).
+pub(crate) fn epochs_text(method: &str, epochs: usize) -> String {
+    match relnet_core::methods::entry(method) {
+        Some(e) if !e.spec.needs_data => "—".into(),
+        _ => epochs.to_string(),
+    }
+}
+
 /// A method's rank among the rows (its spec's `order`; unknown methods last).
 fn method_rank(m: &str) -> usize {
     relnet_core::methods::entry(m).map_or(usize::MAX, |e| e.spec.order as usize)
@@ -30,6 +38,58 @@ fn method_rank(m: &str) -> usize {
 /// The metrics a protocol's evaluator reports, the first compared with the paper.
 fn metrics_of(e: &EvaluatorConfig) -> &'static [(&'static str, &'static str)] {
     e.get().spec().report
+}
+
+/// The sum of the `seconds` of the epochs in `dir/metrics.jsonl` (the last line of each epoch,
+/// should a resumed run have written one twice); 0 where there is none or it does not read.
+fn epoch_seconds(dir: &Path) -> f64 {
+    let Ok(text) = std::fs::read_to_string(dir.join("metrics.jsonl")) else { return 0.0 };
+    let mut by_epoch = BTreeMap::new();
+    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if let (Some(e), Some(s)) = (v["epoch"].as_u64(), v["seconds"].as_f64()) {
+            by_epoch.insert(e, s);
+        }
+    }
+    by_epoch.values().sum()
+}
+
+/// The methods of one column in the order of their first metric, here and in the paper, and how
+/// many pairs of methods the two orders agree on: what a budget far below the paper's can still
+/// be compared on. `None` under three methods with both values.
+fn ordering(values: &[Measured], protocol: &str, condition: &str) -> Option<String> {
+    let first = values.iter().find(|m| m.protocol == protocol)?.metric.0.clone();
+    let mut both: Vec<(&str, f64, f64)> = values
+        .iter()
+        .filter(|m| m.protocol == protocol && m.condition == condition && m.metric.0 == first)
+        .filter_map(|m| Some((m.method.as_str(), m.mean?, m.reference.as_ref()?.0)))
+        .collect();
+    // A method run with several settings in one column is ordered by its first.
+    let mut seen = std::collections::BTreeSet::new();
+    both.retain(|m| seen.insert(m.0));
+    if both.len() < 3 {
+        return None;
+    }
+    let order = |by: fn(&(&str, f64, f64)) -> f64| {
+        let mut v = both.clone();
+        v.sort_by(|a, b| by(b).total_cmp(&by(a)));
+        v.iter().map(|m| method_name(m.0)).collect::<Vec<_>>().join(" > ")
+    };
+    let (mut agree, mut pairs) = (0, 0);
+    for (i, a) in both.iter().enumerate() {
+        for b in &both[i + 1..] {
+            pairs += 1;
+            if (a.1 - b.1) * (a.2 - b.2) > 0.0 {
+                agree += 1;
+            }
+        }
+    }
+    Some(format!(
+        "Order of the methods ({condition}, {}): here {}; in the paper {}. {agree} of {pairs} pairs of methods are in \
+         the paper's order.",
+        values.iter().find(|m| m.metric.0 == first).map_or(first.as_str(), |m| m.metric.1.as_str()),
+        order(|m| m.1),
+        order(|m| m.2)
+    ))
 }
 
 /// One evaluation of one cell as the report sees it.
@@ -375,10 +435,17 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
     let _ = writeln!(md, "# relnet reproduce: results\n");
     let _ = writeln!(
         md,
-        "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent; the paper's value and the difference (relnet − paper) follow. Paper values are those of the paper's tables (Patacchiola & Storkey, NeurIPS 2020; the grid file's `[paper]` tables name each one); *approx.* marks values read off a figure.\n",
+        "Results directory `{}`: {} cells, {} evaluations. Values are mean ± std over seeds (std when there are two or more; the number of seeds in brackets), in percent.{}\n",
         results.display(),
         manifests.len(),
-        entries.len()
+        entries.len(),
+        if entries.iter().any(|e| reference(&e.cell, &e.eval).is_some()) {
+            " Where a published value exists, it and the difference (relnet − published) follow; each table names \
+             its source (the paper's tables and figures, Patacchiola & Storkey, NeurIPS 2020, or the official \
+             notebook), and *approx.* marks values read off a figure."
+        } else {
+            ""
+        }
     );
     if !manifests.is_empty() {
         let _ = writeln!(md, "{}\n", provenance.sentence());
@@ -434,7 +501,7 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
         let _ = writeln!(md, "|---|---|{}", "---|".repeat(conds.len()));
         for row in &rows {
             let (_, method, epochs) = row;
-            let mut line = format!("| {} | {epochs} |", method_name(method));
+            let mut line = format!("| {} | {} |", method_name(method), epochs_text(method, *epochs));
             for cond in &conds {
                 let groups: Vec<(&Row, &Vec<&Entry>)> =
                     conditions[*cond].iter().filter(|(k, _)| k.0 == row.0 && k.1 == row.1 && k.2 == row.2).collect();
@@ -554,6 +621,11 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
             .collect();
         if !sources.is_empty() {
             let _ = writeln!(md, "\n{}.", sources.join("; "));
+        }
+        for cond in &conds {
+            if let Some(line) = ordering(&values, proto, &cond.title()) {
+                let _ = writeln!(md, "\n{line}");
+            }
         }
         let _ = writeln!(md);
 
@@ -716,7 +788,10 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
     manifests.sort_by_key(|m| (method_rank(&m.cell.method), m.cell.dir_name()));
     for m in &manifests {
         let evals: f64 = m.evals.iter().map(|e| e.seconds).sum();
-        total += m.pretrain_seconds + evals;
+        // A run killed without warning loses the manifest's clock for the part it ran; the
+        // epochs it finished are in metrics.jsonl with their own times.
+        let pretrain = m.pretrain_seconds.max(epoch_seconds(&m.cell.dir(results)));
+        total += pretrain + evals;
         let status = match &m.error {
             Some(e) => {
                 format!("{} [{}]", m.status.as_str(), note_of(&format!("{}: {}", m.status.as_str(), one_line(e))))
@@ -727,14 +802,16 @@ pub fn render(results: &Path, draw: bool) -> Result<Report> {
             md,
             "| `{}` | {status} | {} | {} | {} |",
             m.cell.dir_name(),
-            fmt_secs(m.pretrain_seconds),
+            fmt_secs(pretrain),
             fmt_secs(evals),
-            fmt_secs(m.pretrain_seconds + evals)
+            fmt_secs(pretrain + evals)
         );
     }
     let _ = writeln!(
         md,
-        "\nCompute time recorded in the cells: {} (pretraining and evaluations, summed; a resumed cell counts each part once).\n",
+        "\nCompute time recorded in the cells: {} (pretraining and evaluations, summed). Pretraining is the larger of \
+         the cell's clock and the sum of its finished epochs' times (`metrics.jsonl`): a run killed without warning \
+         loses its clock, and the unfinished part of an epoch it was in is not counted.\n",
         fmt_secs(total)
     );
     for (dir, e) in &unreadable {
@@ -910,11 +987,11 @@ fn ablations(
             if let Some(b) = &baseline {
                 header.push(format!("gain over {b} ({} {})", h.1, h.3));
                 if paper.is_some() {
-                    header.push("the paper's gain".into());
+                    header.push("the paper's gain (read off its figure)".into());
                 }
             }
         }
-        header.push("pretraining loss, last epoch".into());
+        header.push("pretraining loss, last epoch (each variant's own loss)".into());
         if same_objective && let Some(b) = &baseline {
             header.push(format!("largest per-epoch loss gap to {b} (same seed)"));
         }
@@ -1106,7 +1183,7 @@ fn row_tail(
         row.push(if b == variant {
             "(baseline)".into()
         } else {
-            paper_gain.map_or("—".into(), |g| format!("{g:+.1}"))
+            paper_gain.map_or("—".into(), |g| format!("≈ {g:+.1}"))
         });
     }
 }
