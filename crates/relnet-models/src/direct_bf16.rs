@@ -75,6 +75,12 @@ pub(crate) trait Dot {
     ///
     /// The CPU has the build's features; `p` is valid for writes of `W` floats.
     unsafe fn store(p: *mut f32, v: Self::Acc);
+    /// Writes `W` floats to `p`, each rounded to bf16 first (`to_bf16`, kept as an fp32 value).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has the build's features; `p` is valid for writes of `W` floats.
+    unsafe fn store_bf16(p: *mut f32, v: Self::Acc);
     /// `2W` bf16 values from `p`: pair `j` is `p[2j], p[2j+1]`.
     ///
     /// # Safety
@@ -100,6 +106,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Dot;
+    use crate::bf16_layout::x86::{rounded8, rounded16};
 
     /// AVX512-BF16 on 512 bits: 16 accumulators.
     pub(crate) struct Bf16x16;
@@ -123,6 +130,14 @@ mod x86 {
         unsafe fn store(p: *mut f32, v: __m512) {
             // SAFETY: the caller's contract: AVX-512F, `p` valid for writes of 16 floats.
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_bf16(p: *mut f32, v: __m512) {
+            // SAFETY: the caller's contract: AVX-512F, `p` valid for writes of 16 floats.
+            unsafe {
+                let r = rounded16(v);
+                _mm512_storeu_ps(p, _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(0xffff_0000u32 as i32))))
+            }
         }
         #[inline(always)]
         unsafe fn pairs(p: *const u16) -> __m512bh {
@@ -168,6 +183,15 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
+        unsafe fn store_bf16(p: *mut f32, v: __m256) {
+            // SAFETY: the caller's contract: AVX2 (an AVX-512VL CPU has it), `p` valid for writes
+            // of 8 floats.
+            unsafe {
+                let r = rounded8(v);
+                _mm256_storeu_ps(p, _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(0xffff_0000u32 as i32))))
+            }
+        }
+        #[inline(always)]
         unsafe fn pairs(p: *const u16) -> __m256bh {
             // SAFETY: the caller's contract: AVX, `p` valid for 16 bf16 values (32 bytes);
             // both vector types are 32 bytes of plain bits.
@@ -191,9 +215,9 @@ mod x86 {
     ///
     /// The CPU has AVX-512F and AVX512-BF16; what `image` requires with `D = Bf16x16`.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn image16(g: &super::Geometry, buf: &[u16], packed: &[u32], out: *mut f32) {
+    pub(super) unsafe fn image16(g: &super::Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
         // SAFETY: the caller's contract.
-        unsafe { super::image::<Bf16x16>(g, buf, packed, out) }
+        unsafe { super::image::<Bf16x16>(g, buf, packed, out, round) }
     }
 
     /// [`super::image`] with 8 accumulators.
@@ -202,9 +226,9 @@ mod x86 {
     ///
     /// The CPU has AVX-512F, AVX-512VL and AVX512-BF16; what `image` requires with `D = Bf16x8`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
-    pub(super) unsafe fn image8(g: &super::Geometry, buf: &[u16], packed: &[u32], out: *mut f32) {
+    pub(super) unsafe fn image8(g: &super::Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
         // SAFETY: the caller's contract.
-        unsafe { super::image::<Bf16x8>(g, buf, packed, out) }
+        unsafe { super::image::<Bf16x8>(g, buf, packed, out, round) }
     }
 
     /// [`super::weight_grad`] with 16 accumulators.
@@ -253,6 +277,11 @@ impl<const N: usize> Dot for Emulated<N> {
     unsafe fn store(p: *mut f32, v: Self::Acc) {
         // SAFETY: the caller's contract: `p` valid for writes of `N` floats; unaligned write.
         unsafe { p.cast::<[f32; N]>().write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16(p: *mut f32, v: Self::Acc) {
+        // SAFETY: the caller's contract, as `store`.
+        unsafe { Self::store(p, v.map(|x| from_bf16(to_bf16(x)))) }
     }
     #[inline(always)]
     unsafe fn pairs(p: *const u16) -> Self::Pairs {
@@ -384,19 +413,8 @@ fn border_pairs(g: &Geometry, x: &[f32], buf: &mut Vec<u16>) {
             row[..2].fill(0);
             row[(wp - 1) * 2..].fill(0);
             let xa = &x[(a * g.h + y) * g.w..(a * g.h + y + 1) * g.w];
-            let inner = &mut row[2..(wp - 1) * 2];
-            if b < g.ci {
-                let xb = &x[(b * g.h + y) * g.w..(b * g.h + y + 1) * g.w];
-                for ((d, &va), &vb) in inner.chunks_exact_mut(2).zip(xa).zip(xb) {
-                    d[0] = to_bf16(va);
-                    d[1] = to_bf16(vb);
-                }
-            } else {
-                for (d, &va) in inner.chunks_exact_mut(2).zip(xa) {
-                    d[0] = to_bf16(va);
-                    d[1] = 0;
-                }
-            }
+            let xb = (b < g.ci).then(|| &x[(b * g.h + y) * g.w..(b * g.h + y + 1) * g.w]);
+            super::bf16_layout::pair_row(xa, xb, &mut row[2..(wp - 1) * 2]);
         }
     }
 }
@@ -415,23 +433,23 @@ fn border_plain(g: &Geometry, x: &[f32], buf: &mut Vec<u16>) {
             let row = &mut plane[(y + 1) * wp..(y + 2) * wp];
             row[0] = 0;
             row[wp - 1] = 0;
-            for (d, &v) in row[1..wp - 1].iter_mut().zip(&x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w]) {
-                *d = to_bf16(v);
-            }
+            super::bf16_layout::round_row(&x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w], &mut row[1..wp - 1]);
         }
     }
 }
 
 /// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, 3, 3]`), padding 1, both
-/// rounded to bf16, summed in fp32: `[n, co, h, w]`, in the hardware build. Only for a `g` that
-/// [`covers`] accepts.
+/// rounded to bf16, summed in fp32, each output rounded to bf16 as it is stored (the rounding
+/// autocast gives a bf16 convolution's output, without a pass of its own): `[n, co, h, w]`, in
+/// the hardware build. Only for a `g` that [`covers`] accepts.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
-    forward_with(Build::pick(g.w), g, x, weight)
+    forward_with(Build::pick(g.w), g, x, weight, true)
 }
 
-/// [`forward`] in the build `build`, which must run here and whose width divides `g.w`.
-pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// [`forward`] in the build `build`, which must run here and whose width divides `g.w`; the
+/// outputs rounded to bf16 with `round`, the fp32 sums without.
+pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32], round: bool) -> Vec<f32> {
     assert!(super::direct3x3::shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(build.runs_here(), "{build:?} does not run on this CPU");
     assert!(g.w.is_multiple_of(build.lanes()), "{build:?} needs a width that is a multiple of {}", build.lanes());
@@ -443,7 +461,7 @@ pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32]
     out.spare_capacity_mut()[..g.n * len_out]
         .par_chunks_mut(len_out)
         .zip(x.par_chunks(len_in))
-        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(build, g, xi, &packed, o, buf));
+        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(build, g, xi, &packed, o, buf, round));
     // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`shape_ok`)
     // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values with
     // an image, and `forward_image` wrote each chunk whole before `for_each_init` returned (had
@@ -452,7 +470,8 @@ pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32]
     out
 }
 
-/// One image into `out` (`[co, h, w]`, every value written); `buf` is scratch.
+/// One image into `out` (`[co, h, w]`, every value written, rounded to bf16 with `round`);
+/// `buf` is scratch.
 fn forward_image(
     build: Build,
     g: &Geometry,
@@ -460,6 +479,7 @@ fn forward_image(
     packed: &[u32],
     out: &mut [MaybeUninit<f32>],
     buf: &mut Vec<u16>,
+    round: bool,
 ) {
     assert!(super::direct3x3::shape_ok(g) && build.runs_here() && g.w.is_multiple_of(build.lanes()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -473,11 +493,11 @@ fn forward_image(
     unsafe {
         match build {
             #[cfg(target_arch = "x86_64")]
-            Build::Hw16 => x86::image16(g, buf, packed, o),
+            Build::Hw16 => x86::image16(g, buf, packed, o, round),
             #[cfg(target_arch = "x86_64")]
-            Build::Hw8 => x86::image8(g, buf, packed, o),
-            Build::Emulated16 => image::<Emulated<16>>(g, buf, packed, o),
-            Build::Emulated8 => image::<Emulated<8>>(g, buf, packed, o),
+            Build::Hw8 => x86::image8(g, buf, packed, o, round),
+            Build::Emulated16 => image::<Emulated<16>>(g, buf, packed, o, round),
+            Build::Emulated8 => image::<Emulated<8>>(g, buf, packed, o, round),
             #[cfg(not(target_arch = "x86_64"))]
             Build::Hw16 | Build::Hw8 => unreachable!("an x86 build on another CPU"),
         }
@@ -523,19 +543,7 @@ pub(crate) fn weight_grad_image_with(
         dyt.clear();
         dyt.resize(p * g.co, 0);
     }
-    // In blocks of 32 pixel pairs, so the block of `dyt` being written stays in L1 while every
-    // channel's row of `dy` is read in order.
-    for q0 in (0..p / 2).step_by(32) {
-        let q1 = (q0 + 32).min(p / 2);
-        for o in 0..g.co {
-            let src = &dy[o * p + 2 * q0..o * p + 2 * q1];
-            for (q, d) in (q0..q1).zip(src.chunks_exact(2)) {
-                let at = (q * g.co + o) * 2;
-                dyt[at] = to_bf16(d[0]);
-                dyt[at + 1] = to_bf16(d[1]);
-            }
-        }
-    }
+    super::bf16_layout::pixel_pairs(dy, g.co, p, dyt);
     // SAFETY: the asserts give what `weight_grad` requires (a CPU that runs the build, the
     // shape, `co` a multiple of its lanes, the length of `dwt`); `border_plain` and the resize of
     // `dyt` give the lengths of `buf` and `dyt`.
@@ -562,7 +570,7 @@ pub(crate) fn weight_grad_image_with(
 /// `packed` the packed weights (`co * cp * 9`, [`pack`]), and `out` is valid for writes of
 /// `co * h * w` floats that nothing else accesses during the call.
 #[inline(always)]
-unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32) {
+unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
     let runs = g.h * g.w / D::W;
     let tiles = super::direct3x3::tiles(g.co, ROWS);
     let mut first = 0;
@@ -573,18 +581,18 @@ unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32
             // <= g.co` (`tiles` yields consecutive tiles of an even count up to 12 ending at `co`).
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<D, 12, 2>(g, buf, packed, out, co, first),
-                    (12, 1) => tile::<D, 12, 1>(g, buf, packed, out, co, first),
-                    (10, 2) => tile::<D, 10, 2>(g, buf, packed, out, co, first),
-                    (10, 1) => tile::<D, 10, 1>(g, buf, packed, out, co, first),
-                    (8, 2) => tile::<D, 8, 2>(g, buf, packed, out, co, first),
-                    (8, 1) => tile::<D, 8, 1>(g, buf, packed, out, co, first),
-                    (6, 2) => tile::<D, 6, 2>(g, buf, packed, out, co, first),
-                    (6, 1) => tile::<D, 6, 1>(g, buf, packed, out, co, first),
-                    (4, 2) => tile::<D, 4, 2>(g, buf, packed, out, co, first),
-                    (4, 1) => tile::<D, 4, 1>(g, buf, packed, out, co, first),
-                    (2, 2) => tile::<D, 2, 2>(g, buf, packed, out, co, first),
-                    (2, 1) => tile::<D, 2, 1>(g, buf, packed, out, co, first),
+                    (12, 2) => tile::<D, 12, 2>(g, buf, packed, out, co, first, round),
+                    (12, 1) => tile::<D, 12, 1>(g, buf, packed, out, co, first, round),
+                    (10, 2) => tile::<D, 10, 2>(g, buf, packed, out, co, first, round),
+                    (10, 1) => tile::<D, 10, 1>(g, buf, packed, out, co, first, round),
+                    (8, 2) => tile::<D, 8, 2>(g, buf, packed, out, co, first, round),
+                    (8, 1) => tile::<D, 8, 1>(g, buf, packed, out, co, first, round),
+                    (6, 2) => tile::<D, 6, 2>(g, buf, packed, out, co, first, round),
+                    (6, 1) => tile::<D, 6, 1>(g, buf, packed, out, co, first, round),
+                    (4, 2) => tile::<D, 4, 2>(g, buf, packed, out, co, first, round),
+                    (4, 1) => tile::<D, 4, 1>(g, buf, packed, out, co, first, round),
+                    (2, 2) => tile::<D, 2, 2>(g, buf, packed, out, co, first, round),
+                    (2, 1) => tile::<D, 2, 1>(g, buf, packed, out, co, first, round),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -610,6 +618,7 @@ unsafe fn tile<D: Dot, const RR: usize, const N: usize>(
     out: *mut f32,
     co: usize,
     first: usize,
+    round: bool,
 ) {
     let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
     let taps = g.ci.div_ceil(2) * 9;
@@ -653,7 +662,13 @@ unsafe fn tile<D: Dot, const RR: usize, const N: usize>(
         let row = (co + r) * g.h * g.w;
         for i in 0..N {
             // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + W <= h * w`.
-            unsafe { D::store(out.add(row + dst[i]), acc[r][i]) };
+            unsafe {
+                if round {
+                    D::store_bf16(out.add(row + dst[i]), acc[r][i]);
+                } else {
+                    D::store(out.add(row + dst[i]), acc[r][i]);
+                }
+            }
         }
     }
 }
@@ -839,7 +854,9 @@ mod tests {
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let mut outs: Vec<(Build, Vec<f32>)> = Vec::new();
             for &b in builds.iter().filter(|b| w.is_multiple_of(b.lanes())) {
-                let out = forward_with(b, &g, &x, &wt);
+                let out = forward_with(b, &g, &x, &wt, false);
+                // Rounding as the outputs are stored gives the bits of rounding them afterwards.
+                assert_eq!(forward_with(b, &g, &x, &wt, true), round(&out), "{b:?} {g:?}: rounded outputs");
                 for (i, (a, e)) in out.iter().zip(&want).enumerate() {
                     // fp32 sums of exact products: a few roundings of the running sum.
                     assert!((*a as f64 - e).abs() <= 1e-5 * scale, "{b:?} {g:?} at {i}: {a} vs {e}");

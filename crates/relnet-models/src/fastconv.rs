@@ -638,12 +638,12 @@ fn rounded(v: &[f32]) -> Vec<f32> {
 /// Where [`forward`] panics.
 pub fn forward_bf16(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
-    // The bf16 kernel rounds its operands as it lays them out: no rounded copies needed.
-    let mut out = if direct_bf16::covers(g) {
-        forward_at(g, x, weight, true)
-    } else {
-        forward_at(g, &rounded(x), &rounded(weight), true)
-    };
+    // The bf16 kernel rounds its operands as it lays them out and its outputs as it stores
+    // them: no rounded copies, no rounding pass.
+    if direct_bf16::covers(g) {
+        return forward_at(g, x, weight, true);
+    }
+    let mut out = forward_at(g, &rounded(x), &rounded(weight), true);
     round_bf16(&mut out);
     out
 }
@@ -676,7 +676,10 @@ pub fn backward_bf16(
         let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
         backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true)
     };
-    for d in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
+    // In the direct branch the input gradient is the bf16 forward kernel's output, rounded as
+    // it was stored.
+    let dx_rounded = direct;
+    for d in [dx.as_mut().filter(|_| !dx_rounded), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);
     }
     (dx, dw)
