@@ -154,7 +154,9 @@ pub fn normalise(
 }
 
 /// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
-/// expression, in the same float operations, as the forward pass decided on.
+/// expression, in the same float operations, as the forward pass decided on. The tests' reference
+/// for [`backward_relu`], which masks as it reads instead of writing this copy.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn relu_mask(
     x: &[f32],
@@ -206,18 +208,68 @@ pub fn backward(
     gamma: &[f32],
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_at(x, dy, n, channels, plane, mean, var, gamma, eps, None)
+}
+
+/// [`backward`] of batch norm followed by ReLU (`beta` is batch norm's shift): the output
+/// gradient passes only where the forward pass's `x * scale + shift` was positive, decided by the
+/// same float operations, as each pass reads it (no masked copy of `dy`).
+///
+/// # Panics
+///
+/// Where [`backward`] panics, or unless `beta` has one value per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_relu(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_at(x, dy, n, channels, plane, mean, var, gamma, eps, Some(beta))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_at(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    eps: f64,
+    relu_beta: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "fastbn::backward";
     let len = check_images(WHAT, x.len(), Some(n), channels, plane);
     assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
+    // The fused ReLU's per-channel map, as the forward pass computed it.
+    let relu = relu_beta.map(|beta| {
+        check_channels(WHAT, channels, &[("beta", beta)]);
+        affine(channels, mean, var, gamma, beta, eps)
+    });
+    // `g` where the ReLU let the value through (or there is none), 0 where it did not.
+    let pass = |c: usize| {
+        let (a, b) = relu.as_ref().map_or((0.0, 0.0), |(s, t)| (s[c], t[c]));
+        let on = relu.is_some();
+        move |g: f32, v: f32| if !on || v * a + b > 0.0 { g } else { 0.0 }
+    };
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     // Per channel: sum of dy (dbeta) and of dy * x_hat (dgamma).
     let sums = per_channel(dy, n, channels, plane, |c, dys| {
         let (mut sd, mut sdx) = (0f64, 0f64);
-        let m = mean[c];
+        let (m, pass) = (mean[c], pass(c));
         for (i, d) in dys.enumerate() {
             let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
-            let (a, b) = sums2(d, xs, |g, _| g, |g, v| g * (v - m));
+            let (a, b) = sums2(d, xs, pass, |g, v| pass(g, v) * (v - m));
             sd += a;
             sdx += b;
         }
@@ -237,10 +289,10 @@ pub fn backward(
         let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
         for c in 0..channels {
             let (k, md, mdx, is) = coef[c];
-            let m = mean[c];
+            let (m, pass) = (mean[c], pass(c));
             let r = c * plane..(c + 1) * plane;
             for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
-                o.write(k * (g - md - (v - m) * is * mdx));
+                o.write(k * (pass(g, v) - md - (v - m) * is * mdx));
             }
         }
     };
@@ -319,14 +371,11 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 // The forward pass checked the input's shape; `backward` checks the rest.
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
-                let masked;
-                let dyv = if relu {
-                    masked = relu_mask(&xv, &dyv, c, plane, &mv, &vv, &gv, &values(&beta).1, eps);
-                    &masked[..]
+                let (dx, dgamma, dbeta) = if relu {
+                    backward_relu(&xv, &dyv, n, c, plane, &mv, &vv, &gv, &values(&beta).1, eps)
                 } else {
-                    &dyv[..]
+                    backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps)
                 };
-                let (dx, dgamma, dbeta) = backward(&xv, dyv, n, c, plane, &mv, &vv, &gv, eps);
                 if let Some(node) = node_x {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
                 }
@@ -517,5 +566,17 @@ mod tests {
                 assert!((dx[i] as f64 - want).abs() < 1e-4, "dx {} against {want}", dx[i]);
             }
         }
+        // With the ReLU: masking as the passes read gives the bits of masking a copy first.
+        let masked = relu_mask(&x, &dy, c, plane, &mean, &var, &gamma, &beta, eps);
+        assert!(
+            masked.iter().zip(&dy).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0),
+            "a mask that does something"
+        );
+        let want = backward(&x, &masked, n, c, plane, &mean, &var, &gamma, eps);
+        let got = backward_relu(&x, &dy, n, c, plane, &mean, &var, &gamma, &beta, eps);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.0), bits(&want.0), "dx");
+        assert_eq!(bits(&got.1), bits(&want.1), "dgamma");
+        assert_eq!(bits(&got.2), bits(&want.2), "dbeta");
     }
 }
