@@ -216,8 +216,9 @@ pub(crate) mod x86 {
     ///
     /// # Safety
     ///
-    /// The CPU has AVX-512F; `p` is even; `dy` is valid for `co * p` reads and `dyt` for `co *
-    /// p` writes that nothing else accesses during the call.
+    /// The CPU has AVX-512F; `p` is even; `dy` points to `co * p` initialised values that nothing
+    /// writes during the call, and `dyt` to `co * p` initialised values that nothing else reads
+    /// or writes during the call (the function views both as slices).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn pixel_pairs(dy: *const f32, co: usize, p: usize, dyt: *mut u16) {
         let (pairs, high) = (p / 2, _mm512_set1_epi32(0xffff_0000u32 as i32));
@@ -363,9 +364,11 @@ mod tests {
                     }
                 }
             }
-            let mut got = vec![7u16; co * p];
-            pixel_pairs(&dy, co, p, &mut got);
-            assert_eq!(got, want, "pixel_pairs {co} x {p} (vector: {wide})");
+            // One guard value past the end: no store may touch it.
+            let mut got = vec![7u16; co * p + 1];
+            pixel_pairs(&dy, co, p, &mut got[..co * p]);
+            assert_eq!(&got[..co * p], &want[..], "pixel_pairs {co} x {p} (vector: {wide})");
+            assert_eq!(got[co * p], 7, "pixel_pairs wrote past {co} x {p}");
         }
     }
 }

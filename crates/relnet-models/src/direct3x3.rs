@@ -252,21 +252,6 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
     }
     // Every position is written: the border rows whole, then each inner row's two border
     // columns and its values (the buffer is reused from image to image, never zeroed whole).
-    match g.w {
-        // The backbones' widths as fixed-size copies, which compile to a few vector moves where
-        // `copy_from_slice` of a run-time length calls `memcpy` once a row (5% of a ResNet-32
-        // step went to those calls).
-        8 => border_rows::<8>(g, x, buf),
-        16 => border_rows::<16>(g, x, buf),
-        32 => border_rows::<32>(g, x, buf),
-        _ => border_rows::<0>(g, x, buf),
-    }
-}
-
-/// [`border`]'s loop, with rows of `W` values copied as arrays (`W = 0`: any width).
-#[inline(always)]
-fn border_rows<const W: usize>(g: &Geometry, x: &[f32], buf: &mut [f32]) {
-    let (hp, wp) = (g.h + 2, g.w + 2);
     for (c, plane) in buf.chunks_exact_mut(hp * wp).enumerate() {
         plane[..wp].fill(0.0);
         plane[(hp - 1) * wp..].fill(0.0);
@@ -274,16 +259,7 @@ fn border_rows<const W: usize>(g: &Geometry, x: &[f32], buf: &mut [f32]) {
             let row = &mut plane[(y + 1) * wp..(y + 2) * wp];
             row[0] = 0.0;
             row[wp - 1] = 0.0;
-            let src = &x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
-            if W == 0 {
-                row[1..wp - 1].copy_from_slice(src);
-            } else {
-                let (d, s): (&mut [f32; W], &[f32; W]) = (
-                    (&mut row[1..wp - 1]).try_into().expect("rows of W values"),
-                    src.try_into().expect("rows of W values"),
-                );
-                *d = *s;
-            }
+            row[1..wp - 1].copy_from_slice(&x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w]);
         }
     }
 }

@@ -184,8 +184,9 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn store_bf16(p: *mut f32, v: __m256) {
-            // SAFETY: the caller's contract: AVX2 (an AVX-512VL CPU has it), `p` valid for writes
-            // of 8 floats.
+            // SAFETY: the caller's contract: AVX2 (the hardware builds run only where `hardware()`
+            // found AVX-512, which `Isa::hardware` grants only with AVX2 and FMA detected), `p`
+            // valid for writes of 8 floats.
             unsafe {
                 let r = rounded8(v);
                 _mm256_storeu_ps(p, _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(0xffff_0000u32 as i32))))

@@ -566,17 +566,29 @@ mod tests {
                 assert!((dx[i] as f64 - want).abs() < 1e-4, "dx {} against {want}", dx[i]);
             }
         }
-        // With the ReLU: masking as the passes read gives the bits of masking a copy first.
-        let masked = relu_mask(&x, &dy, c, plane, &mean, &var, &gamma, &beta, eps);
-        assert!(
-            masked.iter().zip(&dy).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0),
-            "a mask that does something"
-        );
-        let want = backward(&x, &masked, n, c, plane, &mean, &var, &gamma, eps);
-        let got = backward_relu(&x, &dy, n, c, plane, &mean, &var, &gamma, &beta, eps);
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got.0), bits(&want.0), "dx");
-        assert_eq!(bits(&got.1), bits(&want.1), "dgamma");
-        assert_eq!(bits(&got.2), bits(&want.2), "dbeta");
+    }
+
+    #[test]
+    fn relu_backward_masks_as_it_reads_with_the_bits_of_a_masked_copy() {
+        // Planes of 7 (the sums' tail only) and 19 (their 8-lane body and a tail).
+        for plane in [7, 19] {
+            let (n, c, eps) = (5, 3, 1e-5);
+            let x: Vec<f32> =
+                (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
+            let dy: Vec<f32> = (0..x.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
+            let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
+            let (mean, var) = statistics(&x, n, c, plane);
+            let masked = relu_mask(&x, &dy, c, plane, &mean, &var, &gamma, &beta, eps);
+            assert!(
+                masked.iter().zip(&dy).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0),
+                "a mask that does something"
+            );
+            let want = backward(&x, &masked, n, c, plane, &mean, &var, &gamma, eps);
+            let got = backward_relu(&x, &dy, n, c, plane, &mean, &var, &gamma, &beta, eps);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.0), bits(&want.0), "dx, plane {plane}");
+            assert_eq!(bits(&got.1), bits(&want.1), "dgamma, plane {plane}");
+            assert_eq!(bits(&got.2), bits(&want.2), "dbeta, plane {plane}");
+        }
     }
 }

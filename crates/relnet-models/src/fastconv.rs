@@ -442,9 +442,10 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     forward_at(g, x, weight, false)
 }
 
-/// [`forward`], with `x` and `weight` rounded to bf16 and summed in fp32 where `bf16` is set
-/// and the AVX512-BF16 kernel covers `g` (`direct_bf16`); the fp32 kernels everywhere else (the
-/// bf16 path's callers round the operands themselves, so the numerics are the same).
+/// [`forward`], with `x` and `weight` rounded to bf16 and summed in fp32, and the output rounded
+/// to bf16, where `bf16` is set and the AVX512-BF16 kernel covers `g` (`direct_bf16`); the fp32
+/// kernels, with an fp32 output, everywhere else (the bf16 path's callers round the operands, and
+/// there the output, themselves, so the numerics are the same).
 pub(crate) fn forward_at(g: &Geometry, x: &[f32], weight: &[f32], bf16: bool) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
     let (rows, p, b) = (g.rows(), g.cols(), chunk(g));
@@ -677,7 +678,9 @@ pub fn backward_bf16(
         backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true)
     };
     // In the direct branch the input gradient is the bf16 forward kernel's output, rounded as
-    // it was stored.
+    // it was stored: `direct` with `want_x` means `backward_at` takes its stride-1 path, the
+    // forward of the transposed geometry, which `direct_bf16::covers` (checked in `direct`).
+    debug_assert!(!(direct && want_x) || (stride1 && !g.pointwise() && direct_bf16::covers(&g.transposed())));
     let dx_rounded = direct;
     for d in [dx.as_mut().filter(|_| !dx_rounded), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);
