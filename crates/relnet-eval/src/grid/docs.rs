@@ -302,7 +302,8 @@ mod tests {
             "| method | pretraining epochs | linear accuracy (conv4 cifar10) | knn k=20 (conv4 cifar10) | paper (linear) |"
         );
         assert_eq!(lines[2], "| Relational reasoning | 2 | 43.00 ± 0.50 [3] | 47.00 ± 0.50 [3] | 61.03 |");
-        assert_eq!(lines[3], "| Random weights (lower bound) | 2 | 27.00 ± 0.50 [3] | — | 32.92 |");
+        // Random weights do not train: no epoch count.
+        assert_eq!(lines[3], "| Random weights (lower bound) | — | 27.00 ± 0.50 [3] | — | 32.92 |");
         assert!(h.contains("(paper: Table 2.)"), "{h}");
         assert!(
             h.contains("K = 2 **40.00 [3]**, K = 4 **43.50 [3]** (+3.50 ± 0.25; paper ≈ +2.7)."),
