@@ -25,7 +25,7 @@ fn main() {
         let (mean, var) = fastbn::statistics(&x, n, c, plane);
         let ts = best(&|| drop(fastbn::statistics(&x, n, c, plane)));
         let tn = best(&|| drop(fastbn::normalise(&x, c, plane, &mean, &var, &gamma, &beta, 1e-5, true)));
-        let tb = best(&|| drop(fastbn::backward(&x, &dy, n, c, plane, &mean, &var, &gamma, 1e-5)));
+        let tb = best(&|| drop(fastbn::backward(&x, &dy, n, c, plane, &mean, &var, &gamma, 1e-5, None)));
         let (tpf, tpb) = if side >= 8 {
             (
                 best(&|| drop(fastpool::forward(&x, n * c, side, side, 2, 2))),

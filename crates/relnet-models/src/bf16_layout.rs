@@ -9,6 +9,8 @@
 //! one serves the emulated builds (the tests) and `RELNET_SIMD` capped below AVX-512. Before
 //! these, the layouts took 16% of a ResNet-32 bf16 step (docs/performance.md).
 
+use std::ops::Range;
+
 use super::direct_bf16::to_bf16;
 
 /// Whether the AVX-512F build runs here (`RELNET_SIMD` not capping below it). Read once.
@@ -84,16 +86,16 @@ pub(crate) fn pixel_pairs(dy: &[f32], co: usize, p: usize, dyt: &mut [u16]) {
         unsafe { x86::pixel_pairs(dy.as_ptr(), co, p, dyt.as_mut_ptr()) };
         return;
     }
-    plain_pixel_pairs(dy, co, p, dyt, 0, 0);
+    plain_pixel_pairs(dy, co, p, dyt, 0..co, 0..p / 2);
 }
 
-/// [`pixel_pairs`] for channels from `o0` and pixel pairs from `q0` on.
-fn plain_pixel_pairs(dy: &[f32], co: usize, p: usize, dyt: &mut [u16], o0: usize, q0: usize) {
+/// [`pixel_pairs`] for the channels `os` and the pixel pairs `qs` only.
+fn plain_pixel_pairs(dy: &[f32], co: usize, p: usize, dyt: &mut [u16], os: Range<usize>, qs: Range<usize>) {
     // In blocks of 32 pixel pairs, so the block of `dyt` being written stays in L1 while every
     // channel's row of `dy` is read in order.
-    for qb in (q0..p / 2).step_by(32) {
-        let qe = (qb + 32).min(p / 2);
-        for o in o0..co {
+    for qb in qs.clone().step_by(32) {
+        let qe = (qb + 32).min(qs.end);
+        for o in os.clone() {
             for q in qb..qe {
                 let at = (q * co + o) * 2;
                 dyt[at] = to_bf16(dy[o * p + 2 * q]);
@@ -250,16 +252,8 @@ pub(crate) mod x86 {
         // SAFETY: the caller's contract: `co * p` values each, `dyt` exclusively ours.
         let (dy, dyt) =
             unsafe { (std::slice::from_raw_parts(dy, co * p), std::slice::from_raw_parts_mut(dyt, co * p)) };
-        if q16 < pairs {
-            for q in q16..pairs {
-                for o in 0..o16 {
-                    let at = (q * co + o) * 2;
-                    dyt[at] = super::to_bf16(dy[o * p + 2 * q]);
-                    dyt[at + 1] = super::to_bf16(dy[o * p + 2 * q + 1]);
-                }
-            }
-        }
-        super::plain_pixel_pairs(dy, co, p, dyt, o16, 0);
+        super::plain_pixel_pairs(dy, co, p, dyt, 0..o16, q16..pairs);
+        super::plain_pixel_pairs(dy, co, p, dyt, o16..co, 0..pairs);
     }
 }
 
@@ -356,7 +350,7 @@ mod tests {
         {
             let dy = awkward(co * p, (co * 131 + p) as u32);
             let mut want = vec![7u16; co * p];
-            plain_pixel_pairs(&dy, co, p, &mut want, 0, 0);
+            plain_pixel_pairs(&dy, co, p, &mut want, 0..co, 0..p / 2);
             for q in 0..p / 2 {
                 for o in 0..co {
                     for e in 0..2 {

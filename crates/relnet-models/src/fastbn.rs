@@ -155,7 +155,7 @@ pub fn normalise(
 
 /// `dy` with zeros where the fused ReLU was inactive: where `x * scale + shift <= 0`, the same
 /// expression, in the same float operations, as the forward pass decided on. The tests' reference
-/// for [`backward_relu`], which masks as it reads instead of writing this copy.
+/// for [`backward`] with a ReLU, which masks as it reads instead of writing this copy.
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn relu_mask(
@@ -190,52 +190,17 @@ fn relu_mask(
 }
 
 /// The gradients of the training-mode batch norm of `x` (`[n, channels, plane]`) for `dy` (the
-/// same shape): `(dx, dgamma, dbeta)`.
+/// same shape): `(dx, dgamma, dbeta)`. With `relu_beta` (batch norm's shift), of batch norm
+/// followed by ReLU: the output gradient passes only where the forward pass's `x * scale +
+/// shift` was positive, decided by the same float operations, as each pass reads it (no masked
+/// copy of `dy`).
 ///
 /// # Panics
 ///
-/// Unless `x` and `dy` have `n * channels * plane` values and `mean`, `var` and `gamma` one
-/// per channel.
+/// Unless `x` and `dy` have `n * channels * plane` values and `mean`, `var`, `gamma` (and
+/// `relu_beta`) one per channel.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    channels: usize,
-    plane: usize,
-    mean: &[f32],
-    var: &[f32],
-    gamma: &[f32],
-    eps: f64,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    backward_at(x, dy, n, channels, plane, mean, var, gamma, eps, None)
-}
-
-/// [`backward`] of batch norm followed by ReLU (`beta` is batch norm's shift): the output
-/// gradient passes only where the forward pass's `x * scale + shift` was positive, decided by the
-/// same float operations, as each pass reads it (no masked copy of `dy`).
-///
-/// # Panics
-///
-/// Where [`backward`] panics, or unless `beta` has one value per channel.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_relu(
-    x: &[f32],
-    dy: &[f32],
-    n: usize,
-    channels: usize,
-    plane: usize,
-    mean: &[f32],
-    var: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    backward_at(x, dy, n, channels, plane, mean, var, gamma, eps, Some(beta))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn backward_at(
     x: &[f32],
     dy: &[f32],
     n: usize,
@@ -371,11 +336,8 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 // The forward pass checked the input's shape; `backward` checks the rest.
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
-                let (dx, dgamma, dbeta) = if relu {
-                    backward_relu(&xv, &dyv, n, c, plane, &mv, &vv, &gv, &values(&beta).1, eps)
-                } else {
-                    backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps)
-                };
+                let (_, bv) = values(&beta);
+                let (dx, dgamma, dbeta) = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps, relu.then_some(&bv[..]));
                 if let Some(node) = node_x {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
                 }
@@ -548,7 +510,7 @@ mod tests {
         let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
         let (mean, var) = statistics(&x, n, c, plane);
         let y = normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps, false);
-        let (dx, dgamma, dbeta) = backward(&x, &dy, n, c, plane, &mean, &var, &gamma, eps);
+        let (dx, dgamma, dbeta) = backward(&x, &dy, n, c, plane, &mean, &var, &gamma, eps, None);
         let m = (n * plane) as f64;
         for ch in 0..c {
             let idx: Vec<usize> = (0..n).flat_map(|i| (0..plane).map(move |p| (i * c + ch) * plane + p)).collect();
@@ -583,8 +545,8 @@ mod tests {
                 masked.iter().zip(&dy).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0),
                 "a mask that does something"
             );
-            let want = backward(&x, &masked, n, c, plane, &mean, &var, &gamma, eps);
-            let got = backward_relu(&x, &dy, n, c, plane, &mean, &var, &gamma, &beta, eps);
+            let want = backward(&x, &masked, n, c, plane, &mean, &var, &gamma, eps, None);
+            let got = backward(&x, &dy, n, c, plane, &mean, &var, &gamma, eps, Some(&beta));
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got.0), bits(&want.0), "dx, plane {plane}");
             assert_eq!(bits(&got.1), bits(&want.1), "dgamma, plane {plane}");

@@ -681,8 +681,7 @@ pub fn backward_bf16(
     // it was stored: `direct` with `want_x` means `backward_at` takes its stride-1 path, the
     // forward of the transposed geometry, which `direct_bf16::covers` (checked in `direct`).
     debug_assert!(!(direct && want_x) || (stride1 && !g.pointwise() && direct_bf16::covers(&g.transposed())));
-    let dx_rounded = direct;
-    for d in [dx.as_mut().filter(|_| !dx_rounded), dw.as_mut()].into_iter().flatten() {
+    for d in [dx.as_mut().filter(|_| !direct), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);
     }
     (dx, dw)

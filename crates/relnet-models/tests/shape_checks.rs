@@ -77,21 +77,21 @@ fn statistics_rejects_values_that_are_not_n_images() {
 #[should_panic(expected = "fastbn::backward: output gradient of 11 values for an input of 12")]
 fn batch_norm_backward_rejects_a_short_output_gradient() {
     let c = [0.5f32; 2];
-    fastbn::backward(&ramp(12), &ramp(11), 2, 2, 3, &c, &c, &c, 1e-5);
+    fastbn::backward(&ramp(12), &ramp(11), 2, 2, 3, &c, &c, &c, 1e-5, None);
 }
 
 #[test]
 #[should_panic(expected = "fastbn::backward: 12 values are not 3 images of 2 channels x 3 values")]
 fn batch_norm_backward_rejects_the_wrong_batch() {
     let c = [0.5f32; 2];
-    fastbn::backward(&ramp(12), &ramp(12), 3, 2, 3, &c, &c, &c, 1e-5);
+    fastbn::backward(&ramp(12), &ramp(12), 3, 2, 3, &c, &c, &c, 1e-5, None);
 }
 
 #[test]
 #[should_panic(expected = "fastbn::backward: var has 3 values for 2 channels")]
 fn batch_norm_backward_rejects_per_channel_values_of_the_wrong_length() {
     let c = [0.5f32; 3];
-    fastbn::backward(&ramp(12), &ramp(12), 2, 2, 3, &c[..2], &c, &c[..2], 1e-5);
+    fastbn::backward(&ramp(12), &ramp(12), 2, 2, 3, &c[..2], &c, &c[..2], 1e-5, None);
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn consistent_empty_shapes_give_fully_written_outputs() {
     assert!(fastbn::normalise(&[], 2, 3, &[1.0; 2], &[1.0; 2], &[1.0; 2], &[0.0; 2], 1e-5, false).is_empty());
     let (mean, var) = fastbn::statistics(&[], 0, 2, 3);
     assert_eq!((mean, var), (vec![0.0; 2], vec![0.0; 2]));
-    let (dx, dgamma, dbeta) = fastbn::backward(&[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5);
+    let (dx, dgamma, dbeta) = fastbn::backward(&[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5, None);
     assert_eq!((dx, dgamma, dbeta), (vec![], vec![0.0; 2], vec![0.0; 2]));
     // Convolution: no images, no input channels (the output is all zeros: padding only), no
     // output channels.
