@@ -373,15 +373,40 @@ pub(crate) fn weight_grad_image_with(
         dyt.clear();
         dyt.resize(p * g.co, 0.0);
     }
-    for o in 0..g.co {
-        for (i, v) in dy[o * p..(o + 1) * p].iter().enumerate() {
-            dyt[i * g.co + o] = *v;
-        }
-    }
+    transpose(dy, g.co, p, dyt);
     // SAFETY: the asserts give what `Kernel::weight_grad` requires: a CPU that runs the build,
     // the shape, `co` a multiple of its lanes, the length of `dwt`; `border` and the resize of
     // `dyt` give the lengths of `buf` and `dyt`.
     unsafe { kernel.weight_grad(g, buf, dyt, dwt) }
+}
+
+/// `dst[i * rows + r] = src[r * cols + i]`: `src` (`[rows, cols]`) transposed into `dst`
+/// (`[cols, rows]`), in 8 x 8 blocks where both sides allow (a block's reads and writes each
+/// stay within eight cache lines), element by element at the edges.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols, "transpose: lengths differ from {rows} x {cols}");
+    let (rb, cb) = (rows - rows % 8, cols - cols % 8);
+    for r0 in (0..rb).step_by(8) {
+        for c0 in (0..cb).step_by(8) {
+            let mut t = [[0f32; 8]; 8];
+            for (r, row) in t.iter_mut().enumerate() {
+                row.copy_from_slice(&src[(r0 + r) * cols + c0..][..8]);
+            }
+            for c in 0..8 {
+                let out: &mut [f32; 8] = (&mut dst[(c0 + c) * rows + r0..][..8]).try_into().expect("8 values");
+                for r in 0..8 {
+                    out[r] = t[r][c];
+                }
+            }
+        }
+    }
+    // The edges: the last `rows % 8` rows whole, and the last `cols % 8` columns of the rest.
+    for r in 0..rows {
+        let from = if r < rb { cb } else { 0 };
+        for c in from..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
 }
 
 /// Every tile of one image: writes each of the `co * h * w` values at `out`. Pixel runs outer (a
@@ -643,6 +668,21 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn transpose_moves_every_value_on_block_and_edge_shapes() {
+        // Whole 8 x 8 blocks, edges of rows, of columns and of both, and shapes under one block.
+        for (rows, cols) in [(16, 64), (8, 8), (11, 24), (16, 13), (19, 21), (3, 5), (1, 9), (0, 4)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 + 0.5).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows} x {cols} at ({r}, {c})");
+                }
+            }
+        }
     }
 
     /// Every build, and whether it runs on this CPU (the ones that do not are named once).

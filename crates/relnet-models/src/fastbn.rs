@@ -86,23 +86,27 @@ fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32, g: impl Fn(f32, f32)
     (su, sv)
 }
 
-/// Mean and biased variance of every channel of `x` (`[n, channels, plane]`): per plane in f32
-/// lanes, across planes in f64. Panics unless `x` has `n * channels * plane` values.
+/// Mean and biased variance of every channel of `x` (`[n, channels, plane]`), in one pass over
+/// memory: each plane's sum and its squared deviations from its own mean (the plane read twice
+/// while it is in L1, in f32 lanes), the planes combined in f64 by Chan's formula (the sum of
+/// the planes' squared deviations plus `plane * (plane mean - mean)^2` each). Panics unless `x`
+/// has `n * channels * plane` values.
 pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
     check_images("fastbn::statistics", x.len(), Some(n), channels, plane);
     let count = (n * plane).max(1) as f64;
     let stats = per_channel(x, n, channels, plane, |_, planes| {
-        let (mut s, mut ss) = (0f64, 0f64);
-        let planes: Vec<&[f32]> = planes.collect();
-        for p in &planes {
-            s += sums2(p, p, |v, _| v, |_, _| 0.0).0;
-        }
-        let mean = s / count;
-        let m = mean as f32;
-        for p in &planes {
-            ss += sums2(p, p, |v, _| (v - m) * (v - m), |_, _| 0.0).0;
-        }
-        (mean as f32, (ss / count) as f32)
+        // (sum, mean, squared deviations from that mean) of each plane.
+        let parts: Vec<(f64, f64, f64)> = planes
+            .map(|p| {
+                let s = sums2(p, p, |v, _| v, |_, _| 0.0).0;
+                let m = s / plane.max(1) as f64;
+                let mf = m as f32;
+                (s, m, sums2(p, p, |v, _| (v - mf) * (v - mf), |_, _| 0.0).0)
+            })
+            .collect();
+        let mean = parts.iter().map(|p| p.0).sum::<f64>() / count;
+        let m2: f64 = parts.iter().map(|&(_, m, d)| d + plane as f64 * (m - mean) * (m - mean)).sum();
+        (mean as f32, (m2 / count) as f32)
     });
     stats.into_iter().unzip()
 }
@@ -227,8 +231,7 @@ pub fn backward(
         let on = relu.is_some();
         move |g: f32, v: f32| if !on || v * a + b > 0.0 { g } else { 0.0 }
     };
-    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
-    // Per channel: sum of dy (dbeta) and of dy * x_hat (dgamma).
+    // Per channel: sum of dy (dbeta) and of dy * (x - mean) (dgamma, before `inv_std`).
     let sums = per_channel(dy, n, channels, plane, |c, dys| {
         let (mut sd, mut sdx) = (0f64, 0f64);
         let (m, pass) = (mean[c], pass(c));
@@ -238,16 +241,37 @@ pub fn backward(
             sd += a;
             sdx += b;
         }
-        (sd, sdx * inv_std[c])
+        (sd, sdx)
     });
+    finish(x, dy, n, channels, plane, len, mean, var, gamma, eps, &sums, pass)
+}
+
+/// The rest of [`backward`] from the per-channel sums of `dy` and of `dy * (x - mean)` (`dy`
+/// passed through `pass(c)`): `(dx, dgamma, dbeta)`, with
+/// `dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))` in one pass.
+#[allow(clippy::too_many_arguments)]
+fn finish<P: Fn(f32, f32) -> f32>(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    len: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    eps: f64,
+    sums: &[(f64, f64)],
+    pass: impl Fn(usize) -> P + Sync,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     let count = (n * plane).max(1) as f64;
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-    let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-    // dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+    let dgamma: Vec<f32> = sums.iter().zip(&inv_std).map(|(s, is)| (s.1 * is) as f32).collect();
     let coef: Vec<(f32, f32, f32, f32)> = (0..channels)
         .map(|c| {
             let k = gamma[c] as f64 * inv_std[c];
-            (k as f32, (sums[c].0 / count) as f32, (sums[c].1 / count) as f32, inv_std[c] as f32)
+            (k as f32, (sums[c].0 / count) as f32, (sums[c].1 * inv_std[c] / count) as f32, inv_std[c] as f32)
         })
         .collect();
     let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
@@ -261,11 +285,108 @@ pub fn backward(
             }
         }
     };
-    // SAFETY: `x` and `dy` are `n` images of `len` values (checked above; `len` is non-zero
-    // unless they are empty), so every chunk is one whole image, and `fill` writes each of its
-    // `channels` runs of `plane` values.
+    // SAFETY: `x` and `dy` are `n` images of `len` values (the callers check it; `len` is
+    // non-zero unless they are empty), so every chunk is one whole image, and `fill` writes each
+    // of its `channels` runs of `plane` values.
     let dx = unsafe { par_filled(x.len(), len, fill) };
     (dx, dgamma, dbeta)
+}
+
+/// `relu(batch_norm(y) + s)`: the end of a residual block in one pass, with its statistics
+/// `(out, mean, var)`. The same float operations as [`normalise`] followed by `relu(a + b)`.
+///
+/// # Panics
+///
+/// Unless `y` and `s` are `n` images of `channels` planes of `plane` values and `gamma` and
+/// `beta` have one value per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn add_relu_forward(
+    y: &[f32],
+    s: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const WHAT: &str = "fastbn::add_relu_forward";
+    let len = check_images(WHAT, y.len(), Some(n), channels, plane);
+    assert!(s.len() == y.len(), "{WHAT}: a shortcut of {} values for an input of {}", s.len(), y.len());
+    check_channels(WHAT, channels, &[("gamma", gamma), ("beta", beta)]);
+    let (mean, var) = statistics(y, n, channels, plane);
+    let (scale, shift) = affine(channels, &mean, &var, gamma, beta, eps);
+    let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
+        let (yi, si) = (&y[i * len..(i + 1) * len], &s[i * len..(i + 1) * len]);
+        for c in 0..channels {
+            let (a, b) = (scale[c], shift[c]);
+            let r = c * plane..(c + 1) * plane;
+            for ((o, &v), &u) in o[r.clone()].iter_mut().zip(&yi[r.clone()]).zip(&si[r]) {
+                o.write((v * a + b + u).max(0.0));
+            }
+        }
+    };
+    // SAFETY: `y` and `s` are `n` images of `len` values (checked above; `len` is non-zero
+    // unless they are empty): every chunk is one whole image, and `fill` writes each of its
+    // `channels` runs of `plane` values.
+    let out = unsafe { par_filled(y.len(), len, fill) };
+    (out, mean, var)
+}
+
+/// The gradients of [`add_relu_forward`] for `dout`, from its input `y` and its output `out`:
+/// `(dy, dgamma, dbeta, ds)`, where `ds` (the shortcut's gradient) is `dout` where `out` is
+/// positive and 0 elsewhere. That mask is written and summed in one pass per image (the
+/// per-channel sums of each image combined in image order: the bits of [`backward`] on the
+/// masked gradient, whatever the thread count), then `dy` in one more.
+///
+/// # Panics
+///
+/// Unless `y`, `out` and `dout` have `n * channels * plane` values and `mean`, `var` and `gamma`
+/// one per channel.
+#[allow(clippy::too_many_arguments)]
+pub fn add_relu_backward(
+    y: &[f32],
+    out: &[f32],
+    dout: &[f32],
+    n: usize,
+    channels: usize,
+    plane: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    const WHAT: &str = "fastbn::add_relu_backward";
+    let len = check_images(WHAT, y.len(), Some(n), channels, plane);
+    assert!(out.len() == y.len() && dout.len() == y.len(), "{WHAT}: output or its gradient differ in length from the input");
+    check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
+    let mut ds: Vec<f32> = Vec::with_capacity(y.len());
+    let per_image: Vec<Vec<(f64, f64)>> = ds.spare_capacity_mut()[..y.len()]
+        .par_chunks_mut(len.max(1))
+        .enumerate()
+        .map(|(i, di)| {
+            let (oi, gi, yi) = (&out[i * len..(i + 1) * len], &dout[i * len..(i + 1) * len], &y[i * len..(i + 1) * len]);
+            for ((d, &o), &g) in di.iter_mut().zip(oi).zip(gi) {
+                d.write(if o > 0.0 { g } else { 0.0 });
+            }
+            // SAFETY: `y` is `n` images of `len` values, so chunk `i` is image `i`, `len` values
+            // long, as are `oi` and `gi`: the loop above wrote every value of `di`.
+            let di = unsafe { std::slice::from_raw_parts(di.as_ptr().cast::<f32>(), di.len()) };
+            (0..channels)
+                .map(|c| {
+                    let (r, m) = (c * plane..(c + 1) * plane, mean[c]);
+                    sums2(&di[r.clone()], &yi[r], |g, _| g, |g, v| g * (v - m))
+                })
+                .collect()
+        })
+        .collect();
+    // SAFETY: the capacity is `y.len()`, and the chunks above partition it, each written whole.
+    unsafe { ds.set_len(y.len()) };
+    let sums: Vec<(f64, f64)> = (0..channels)
+        .map(|c| per_image.iter().fold((0f64, 0f64), |(a, b), img| (a + img[c].0, b + img[c].1)))
+        .collect();
+    let (dy, dgamma, dbeta) = finish(y, &ds, n, channels, plane, len, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
+    (dy, dgamma, dbeta, ds)
 }
 
 #[backend_extension(Flex, Autodiff)]
@@ -373,15 +494,7 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 
 fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let device = x.device();
-    static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
-    if !(on_flex(&device)
-        && enabled()
-        && bn_on
-        && device.is_autodiff()
-        && bn.training.is_enabled()
-        && x.dtype() == burn::tensor::DType::F32)
-    {
+    if !fast_path(bn, &x) {
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
@@ -394,6 +507,26 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     );
     let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) =
         (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
+    update_running(bn, mean, var, &device);
+    y
+}
+
+/// Whether the fused kernels take `x` through `bn`: burn-flex with relnet's kernels on (and
+/// `RELNET_BN` not `burn`), autodiff, training mode, f32.
+fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
+    let device = x.device();
+    on_flex(&device)
+        && enabled()
+        && bn_on
+        && device.is_autodiff()
+        && bn.training.is_enabled()
+        && x.dtype() == burn::tensor::DType::F32
+}
+
+/// The running statistics' update of burn-nn's `BatchNorm` from a batch's mean and variance.
+fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
     let running_mean = bn
         .running_mean
         .value_sync()
@@ -408,93 +541,127 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         .add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
-    y
 }
 
-/// `relu(a + b)` and its backward pass, each one pass over memory: the end of every residual
-/// block. burn computes the sum and the ReLU as two tensors forward and two passes backward.
+/// `relu(batch_norm(y) + shortcut)` in training mode: the end of every residual block as one
+/// operation, one pass forward ([`add_relu_forward`]) and two backward ([`add_relu_backward`]),
+/// where batch norm and the addition with its ReLU took two and five.
 #[backend_extension(Flex, Autodiff)]
-pub trait FastAddRelu: Backend {
-    /// `max(a + b, 0)` for two tensors of the same shape.
-    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+pub trait FastBatchNormAddRelu: Backend {
+    /// (output, mean, biased variance) of `relu(batch_norm(y) + shortcut)`, NCHW, equal shapes.
+    fn fast_batch_norm_add_relu(
+        y: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// Elements per task of the element-wise passes.
-const CHUNK: usize = 1 << 14;
-
-fn flex_add_relu(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
-    let ((shape, av), (shape_b, bv)) = (values(a), values(b));
-    assert!(shape == shape_b, "fast_add_relu: the shapes {shape:?} and {shape_b:?} differ");
-    let fill = |i: usize, y: &mut [MaybeUninit<f32>]| {
-        for ((o, &u), &v) in y.iter_mut().zip(&av[i * CHUNK..]).zip(&bv[i * CHUNK..]) {
-            o.write((u + v).max(0.0));
-        }
-    };
-    // SAFETY: chunk `i` is `y = out[i * CHUNK..][..y.len()]`, and `av` and `bv` are as long as
-    // the output (equal shapes), so the zip runs over all of `y` and writes it.
-    let y = unsafe { par_filled(av.len(), CHUNK, fill) };
-    FlexTensor::from_data(TensorData::new(y, shape))
+/// The image count, channels and plane of an NCHW shape (the plane of every axis after the
+/// second), with `gamma` and `beta` checked against its channels.
+fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize, usize, usize) {
+    assert!(shape.len() >= 2, "{what}: input of shape {shape:?} has no channel axis");
+    let (n, c) = (shape[0], shape[1]);
+    check_channels(what, c, &[("gamma", gamma), ("beta", beta)]);
+    (n, c, shape[2..].iter().product::<usize>())
 }
 
-impl FastAddRelu for Flex {
-    fn fast_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
-        flex_add_relu(&a, &b)
+fn flex_add_relu_forward(
+    y: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    shortcut: &FlexTensor,
+    eps: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    const WHAT: &str = "fast_batch_norm_add_relu";
+    let ((shape, yv), (_, gv), (_, bv), (s_shape, sv)) = (values(y), values(gamma), values(beta), values(shortcut));
+    assert!(shape == s_shape, "{WHAT}: the shapes {shape:?} and {s_shape:?} differ");
+    let (n, c, plane) = bn_shape(WHAT, &shape, &gv, &bv);
+    let (out, mean, var) = add_relu_forward(&yv, &sv, n, c, plane, &gv, &bv, eps);
+    (
+        FlexTensor::from_data(TensorData::new(out, shape)),
+        FlexTensor::from_data(TensorData::new(mean, [c])),
+        FlexTensor::from_data(TensorData::new(var, [c])),
+    )
+}
+
+impl FastBatchNormAddRelu for Flex {
+    fn fast_batch_norm_add_relu(
+        y: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        shortcut: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_add_relu_forward(&y, &gamma, &beta, &shortcut, epsilon)
     }
 }
 
-impl<C: CheckpointStrategy> FastAddRelu for Autodiff<Flex, C> {
-    fn fast_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+impl<C: CheckpointStrategy> FastBatchNormAddRelu for Autodiff<Flex, C> {
+    fn fast_batch_norm_add_relu(
+        y: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        shortcut: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
-        struct AddReluBackward;
-        impl Backward<Flex, 2> for AddReluBackward {
-            /// The output: the gradient passes where it is positive.
-            type State = FlexTensor;
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_a, node_b] = ops.parents;
-                let dy = grads.consume::<Flex>(&ops.node);
-                let ((shape, yv), (dy_shape, dv)) = (values(&ops.state), values(&dy));
-                assert!(
-                    shape == dy_shape,
-                    "fast_add_relu backward: output {shape:?} and its gradient {dy_shape:?} differ in shape"
-                );
-                let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
-                    for ((o, &y), &d) in o.iter_mut().zip(&yv[i * CHUNK..]).zip(&dv[i * CHUNK..]) {
-                        o.write(if y > 0.0 { d } else { 0.0 });
+        struct BatchNormAddReluBackward;
+        impl Backward<Flex, 4> for BatchNormAddReluBackward {
+            /// y, the output, gamma, mean, variance, epsilon.
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+            fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_y, node_gamma, node_beta, node_short] = ops.parents;
+                let dout = grads.consume::<Flex>(&ops.node);
+                let (y, out, gamma, mean, var, eps) = ops.state;
+                let ((shape, yv), (_, ov), (_, dv), (_, gv), (_, mv), (_, vv)) =
+                    (values(&y), values(&out), values(&dout), values(&gamma), values(&mean), values(&var));
+                // The forward pass checked the shapes; `add_relu_backward` checks the lengths.
+                let (n, c) = (shape[0], shape[1]);
+                let plane = shape[2..].iter().product::<usize>();
+                let (dy, dgamma, dbeta, ds) = add_relu_backward(&yv, &ov, &dv, n, c, plane, &mv, &vv, &gv, eps);
+                for (node, g) in [
+                    (node_y, FlexTensor::from_data(TensorData::new(dy, shape.clone()))),
+                    (node_gamma, FlexTensor::from_data(TensorData::new(dgamma, [c]))),
+                    (node_beta, FlexTensor::from_data(TensorData::new(dbeta, [c]))),
+                    (node_short, FlexTensor::from_data(TensorData::new(ds, shape.clone()))),
+                ] {
+                    if let Some(node) = node {
+                        grads.register::<Flex>(node.id, g);
                     }
-                };
-                // SAFETY: chunk `i` is `dx[i * CHUNK..][..o.len()]`, and `yv` and `dv` are as
-                // long as `dx` (equal shapes), so the zip runs over all of `o` and writes it.
-                let dx = unsafe { par_filled(yv.len(), CHUNK, fill) };
-                let dx = FlexTensor::from_data(TensorData::new(dx, shape));
-                match (node_a, node_b) {
-                    (Some(a), Some(b)) => {
-                        grads.register::<Flex>(a.id, dx.clone());
-                        grads.register::<Flex>(b.id, dx);
-                    }
-                    (Some(n), None) | (None, Some(n)) => grads.register::<Flex>(n.id, dx),
-                    (None, None) => {}
                 }
             }
         }
-        let y = flex_add_relu(a.primitive(), b.primitive());
-        match AddReluBackward.prepare::<C>([a.node(), b.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let (yp, gp, bp, sp) =
+            (y.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), shortcut.primitive().clone());
+        let (out, mean, var) = flex_add_relu_forward(&yp, &gp, &bp, &sp, epsilon);
+        let parents = [y.node(), gamma.node(), beta.node(), shortcut.node()];
+        let output = match BatchNormAddReluBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((yp, out.clone(), gp, mean.clone(), var.clone(), epsilon), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
     }
 }
 
-/// `relu(a + b)`, fused on burn-flex (f32, same shapes); burn's two operations elsewhere.
-pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    if !(on_flex(&a.device())
-        && enabled()
-        && a.dtype() == burn::tensor::DType::F32
-        && b.dtype() == burn::tensor::DType::F32
-        && a.dims() == b.dims())
-    {
-        return burn::tensor::activation::relu(a + b);
+/// `relu(bn.forward(y) + shortcut)`, through [`FastBatchNormAddRelu`] where [`batch_norm`]
+/// takes its fused path (and `shortcut` is f32 of `y`'s shape), with the running statistics
+/// updated as burn-nn's `BatchNorm` does; burn's operations everywhere else.
+pub fn batch_norm_add_relu(bn: &BatchNorm, y: Tensor<4>, shortcut: Tensor<4>) -> Tensor<4> {
+    if !(fast_path(bn, &y) && shortcut.dtype() == burn::tensor::DType::F32 && shortcut.dims() == y.dims()) {
+        return burn::tensor::activation::relu(bn.forward(y) + shortcut);
     }
-    Tensor::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(a.into_dispatch(), b.into_dispatch()))
+    let device = y.device();
+    let (out, mean, var) = <Dispatch as FastBatchNormAddRelu>::fast_batch_norm_add_relu(
+        y.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        shortcut.into_dispatch(),
+        bn.epsilon,
+    );
+    update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), &device);
+    Tensor::from_dispatch(out)
 }
 
 #[cfg(test)]
@@ -527,6 +694,52 @@ mod tests {
                 let want = gamma[ch] as f64 * is * (dy[i] as f64 - sd / m - xhat[k] * sdx / m);
                 assert!((dx[i] as f64 - want).abs() < 1e-4, "dx {} against {want}", dx[i]);
             }
+        }
+    }
+
+    #[test]
+    fn add_relu_backward_has_the_bits_of_a_mask_then_batch_norms_backward() {
+        // Planes of 7 (the sums' tail only) and 19 (an 8-lane body and a tail).
+        for plane in [7, 19] {
+            let (n, c, eps) = (5, 3, 1e-5);
+            let y: Vec<f32> =
+                (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
+            let s: Vec<f32> = (0..y.len()).map(|i| (i * 29 % 89) as f32 / 44.0 - 1.0).collect();
+            let dout: Vec<f32> = (0..y.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
+            let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
+            let (out, mean, var) = add_relu_forward(&y, &s, n, c, plane, &gamma, &beta, eps);
+            let masked: Vec<f32> = out.iter().zip(&dout).map(|(&o, &g)| if o > 0.0 { g } else { 0.0 }).collect();
+            assert!(masked.iter().zip(&dout).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0));
+            let (dy, dgamma, dbeta) = backward(&y, &masked, n, c, plane, &mean, &var, &gamma, eps, None);
+            let got = add_relu_backward(&y, &out, &dout, n, c, plane, &mean, &var, &gamma, eps);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got.0), bits(&dy), "dy, plane {plane}");
+            assert_eq!(bits(&got.1), bits(&dgamma), "dgamma, plane {plane}");
+            assert_eq!(bits(&got.2), bits(&dbeta), "dbeta, plane {plane}");
+            assert_eq!(bits(&got.3), bits(&masked), "the shortcut's gradient, plane {plane}");
+        }
+    }
+
+    #[test]
+    fn statistics_keep_their_precision_far_from_zero() {
+        // Channels at means of 0, 1e3 and -3e4 with unit-scale spread, over planes whose own
+        // means differ: a one-pass sum of squares in f32 would lose the variance to cancellation.
+        let (n, c, plane) = (6, 3, 40);
+        let offsets = [0.0f64, 1e3, -3e4];
+        let x: Vec<f32> = (0..n * c * plane)
+            .map(|i| {
+                let (img, ch, p) = (i / (c * plane), i / plane % c, i % plane);
+                (offsets[ch] + img as f64 * 0.25 + ((p * 37 % 41) as f64 / 20.0 - 1.0)) as f32
+            })
+            .collect();
+        let (mean, var) = statistics(&x, n, c, plane);
+        for ch in 0..c {
+            let v: Vec<f64> =
+                (0..n).flat_map(|i| (0..plane).map(move |p| (i * c + ch) * plane + p)).map(|i| x[i] as f64).collect();
+            let mu = v.iter().sum::<f64>() / v.len() as f64;
+            let var64 = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / v.len() as f64;
+            assert!((mean[ch] as f64 - mu).abs() <= 1e-6 * mu.abs().max(1.0), "mean {} against {mu}", mean[ch]);
+            assert!((var[ch] as f64 - var64).abs() <= 1e-5 * var64, "channel {ch}: variance {} against {var64}", var[ch]);
         }
     }
 

@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use crate::backbone::BackboneSpec;
 
-use crate::fastbn::{add_relu, batch_norm, batch_norm_relu};
+use crate::fastbn::{batch_norm, batch_norm_add_relu, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
 
@@ -44,12 +44,11 @@ impl BasicBlock {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x.clone()));
-        let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         let short = match &self.downsample {
             Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
             None => x,
         };
-        add_relu(out, short)
+        batch_norm_add_relu(&self.bn2, conv2d(&self.conv2, out), short)
     }
 }
 

@@ -168,14 +168,20 @@ fn pass64(model: &relnet_models::Backbone, x: &Tensor<4>, t: &Tensor<2>) -> Vec<
 ///
 /// The deep ResNets are not, and their errors are bimodal: about 1e-5 when every ReLU takes the
 /// same side as in float64, 1e-3 to 2e-2 when an activation within fp32 rounding of zero lands on
-/// the other side (which fp32 path that happens to is chance: measured over the four seeds below,
-/// relnet's in 4 of 8 network-seed pairs, burn's in 5). So for them, over four seeds: the
-/// smallest worst-tensor error (pure rounding, no flip) and the sum of worst-tensor errors (rounding
-/// plus flips) of relnet must each be no worse than burn's within the same factor and floor.
+/// the other side (which fp32 path that happens to is chance, and moves with the last bits of
+/// any sum: over the four seeds below, a worst error above 1e-4 in relnet's path in 6 of the 8
+/// network-seed pairs, in burn's in all 8). So for them, over four seeds: per network, the sum of worst-tensor errors (rounding
+/// plus flips) of relnet must be no worse than burn's within the same factor and floor, and over
+/// the eight network-seed pairs of the two ResNets the smallest worst-tensor error (pure
+/// rounding, where one pair is without a flip) too: pooled, because one network's four seeds can
+/// all flip on both paths (ResNet-34's did), and then its smallest error compares flips, not
+/// rounding.
 #[test]
 fn relnet_fp32_is_as_close_to_float64_as_burns_fp32() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
+    // The ResNets' worst-tensor errors, relnet's and burn's, every seed.
+    let (mut pooled_r, mut pooled_b) = (Vec::new(), Vec::new());
     for (kind, side) in [(BackboneKind::Conv4, 32), (BackboneKind::Resnet32, 32), (BackboneKind::Resnet34, 64)] {
         device.seed(7);
         let model = kind.init(&device);
@@ -212,11 +218,15 @@ fn relnet_fp32_is_as_close_to_float64_as_burns_fp32() {
             worst_r.push(worst(&er));
             worst_b.push(worst(&eb));
         }
-        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         let sum = |v: &[f64]| v.iter().sum::<f64>();
-        assert!(min(&worst_r) <= 1.5 * min(&worst_b) + 1e-6, "{kind}: {worst_r:?} vs burn {worst_b:?}");
         assert!(sum(&worst_r) <= 1.5 * sum(&worst_b) + 1e-6, "{kind}: {worst_r:?} vs burn {worst_b:?}");
+        if kind != BackboneKind::Conv4 {
+            pooled_r.extend(worst_r);
+            pooled_b.extend(worst_b);
+        }
     }
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(min(&pooled_r) <= 1.5 * min(&pooled_b) + 1e-6, "the ResNets: {pooled_r:?} vs burn {pooled_b:?}");
 }
 
 /// Single convolutions of odd geometries against float64: output, input gradient and weight
@@ -462,25 +472,48 @@ fn average_pooling_alone_matches_burns() {
 }
 
 #[test]
-fn add_relu_matches_burns() {
+fn batch_norm_add_relu_is_as_close_to_float64_as_burns() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
-    device.seed(3);
-    let a = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
-    let b = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
-    let t = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device);
-    let run = |a: Tensor<4>, b: Tensor<4>| {
-        let (a, b) = (a.require_grad(), b.require_grad());
-        let y = relnet_models::fastbn::add_relu(a.clone(), b.clone());
-        let g = (y.clone() * t.clone()).sum().backward();
-        vec![
-            ("output".to_string(), values(y)),
-            ("a gradient".to_string(), values(a.grad(&g).unwrap())),
-            ("b gradient".to_string(), values(b.grad(&g).unwrap())),
-        ]
-    };
-    let fast = run(a.clone(), b.clone());
-    let zeros = fast[0].1.iter().filter(|&&v| v == 0.0).count();
-    assert!(zeros > 60 && zeros < 300, "{zeros} of 360 outputs cut");
-    assert_eq!(fast, with_burn_conv(|| run(a.clone(), b.clone())), "the same bits as burn's add and relu");
+    // ResNet-32's three stages and a small odd one.
+    for (n, c, side) in [(4, 16, 32), (6, 32, 16), (8, 64, 8), (3, 5, 3)] {
+        device.seed(13);
+        let bn = burn::nn::BatchNormConfig::new(c).init(&device);
+        let y = Tensor::<4>::random([n, c, side, side], Distribution::Normal(0.5, 2.0), &device);
+        let s = Tensor::<4>::random([n, c, side, side], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<4>::random([n, c, side, side], Distribution::Normal(0.0, 1.0), &device);
+        let run = |y: Tensor<4>, s: Tensor<4>, t: Tensor<4>, bn: &burn::nn::BatchNorm, fast: bool| {
+            let (y, s) = (y.require_grad(), s.require_grad());
+            let out = if fast {
+                relnet_models::fastbn::batch_norm_add_relu(bn, y.clone(), s.clone())
+            } else {
+                burn::tensor::activation::relu(bn.forward(y.clone()) + s.clone())
+            };
+            let g = (out.clone() * t).sum().backward();
+            let as64 = |d: TensorData| d.iter::<f64>().collect::<Vec<f64>>();
+            vec![
+                ("output".to_string(), as64(out.to_data())),
+                ("input gradient".to_string(), as64(y.grad(&g).unwrap().to_data())),
+                ("shortcut gradient".to_string(), as64(s.grad(&g).unwrap().to_data())),
+                ("gamma gradient".to_string(), as64(bn.gamma.val().grad(&g).unwrap().to_data())),
+                ("beta gradient".to_string(), as64(bn.beta.val().grad(&g).unwrap().to_data())),
+            ]
+        };
+        let f32s = |v: Vec<(String, Vec<f64>)>| {
+            v.into_iter().map(|(n, v)| (n, v.into_iter().map(|x| x as f32).collect::<Vec<f32>>())).collect::<Vec<_>>()
+        };
+        let relnet = f32s(run(y.clone(), s.clone(), t.clone(), &bn, true));
+        let zeros = relnet[0].1.iter().filter(|&&v| v == 0.0).count();
+        let total = relnet[0].1.len();
+        assert!(zeros > total / 5 && zeros < total * 4 / 5, "{zeros} of {total} outputs cut: the ReLU is exercised");
+        let burn = f32s(run(y.clone(), s.clone(), t.clone(), &bn, false));
+        let bn64 = burn::nn::BatchNormConfig::new(c).init(&device).map(&mut ToF64);
+        let reference = run(to_f64(y), to_f64(s), to_f64(t), &bn64, false);
+        let (er, eb) = (errors_against(&relnet, &reference), errors_against(&burn, &reference));
+        let fmt = |e: &[f64]| e.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ");
+        eprintln!("bn + add + relu {n}x{c}x{side}x{side}: relnet {} | burn {}", fmt(&er), fmt(&eb));
+        for ((name, _), (r, b)) in relnet.iter().zip(er.iter().zip(&eb)) {
+            assert!(*r <= 1.5 * b + 1e-6, "{name}: relnet's error {r:.2e} against burn's {b:.2e} ({n}x{c}x{side}x{side})");
+        }
+    }
 }

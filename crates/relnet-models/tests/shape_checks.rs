@@ -7,7 +7,7 @@
 use burn::backend::Dispatch;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use relnet_models::fastbn::{self, FastAddRelu, FastBatchNorm};
+use relnet_models::fastbn::{self, FastBatchNorm, FastBatchNormAddRelu};
 use relnet_models::fastconv::{self, FastConv, Geometry};
 use relnet_models::fastpool::{self, FastAvgPool};
 
@@ -107,18 +107,41 @@ fn the_batch_norm_extension_rejects_a_gamma_of_the_wrong_length() {
     );
 }
 
-#[test]
-#[should_panic(expected = "fast_add_relu: the shapes [2, 3, 4, 5] and [2, 3, 4, 4] differ")]
-fn the_add_relu_extension_rejects_tensors_of_different_lengths() {
-    let (a, b) = (tensor(ramp(120), [2, 3, 4, 5]), tensor(ramp(96), [2, 3, 4, 4]));
-    let _ = <Dispatch as FastAddRelu>::fast_add_relu(a.into_dispatch(), b.into_dispatch());
+/// The extension's forward pass for `y` and `shortcut`, gamma and beta of `c` channels.
+fn bn_add_relu(y: Tensor<4>, shortcut: Tensor<4>, c: usize) -> Tensor<4> {
+    let (out, _, _) = <Dispatch as FastBatchNormAddRelu>::fast_batch_norm_add_relu(
+        y.into_dispatch(),
+        vector(vec![1.0; c]).into_dispatch(),
+        vector(vec![0.0; c]).into_dispatch(),
+        shortcut.into_dispatch(),
+        1e-5,
+    );
+    Tensor::from_dispatch(out)
 }
 
 #[test]
-#[should_panic(expected = "fast_add_relu: the shapes [2, 3, 4, 5] and [2, 3, 5, 4] differ")]
-fn the_add_relu_extension_rejects_tensors_of_different_shapes() {
-    let (a, b) = (tensor(ramp(120), [2, 3, 4, 5]), tensor(ramp(120), [2, 3, 5, 4]));
-    let _ = <Dispatch as FastAddRelu>::fast_add_relu(a.into_dispatch(), b.into_dispatch());
+#[should_panic(expected = "fast_batch_norm_add_relu: the shapes [2, 3, 4, 5] and [2, 3, 4, 4] differ")]
+fn the_bn_add_relu_extension_rejects_a_shortcut_of_another_length() {
+    let _ = bn_add_relu(tensor(ramp(120), [2, 3, 4, 5]), tensor(ramp(96), [2, 3, 4, 4]), 3);
+}
+
+#[test]
+#[should_panic(expected = "fast_batch_norm_add_relu: the shapes [2, 3, 4, 5] and [2, 3, 5, 4] differ")]
+fn the_bn_add_relu_extension_rejects_a_shortcut_of_another_shape() {
+    let _ = bn_add_relu(tensor(ramp(120), [2, 3, 4, 5]), tensor(ramp(120), [2, 3, 5, 4]), 3);
+}
+
+#[test]
+#[should_panic(expected = "fast_batch_norm_add_relu: gamma has 3 values for 2 channels")]
+fn the_bn_add_relu_extension_rejects_parameters_of_another_channel_count() {
+    let _ = bn_add_relu(tensor(ramp(120), [3, 2, 4, 5]), tensor(ramp(120), [3, 2, 4, 5]), 3);
+}
+
+#[test]
+#[should_panic(expected = "fastbn::add_relu_backward: output or its gradient differ in length from the input")]
+fn the_bn_add_relu_backward_rejects_a_gradient_of_another_length() {
+    let c = [1.0f32; 2];
+    fastbn::add_relu_backward(&ramp(12), &ramp(12), &ramp(11), 2, 2, 3, &c, &c, &c, 1e-5);
 }
 
 // Convolution.
@@ -230,6 +253,10 @@ fn consistent_empty_shapes_give_fully_written_outputs() {
     assert_eq!((mean, var), (vec![0.0; 2], vec![0.0; 2]));
     let (dx, dgamma, dbeta) = fastbn::backward(&[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5, None);
     assert_eq!((dx, dgamma, dbeta), (vec![], vec![0.0; 2], vec![0.0; 2]));
+    let (out, mean, var) = fastbn::add_relu_forward(&[], &[], 0, 2, 3, &[1.0; 2], &[0.0; 2], 1e-5);
+    assert_eq!((out, mean, var), (vec![], vec![0.0; 2], vec![0.0; 2]));
+    let g = fastbn::add_relu_backward(&[], &[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5);
+    assert_eq!(g, (vec![], vec![0.0; 2], vec![0.0; 2], vec![]));
     // Convolution: no images, no input channels (the output is all zeros: padding only), no
     // output channels.
     for g in [
@@ -265,16 +292,18 @@ fn ordinary_shapes_give_the_definitions_values() {
         let scale = gamma[ch] / ((var[ch] as f64 + eps).sqrt() as f32);
         assert_eq!(o, (v * scale + (beta[ch] - mean[ch] * scale)).max(0.0), "at {i}");
     }
-    // `relu(a + b)` over more than one task's chunk, the last one partial.
-    let len = (1 << 14) + 37;
-    let a: Vec<f32> = ramp(len);
-    let b: Vec<f32> = a.iter().rev().map(|v| v * 0.5 - 0.1).collect();
-    let y = Tensor::<4>::from_dispatch(<Dispatch as FastAddRelu>::fast_add_relu(
-        tensor(a.clone(), [1, 1, 1, len]).into_dispatch(),
-        tensor(b.clone(), [1, 1, 1, len]).into_dispatch(),
-    ));
-    let want: Vec<f32> = a.iter().zip(&b).map(|(u, v)| (u + v).max(0.0)).collect();
-    assert_eq!(y.to_data().iter::<f32>().collect::<Vec<f32>>(), want);
+    // `relu(batch_norm(y) + s)`: the same float operations as batch norm's normalisation
+    // followed by the sum and the ReLU, so the same bits.
+    let s: Vec<f32> = x.iter().rev().map(|v| v * 0.5 - 0.1).collect();
+    let (out, m2, v2) = fastbn::add_relu_forward(&x, &s, n, c, plane, &gamma, &beta, eps);
+    assert_eq!((&m2, &v2), (&mean, &var));
+    let plain = fastbn::normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps, false);
+    let want: Vec<f32> = plain.iter().zip(&s).map(|(u, v)| (u + v).max(0.0)).collect();
+    assert!(want.iter().any(|&v| v == 0.0) && want.iter().any(|&v| v > 0.0), "the ReLU cuts some values");
+    assert_eq!(out, want);
+    let y = bn_add_relu(tensor(x.clone(), [n, c, 1, plane]), tensor(s.clone(), [n, c, 1, plane]), c);
+    let unit = fastbn::add_relu_forward(&x, &s, n, c, plane, &[1.0; 2], &[0.0; 2], eps).0;
+    assert_eq!(y.to_data().iter::<f32>().collect::<Vec<f32>>(), unit);
     // Pooling: 2x2 (the unzeroed path) and 3x2 with a dropped row.
     for (planes, h, w, kh, kw) in [(3, 4, 6, 2, 2), (2, 7, 4, 3, 2)] {
         let x = ramp(planes * h * w);
