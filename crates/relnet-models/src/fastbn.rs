@@ -358,14 +358,18 @@ pub fn add_relu_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "fastbn::add_relu_backward";
     let len = check_images(WHAT, y.len(), Some(n), channels, plane);
-    assert!(out.len() == y.len() && dout.len() == y.len(), "{WHAT}: output or its gradient differ in length from the input");
+    assert!(
+        out.len() == y.len() && dout.len() == y.len(),
+        "{WHAT}: output or its gradient differ in length from the input"
+    );
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     let mut ds: Vec<f32> = Vec::with_capacity(y.len());
     let per_image: Vec<Vec<(f64, f64)>> = ds.spare_capacity_mut()[..y.len()]
         .par_chunks_mut(len.max(1))
         .enumerate()
         .map(|(i, di)| {
-            let (oi, gi, yi) = (&out[i * len..(i + 1) * len], &dout[i * len..(i + 1) * len], &y[i * len..(i + 1) * len]);
+            let (oi, gi, yi) =
+                (&out[i * len..(i + 1) * len], &dout[i * len..(i + 1) * len], &y[i * len..(i + 1) * len]);
             for ((d, &o), &g) in di.iter_mut().zip(oi).zip(gi) {
                 d.write(if o > 0.0 { g } else { 0.0 });
             }
@@ -385,7 +389,8 @@ pub fn add_relu_backward(
     let sums: Vec<(f64, f64)> = (0..channels)
         .map(|c| per_image.iter().fold((0f64, 0f64), |(a, b), img| (a + img[c].0, b + img[c].1)))
         .collect();
-    let (dy, dgamma, dbeta) = finish(y, &ds, n, channels, plane, len, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
+    let (dy, dgamma, dbeta) =
+        finish(y, &ds, n, channels, plane, len, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
     (dy, dgamma, dbeta, ds)
 }
 
@@ -530,13 +535,13 @@ fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Devi
     let running_mean = bn
         .running_mean
         .value_sync()
-        .to_device(&device)
+        .to_device(device)
         .mul_scalar(1.0 - bn.momentum)
         .add(mean.detach().mul_scalar(bn.momentum));
     let running_var = bn
         .running_var
         .value_sync()
-        .to_device(&device)
+        .to_device(device)
         .mul_scalar(1.0 - bn.momentum)
         .add(var.detach().mul_scalar(bn.momentum));
     bn.running_mean.update(running_mean.detach());
@@ -739,7 +744,11 @@ mod tests {
             let mu = v.iter().sum::<f64>() / v.len() as f64;
             let var64 = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / v.len() as f64;
             assert!((mean[ch] as f64 - mu).abs() <= 1e-6 * mu.abs().max(1.0), "mean {} against {mu}", mean[ch]);
-            assert!((var[ch] as f64 - var64).abs() <= 1e-5 * var64, "channel {ch}: variance {} against {var64}", var[ch]);
+            assert!(
+                (var[ch] as f64 - var64).abs() <= 1e-5 * var64,
+                "channel {ch}: variance {} against {var64}",
+                var[ch]
+            );
         }
     }
 

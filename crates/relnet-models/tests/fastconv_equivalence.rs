@@ -513,7 +513,10 @@ fn batch_norm_add_relu_is_as_close_to_float64_as_burns() {
         let fmt = |e: &[f64]| e.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ");
         eprintln!("bn + add + relu {n}x{c}x{side}x{side}: relnet {} | burn {}", fmt(&er), fmt(&eb));
         for ((name, _), (r, b)) in relnet.iter().zip(er.iter().zip(&eb)) {
-            assert!(*r <= 1.5 * b + 1e-6, "{name}: relnet's error {r:.2e} against burn's {b:.2e} ({n}x{c}x{side}x{side})");
+            assert!(
+                *r <= 1.5 * b + 1e-6,
+                "{name}: relnet's error {r:.2e} against burn's {b:.2e} ({n}x{c}x{side}x{side})"
+            );
         }
     }
 }
