@@ -4,6 +4,8 @@
 //! tensor operations (axis swaps, copies and several reductions, forward and backward).
 //! [`batch_norm_relu`] fuses the ReLU that follows it in every backbone: one pass out, one
 //! mask in the backward pass, recomputed from the input with the forward's exact arithmetic.
+//! [`batch_norm_add_relu`] is the end of every residual block, batch norm, the shortcut's
+//! addition and the ReLU, as one operation.
 //!
 //! It computes what burn's `batch_norm_train` and `batch_norm_train_backward` compute (the
 //! biased variance, which burn-nn feeds its running statistics) and updates the running
