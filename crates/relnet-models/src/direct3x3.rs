@@ -381,10 +381,15 @@ pub(crate) fn weight_grad_image_with(
 }
 
 /// `dst[i * rows + r] = src[r * cols + i]`: `src` (`[rows, cols]`) transposed into `dst`
-/// (`[cols, rows]`), in 8 x 8 blocks where both sides allow (a block's reads and writes each
-/// stay within eight cache lines), element by element at the edges.
+/// (`[cols, rows]`), in 8 x 8 blocks where both sides allow (a block reads eight runs of eight
+/// values and writes eight), element by element at the edges.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(src.len() == rows * cols && dst.len() == rows * cols, "transpose: lengths differ from {rows} x {cols}");
+    assert!(
+        src.len() == rows * cols && dst.len() == rows * cols,
+        "transpose: {} and {} values for {rows} x {cols}",
+        src.len(),
+        dst.len()
+    );
     let (rb, cb) = (rows - rows % 8, cols - cols % 8);
     for r0 in (0..rb).step_by(8) {
         for c0 in (0..cb).step_by(8) {

@@ -88,27 +88,23 @@ fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32, g: impl Fn(f32, f32)
     (su, sv)
 }
 
-/// Mean and biased variance of every channel of `x` (`[n, channels, plane]`), in one pass over
-/// memory: each plane's sum and its squared deviations from its own mean (the plane read twice
-/// while it is in L1, in f32 lanes), the planes combined in f64 by Chan's formula (the sum of
-/// the planes' squared deviations plus `plane * (plane mean - mean)^2` each). Panics unless `x`
-/// has `n * channels * plane` values.
+/// Mean and biased variance of every channel of `x` (`[n, channels, plane]`): per plane in f32
+/// lanes, across planes in f64. Panics unless `x` has `n * channels * plane` values.
 pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
     check_images("fastbn::statistics", x.len(), Some(n), channels, plane);
     let count = (n * plane).max(1) as f64;
     let stats = per_channel(x, n, channels, plane, |_, planes| {
-        // (sum, mean, squared deviations from that mean) of each plane.
-        let parts: Vec<(f64, f64, f64)> = planes
-            .map(|p| {
-                let s = sums2(p, p, |v, _| v, |_, _| 0.0).0;
-                let m = s / plane.max(1) as f64;
-                let mf = m as f32;
-                (s, m, sums2(p, p, |v, _| (v - mf) * (v - mf), |_, _| 0.0).0)
-            })
-            .collect();
-        let mean = parts.iter().map(|p| p.0).sum::<f64>() / count;
-        let m2: f64 = parts.iter().map(|&(_, m, d)| d + plane as f64 * (m - mean) * (m - mean)).sum();
-        (mean as f32, (m2 / count) as f32)
+        let (mut s, mut ss) = (0f64, 0f64);
+        let planes: Vec<&[f32]> = planes.collect();
+        for p in &planes {
+            s += sums2(p, p, |v, _| v, |_, _| 0.0).0;
+        }
+        let mean = s / count;
+        let m = mean as f32;
+        for p in &planes {
+            ss += sums2(p, p, |v, _| (v - m) * (v - m), |_, _| 0.0).0;
+        }
+        (mean as f32, (ss / count) as f32)
     });
     stats.into_iter().unzip()
 }
@@ -219,7 +215,7 @@ pub fn backward(
     relu_beta: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "fastbn::backward";
-    let len = check_images(WHAT, x.len(), Some(n), channels, plane);
+    check_images(WHAT, x.len(), Some(n), channels, plane);
     assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     // The fused ReLU's per-channel map, as the forward pass computed it.
@@ -245,7 +241,7 @@ pub fn backward(
         }
         (sd, sdx)
     });
-    finish(x, dy, n, channels, plane, len, mean, var, gamma, eps, &sums, pass)
+    finish(x, dy, n, channels, plane, mean, var, gamma, eps, &sums, pass)
 }
 
 /// The rest of [`backward`] from the per-channel sums of `dy` and of `dy * (x - mean)` (`dy`
@@ -258,7 +254,6 @@ fn finish<P: Fn(f32, f32) -> f32>(
     n: usize,
     channels: usize,
     plane: usize,
-    len: usize,
     mean: &[f32],
     var: &[f32],
     gamma: &[f32],
@@ -266,6 +261,11 @@ fn finish<P: Fn(f32, f32) -> f32>(
     sums: &[(f64, f64)],
     pass: impl Fn(usize) -> P + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const WHAT: &str = "fastbn::finish";
+    let len = check_images(WHAT, x.len(), Some(n), channels, plane);
+    assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
+    check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
+    assert!(sums.len() == channels, "{WHAT}: {} sums for {channels} channels", sums.len());
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     let count = (n * plane).max(1) as f64;
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
@@ -287,9 +287,9 @@ fn finish<P: Fn(f32, f32) -> f32>(
             }
         }
     };
-    // SAFETY: `x` and `dy` are `n` images of `len` values (the callers check it; `len` is
-    // non-zero unless they are empty), so every chunk is one whole image, and `fill` writes each
-    // of its `channels` runs of `plane` values.
+    // SAFETY: `x` and `dy` are `n` images of `len` values (checked above; `len` is non-zero
+    // unless they are empty), so every chunk is one whole image, and `fill` writes each of its
+    // `channels` runs of `plane` values.
     let dx = unsafe { par_filled(x.len(), len, fill) };
     (dx, dgamma, dbeta)
 }
@@ -302,7 +302,7 @@ fn finish<P: Fn(f32, f32) -> f32>(
 /// Unless `y` and `s` are `n` images of `channels` planes of `plane` values and `gamma` and
 /// `beta` have one value per channel.
 #[allow(clippy::too_many_arguments)]
-pub fn add_relu_forward(
+pub fn bn_add_relu_forward(
     y: &[f32],
     s: &[f32],
     n: usize,
@@ -312,7 +312,7 @@ pub fn add_relu_forward(
     beta: &[f32],
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    const WHAT: &str = "fastbn::add_relu_forward";
+    const WHAT: &str = "fastbn::bn_add_relu_forward";
     let len = check_images(WHAT, y.len(), Some(n), channels, plane);
     assert!(s.len() == y.len(), "{WHAT}: a shortcut of {} values for an input of {}", s.len(), y.len());
     check_channels(WHAT, channels, &[("gamma", gamma), ("beta", beta)]);
@@ -335,7 +335,7 @@ pub fn add_relu_forward(
     (out, mean, var)
 }
 
-/// The gradients of [`add_relu_forward`] for `dout`, from its input `y` and its output `out`:
+/// The gradients of [`bn_add_relu_forward`] for `dout`, from its input `y` and its output `out`:
 /// `(dy, dgamma, dbeta, ds)`, where `ds` (the shortcut's gradient) is `dout` where `out` is
 /// positive and 0 elsewhere. That mask is written and summed in one pass per image (the
 /// per-channel sums of each image combined in image order: the bits of [`backward`] on the
@@ -346,7 +346,7 @@ pub fn add_relu_forward(
 /// Unless `y`, `out` and `dout` have `n * channels * plane` values and `mean`, `var` and `gamma`
 /// one per channel.
 #[allow(clippy::too_many_arguments)]
-pub fn add_relu_backward(
+pub fn bn_add_relu_backward(
     y: &[f32],
     out: &[f32],
     dout: &[f32],
@@ -358,11 +358,14 @@ pub fn add_relu_backward(
     gamma: &[f32],
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    const WHAT: &str = "fastbn::add_relu_backward";
+    const WHAT: &str = "fastbn::bn_add_relu_backward";
     let len = check_images(WHAT, y.len(), Some(n), channels, plane);
     assert!(
         out.len() == y.len() && dout.len() == y.len(),
-        "{WHAT}: output or its gradient differ in length from the input"
+        "{WHAT}: an output of {} values and its gradient of {} for an input of {}",
+        out.len(),
+        dout.len(),
+        y.len()
     );
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     let mut ds: Vec<f32> = Vec::with_capacity(y.len());
@@ -391,8 +394,7 @@ pub fn add_relu_backward(
     let sums: Vec<(f64, f64)> = (0..channels)
         .map(|c| per_image.iter().fold((0f64, 0f64), |(a, b), img| (a + img[c].0, b + img[c].1)))
         .collect();
-    let (dy, dgamma, dbeta) =
-        finish(y, &ds, n, channels, plane, len, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
+    let (dy, dgamma, dbeta) = finish(y, &ds, n, channels, plane, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
     (dy, dgamma, dbeta, ds)
 }
 
@@ -417,10 +419,7 @@ fn flex_forward(
     relu: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
-    assert!(shape.len() >= 2, "fast_batch_norm_train: input of shape {shape:?} has no channel axis");
-    let (n, c) = (shape[0], shape[1]);
-    check_channels("fast_batch_norm_train", c, &[("gamma", &gv), ("beta", &bv)]);
-    let plane = shape[2..].iter().product::<usize>();
+    let (n, c, plane) = bn_shape("fast_batch_norm_train", &shape, &gv, &bv);
     let (mean, var) = statistics(&xv, n, c, plane);
     let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
     (
@@ -551,8 +550,11 @@ fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Devi
 }
 
 /// `relu(batch_norm(y) + shortcut)` in training mode: the end of every residual block as one
-/// operation, one pass forward ([`add_relu_forward`]) and two backward ([`add_relu_backward`]),
-/// where batch norm and the addition with its ReLU took two and five.
+/// operation. Forward ([`bn_add_relu_forward`]): the statistics, then one pass, where the
+/// separate batch norm and addition took two after them; backward ([`bn_add_relu_backward`]):
+/// two passes, where they took three. Only in training mode on burn-flex with relnet's batch
+/// norm ([`batch_norm`]'s conditions); elsewhere (inference, `RELNET_BN=burn`) burn's batch norm,
+/// addition and ReLU, three operations.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastBatchNormAddRelu: Backend {
     /// (output, mean, biased variance) of `relu(batch_norm(y) + shortcut)`, NCHW, equal shapes.
@@ -574,7 +576,7 @@ fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize,
     (n, c, shape[2..].iter().product::<usize>())
 }
 
-fn flex_add_relu_forward(
+fn flex_bn_add_relu_forward(
     y: &FlexTensor,
     gamma: &FlexTensor,
     beta: &FlexTensor,
@@ -585,7 +587,7 @@ fn flex_add_relu_forward(
     let ((shape, yv), (_, gv), (_, bv), (s_shape, sv)) = (values(y), values(gamma), values(beta), values(shortcut));
     assert!(shape == s_shape, "{WHAT}: the shapes {shape:?} and {s_shape:?} differ");
     let (n, c, plane) = bn_shape(WHAT, &shape, &gv, &bv);
-    let (out, mean, var) = add_relu_forward(&yv, &sv, n, c, plane, &gv, &bv, eps);
+    let (out, mean, var) = bn_add_relu_forward(&yv, &sv, n, c, plane, &gv, &bv, eps);
     (
         FlexTensor::from_data(TensorData::new(out, shape)),
         FlexTensor::from_data(TensorData::new(mean, [c])),
@@ -601,7 +603,7 @@ impl FastBatchNormAddRelu for Flex {
         shortcut: FlexTensor,
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_add_relu_forward(&y, &gamma, &beta, &shortcut, epsilon)
+        flex_bn_add_relu_forward(&y, &gamma, &beta, &shortcut, epsilon)
     }
 }
 
@@ -624,10 +626,10 @@ impl<C: CheckpointStrategy> FastBatchNormAddRelu for Autodiff<Flex, C> {
                 let (y, out, gamma, mean, var, eps) = ops.state;
                 let ((shape, yv), (_, ov), (_, dv), (_, gv), (_, mv), (_, vv)) =
                     (values(&y), values(&out), values(&dout), values(&gamma), values(&mean), values(&var));
-                // The forward pass checked the shapes; `add_relu_backward` checks the lengths.
+                // The forward pass checked the shapes; `bn_add_relu_backward` checks the lengths.
                 let (n, c) = (shape[0], shape[1]);
                 let plane = shape[2..].iter().product::<usize>();
-                let (dy, dgamma, dbeta, ds) = add_relu_backward(&yv, &ov, &dv, n, c, plane, &mv, &vv, &gv, eps);
+                let (dy, dgamma, dbeta, ds) = bn_add_relu_backward(&yv, &ov, &dv, n, c, plane, &mv, &vv, &gv, eps);
                 for (node, g) in [
                     (node_y, FlexTensor::from_data(TensorData::new(dy, shape.clone()))),
                     (node_gamma, FlexTensor::from_data(TensorData::new(dgamma, [c]))),
@@ -642,7 +644,7 @@ impl<C: CheckpointStrategy> FastBatchNormAddRelu for Autodiff<Flex, C> {
         }
         let (yp, gp, bp, sp) =
             (y.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), shortcut.primitive().clone());
-        let (out, mean, var) = flex_add_relu_forward(&yp, &gp, &bp, &sp, epsilon);
+        let (out, mean, var) = flex_bn_add_relu_forward(&yp, &gp, &bp, &sp, epsilon);
         let parents = [y.node(), gamma.node(), beta.node(), shortcut.node()];
         let output = match BatchNormAddReluBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((yp, out.clone(), gp, mean.clone(), var.clone(), epsilon), out),
@@ -705,7 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn add_relu_backward_has_the_bits_of_a_mask_then_batch_norms_backward() {
+    fn bn_add_relu_backward_has_the_bits_of_a_mask_then_batch_norms_backward() {
         // Planes of 7 (the sums' tail only) and 19 (an 8-lane body and a tail).
         for plane in [7, 19] {
             let (n, c, eps) = (5, 3, 1e-5);
@@ -714,11 +716,11 @@ mod tests {
             let s: Vec<f32> = (0..y.len()).map(|i| (i * 29 % 89) as f32 / 44.0 - 1.0).collect();
             let dout: Vec<f32> = (0..y.len()).map(|i| (i * 53 % 97) as f32 / 48.0 - 1.0).collect();
             let (gamma, beta) = (vec![0.5, 1.5, -2.0], vec![0.1, -0.2, 0.3]);
-            let (out, mean, var) = add_relu_forward(&y, &s, n, c, plane, &gamma, &beta, eps);
+            let (out, mean, var) = bn_add_relu_forward(&y, &s, n, c, plane, &gamma, &beta, eps);
             let masked: Vec<f32> = out.iter().zip(&dout).map(|(&o, &g)| if o > 0.0 { g } else { 0.0 }).collect();
             assert!(masked.iter().zip(&dout).any(|(m, d)| m != d) && masked.iter().any(|&m| m != 0.0));
             let (dy, dgamma, dbeta) = backward(&y, &masked, n, c, plane, &mean, &var, &gamma, eps, None);
-            let got = add_relu_backward(&y, &out, &dout, n, c, plane, &mean, &var, &gamma, eps);
+            let got = bn_add_relu_backward(&y, &out, &dout, n, c, plane, &mean, &var, &gamma, eps);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got.0), bits(&dy), "dy, plane {plane}");
             assert_eq!(bits(&got.1), bits(&dgamma), "dgamma, plane {plane}");
@@ -729,14 +731,20 @@ mod tests {
 
     #[test]
     fn statistics_keep_their_precision_far_from_zero() {
-        // Channels at means of 0, 1e3 and -3e4 with unit-scale spread, over planes whose own
-        // means differ: a one-pass sum of squares in f32 would lose the variance to cancellation.
-        let (n, c, plane) = (6, 3, 40);
-        let offsets = [0.0f64, 1e3, -3e4];
+        // Channels at means of 0, 1e2 and -3e4 with a spread of about 1, over planes whose own
+        // means differ, pseudo-random values: a sum of squares taken in one pass would lose the
+        // variance to cancellation.
+        let (n, c, plane) = (6, 3, 256);
+        let offsets = [0.0f64, 1e2, -3e4];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
         let x: Vec<f32> = (0..n * c * plane)
             .map(|i| {
-                let (img, ch, p) = (i / (c * plane), i / plane % c, i % plane);
-                (offsets[ch] + img as f64 * 0.25 + ((p * 37 % 41) as f64 / 20.0 - 1.0)) as f32
+                let (img, ch) = (i / (c * plane), i / plane % c);
+                (offsets[ch] + img as f64 * 0.25 + 2.0 * uniform() - 1.0) as f32
             })
             .collect();
         let (mean, var) = statistics(&x, n, c, plane);

@@ -138,10 +138,10 @@ fn the_bn_add_relu_extension_rejects_parameters_of_another_channel_count() {
 }
 
 #[test]
-#[should_panic(expected = "fastbn::add_relu_backward: output or its gradient differ in length from the input")]
+#[should_panic(expected = "fastbn::bn_add_relu_backward: output or its gradient differ in length from the input")]
 fn the_bn_add_relu_backward_rejects_a_gradient_of_another_length() {
     let c = [1.0f32; 2];
-    fastbn::add_relu_backward(&ramp(12), &ramp(12), &ramp(11), 2, 2, 3, &c, &c, &c, 1e-5);
+    fastbn::bn_add_relu_backward(&ramp(12), &ramp(12), &ramp(11), 2, 2, 3, &c, &c, &c, 1e-5);
 }
 
 // Convolution.
@@ -253,9 +253,9 @@ fn consistent_empty_shapes_give_fully_written_outputs() {
     assert_eq!((mean, var), (vec![0.0; 2], vec![0.0; 2]));
     let (dx, dgamma, dbeta) = fastbn::backward(&[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5, None);
     assert_eq!((dx, dgamma, dbeta), (vec![], vec![0.0; 2], vec![0.0; 2]));
-    let (out, mean, var) = fastbn::add_relu_forward(&[], &[], 0, 2, 3, &[1.0; 2], &[0.0; 2], 1e-5);
+    let (out, mean, var) = fastbn::bn_add_relu_forward(&[], &[], 0, 2, 3, &[1.0; 2], &[0.0; 2], 1e-5);
     assert_eq!((out, mean, var), (vec![], vec![0.0; 2], vec![0.0; 2]));
-    let g = fastbn::add_relu_backward(&[], &[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5);
+    let g = fastbn::bn_add_relu_backward(&[], &[], &[], 0, 2, 3, &[0.0; 2], &[1.0; 2], &[1.0; 2], 1e-5);
     assert_eq!(g, (vec![], vec![0.0; 2], vec![0.0; 2], vec![]));
     // Convolution: no images, no input channels (the output is all zeros: padding only), no
     // output channels.
@@ -295,14 +295,14 @@ fn ordinary_shapes_give_the_definitions_values() {
     // `relu(batch_norm(y) + s)`: the same float operations as batch norm's normalisation
     // followed by the sum and the ReLU, so the same bits.
     let s: Vec<f32> = x.iter().rev().map(|v| v * 0.5 - 0.1).collect();
-    let (out, m2, v2) = fastbn::add_relu_forward(&x, &s, n, c, plane, &gamma, &beta, eps);
+    let (out, m2, v2) = fastbn::bn_add_relu_forward(&x, &s, n, c, plane, &gamma, &beta, eps);
     assert_eq!((&m2, &v2), (&mean, &var));
     let plain = fastbn::normalise(&x, c, plane, &mean, &var, &gamma, &beta, eps, false);
     let want: Vec<f32> = plain.iter().zip(&s).map(|(u, v)| (u + v).max(0.0)).collect();
     assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0), "the ReLU cuts some values");
     assert_eq!(out, want);
     let y = bn_add_relu(tensor(x.clone(), [n, c, 1, plane]), tensor(s.clone(), [n, c, 1, plane]), c);
-    let unit = fastbn::add_relu_forward(&x, &s, n, c, plane, &[1.0; 2], &[0.0; 2], eps).0;
+    let unit = fastbn::bn_add_relu_forward(&x, &s, n, c, plane, &[1.0; 2], &[0.0; 2], eps).0;
     assert_eq!(y.to_data().iter::<f32>().collect::<Vec<f32>>(), unit);
     // Pooling: 2x2 (the unzeroed path) and 3x2 with a dropped row.
     for (planes, h, w, kh, kw) in [(3, 4, 6, 2, 2), (2, 7, 4, 3, 2)] {
