@@ -1,4 +1,4 @@
-//! Batch normalisation in training mode for burn-flex (NCHW f32): statistics in one pass per
+//! Batch normalisation in training mode for burn-flex (NCHW f32): statistics in two passes per
 //! channel, the output and the input gradient in one pass per image, registered through burn's
 //! backend extension like [`crate::fastconv`]. burn 0.22 computes it for flex out of generic
 //! tensor operations (axis swaps, copies and several reductions, forward and backward).
