@@ -422,11 +422,26 @@ fn flex_forward(
     let (n, c, plane) = bn_shape("fast_batch_norm_train", &shape, &gv, &bv);
     let (mean, var) = statistics(&xv, n, c, plane);
     let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
+    outputs(y, shape, mean, var)
+}
+
+/// A batch norm's output of `shape` and its per-channel mean and variance as flex tensors.
+fn outputs(y: Vec<f32>, shape: Vec<usize>, mean: Vec<f32>, var: Vec<f32>) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let c = mean.len();
     (
         FlexTensor::from_data(TensorData::new(y, shape)),
         FlexTensor::from_data(TensorData::new(mean, [c])),
         FlexTensor::from_data(TensorData::new(var, [c])),
     )
+}
+
+/// Registers each gradient whose node is tracked (`Some` id).
+fn register<const N: usize>(grads: &mut Gradients, pairs: [(Option<burn::backend::autodiff::NodeId>, FlexTensor); N]) {
+    for (id, g) in pairs {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, g);
+        }
+    }
 }
 
 impl FastBatchNorm for Flex {
@@ -461,19 +476,17 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) =
                     (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
                 // The forward pass checked the input's shape; `backward` checks the rest.
-                let (n, c) = (shape[0], shape[1]);
-                let plane = shape[2..].iter().product::<usize>();
+                let (n, c, plane) = images(&shape);
                 let (_, bv) = values(&beta);
                 let (dx, dgamma, dbeta) = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps, relu.then_some(&bv[..]));
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
-                }
-                if let Some(node) = node_gamma {
-                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dgamma, [c])));
-                }
-                if let Some(node) = node_beta {
-                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dbeta, [c])));
-                }
+                register(
+                    grads,
+                    [
+                        (node_x.map(|n| n.id), FlexTensor::from_data(TensorData::new(dx, shape))),
+                        (node_gamma.map(|n| n.id), FlexTensor::from_data(TensorData::new(dgamma, [c]))),
+                        (node_beta.map(|n| n.id), FlexTensor::from_data(TensorData::new(dbeta, [c]))),
+                    ],
+                );
             }
         }
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
@@ -571,9 +584,15 @@ pub trait FastBatchNormAddRelu: Backend {
 /// second), with `gamma` and `beta` checked against its channels.
 fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize, usize, usize) {
     assert!(shape.len() >= 2, "{what}: input of shape {shape:?} has no channel axis");
-    let (n, c) = (shape[0], shape[1]);
+    let (n, c, plane) = images(shape);
     check_channels(what, c, &[("gamma", gamma), ("beta", beta)]);
-    (n, c, shape[2..].iter().product::<usize>())
+    (n, c, plane)
+}
+
+/// `(n, channels, plane)` of a shape of at least two axes (the plane: every axis after the
+/// second), as the forward passes checked it.
+fn images(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product::<usize>())
 }
 
 fn flex_bn_add_relu_forward(
@@ -588,11 +607,7 @@ fn flex_bn_add_relu_forward(
     assert!(shape == s_shape, "{WHAT}: the shapes {shape:?} and {s_shape:?} differ");
     let (n, c, plane) = bn_shape(WHAT, &shape, &gv, &bv);
     let (out, mean, var) = bn_add_relu_forward(&yv, &sv, n, c, plane, &gv, &bv, eps);
-    (
-        FlexTensor::from_data(TensorData::new(out, shape)),
-        FlexTensor::from_data(TensorData::new(mean, [c])),
-        FlexTensor::from_data(TensorData::new(var, [c])),
-    )
+    outputs(out, shape, mean, var)
 }
 
 impl FastBatchNormAddRelu for Flex {
@@ -627,19 +642,17 @@ impl<C: CheckpointStrategy> FastBatchNormAddRelu for Autodiff<Flex, C> {
                 let ((shape, yv), (_, ov), (_, dv), (_, gv), (_, mv), (_, vv)) =
                     (values(&y), values(&out), values(&dout), values(&gamma), values(&mean), values(&var));
                 // The forward pass checked the shapes; `bn_add_relu_backward` checks the lengths.
-                let (n, c) = (shape[0], shape[1]);
-                let plane = shape[2..].iter().product::<usize>();
+                let (n, c, plane) = images(&shape);
                 let (dy, dgamma, dbeta, ds) = bn_add_relu_backward(&yv, &ov, &dv, n, c, plane, &mv, &vv, &gv, eps);
-                for (node, g) in [
-                    (node_y, FlexTensor::from_data(TensorData::new(dy, shape.clone()))),
-                    (node_gamma, FlexTensor::from_data(TensorData::new(dgamma, [c]))),
-                    (node_beta, FlexTensor::from_data(TensorData::new(dbeta, [c]))),
-                    (node_short, FlexTensor::from_data(TensorData::new(ds, shape.clone()))),
-                ] {
-                    if let Some(node) = node {
-                        grads.register::<Flex>(node.id, g);
-                    }
-                }
+                register(
+                    grads,
+                    [
+                        (node_y.map(|n| n.id), FlexTensor::from_data(TensorData::new(dy, shape.clone()))),
+                        (node_gamma.map(|n| n.id), FlexTensor::from_data(TensorData::new(dgamma, [c]))),
+                        (node_beta.map(|n| n.id), FlexTensor::from_data(TensorData::new(dbeta, [c]))),
+                        (node_short.map(|n| n.id), FlexTensor::from_data(TensorData::new(ds, shape))),
+                    ],
+                );
             }
         }
         let (yp, gp, bp, sp) =

@@ -134,6 +134,36 @@ fn errors_against(a: &[(String, Vec<f32>)], r: &[(String, Vec<f64>)]) -> Vec<f64
         .collect()
 }
 
+/// Named tensors of float64 values rounded to f32.
+fn f32s(v: Vec<(String, Vec<f64>)>) -> Vec<(String, Vec<f32>)> {
+    v.into_iter().map(|(n, v)| (n, v.into_iter().map(|x| x as f32).collect())).collect()
+}
+
+/// Tensor by tensor, relnet's relative L2 error against the float64 `reference` no worse than
+/// burn's fp32 error within a factor 1.5 plus 1e-6; both printed under `what`.
+fn assert_as_close_to_float64(
+    relnet: &[(String, Vec<f32>)],
+    burn: &[(String, Vec<f32>)],
+    reference: &[(String, Vec<f64>)],
+    what: &str,
+) {
+    let (er, eb) = (errors_against(relnet, reference), errors_against(burn, reference));
+    let fmt = |e: &[f64]| e.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ");
+    eprintln!("{what}: relnet {} | burn {}", fmt(&er), fmt(&eb));
+    for ((name, _), (r, b)) in relnet.iter().zip(er.iter().zip(&eb)) {
+        assert!(*r <= 1.5 * b + 1e-6, "{what} {name}: relnet {r:.2e} vs burn {b:.2e} against float64");
+    }
+}
+
+/// A batch norm's running mean and variance.
+fn running_stats(b: &burn::nn::BatchNorm) -> Vec<(String, Vec<f32>)> {
+    let v = |t: Tensor<1>| t.to_data().iter::<f32>().collect::<Vec<f32>>();
+    vec![
+        ("running mean".to_string(), v(b.running_mean.value_sync())),
+        ("running variance".to_string(), v(b.running_var.value_sync())),
+    ]
+}
+
 /// Output, input gradient and parameter gradients of one forward + backward of `model` in float64
 /// (burn's operations: relnet's own kernels take f32 only).
 fn pass64(model: &relnet_models::Backbone, x: &Tensor<4>, t: &Tensor<2>) -> Vec<(String, Vec<f64>)> {
@@ -336,22 +366,12 @@ fn batch_norm_is_as_close_to_float64_as_burns() {
                     ("beta gradient".to_string(), as64(bn.beta.val().grad(&g).unwrap().to_data())),
                 ]
             };
-            let f32s = |v: Vec<(String, Vec<f64>)>| {
-                v.into_iter().map(|(n, v)| (n, v.into_iter().map(|x| x as f32).collect())).collect::<Vec<_>>()
-            };
             let relnet = f32s(run(x.clone(), t.clone(), &bn, true));
             let burn = f32s(run(x.clone(), t.clone(), &bn, false));
             let bn64 = burn::nn::BatchNormConfig::new(c).init(&device).map(&mut ToF64);
             let reference = run(to_f64(x), to_f64(t), &bn64, false);
-            let (er, eb) = (errors_against(&relnet, &reference), errors_against(&burn, &reference));
-            let fmt = |e: &[f64]| e.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ");
-            eprintln!("bn {n}x{c}x{side}x{side} N({mean}, {std}) relu {relu}: relnet {} | burn {}", fmt(&er), fmt(&eb));
-            for ((name, _), (r, b)) in relnet.iter().zip(er.iter().zip(&eb)) {
-                assert!(
-                    *r <= 1.5 * b + 1e-6,
-                    "bn {n}x{c}x{side} {name}: relnet {r:.2e} vs burn {b:.2e} against float64"
-                );
-            }
+            let what = format!("bn {n}x{c}x{side}x{side} N({mean}, {std}) relu {relu}");
+            assert_as_close_to_float64(&relnet, &burn, &reference, &what);
         }
     }
 }
@@ -396,14 +416,7 @@ fn batch_norm_alone_matches_burns() {
             (burn::nn::BatchNormConfig::new(c).init(&device), burn::nn::BatchNormConfig::new(c).init(&device));
         let _ = relnet_models::fastbn::batch_norm(&bn, x.clone().require_grad());
         let _ = with_burn_conv(|| fresh.forward(x.clone().require_grad()));
-        let stats = |b: &burn::nn::BatchNorm| {
-            let v = |t: Tensor<1>| t.to_data().iter::<f32>().collect::<Vec<f32>>();
-            vec![
-                ("running mean".to_string(), v(b.running_mean.value_sync())),
-                ("running variance".to_string(), v(b.running_var.value_sync())),
-            ]
-        };
-        assert_close(&stats(&bn), &stats(&fresh), "running statistics");
+        assert_close(&running_stats(&bn), &running_stats(&fresh), "running statistics");
     }
 }
 
@@ -492,9 +505,6 @@ fn batch_norm_add_relu_is_as_close_to_float64_as_burns() {
                 ("beta gradient".to_string(), as64(bn.beta.val().grad(&g).unwrap().to_data())),
             ]
         };
-        let f32s = |v: Vec<(String, Vec<f64>)>| {
-            v.into_iter().map(|(n, v)| (n, v.into_iter().map(|x| x as f32).collect::<Vec<f32>>())).collect::<Vec<_>>()
-        };
         let relnet = f32s(run(y.clone(), s.clone(), t.clone(), &bn, true));
         let zeros = relnet[0].1.iter().filter(|&&v| v == 0.0).count();
         let total = relnet[0].1.len();
@@ -508,28 +518,18 @@ fn batch_norm_add_relu_is_as_close_to_float64_as_burns() {
         bn64.beta = bn64.beta.map(|_| bn.beta.val().detach().require_grad());
         let bn64 = bn64.map(&mut ToF64);
         let reference = run(to_f64(y.clone()), to_f64(s.clone()), to_f64(t), &bn64, false);
-        let (er, eb) = (errors_against(&relnet, &reference), errors_against(&burn, &reference));
-        let fmt = |e: &[f64]| e.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>().join(" ");
-        eprintln!("bn + add + relu {n}x{c}x{side}x{side}: relnet {} | burn {}", fmt(&er), fmt(&eb));
-        for ((name, _), (r, b)) in relnet.iter().zip(er.iter().zip(&eb)) {
-            assert!(
-                *r <= 1.5 * b + 1e-6,
-                "{name}: relnet's error {r:.2e} against burn's {b:.2e} ({n}x{c}x{side}x{side})"
-            );
-        }
+        assert_as_close_to_float64(&relnet, &burn, &reference, &format!("bn + add + relu {n}x{c}x{side}x{side}"));
         // The running statistics one training pass leaves, fused against burn's.
         let (fused, plain) =
             (burn::nn::BatchNormConfig::new(c).init(&device), burn::nn::BatchNormConfig::new(c).init(&device));
         let _ = relnet_models::fastbn::batch_norm_add_relu(&fused, y.clone().require_grad(), s.clone());
         let _ = with_burn_conv(|| plain.forward(y.clone().require_grad()));
-        let stats = |b: &burn::nn::BatchNorm| {
-            let v = |t: Tensor<1>| t.to_data().iter::<f32>().collect::<Vec<f32>>();
-            vec![
-                ("running mean".to_string(), v(b.running_mean.value_sync())),
-                ("running variance".to_string(), v(b.running_var.value_sync())),
-            ]
-        };
-        assert_ne!(stats(&fused), stats(&burn::nn::BatchNormConfig::new(c).init(&device)), "the statistics moved");
-        assert_close(&stats(&fused), &stats(&plain), &format!("running statistics {n}x{c}x{side}x{side}"));
+        let fresh = burn::nn::BatchNormConfig::new(c).init(&device);
+        assert_ne!(running_stats(&fused), running_stats(&fresh), "the statistics moved");
+        assert_close(
+            &running_stats(&fused),
+            &running_stats(&plain),
+            &format!("running statistics {n}x{c}x{side}x{side}"),
+        );
     }
 }
