@@ -185,21 +185,56 @@ mod x86 {
     }
 }
 
-/// Whether the shape is one the kernels handle: a 3x3 kernel, stride 1, padding 1, a width
-/// that is a non-zero multiple of 8, an even number of output channels, nothing empty.
+/// Whether the shape is one the kernels handle: a 3x3 kernel, stride 1 or 2 (the same both
+/// ways), padding 1, an output width that is a non-zero multiple of 8, an even number of output
+/// channels, nothing empty.
 pub(crate) fn shape_ok(g: &Geometry) -> bool {
     g.kh == 3
         && g.kw == 3
-        && g.sh == 1
-        && g.sw == 1
+        && matches!((g.sh, g.sw), (1, 1) | (2, 2))
         && g.ph == 1
         && g.pw == 1
-        && g.w.is_multiple_of(8)
-        && g.w > 0
         && g.h > 0
+        && g.w > 0
+        && g.ow().is_multiple_of(8)
         && g.co > 0
         && g.co.is_multiple_of(2)
         && g.ci > 0
+}
+
+/// [`shape_ok`] at stride 1: the shapes of the bf16 kernels (`direct_bf16`), whose bordered
+/// layouts have no strided form.
+pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
+    shape_ok(g) && g.sh == 1
+}
+
+/// Where the kernels read in the bordered image that [`border`] writes: channel `c`'s plane
+/// starts at `c * plane`, and the run of output pixels from (y, x) reads tap (ky, kx) at
+/// `y * row + x + taps[ky * 3 + kx]`, consecutive values, one an output pixel.
+///
+/// At stride 1 a bordered row is `w + 2` values and a tap is a shift by a row or a column. At
+/// stride 2 each bordered row is stored as its even columns, then its odd columns, so that the
+/// input columns `2x + kx` of consecutive outputs `x` are consecutive: column shift 0 reads the
+/// even half, 1 the odd half, 2 the even half one further on, and an output row is two bordered
+/// rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    plane: usize,
+    row: usize,
+    taps: [usize; 9],
+}
+
+impl Layout {
+    fn of(g: &Geometry) -> Layout {
+        let wp = g.w + 2;
+        let (row, shift) = if g.sw == 1 { (wp, [0, 1, 2]) } else { (2 * wp, [0, wp.div_ceil(2), 1]) };
+        Layout { plane: (g.h + 2) * wp, row, taps: std::array::from_fn(|k| k / 3 * wp + shift[k % 3]) }
+    }
+
+    /// The bordered image's length: `ci` planes.
+    fn len(&self, g: &Geometry) -> usize {
+        g.ci * self.plane
+    }
 }
 
 /// Whether [`forward`] handles `g`: the shape ([`shape_ok`]) on a CPU with AVX2 and FMA (or
@@ -243,23 +278,37 @@ fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
     out
 }
 
-/// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border).
+/// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
+/// each row in [`Layout`]'s order for `g`'s stride.
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
     let (hp, wp) = (g.h + 2, g.w + 2);
     if buf.len() != g.ci * hp * wp {
         buf.clear();
         buf.resize(g.ci * hp * wp, 0.0);
     }
-    // Every position is written: the border rows whole, then each inner row's two border
-    // columns and its values (the buffer is reused from image to image, never zeroed whole).
+    // Every position is written: the border rows whole, then each inner row whole (the buffer
+    // is reused from image to image, never zeroed whole).
     for (c, plane) in buf.chunks_exact_mut(hp * wp).enumerate() {
         plane[..wp].fill(0.0);
         plane[(hp - 1) * wp..].fill(0.0);
         for y in 0..g.h {
             let row = &mut plane[(y + 1) * wp..(y + 2) * wp];
-            row[0] = 0.0;
-            row[wp - 1] = 0.0;
-            row[1..wp - 1].copy_from_slice(&x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w]);
+            let src = &x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
+            if g.sw == 1 {
+                row[0] = 0.0;
+                row[wp - 1] = 0.0;
+                row[1..wp - 1].copy_from_slice(src);
+            } else {
+                // Bordered column 2j (the even half) is input column 2j - 1, bordered column
+                // 2j + 1 (the odd half) input column 2j; columns 0 and w + 1 are the border.
+                let (even, odd) = row.split_at_mut(wp.div_ceil(2));
+                for (j, v) in even.iter_mut().enumerate() {
+                    *v = if j == 0 { 0.0 } else { src.get(2 * j - 1).copied().unwrap_or(0.0) };
+                }
+                for (j, v) in odd.iter_mut().enumerate() {
+                    *v = src.get(2 * j).copied().unwrap_or(0.0);
+                }
+            }
         }
     }
 }
@@ -270,18 +319,19 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     let isa = Isa::detect().expect("covers checked it");
-    forward_with(Kernel::pick(isa, g.w), g, x, weight)
+    forward_with(Kernel::pick(isa, g.ow()), g, x, weight)
 }
 
-/// [`forward`] in the build `kernel`, which must run here and whose width divides `g.w`.
+/// [`forward`] in the build `kernel`, which must run here and whose width divides the output
+/// width.
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
-    assert!(g.w.is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
+    assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
     assert_eq!(weight.len(), g.co * g.ci * 9);
     let packed = pack(g, weight, kernel.rows());
-    let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.h * g.w);
+    let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.oh() * g.ow());
     // Not zeroed first: `forward_image` writes every value.
     let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
     out.spare_capacity_mut()[..g.n * len_out]
@@ -297,7 +347,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
 }
 
 /// The convolution of one image `x` (`[ci, h, w]`) with the weights `packed` ([`pack`] for
-/// `kernel`'s tiles), into `out` (`[co, h, w]`): every value of `out` is written ([`forward`]
+/// `kernel`'s tiles), into `out` (`[co, oh, ow]`): every value of `out` is written ([`forward`]
 /// relies on it). `buf` is scratch (the bordered image).
 fn forward_image(
     kernel: Kernel,
@@ -307,9 +357,9 @@ fn forward_image(
     out: &mut [MaybeUninit<f32>],
     buf: &mut Vec<f32>,
 ) {
-    assert!(shape_ok(g) && kernel.runs_here() && g.w.is_multiple_of(kernel.lanes()));
+    assert!(shape_ok(g) && kernel.runs_here() && g.ow().is_multiple_of(kernel.lanes()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
-    assert_eq!(out.len(), g.co * g.h * g.w);
+    assert_eq!(out.len(), g.co * g.oh() * g.ow());
     assert_eq!(packed.len(), g.co * g.ci * 9);
     border(g, x, buf);
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
@@ -326,8 +376,8 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 
 /// Adds one image's share of the weight gradient to `dwt`, which holds `dW` transposed
 /// (`[ci * 9, co]`): `dW[o, k] += sum_p dy[o, p] * x[k at p]`, with `x` the image (`[ci, h, w]`)
-/// and `dy` its output gradient (`[co, h, w]`). `buf` and `dyt` are scratch (the bordered
-/// image and `dy` as `[h*w, co]`). In the widest build this CPU runs; only for a `g` that
+/// and `dy` its output gradient (`[co, oh, ow]`). `buf` and `dyt` are scratch (the bordered
+/// image and `dy` as `[oh*ow, co]`). In the widest build this CPU runs; only for a `g` that
 /// [`covers_weight_grad`] accepts.
 ///
 /// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
@@ -364,10 +414,10 @@ pub(crate) fn weight_grad_image_with(
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
     assert!(g.co.is_multiple_of(kernel.lanes()), "{kernel:?} needs a multiple of {} channels", kernel.lanes());
     assert_eq!(x.len(), g.ci * g.h * g.w);
-    assert_eq!(dy.len(), g.co * g.h * g.w);
+    assert_eq!(dy.len(), g.co * g.oh() * g.ow());
     assert_eq!(dwt.len(), g.co * g.ci * 9);
     border(g, x, buf);
-    let p = g.h * g.w;
+    let p = g.oh() * g.ow();
     // Every value is overwritten below: only a new length needs the resize.
     if dyt.len() != p * g.co {
         dyt.clear();
@@ -419,15 +469,16 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `w` a multiple of
-/// `S::W`; `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `packed` the packed
-/// weights (`co * ci * 9`, [`pack`] with `S::ROWS`), and `out` is valid for writes of
-/// `co * h * w` floats that nothing else accesses during the call.
+/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `ow` a multiple of
+/// `S::W`; `buf` holds the bordered image ([`border`]: `ci * (h+2) * (w+2)` values), `packed`
+/// the packed weights (`co * ci * 9`, [`pack`] with `S::ROWS`), and `out` is valid for writes
+/// of `co * oh * ow` floats that nothing else accesses during the call.
 #[inline(always)]
 unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
-    debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && packed.len() == g.co * g.ci * 9);
-    // `w` is a multiple of `W`: the runs tile the plane, and `tiles` covers `0..co`.
-    let runs = g.h * g.w / S::W;
+    let l = Layout::of(g);
+    debug_assert!(buf.len() == l.len(g) && packed.len() == g.co * g.ci * 9);
+    // `ow` is a multiple of `W`: the runs tile the output plane, and `tiles` covers `0..co`.
+    let runs = g.oh() * g.ow() / S::W;
     let tiles = tiles(g.co, S::ROWS);
     let mut first = 0;
     while first < runs {
@@ -438,18 +489,18 @@ unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f3
             // (at most 12) ending at `g.co`, `co + rows <= g.co`.
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<S, 12, 2>(g, buf, packed, out, co, first),
-                    (12, 1) => tile::<S, 12, 1>(g, buf, packed, out, co, first),
-                    (10, 2) => tile::<S, 10, 2>(g, buf, packed, out, co, first),
-                    (10, 1) => tile::<S, 10, 1>(g, buf, packed, out, co, first),
-                    (8, 2) => tile::<S, 8, 2>(g, buf, packed, out, co, first),
-                    (8, 1) => tile::<S, 8, 1>(g, buf, packed, out, co, first),
-                    (6, 2) => tile::<S, 6, 2>(g, buf, packed, out, co, first),
-                    (6, 1) => tile::<S, 6, 1>(g, buf, packed, out, co, first),
-                    (4, 2) => tile::<S, 4, 2>(g, buf, packed, out, co, first),
-                    (4, 1) => tile::<S, 4, 1>(g, buf, packed, out, co, first),
-                    (2, 2) => tile::<S, 2, 2>(g, buf, packed, out, co, first),
-                    (2, 1) => tile::<S, 2, 1>(g, buf, packed, out, co, first),
+                    (12, 2) => tile::<S, 12, 2>(g, &l, buf, packed, out, co, first),
+                    (12, 1) => tile::<S, 12, 1>(g, &l, buf, packed, out, co, first),
+                    (10, 2) => tile::<S, 10, 2>(g, &l, buf, packed, out, co, first),
+                    (10, 1) => tile::<S, 10, 1>(g, &l, buf, packed, out, co, first),
+                    (8, 2) => tile::<S, 8, 2>(g, &l, buf, packed, out, co, first),
+                    (8, 1) => tile::<S, 8, 1>(g, &l, buf, packed, out, co, first),
+                    (6, 2) => tile::<S, 6, 2>(g, &l, buf, packed, out, co, first),
+                    (6, 1) => tile::<S, 6, 1>(g, &l, buf, packed, out, co, first),
+                    (4, 2) => tile::<S, 4, 2>(g, &l, buf, packed, out, co, first),
+                    (4, 1) => tile::<S, 4, 1>(g, &l, buf, packed, out, co, first),
+                    (2, 2) => tile::<S, 2, 2>(g, &l, buf, packed, out, co, first),
+                    (2, 1) => tile::<S, 2, 1>(g, &l, buf, packed, out, co, first),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -462,31 +513,35 @@ unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f3
 ///
 /// # Safety
 ///
-/// What [`image`] requires, and `co + RR <= g.co`, `first + N <= h * w / W`. Then a run at
-/// output (y, x..x+W) with tap (ky, kx) reads bordered row `y + ky <= h + 1`, columns
-/// `x + kx .. x + kx + W <= w + 2`: inside `buf`; the tile's weights are
+/// What [`image`] requires, `l` is `Layout::of(g)`, and `co + RR <= g.co`,
+/// `first + N <= oh * ow / W`. Then a run at output (y, x..x+W) with tap (ky, kx) reads, at
+/// stride 1, bordered row `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride
+/// 2, bordered row `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
+/// `x + kx / 2 .. x + kx / 2 + W <= ow + 1 <= (w + 3) / 2` or in the odd half (`(w + 2) / 2`)
+/// columns `x .. x + W <= ow <= (w + 2) / 2`: inside `buf`; the tile's weights are
 /// `packed[co * ci * 9 .. (co + RR) * ci * 9]`; it stores channels `co .. co + RR` at pixels
-/// `first * W .. (first + N) * W`: inside `out`.
+/// `first * W .. (first + N) * W <= oh * ow`: inside `out`.
 #[inline(always)]
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
     g: &Geometry,
+    l: &Layout,
     buf: &[f32],
     packed: &[f32],
     out: *mut f32,
     co: usize,
     first: usize,
 ) {
-    let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
+    let (ow, plane) = (g.ow(), l.plane);
     let taps = g.ci * 9;
     // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
     let mut at = [0usize; N];
     let mut dst = [0usize; N];
     for i in 0..N {
         let pix = (first + i) * S::W;
-        let (y, x) = (pix / g.w, pix % g.w);
-        at[i] = y * wp + x;
+        let (y, x) = (pix / ow, pix % ow);
+        at[i] = y * l.row + x;
         dst[i] = pix;
     }
     // SAFETY: the caller's contract: the CPU has `S`'s features.
@@ -500,11 +555,11 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
         let base = unsafe { b.add(c * plane) };
         for ky in 0..3 {
             for kx in 0..3 {
-                let off = ky * wp + kx;
+                let off = l.taps[ky * 3 + kx];
                 let mut v = [zero; N];
                 for i in 0..N {
-                    // SAFETY: `W` values of bordered row `y + ky`, columns `x + kx ..`, of
-                    // channel `c` (see `# Safety`): inside `buf`.
+                    // SAFETY: `W` values of tap (ky, kx) for the run, of channel `c` (see
+                    // `# Safety`): inside `buf`.
                     v[i] = unsafe { S::load(base.add(at[i] + off)) };
                 }
                 for r in 0..RR {
@@ -522,9 +577,9 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
         }
     }
     for r in 0..RR {
-        let row = (co + r) * g.h * g.w;
+        let row = (co + r) * g.oh() * ow;
         for i in 0..N {
-            // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + W <= h * w`: inside
+            // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + W <= oh * ow`: inside
             // `out`.
             unsafe { S::store(out.add(row + dst[i]), acc[r][i]) };
         }
@@ -536,20 +591,19 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
 /// # Safety
 ///
 /// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `co` a multiple of
-/// `S::W`; `buf` holds the bordered image (`ci * (h+2) * (w+2)` values), `dyt` the output
-/// gradient as `[h * w, co]`, and `dwt` holds `ci * 9 * co` values.
+/// `S::W`; `buf` holds the bordered image ([`border`]: `ci * (h+2) * (w+2)` values), `dyt` the
+/// output gradient as `[oh * ow, co]`, and `dwt` holds `ci * 9 * co` values.
 #[inline(always)]
 unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-    debug_assert!(
-        buf.len() == g.ci * (g.h + 2) * (g.w + 2) && dyt.len() == g.h * g.w * g.co && dwt.len() == g.ci * 9 * g.co
-    );
-    let (wp, plane) = (g.w + 2, (g.h + 2) * (g.w + 2));
+    let l = Layout::of(g);
+    let (oh, ow) = (g.oh(), g.ow());
+    debug_assert!(buf.len() == l.len(g) && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co);
     // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
-    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * plane + (k % 9 / 3) * wp + k % 3).collect();
-    let band = (128 / g.w).max(1);
+    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * l.plane + l.taps[k % 9]).collect();
+    let band = (128 / ow).max(1);
     let mut y0 = 0;
-    while y0 < g.h {
-        let y1 = (y0 + band).min(g.h);
+    while y0 < oh {
+        let y1 = (y0 + band).min(oh);
         for k in (0..g.ci * 9).step_by(S::TAPS) {
             let taps = (g.ci * 9 - k).min(S::TAPS);
             for o in (0..g.co).step_by(2 * S::W) {
@@ -561,14 +615,14 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
                 // multiple of `W`, so `co - o` is at least `2W` (two vectors) or exactly `W`.
                 unsafe {
                     match (taps, two) {
-                        (12, true) => grad_tile::<S, 12, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (12, false) => grad_tile::<S, 12, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, true) => grad_tile::<S, 9, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, false) => grad_tile::<S, 9, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, true) => grad_tile::<S, 6, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, false) => grad_tile::<S, 6, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, true) => grad_tile::<S, 3, 2>(g, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, false) => grad_tile::<S, 3, 1>(g, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, true) => grad_tile::<S, 12, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, false) => grad_tile::<S, 12, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, true) => grad_tile::<S, 9, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, false) => grad_tile::<S, 9, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, true) => grad_tile::<S, 6, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, false) => grad_tile::<S, 6, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, true) => grad_tile::<S, 3, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, false) => grad_tile::<S, 3, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
                         (t, _) => unreachable!("weight-gradient tile of {t} taps"),
                     }
                 }
@@ -583,15 +637,17 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
 ///
 /// # Safety
 ///
-/// What [`weight_grad`] requires, and `offs.len() == T` with `offs[t]` the offset of tap
-/// `k + t` (channel c, row ky, column kx) in the bordered image, `c * plane + ky * wp + kx`,
-/// `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= h`. Then output pixel (y, x) reads bordered
-/// position `c * plane + (y + ky) * wp + x + kx`: inside `buf`; `dyt[(y * w + x) * co + o ..]`
-/// and `dwt[(k + t) * co + o ..]`, `W * V` values each: inside theirs.
+/// What [`weight_grad`] requires, `l` is `Layout::of(g)`, and `offs.len() == T` with `offs[t]`
+/// the offset of tap `k + t` (channel c, row ky, column kx) in the bordered image,
+/// `c * l.plane + l.taps[ky * 3 + kx]`, `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then
+/// output pixel (y, x) reads position `offs[t] + y * l.row + x`, the value [`tile`] reads for
+/// it: inside `buf`; `dyt[(y * ow + x) * co + o ..]` and `dwt[(k + t) * co + o ..]`, `W * V`
+/// values each: inside theirs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     g: &Geometry,
+    l: &Layout,
     buf: &[f32],
     dyt: &[f32],
     dwt: &mut [f32],
@@ -601,7 +657,7 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     y0: usize,
     y1: usize,
 ) {
-    let wp = g.w + 2;
+    let ow = g.ow();
     let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
     // SAFETY: the caller's contract: the CPU has `S`'s features.
     let zero = unsafe { S::zero() };
@@ -615,12 +671,12 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     let mut at = [0usize; T];
     at.copy_from_slice(offs);
     for y in y0..y1 {
-        // SAFETY: `y < h`: the start of bordered row `y` of channel 0, inside `buf`.
-        let row = unsafe { b.add(y * wp) };
+        // SAFETY: `y < oh`: where output row `y` reads channel 0 (`y * l.row`), inside `buf`.
+        let row = unsafe { b.add(y * l.row) };
         // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
         // row's last pixel it points past the end of `dyt`, where it is never read.
-        let mut dp = d.wrapping_add(y * g.w * g.co + o);
-        for x in 0..g.w {
+        let mut dp = d.wrapping_add(y * ow * g.co + o);
+        for x in 0..ow {
             let mut dv = [zero; V];
             for v in 0..V {
                 // SAFETY: pixel (y, x)'s `dy` for channels `o + Wv .. o + Wv + W <= co`, inside
@@ -650,29 +706,61 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
 mod tests {
     use super::*;
 
+    /// The input position (row, column) that output (y, x) reads for tap (ky, kx) at `g`'s
+    /// stride and padding 1, if it is inside the image.
+    fn input_at(g: &Geometry, y: usize, x: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let (iy, ix) = ((y * g.sh + ky) as isize - 1, (x * g.sw + kx) as isize - 1);
+        (iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w).then_some((iy as usize, ix as usize))
+    }
+
     /// By definition, one multiply-add at a time, summed in the kernel's order.
     fn naive(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; g.co * g.h * g.w];
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut out = vec![0f32; g.co * oh * ow];
         for o in 0..g.co {
-            for y in 0..g.h {
-                for xx in 0..g.w {
+            for y in 0..oh {
+                for xx in 0..ow {
                     let mut s = 0f32;
                     for c in 0..g.ci {
                         for ky in 0..3 {
                             for kx in 0..3 {
-                                let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
-                                if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                    s += w[((o * g.ci + c) * 3 + ky) * 3 + kx]
-                                        * x[(c * g.h + iy as usize) * g.w + ix as usize];
+                                if let Some((iy, ix)) = input_at(g, y, xx, ky, kx) {
+                                    s += w[((o * g.ci + c) * 3 + ky) * 3 + kx] * x[(c * g.h + iy) * g.w + ix];
                                 }
                             }
                         }
                     }
-                    out[(o * g.h + y) * g.w + xx] = s;
+                    out[(o * oh + y) * ow + xx] = s;
                 }
             }
         }
         out
+    }
+
+    #[test]
+    fn the_strided_layout_puts_each_tap_where_the_kernels_read_it() {
+        // Every output pixel, tap and channel: the value at `Layout`'s offset in the bordered
+        // copy is the input the definition reads there (0 in the padding), at both strides.
+        for (ci, h, w, s) in [(2, 5, 8, 1), (3, 7, 15, 2), (2, 6, 16, 2), (1, 1, 17, 2), (2, 4, 9, 1)] {
+            let g = Geometry { n: 1, ci, h, w, co: 2, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
+            let x: Vec<f32> = (0..ci * h * w).map(|i| i as f32 + 1.0).collect();
+            let mut buf = vec![f32::NAN; 3];
+            border(&g, &x, &mut buf);
+            let l = Layout::of(&g);
+            assert_eq!(buf.len(), l.len(&g), "{g:?}");
+            for c in 0..ci {
+                for y in 0..g.oh() {
+                    for xx in 0..g.ow() {
+                        for k in 0..9 {
+                            let want =
+                                input_at(&g, y, xx, k / 3, k % 3).map_or(0.0, |(iy, ix)| x[(c * h + iy) * w + ix]);
+                            let got = buf[c * l.plane + y * l.row + xx + l.taps[k]];
+                            assert_eq!(got.to_bits(), want.to_bits(), "{g:?} channel {c} output ({y}, {xx}) tap {k}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -706,7 +794,9 @@ mod tests {
         // channel counts that leave every tail of a 6- and a 12-channel tile.
         let builds = builds();
         let mut checked = 0;
-        for (ci, h, w, co) in [
+        let strided =
+            [(16, 32, 32, 32), (32, 16, 16, 64), (3, 15, 15, 8), (2, 7, 16, 10), (4, 2, 47, 12), (1, 3, 31, 26)];
+        for (ci, h, w, co, s) in [
             (3, 32, 32, 16),
             (16, 32, 32, 16),
             (32, 16, 16, 32),
@@ -723,9 +813,13 @@ mod tests {
             (2, 3, 16, 22),
             (1, 2, 32, 18),
             (2, 1, 16, 2),
-        ] {
-            let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-            assert!(shape_ok(&g));
+        ]
+        .map(|(ci, h, w, co)| (ci, h, w, co, 1))
+        .into_iter()
+        .chain(strided.map(|(ci, h, w, co)| (ci, h, w, co, 2)))
+        {
+            let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
+            assert!(shape_ok(&g), "{g:?}");
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let wt: Vec<f32> = (0..co * ci * 9).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
             // Two images: the second the first negated.
@@ -735,7 +829,7 @@ mod tests {
             want.extend(want.clone().iter().map(|v| -v));
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
-            for &k in builds.iter().filter(|k| w.is_multiple_of(k.lanes())) {
+            for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
                 let out = forward_with(k, &g, &x2, &wt);
                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                     // FMA rounds once per multiply-add where the definition rounds twice.
@@ -751,15 +845,17 @@ mod tests {
                 checked += 1;
             }
         }
-        // Portable8 runs every shape, Portable16 the eight whose width is a multiple of 16.
-        assert!(checked >= 16 + 8, "{checked} runs");
+        // Portable8 runs every shape, Portable16 the ten whose output width is a multiple of 16.
+        assert!(checked >= 22 + 10, "{checked} runs");
     }
 
     #[test]
     fn every_build_gives_the_weight_gradient_of_the_definition_and_the_same_bits() {
         let builds = builds();
         let mut checked = 0;
-        for (ci, h, w, co) in [
+        let strided =
+            [(16, 32, 32, 32), (32, 16, 16, 64), (3, 15, 15, 8), (2, 7, 16, 16), (4, 2, 47, 24), (1, 3, 31, 32)];
+        for (ci, h, w, co, s) in [
             (16, 32, 32, 16),
             (32, 16, 16, 32),
             (64, 8, 8, 64),
@@ -773,10 +869,15 @@ mod tests {
             (1, 4, 16, 48),
             (3, 2, 8, 80),
             (7, 3, 8, 32),
-        ] {
-            let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        ]
+        .map(|(ci, h, w, co)| (ci, h, w, co, 1))
+        .into_iter()
+        .chain(strided.map(|(ci, h, w, co)| (ci, h, w, co, 2)))
+        {
+            let g = Geometry { n: 1, ci, h, w, co, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
+            let (oh, ow) = (g.oh(), g.ow());
             let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let dy: Vec<f32> = (0..co * h * w).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
+            let dy: Vec<f32> = (0..co * oh * ow).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
             // Two images summed onto a start that is not zero.
             let start: Vec<f32> = (0..co * ci * 9).map(|i| (i % 7) as f32).collect();
             let mut scale = 0f32;
@@ -786,12 +887,10 @@ mod tests {
                     for ky in 0..3 {
                         for kx in 0..3 {
                             let mut s = 0f64;
-                            for y in 0..h {
-                                for xx in 0..w {
-                                    let (iy, ix) = (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        s += (dy[(o * h + y) * w + xx] * x[(c * h + iy as usize) * w + ix as usize])
-                                            as f64;
+                            for y in 0..oh {
+                                for xx in 0..ow {
+                                    if let Some((iy, ix)) = input_at(&g, y, xx, ky, kx) {
+                                        s += (dy[(o * oh + y) * ow + xx] * x[(c * h + iy) * w + ix]) as f64;
                                     }
                                 }
                             }
@@ -821,7 +920,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 13 + 9, "{checked} runs");
+        assert!(checked >= 19 + 13, "{checked} runs");
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
@@ -874,6 +973,8 @@ mod tests {
             Geometry { co: 7, ..g },
             Geometry { co: 0, ..g },
             Geometry { sh: 2, ..g },
+            Geometry { sh: 3, sw: 3, ..g },
+            Geometry { sh: 2, sw: 2, w: 12, ..g },
             Geometry { ph: 0, ..g },
             Geometry { kh: 1, kw: 1, ph: 0, pw: 0, ..g },
         ] {

@@ -363,7 +363,7 @@ pub(crate) fn hardware() -> bool {
 
 /// Whether the bf16 forward kernel handles `g` on this CPU (the shapes of `direct3x3`).
 pub(crate) fn covers(g: &Geometry) -> bool {
-    super::direct3x3::shape_ok(g) && hardware()
+    super::direct3x3::stride_one_ok(g) && hardware()
 }
 
 /// Whether the bf16 weight-gradient kernel handles `g` on this CPU: also `co` a multiple of 8.
@@ -451,7 +451,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// [`forward`] in the build `build`, which must run here and whose width divides `g.w`; the
 /// outputs rounded to bf16 with `round`, the fp32 sums without.
 pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32], round: bool) -> Vec<f32> {
-    assert!(super::direct3x3::shape_ok(g), "{g:?} is not a shape the direct kernel covers");
+    assert!(super::direct3x3::stride_one_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(build.runs_here(), "{build:?} does not run on this CPU");
     assert!(g.w.is_multiple_of(build.lanes()), "{build:?} needs a width that is a multiple of {}", build.lanes());
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
@@ -463,7 +463,7 @@ pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32]
         .par_chunks_mut(len_out)
         .zip(x.par_chunks(len_in))
         .for_each_init(Vec::new, |buf, (o, xi)| forward_image(build, g, xi, &packed, o, buf, round));
-    // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`shape_ok`)
+    // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`stride_one_ok`)
     // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values with
     // an image, and `forward_image` wrote each chunk whole before `for_each_init` returned (had
     // it panicked, the panic would have propagated before this line).
@@ -482,7 +482,7 @@ fn forward_image(
     buf: &mut Vec<u16>,
     round: bool,
 ) {
-    assert!(super::direct3x3::shape_ok(g) && build.runs_here() && g.w.is_multiple_of(build.lanes()));
+    assert!(super::direct3x3::stride_one_ok(g) && build.runs_here() && g.w.is_multiple_of(build.lanes()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.h * g.w);
     assert_eq!(packed.len(), g.co * g.ci.div_ceil(2) * 9);
@@ -531,7 +531,7 @@ pub(crate) fn weight_grad_image_with(
     buf: &mut Vec<u16>,
     dyt: &mut Vec<u16>,
 ) {
-    assert!(super::direct3x3::shape_ok(g), "{g:?} is not a shape the direct kernel covers");
+    assert!(super::direct3x3::stride_one_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(build.runs_here(), "{build:?} does not run on this CPU");
     assert!(g.co.is_multiple_of(build.lanes()), "{build:?} needs a multiple of {} channels", build.lanes());
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -566,7 +566,7 @@ pub(crate) fn weight_grad_image_with(
 ///
 /// # Safety
 ///
-/// The CPU has `D`'s features; `g` is a shape `direct3x3::shape_ok` accepts with `w` a multiple
+/// The CPU has `D`'s features; `g` is a shape `direct3x3::stride_one_ok` accepts with `w` a multiple
 /// of `D::W`; `buf` holds the bordered pairs (`cp * (h+2) * (w+2) * 2` values, [`border_pairs`]),
 /// `packed` the packed weights (`co * cp * 9`, [`pack`]), and `out` is valid for writes of
 /// `co * h * w` floats that nothing else accesses during the call.
@@ -679,7 +679,7 @@ unsafe fn tile<D: Dot, const RR: usize, const N: usize>(
 ///
 /// # Safety
 ///
-/// The CPU has `D`'s features; `g` is a shape `direct3x3::shape_ok` accepts with `co` a multiple
+/// The CPU has `D`'s features; `g` is a shape `direct3x3::stride_one_ok` accepts with `co` a multiple
 /// of `D::W`; `buf` holds the bordered image in bf16 (`ci * (h+2) * (w+2)`, [`border_plain`]),
 /// `dyt` the output gradient as pixel pairs (`h * w * co`), `dwt` holds `ci * 9 * co` values.
 #[inline(always)]
