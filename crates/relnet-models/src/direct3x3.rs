@@ -96,16 +96,16 @@ impl Kernel {
     /// # Safety
     ///
     /// What [`image`] requires, with this build's `S`, and the CPU runs this build.
-    unsafe fn image(self, g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+    unsafe fn image(self, w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract, for the build each arm runs.
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => x86::image_avx512(g, buf, packed, out),
+                Kernel::Avx512 => x86::image_avx512(w, buf, packed, out),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => x86::image_avx2(g, buf, packed, out),
-                Kernel::Portable16 => image::<Portable<16>>(g, buf, packed, out),
-                Kernel::Portable8 => image::<Portable<8>>(g, buf, packed, out),
+                Kernel::Avx2 => x86::image_avx2(w, buf, packed, out),
+                Kernel::Portable16 => image::<Portable<16>>(w, buf, packed, out),
+                Kernel::Portable8 => image::<Portable<8>>(w, buf, packed, out),
                 #[cfg(not(target_arch = "x86_64"))]
                 Kernel::Avx512 | Kernel::Avx2 => unreachable!("an x86 build on another CPU"),
             }
@@ -146,9 +146,9 @@ mod x86 {
     ///
     /// The CPU has AVX2 and FMA; what [`image`] requires with `S = Avx2`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn image_avx2(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+    pub(super) unsafe fn image_avx2(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract.
-        unsafe { image::<Avx2>(g, buf, packed, out) }
+        unsafe { image::<Avx2>(w, buf, packed, out) }
     }
 
     /// [`image`] in AVX-512.
@@ -157,9 +157,9 @@ mod x86 {
     ///
     /// The CPU has AVX-512F; what [`image`] requires with `S = Avx512`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_avx512(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
+    pub(super) unsafe fn image_avx512(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract.
-        unsafe { image::<Avx512>(g, buf, packed, out) }
+        unsafe { image::<Avx512>(w, buf, packed, out) }
     }
 
     /// [`weight_grad`] in AVX2.
@@ -208,33 +208,84 @@ pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
     shape_ok(g) && g.sh == 1
 }
 
-/// Where the kernels read in the bordered image that [`border`] writes: channel `c`'s plane
-/// starts at `c * plane`, and the run of output pixels from (y, x) reads tap (ky, kx) at
-/// `y * row + x + taps[ky * 3 + kx]`, consecutive values, one an output pixel.
+/// What the register tiles ([`image`], [`tile`]) walk: `co` output channels of `oh * ow` pixels,
+/// each the sum over `ci` channels of a bordered buffer (channel `c`'s plane from `c * plane`)
+/// and over `n` taps, the run of output pixels from (y, x) reading tap `t` at
+/// `y * row + x + taps[t]`, consecutive values, one an output pixel. The weights are packed in
+/// the same tap order ([`pack`], [`pack_phase`]).
 ///
-/// At stride 1 a bordered row is `w + 2` values and a tap is a shift by a row or a column. At
-/// stride 2 each bordered row is stored as its even columns, then its odd columns, so that the
-/// input columns `2x + kx` of consecutive outputs `x` are consecutive: column shift 0 reads the
-/// even half, 1 the odd half, 2 the even half one further on, and an output row is two bordered
-/// rows.
+/// The forward convolution ([`Walk::forward`]) reads the bordered image that [`border`] writes,
+/// nine taps in the order (ky, kx). At stride 1 a bordered row is `w + 2` values and a tap is a
+/// shift by a row or a column. At stride 2 each bordered row is stored as its even columns, then
+/// its odd columns, so that the input columns `2x + kx` of consecutive outputs `x` are
+/// consecutive: column shift 0 reads the even half, 1 the odd half, 2 the even half one further
+/// on, and an output row is two bordered rows. The input gradient at stride 2 is four such walks
+/// over the output gradient ([`Walk::input_grad_phase`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Layout {
+struct Walk {
+    ci: usize,
+    co: usize,
+    oh: usize,
+    ow: usize,
     plane: usize,
     row: usize,
     taps: [usize; 9],
+    n: usize,
 }
 
-impl Layout {
-    fn of(g: &Geometry) -> Layout {
+impl Walk {
+    /// The forward convolution of `g` (a [`shape_ok`] shape) over [`border`]'s copy.
+    fn forward(g: &Geometry) -> Walk {
         let wp = g.w + 2;
         let (row, shift) = if g.sw == 1 { (wp, [0, 1, 2]) } else { (2 * wp, [0, wp.div_ceil(2), 1]) };
-        Layout { plane: (g.h + 2) * wp, row, taps: std::array::from_fn(|k| k / 3 * wp + shift[k % 3]) }
+        Walk {
+            ci: g.ci,
+            co: g.co,
+            oh: g.oh(),
+            ow: g.ow(),
+            plane: (g.h + 2) * wp,
+            row,
+            taps: std::array::from_fn(|k| k / 3 * wp + shift[k % 3]),
+            n: 9,
+        }
     }
 
-    /// The bordered image's length: `ci` planes.
-    fn len(&self, g: &Geometry) -> usize {
-        g.ci * self.plane
+    /// The input gradient of the stride-2 convolution `g` ([`input_grad_shape_ok`]) at the input
+    /// pixels of row parity `py` and column parity `px`, over [`border_dy`]'s copy of `dy`
+    /// (`[co, oh + 1, ow + 1]`, a zero last row and column): input pixel (2m + py, 2j + px)
+    /// receives `dy` at (m + dm, j + dj) through tap (ky, kx), where `(ky, dm)` is `(1, 0)` for
+    /// an even row and `(2, 0)`, `(0, 1)` for an odd one (the same for columns). An even and an
+    /// even side: every parity has `oh = h / 2` rows of `ow = w / 2` pixels. The taps of
+    /// [`phase_taps`], in its order.
+    fn input_grad_phase(g: &Geometry, py: usize, px: usize) -> Walk {
+        let (oh, ow) = (g.oh(), g.ow());
+        let taps = phase_taps(py, px);
+        let mut offs = [0; 9];
+        for (o, &(_, _, dm, dj)) in offs.iter_mut().zip(&taps) {
+            *o = dm * (ow + 1) + dj;
+        }
+        Walk { ci: g.co, co: g.ci, oh, ow, plane: (oh + 1) * (ow + 1), row: ow + 1, taps: offs, n: taps.len() }
     }
+
+    /// The bordered buffer's length: `ci` planes.
+    fn len(&self) -> usize {
+        self.ci * self.plane
+    }
+}
+
+/// The taps (ky, kx, dm, dj) through which input pixel (2m + py, 2j + px) of a stride-2,
+/// padding-1 3x3 convolution receives the output gradient at (m + dm, j + dj): input row
+/// `2 * oy + ky - 1`, so an even row is output row m through ky = 1, an odd one output row m
+/// through ky = 2 and output row m + 1 through ky = 0; the same for columns.
+fn phase_taps(py: usize, px: usize) -> Vec<(usize, usize, usize, usize)> {
+    let side = |p: usize| if p == 0 { vec![(1, 0)] } else { vec![(2, 0), (0, 1)] };
+    let mut taps = Vec::new();
+    for (ky, dm) in side(py) {
+        for &(kx, dj) in &side(px) {
+            taps.push((ky, kx, dm, dj));
+        }
+    }
+    taps
 }
 
 /// Whether [`forward`] handles `g`: the shape ([`shape_ok`]) on a CPU with AVX2 and FMA (or
@@ -279,7 +330,7 @@ fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
 }
 
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
-/// each row in [`Layout`]'s order for `g`'s stride.
+/// each row in [`Walk::forward`]'s order for `g`'s stride.
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
     let (hp, wp) = (g.h + 2, g.w + 2);
     if buf.len() != g.ci * hp * wp {
@@ -301,12 +352,15 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
             } else {
                 // Bordered column 2j (the even half) is input column 2j - 1, bordered column
                 // 2j + 1 (the odd half) input column 2j; columns 0 and w + 1 are the border.
+                row.fill(0.0);
                 let (even, odd) = row.split_at_mut(wp.div_ceil(2));
-                for (j, v) in even.iter_mut().enumerate() {
-                    *v = if j == 0 { 0.0 } else { src.get(2 * j - 1).copied().unwrap_or(0.0) };
+                let pairs = src.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    odd[g.w / 2] = *last;
                 }
-                for (j, v) in odd.iter_mut().enumerate() {
-                    *v = src.get(2 * j).copied().unwrap_or(0.0);
+                for ((p, o), e) in pairs.zip(odd.iter_mut()).zip(&mut even[1..]) {
+                    *o = p[0];
+                    *e = p[1];
                 }
             }
         }
@@ -365,7 +419,136 @@ fn forward_image(
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
     // shape, a width that is a multiple of its lanes, and the lengths of `packed` and `out`;
     // `border` the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
-    unsafe { kernel.image(g, buf, packed, out.as_mut_ptr().cast::<f32>()) }
+    unsafe { kernel.image(&Walk::forward(g), buf, packed, out.as_mut_ptr().cast::<f32>()) }
+}
+
+/// Whether the shape is one [`input_grad_with`] handles: a 3x3 kernel, stride 2, padding 1, an
+/// even height and width (so each parity of input pixels is `oh` rows of `ow`), `ow` a non-zero
+/// multiple of 8, an even number of input channels (the register tiles' channels here), at
+/// least one output channel.
+fn input_grad_shape_ok(g: &Geometry) -> bool {
+    g.kh == 3
+        && g.kw == 3
+        && (g.sh, g.sw) == (2, 2)
+        && (g.ph, g.pw) == (1, 1)
+        && g.h > 0
+        && g.h.is_multiple_of(2)
+        && g.w.is_multiple_of(2)
+        && g.ow() > 0
+        && g.ow().is_multiple_of(8)
+        && g.ci > 0
+        && g.ci.is_multiple_of(2)
+        && g.co > 0
+}
+
+/// Whether [`input_grad`] handles `g`: the shape ([`input_grad_shape_ok`]) on a CPU that runs
+/// the kernels.
+pub(crate) fn covers_input_grad(g: &Geometry) -> bool {
+    input_grad_shape_ok(g) && Isa::detect().is_some()
+}
+
+/// `[co, ci, 3, 3]` packed for the parity (`py`, `px`) of [`input_grad`]: tile by tile of input
+/// channels ([`tiles`] with tiles of at most `rows`), a tile of `n` channels from channel
+/// `first` at `first * co * t` as `[co][t][n]`, the `t` taps of [`phase_taps`] in its order.
+fn pack_phase(g: &Geometry, weight: &[f32], rows: usize, py: usize, px: usize) -> Vec<f32> {
+    let taps = phase_taps(py, px);
+    let t = taps.len();
+    let mut out = vec![0f32; g.ci * g.co * t];
+    for (first, n) in tiles(g.ci, rows) {
+        for o in 0..g.co {
+            for (k, &(ky, kx, _, _)) in taps.iter().enumerate() {
+                for r in 0..n {
+                    out[first * g.co * t + (o * t + k) * n + r] = weight[((o * g.ci + first + r) * 3 + ky) * 3 + kx];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One image's output gradient `dy` (`[co, oh, ow]`) into `buf` as `[co, oh + 1, ow + 1]`, a
+/// zero last row and column: where the odd input rows and columns read one output further on.
+fn border_dy(g: &Geometry, dy: &[f32], buf: &mut Vec<f32>) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let wp = ow + 1;
+    if buf.len() != g.co * (oh + 1) * wp {
+        buf.clear();
+        buf.resize(g.co * (oh + 1) * wp, 0.0);
+    }
+    // Every position is written (the buffer is reused from image to image).
+    for (o, plane) in buf.chunks_exact_mut((oh + 1) * wp).enumerate() {
+        for y in 0..oh {
+            let row = &mut plane[y * wp..(y + 1) * wp];
+            row[..ow].copy_from_slice(&dy[(o * oh + y) * ow..(o * oh + y + 1) * ow]);
+            row[ow] = 0.0;
+        }
+        plane[oh * wp..].fill(0.0);
+    }
+}
+
+/// The input gradient of the stride-2 convolution `g` ([`covers_input_grad`]) for the output
+/// gradient `dy` (`[n, co, oh, ow]`) and `weight` (`[co, ci, 3, 3]`): `[n, ci, h, w]`, one
+/// image per rayon task, in the widest build this CPU runs.
+///
+/// Each input pixel of row parity `py` and column parity `px` receives the output gradient
+/// through one, two or four taps ([`phase_taps`]), so the gradient is four small direct
+/// convolutions of `dy` (one per parity, [`Walk::input_grad_phase`]) by the same register
+/// tiles as the forward pass, each written into its rows and columns of the image: no patch
+/// matrix, no scatter-add. Each value is summed over output channels, then taps, in a fixed
+/// order: the same bits on any thread count and any instruction set.
+pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(covers_input_grad(g));
+    let isa = Isa::detect().expect("covers_input_grad checked it");
+    input_grad_with(Kernel::pick(isa, g.ow()), g, dy, weight)
+}
+
+/// [`input_grad`] in the build `kernel`, which must run here and whose width divides `g.ow()`.
+pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(input_grad_shape_ok(g), "{g:?} is not a shape the direct input gradient covers");
+    assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
+    let (oh, ow) = (g.oh(), g.ow());
+    assert_eq!(dy.len(), g.n * g.co * oh * ow);
+    assert_eq!(weight.len(), g.co * g.ci * 9);
+    let phases: Vec<(Walk, Vec<f32>)> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        .into_iter()
+        .map(|(py, px)| (Walk::input_grad_phase(g, py, px), pack_phase(g, weight, kernel.rows(), py, px)))
+        .collect();
+    let (len_in, len_dy, len_part) = (g.ci * g.h * g.w, g.co * oh * ow, g.ci * oh * ow);
+    let mut dx = vec![0f32; g.n * len_in];
+    dx.par_chunks_mut(len_in).zip(dy.par_chunks(len_dy)).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, parts): &mut (Vec<f32>, Vec<f32>), (dxi, dyi)| {
+            border_dy(g, dyi, buf);
+            // The four parities' gradients, `[ci, oh, ow]` each, in the order of `phases`.
+            parts.resize(4 * len_part, 0.0);
+            for ((walk, packed), part) in phases.iter().zip(parts.chunks_exact_mut(len_part)) {
+                assert!(buf.len() == walk.len() && part.len() == walk.co * walk.oh * walk.ow);
+                assert_eq!(packed.len(), walk.co * walk.ci * walk.n);
+                // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the
+                // build, the walk of a shape `input_grad_shape_ok` accepts (`oh = h / 2` rows of
+                // `ow = w / 2`, a multiple of the build's lanes) over `border_dy`'s copy, and the
+                // lengths of `buf`, `packed` and `part`; `part` is borrowed mutably, so nothing
+                // else accesses it.
+                unsafe { kernel.image(walk, buf, packed, part.as_mut_ptr()) };
+            }
+            // Input pixel (2m + py, 2j + px) of channel c is parity (py, px)'s (c, m, j): each
+            // input row interleaves the even and the odd columns of its row parity.
+            for c in 0..g.ci {
+                for iy in 0..g.h {
+                    let (py, m) = (iy % 2, iy / 2);
+                    let at = 2 * py * len_part + (c * oh + m) * ow;
+                    let (even, odd) = (&parts[at..at + ow], &parts[at + len_part..at + len_part + ow]);
+                    let row = &mut dxi[(c * g.h + iy) * g.w..(c * g.h + iy + 1) * g.w];
+                    for ((d, e), o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+                        d[0] = *e;
+                        d[1] = *o;
+                    }
+                }
+            }
+        },
+    );
+    dx
 }
 
 /// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 8
@@ -469,38 +652,39 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `ow` a multiple of
-/// `S::W`; `buf` holds the bordered image ([`border`]: `ci * (h+2) * (w+2)` values), `packed`
-/// the packed weights (`co * ci * 9`, [`pack`] with `S::ROWS`), and `out` is valid for writes
-/// of `co * oh * ow` floats that nothing else accesses during the call.
+/// The CPU has `S`'s features; `w` is [`Walk::forward`] of a shape [`shape_ok`] accepts, with
+/// `buf` the bordered image ([`border`]), or [`Walk::input_grad_phase`] of a shape
+/// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]);
+/// `w.ow` is a multiple of `S::W`; `buf` holds `w.len()` values, `packed` the packed weights
+/// (`co * ci * n`, [`pack`] or [`pack_phase`] with `S::ROWS`), and `out` is valid for writes of
+/// `co * oh * ow` floats that nothing else accesses during the call.
 #[inline(always)]
-unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f32) {
-    let l = Layout::of(g);
-    debug_assert!(buf.len() == l.len(g) && packed.len() == g.co * g.ci * 9);
+unsafe fn image<S: Simd>(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    debug_assert!(buf.len() == w.len() && packed.len() == w.co * w.ci * w.n);
     // `ow` is a multiple of `W`: the runs tile the output plane, and `tiles` covers `0..co`.
-    let runs = g.oh() * g.ow() / S::W;
-    let tiles = tiles(g.co, S::ROWS);
+    let runs = w.oh * w.ow / S::W;
+    let tiles = tiles(w.co, S::ROWS);
     let mut first = 0;
     while first < runs {
         let s = (runs - first).min(2);
         for &(co, rows) in &tiles {
             // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
             // `tiles` yields consecutive tiles of an even number of channels up to `S::ROWS`
-            // (at most 12) ending at `g.co`, `co + rows <= g.co`.
+            // (at most 12) ending at `w.co`, `co + rows <= w.co`.
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<S, 12, 2>(g, &l, buf, packed, out, co, first),
-                    (12, 1) => tile::<S, 12, 1>(g, &l, buf, packed, out, co, first),
-                    (10, 2) => tile::<S, 10, 2>(g, &l, buf, packed, out, co, first),
-                    (10, 1) => tile::<S, 10, 1>(g, &l, buf, packed, out, co, first),
-                    (8, 2) => tile::<S, 8, 2>(g, &l, buf, packed, out, co, first),
-                    (8, 1) => tile::<S, 8, 1>(g, &l, buf, packed, out, co, first),
-                    (6, 2) => tile::<S, 6, 2>(g, &l, buf, packed, out, co, first),
-                    (6, 1) => tile::<S, 6, 1>(g, &l, buf, packed, out, co, first),
-                    (4, 2) => tile::<S, 4, 2>(g, &l, buf, packed, out, co, first),
-                    (4, 1) => tile::<S, 4, 1>(g, &l, buf, packed, out, co, first),
-                    (2, 2) => tile::<S, 2, 2>(g, &l, buf, packed, out, co, first),
-                    (2, 1) => tile::<S, 2, 1>(g, &l, buf, packed, out, co, first),
+                    (12, 2) => tile::<S, 12, 2>(w, buf, packed, out, co, first),
+                    (12, 1) => tile::<S, 12, 1>(w, buf, packed, out, co, first),
+                    (10, 2) => tile::<S, 10, 2>(w, buf, packed, out, co, first),
+                    (10, 1) => tile::<S, 10, 1>(w, buf, packed, out, co, first),
+                    (8, 2) => tile::<S, 8, 2>(w, buf, packed, out, co, first),
+                    (8, 1) => tile::<S, 8, 1>(w, buf, packed, out, co, first),
+                    (6, 2) => tile::<S, 6, 2>(w, buf, packed, out, co, first),
+                    (6, 1) => tile::<S, 6, 1>(w, buf, packed, out, co, first),
+                    (4, 2) => tile::<S, 4, 2>(w, buf, packed, out, co, first),
+                    (4, 1) => tile::<S, 4, 1>(w, buf, packed, out, co, first),
+                    (2, 2) => tile::<S, 2, 2>(w, buf, packed, out, co, first),
+                    (2, 1) => tile::<S, 2, 1>(w, buf, packed, out, co, first),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -513,28 +697,29 @@ unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], out: *mut f3
 ///
 /// # Safety
 ///
-/// What [`image`] requires, `l` is `Layout::of(g)`, and `co + RR <= g.co`,
-/// `first + N <= oh * ow / W`. Then a run at output (y, x..x+W) with tap (ky, kx) reads, at
-/// stride 1, bordered row `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride
-/// 2, bordered row `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
+/// What [`image`] requires, and `co + RR <= w.co`, `first + N <= oh * ow / W`. Then a run at
+/// output (y, x..x+W) reads, for the forward walk at stride 1 and tap (ky, kx), bordered row
+/// `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride 2, bordered row
+/// `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
 /// `x + kx / 2 .. x + kx / 2 + W <= ow + 1 <= (w + 3) / 2` or in the odd half (`(w + 2) / 2`)
-/// columns `x .. x + W <= ow <= (w + 2) / 2`: inside `buf`; the tile's weights are
-/// `packed[co * ci * 9 .. (co + RR) * ci * 9]`; it stores channels `co .. co + RR` at pixels
-/// `first * W .. (first + N) * W <= oh * ow`: inside `out`.
+/// columns `x .. x + W <= ow <= (w + 2) / 2`; for an input-gradient walk, row `y + dm <= oh`,
+/// columns `x + dj .. x + dj + W <= ow + 1` of `dy`'s bordered plane (`oh + 1` rows of
+/// `ow + 1`): inside `buf`; the tile's weights are `packed[co * ci * n .. (co + RR) * ci * n]`;
+/// it stores channels `co .. co + RR` at pixels `first * W .. (first + N) * W <= oh * ow`:
+/// inside `out`.
 #[inline(always)]
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
-    g: &Geometry,
-    l: &Layout,
+    l: &Walk,
     buf: &[f32],
     packed: &[f32],
     out: *mut f32,
     co: usize,
     first: usize,
 ) {
-    let (ow, plane) = (g.ow(), l.plane);
-    let taps = g.ci * 9;
+    let (ow, plane) = (l.ow, l.plane);
+    let taps = l.ci * l.n;
     // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
     let mut at = [0usize; N];
     let mut dst = [0usize; N];
@@ -548,38 +733,36 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
     let zero = unsafe { S::zero() };
     let mut acc = [[zero; N]; RR];
     let b = buf.as_ptr();
-    // SAFETY: `co < g.co`: the start of this tile's weights, inside `packed`.
+    // SAFETY: `co < l.co`: the start of this tile's weights, inside `packed`.
     let mut w = unsafe { packed.as_ptr().add(co * taps) };
-    for c in 0..g.ci {
+    let offs = &l.taps[..l.n];
+    for c in 0..l.ci {
         // SAFETY: `c < ci`: the start of channel `c`'s bordered plane, inside `buf`.
         let base = unsafe { b.add(c * plane) };
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let off = l.taps[ky * 3 + kx];
-                let mut v = [zero; N];
-                for i in 0..N {
-                    // SAFETY: `W` values of tap (ky, kx) for the run, of channel `c` (see
-                    // `# Safety`): inside `buf`.
-                    v[i] = unsafe { S::load(base.add(at[i] + off)) };
-                }
-                for r in 0..RR {
-                    // SAFETY: `w` walks this tile's `ci * 9 * RR` weights, `r < RR`.
-                    let k = unsafe { S::splat(w.add(r)) };
-                    for i in 0..N {
-                        // SAFETY: the caller's contract: the CPU has `S`'s features.
-                        acc[r][i] = unsafe { S::fma(k, v[i], acc[r][i]) };
-                    }
-                }
-                // SAFETY: at most one past this tile's weights, which end inside `packed` or at
-                // its end.
-                w = unsafe { w.add(RR) };
+        for &off in offs {
+            let mut v = [zero; N];
+            for i in 0..N {
+                // SAFETY: `W` values of this tap for the run, of channel `c` (see `# Safety`):
+                // inside `buf`.
+                v[i] = unsafe { S::load(base.add(at[i] + off)) };
             }
+            for r in 0..RR {
+                // SAFETY: `w` walks this tile's `ci * n * RR` weights, `r < RR`.
+                let k = unsafe { S::splat(w.add(r)) };
+                for i in 0..N {
+                    // SAFETY: the caller's contract: the CPU has `S`'s features.
+                    acc[r][i] = unsafe { S::fma(k, v[i], acc[r][i]) };
+                }
+            }
+            // SAFETY: at most one past this tile's weights, which end inside `packed` or at its
+            // end.
+            w = unsafe { w.add(RR) };
         }
     }
     for r in 0..RR {
-        let row = (co + r) * g.oh() * ow;
+        let row = (co + r) * l.oh * ow;
         for i in 0..N {
-            // SAFETY: channel `co + r < g.co`, pixels `dst[i] .. dst[i] + W <= oh * ow`: inside
+            // SAFETY: channel `co + r < l.co`, pixels `dst[i] .. dst[i] + W <= oh * ow`: inside
             // `out`.
             unsafe { S::store(out.add(row + dst[i]), acc[r][i]) };
         }
@@ -595,9 +778,9 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
 /// output gradient as `[oh * ow, co]`, and `dwt` holds `ci * 9 * co` values.
 #[inline(always)]
 unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-    let l = Layout::of(g);
+    let l = Walk::forward(g);
     let (oh, ow) = (g.oh(), g.ow());
-    debug_assert!(buf.len() == l.len(g) && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co);
+    debug_assert!(buf.len() == l.len() && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co);
     // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
     let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * l.plane + l.taps[k % 9]).collect();
     let band = (128 / ow).max(1);
@@ -637,7 +820,7 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
 ///
 /// # Safety
 ///
-/// What [`weight_grad`] requires, `l` is `Layout::of(g)`, and `offs.len() == T` with `offs[t]`
+/// What [`weight_grad`] requires, `l` is `Walk::forward(g)`, and `offs.len() == T` with `offs[t]`
 /// the offset of tap `k + t` (channel c, row ky, column kx) in the bordered image,
 /// `c * l.plane + l.taps[ky * 3 + kx]`, `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then
 /// output pixel (y, x) reads position `offs[t] + y * l.row + x`, the value [`tile`] reads for
@@ -647,7 +830,7 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     g: &Geometry,
-    l: &Layout,
+    l: &Walk,
     buf: &[f32],
     dyt: &[f32],
     dwt: &mut [f32],
@@ -739,15 +922,15 @@ mod tests {
 
     #[test]
     fn the_strided_layout_puts_each_tap_where_the_kernels_read_it() {
-        // Every output pixel, tap and channel: the value at `Layout`'s offset in the bordered
+        // Every output pixel, tap and channel: the value at `Walk::forward`'s offset in the bordered
         // copy is the input the definition reads there (0 in the padding), at both strides.
         for (ci, h, w, s) in [(2, 5, 8, 1), (3, 7, 15, 2), (2, 6, 16, 2), (1, 1, 17, 2), (2, 4, 9, 1)] {
             let g = Geometry { n: 1, ci, h, w, co: 2, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
             let x: Vec<f32> = (0..ci * h * w).map(|i| i as f32 + 1.0).collect();
             let mut buf = vec![f32::NAN; 3];
             border(&g, &x, &mut buf);
-            let l = Layout::of(&g);
-            assert_eq!(buf.len(), l.len(&g), "{g:?}");
+            let l = Walk::forward(&g);
+            assert_eq!(buf.len(), l.len(), "{g:?}");
             for c in 0..ci {
                 for y in 0..g.oh() {
                     for xx in 0..g.ow() {
@@ -924,6 +1107,76 @@ mod tests {
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_build_gives_the_strided_input_gradient_of_the_definition_and_the_same_bits() {
+        let builds = builds();
+        let mut checked = 0;
+        // (ci, h, w, co): ResNet-32's two stride-2 convolutions, then widths of one, two and
+        // three runs at 8 lanes, non-square maps, channel counts that leave tile tails, and a
+        // single output channel.
+        for (ci, h, w, co) in [
+            (16, 32, 32, 32),
+            (32, 16, 16, 64),
+            (2, 2, 16, 3),
+            (6, 6, 32, 5),
+            (4, 10, 48, 8),
+            (2, 16, 16, 1),
+            (26, 4, 16, 7),
+        ] {
+            let g = Geometry { n: 2, ci, h, w, co, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
+            let (oh, ow) = (g.oh(), g.ow());
+            let dy: Vec<f32> = (0..2 * co * oh * ow).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let wt: Vec<f32> = (0..co * ci * 9).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
+            // By definition: every output pixel's gradient sent back through every tap.
+            let mut want = vec![0f64; 2 * ci * h * w];
+            for i in 0..2 {
+                for o in 0..co {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            for c in 0..ci {
+                                for k in 0..9 {
+                                    if let Some((iy, ix)) = input_at(&g, y, xx, k / 3, k % 3) {
+                                        want[((i * ci + c) * h + iy) * w + ix] +=
+                                            (wt[(o * ci + c) * 9 + k] * dy[((i * co + o) * oh + y) * ow + xx]) as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())) as f32;
+            let mut first: Option<(Kernel, Vec<f32>)> = None;
+            for &k in builds.iter().filter(|k| ow.is_multiple_of(k.lanes())) {
+                let dx = input_grad_with(k, &g, &dy, &wt);
+                for (j, (a, b)) in dx.iter().zip(&want).enumerate() {
+                    assert!((a - *b as f32).abs() <= 1e-5 * scale, "{k:?} {g:?} at {j}: {a} vs {b}");
+                }
+                match &first {
+                    None => first = Some((k, dx)),
+                    Some((k0, d0)) => {
+                        let same = d0.iter().zip(&dx).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{k:?} and {k0:?} differ in bits on {g:?}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        // Portable8 runs every shape, Portable16 the three whose output width is 16 or 32.
+        assert!(checked >= 7 + 3, "{checked} runs");
+        let g = Geometry { n: 1, ci: 4, h: 16, w: 16, co: 8, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
+        assert!(Isa::detect().is_none() || covers_input_grad(&g));
+        for bad in [
+            Geometry { sh: 1, sw: 1, ..g },
+            Geometry { w: 15, ..g },
+            Geometry { h: 15, ..g },
+            Geometry { ci: 3, ..g },
+            Geometry { w: 8, ..g },
+        ] {
+            assert!(!covers_input_grad(&bad), "{bad:?}");
         }
     }
 

@@ -523,6 +523,15 @@ pub(crate) fn backward_at(
         );
         return (Some(dx), dw);
     }
+    // At stride 2, the direct kernel's four walks over `dy`, one per parity of input pixels,
+    // where it covers the shape (`direct3x3::input_grad`): no patch matrix, no scatter-add.
+    if want_x && direct3x3::covers_input_grad(g) {
+        let (dx, dw) = rayon::join(
+            || direct3x3::input_grad(g, dy, weight),
+            || if want_w { backward_at(g, x, weight, dy, false, true, bf16).1 } else { None },
+        );
+        return (Some(dx), dw);
+    }
     let mut dx = if want_x { vec![0f32; g.n * g.input_len()] } else { Vec::new() };
     // One chunk of images: its share of the weight gradient, and its input gradient into `dxc`.
     let work = |Scratch { col, dcol, wide, hbuf, hdy }: &mut Scratch,
