@@ -1,5 +1,7 @@
 //! Times relnet's batch-norm and pooling passes on Conv-4's and ResNet-32's map shapes at a batch
-//! of 256 (K = 4, M = 64): `cargo run --release -p relnet-models --example bn_ops`.
+//! of 256 (K = 4, M = 64): statistics, normalisation, the backward pass without and with the
+//! fused ReLU, the residual block's end (batch norm + shortcut + ReLU) forward and backward.
+//! `cargo run --release -p relnet-models --example bn_ops`.
 use std::time::Instant;
 
 use relnet_models::{fastbn, fastpool};
@@ -26,6 +28,10 @@ fn main() {
         let ts = best(&|| drop(fastbn::statistics(&x, n, c, plane)));
         let tn = best(&|| drop(fastbn::normalise(&x, c, plane, &mean, &var, &gamma, &beta, 1e-5, true)));
         let tb = best(&|| drop(fastbn::backward(&x, &dy, n, c, plane, &mean, &var, &gamma, 1e-5, None)));
+        let tbr = best(&|| drop(fastbn::backward(&x, &dy, n, c, plane, &mean, &var, &gamma, 1e-5, Some(&beta))));
+        let taf = best(&|| drop(fastbn::bn_add_relu_forward(&x, &dy, n, c, plane, &gamma, &beta, 1e-5)));
+        let (out, ..) = fastbn::bn_add_relu_forward(&x, &dy, n, c, plane, &gamma, &beta, 1e-5);
+        let tab = best(&|| drop(fastbn::bn_add_relu_backward(&x, &out, &dy, n, c, plane, &mean, &var, &gamma, 1e-5)));
         let (tpf, tpb) = if side >= 8 {
             (
                 best(&|| drop(fastpool::forward(&x, n * c, side, side, 2, 2))),
@@ -36,10 +42,13 @@ fn main() {
         };
         let mb = (n * c * plane * 4) as f64 / 1e6;
         println!(
-            "{c:>3} x {side:>2}x{side:<2} ({mb:5.1} MB): statistics {:6.2} ms, normalise {:6.2} ms, backward {:6.2} ms | pool fwd {:5.2} ms, bwd {:5.2} ms",
+            "{c:>3} x {side:>2}x{side:<2} ({mb:5.1} MB): statistics {:6.2} ms, normalise {:6.2} ms, backward {:6.2} ms, with ReLU {:6.2} ms | +shortcut+ReLU fwd {:6.2} ms, bwd {:6.2} ms | pool fwd {:5.2} ms, bwd {:5.2} ms",
             ts * 1e3,
             tn * 1e3,
             tb * 1e3,
+            tbr * 1e3,
+            taf * 1e3,
+            tab * 1e3,
             tpf * 1e3,
             tpb * 1e3
         );
