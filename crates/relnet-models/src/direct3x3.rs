@@ -1,23 +1,27 @@
-//! A direct 3x3, stride-1, padding-1 convolution for NCHW f32: no patch matrix. Written once over
-//! the vector operations of [`Simd`] and compiled for AVX-512F (16 lanes), AVX2 + FMA (8 lanes)
-//! and portable Rust, the widest the CPU has chosen at run time ([`Isa::detect`]).
+//! A direct 3x3, padding-1 convolution at stride 1 or 2 for NCHW f32: no patch matrix. Written
+//! once over the vector operations of [`Simd`] and compiled for AVX-512F (16 lanes), AVX2 + FMA
+//! (8 lanes) and portable Rust, the widest the CPU has chosen at run time ([`Isa::detect`]).
 //!
-//! Each image is copied once into a zero-bordered buffer (`[ci, h+2, w+2]`). Forward, a register
+//! Each image is copied once into a zero-bordered buffer (`[ci, h+2, w+2]`; at stride 2 each
+//! bordered row stored as its even columns, then its odd columns, so that consecutive outputs
+//! read consecutive inputs for every tap, see [`Walk`]). Forward, a register
 //! tile of up to `ROWS` output channels by up to two runs of `W` output pixels (AVX2: 6 x 2,
 //! twelve 8-float accumulators, with room in the 16 registers for the two runs and one weight;
 //! AVX-512: 12 x 2, twenty-four 16-float accumulators of its 32 registers) walks the `ci * 9`
 //! taps, loading each run of `W` input pixels straight from the bordered image (an unaligned
 //! load, no edge tests: the border is the padding) and broadcasting each tap's weight. The
 //! weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile reads
-//! them in order. The width is a multiple of `W`, so a run never crosses an output row and its
-//! inputs are contiguous for every tap (a layer whose width is a multiple of 8 but not of 16 runs
-//! at 8 lanes on an AVX-512 CPU). The input gradient of a stride-1 convolution is this same
-//! kernel on the flipped, transposed weights (`fastconv::backward`). The weight gradient
+//! them in order. The output width is a multiple of `W`, so a run never crosses an output row and
+//! its inputs are contiguous for every tap (a layer whose output width is a multiple of 8 but not
+//! of 16 runs at 8 lanes on an AVX-512 CPU). The input gradient of a stride-1 convolution is this
+//! same kernel on the flipped, transposed weights (`fastconv::backward`); at stride 2 it is four
+//! walks of the same register tiles over the output gradient, one per parity of input pixels
+//! ([`input_grad`]). The weight gradient
 //! ([`weight_grad_image`]) turns the tile around: up to `TAPS` taps (6; 12 on AVX-512) by two
 //! vectors of output channels.
 //!
-//! This replaces im2col + GEMM for the convolutions of the CIFAR ResNets' stages and Conv-4's
-//! first three blocks: the patch matrix is 9x the input, and writing it and reading it back is
+//! This replaces im2col + GEMM for the 3x3 convolutions of the CIFAR ResNets (their stride-2
+//! ones included) and Conv-4's first three blocks: the patch matrix is 9x the input, and writing it and reading it back is
 //! memory traffic that the direct kernel does not have. Each output value is summed over
 //! channels, then rows, then columns of the kernel, in that fixed order and with one rounding per
 //! multiply-add, whatever the width: the same bits on any thread count and any instruction set.
@@ -48,8 +52,9 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    /// The build for `isa` whose width divides `n` (the image width forward, the output channels
-    /// for the weight gradient), or its 8-lane sibling. `n` is a multiple of 8.
+    /// The build for `isa` whose width divides `n` (the output width forward and for the input
+    /// gradient, the output channels for the weight gradient), or its 8-lane sibling. `n` is a
+    /// multiple of 8.
     fn pick(isa: Isa, n: usize) -> Kernel {
         match (isa, n.is_multiple_of(16)) {
             (Isa::Avx512, true) => Kernel::Avx512,
@@ -96,16 +101,16 @@ impl Kernel {
     /// # Safety
     ///
     /// What [`image`] requires, with this build's `S`, and the CPU runs this build.
-    unsafe fn image(self, w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    unsafe fn image(self, walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract, for the build each arm runs.
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => x86::image_avx512(w, buf, packed, out),
+                Kernel::Avx512 => x86::image_avx512(walk, buf, packed, out),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => x86::image_avx2(w, buf, packed, out),
-                Kernel::Portable16 => image::<Portable<16>>(w, buf, packed, out),
-                Kernel::Portable8 => image::<Portable<8>>(w, buf, packed, out),
+                Kernel::Avx2 => x86::image_avx2(walk, buf, packed, out),
+                Kernel::Portable16 => image::<Portable<16>>(walk, buf, packed, out),
+                Kernel::Portable8 => image::<Portable<8>>(walk, buf, packed, out),
                 #[cfg(not(target_arch = "x86_64"))]
                 Kernel::Avx512 | Kernel::Avx2 => unreachable!("an x86 build on another CPU"),
             }
@@ -146,9 +151,9 @@ mod x86 {
     ///
     /// The CPU has AVX2 and FMA; what [`image`] requires with `S = Avx2`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn image_avx2(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    pub(super) unsafe fn image_avx2(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract.
-        unsafe { image::<Avx2>(w, buf, packed, out) }
+        unsafe { image::<Avx2>(walk, buf, packed, out) }
     }
 
     /// [`image`] in AVX-512.
@@ -157,9 +162,9 @@ mod x86 {
     ///
     /// The CPU has AVX-512F; what [`image`] requires with `S = Avx512`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_avx512(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    pub(super) unsafe fn image_avx512(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
         // SAFETY: the caller's contract.
-        unsafe { image::<Avx512>(w, buf, packed, out) }
+        unsafe { image::<Avx512>(walk, buf, packed, out) }
     }
 
     /// [`weight_grad`] in AVX2.
@@ -211,7 +216,8 @@ pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
 /// What the register tiles ([`image`], [`tile`]) walk: `co` output channels of `oh * ow` pixels,
 /// each the sum over `ci` channels of a bordered buffer (channel `c`'s plane from `c * plane`)
 /// and over `n` taps, the run of output pixels from (y, x) reading tap `t` at
-/// `y * row + x + taps[t]`, consecutive values, one an output pixel. The weights are packed in
+/// `y * row + x + taps[t]`, consecutive values, one per output pixel ([`Walk::reads_inside`]
+/// checks that every read lies in the buffer). The weights are packed in
 /// the same tap order ([`pack`], [`pack_phase`]).
 ///
 /// The forward convolution ([`Walk::forward`]) reads the bordered image that [`border`] writes,
@@ -221,7 +227,7 @@ pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
 /// consecutive: column shift 0 reads the even half, 1 the odd half, 2 the even half one further
 /// on, and an output row is two bordered rows. The input gradient at stride 2 is four such walks
 /// over the output gradient ([`Walk::input_grad_phase`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Walk {
     ci: usize,
     co: usize,
@@ -254,8 +260,8 @@ impl Walk {
     /// pixels of row parity `py` and column parity `px`, over [`border_dy`]'s copy of `dy`
     /// (`[co, oh + 1, ow + 1]`, a zero last row and column): input pixel (2m + py, 2j + px)
     /// receives `dy` at (m + dm, j + dj) through tap (ky, kx), where `(ky, dm)` is `(1, 0)` for
-    /// an even row and `(2, 0)`, `(0, 1)` for an odd one (the same for columns). An even and an
-    /// even side: every parity has `oh = h / 2` rows of `ow = w / 2` pixels. The taps of
+    /// an even row and `(2, 0)`, `(0, 1)` for an odd one (the same for columns). An even height
+    /// and width: every parity has `oh = h / 2` rows of `ow = w / 2` pixels. The taps of
     /// [`phase_taps`], in its order.
     fn input_grad_phase(g: &Geometry, py: usize, px: usize) -> Walk {
         let (oh, ow) = (g.oh(), g.ow());
@@ -270,6 +276,16 @@ impl Walk {
     /// The bordered buffer's length: `ci` planes.
     fn len(&self) -> usize {
         self.ci * self.plane
+    }
+
+    /// Whether every read of the register tiles lies in a plane, so in a buffer of [`Walk::len`]
+    /// values: the last run of `W` (a divisor of `ow`) outputs, at (oh - 1, ow - W), reads up to
+    /// `(oh - 1) * row + ow + max(taps) <= plane`, and every other run less; and the output is
+    /// whole runs of every lane count (8, 16). The constructors' arithmetic, checked where a
+    /// walk is used.
+    fn reads_inside(&self) -> bool {
+        let far = self.taps[..self.n].iter().max().map(|t| (self.oh.max(1) - 1) * self.row + self.ow + t);
+        self.n > 0 && self.ow.is_multiple_of(8) && far.is_some_and(|f| f <= self.plane)
     }
 }
 
@@ -416,10 +432,13 @@ fn forward_image(
     assert_eq!(out.len(), g.co * g.oh() * g.ow());
     assert_eq!(packed.len(), g.co * g.ci * 9);
     border(g, x, buf);
+    let walk = Walk::forward(g);
+    assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
-    // shape, a width that is a multiple of its lanes, and the lengths of `packed` and `out`;
-    // `border` the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
-    unsafe { kernel.image(&Walk::forward(g), buf, packed, out.as_mut_ptr().cast::<f32>()) }
+    // walk of the shape over `border`'s copy (reading inside it), an output width that is a
+    // multiple of its lanes, and the lengths of `buf`, `packed` and `out`; `out` is borrowed
+    // mutably, so nothing else accesses it.
+    unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
 }
 
 /// Whether the shape is one [`input_grad_with`] handles: a 3x3 kernel, stride 2, padding 1, an
@@ -432,6 +451,7 @@ fn input_grad_shape_ok(g: &Geometry) -> bool {
         && (g.sh, g.sw) == (2, 2)
         && (g.ph, g.pw) == (1, 1)
         && g.h > 0
+        && g.w > 0
         && g.h.is_multiple_of(2)
         && g.w.is_multiple_of(2)
         && g.ow() > 0
@@ -523,12 +543,12 @@ pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: 
             // The four parities' gradients, `[ci, oh, ow]` each, in the order of `phases`.
             parts.resize(4 * len_part, 0.0);
             for ((walk, packed), part) in phases.iter().zip(parts.chunks_exact_mut(len_part)) {
-                assert!(buf.len() == walk.len() && part.len() == walk.co * walk.oh * walk.ow);
+                assert!(walk.reads_inside() && buf.len() == walk.len() && part.len() == walk.co * walk.oh * walk.ow);
                 assert_eq!(packed.len(), walk.co * walk.ci * walk.n);
                 // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the
                 // build, the walk of a shape `input_grad_shape_ok` accepts (`oh = h / 2` rows of
-                // `ow = w / 2`, a multiple of the build's lanes) over `border_dy`'s copy, and the
-                // lengths of `buf`, `packed` and `part`; `part` is borrowed mutably, so nothing
+                // `ow = w / 2`, a multiple of the build's lanes) over `border_dy`'s copy, reading
+                // inside it, and the lengths of `buf`, `packed` and `part`; `part` is borrowed mutably, so nothing
                 // else accesses it.
                 unsafe { kernel.image(walk, buf, packed, part.as_mut_ptr()) };
             }
@@ -647,7 +667,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-/// Every tile of one image: writes each of the `co * h * w` values at `out`. Pixel runs outer (a
+/// Every tile of one image: writes each of the `co * oh * ow` values at `out`. Pixel runs outer (a
 /// run's inputs stay in L1 across the output channel tiles), output channel tiles inner.
 ///
 /// # Safety
@@ -655,36 +675,37 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 /// The CPU has `S`'s features; `w` is [`Walk::forward`] of a shape [`shape_ok`] accepts, with
 /// `buf` the bordered image ([`border`]), or [`Walk::input_grad_phase`] of a shape
 /// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]);
-/// `w.ow` is a multiple of `S::W`; `buf` holds `w.len()` values, `packed` the packed weights
+/// `walk.reads_inside()`, `walk.ow` is a multiple of `S::W`; `buf` holds `walk.len()` values,
+/// `packed` the packed weights
 /// (`co * ci * n`, [`pack`] or [`pack_phase`] with `S::ROWS`), and `out` is valid for writes of
 /// `co * oh * ow` floats that nothing else accesses during the call.
 #[inline(always)]
-unsafe fn image<S: Simd>(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
-    debug_assert!(buf.len() == w.len() && packed.len() == w.co * w.ci * w.n);
+unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    debug_assert!(walk.reads_inside() && buf.len() == walk.len() && packed.len() == walk.co * walk.ci * walk.n);
     // `ow` is a multiple of `W`: the runs tile the output plane, and `tiles` covers `0..co`.
-    let runs = w.oh * w.ow / S::W;
-    let tiles = tiles(w.co, S::ROWS);
+    let runs = walk.oh * walk.ow / S::W;
+    let tiles = tiles(walk.co, S::ROWS);
     let mut first = 0;
     while first < runs {
         let s = (runs - first).min(2);
         for &(co, rows) in &tiles {
             // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
             // `tiles` yields consecutive tiles of an even number of channels up to `S::ROWS`
-            // (at most 12) ending at `w.co`, `co + rows <= w.co`.
+            // (at most 12) ending at `walk.co`, `co + rows <= walk.co`.
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<S, 12, 2>(w, buf, packed, out, co, first),
-                    (12, 1) => tile::<S, 12, 1>(w, buf, packed, out, co, first),
-                    (10, 2) => tile::<S, 10, 2>(w, buf, packed, out, co, first),
-                    (10, 1) => tile::<S, 10, 1>(w, buf, packed, out, co, first),
-                    (8, 2) => tile::<S, 8, 2>(w, buf, packed, out, co, first),
-                    (8, 1) => tile::<S, 8, 1>(w, buf, packed, out, co, first),
-                    (6, 2) => tile::<S, 6, 2>(w, buf, packed, out, co, first),
-                    (6, 1) => tile::<S, 6, 1>(w, buf, packed, out, co, first),
-                    (4, 2) => tile::<S, 4, 2>(w, buf, packed, out, co, first),
-                    (4, 1) => tile::<S, 4, 1>(w, buf, packed, out, co, first),
-                    (2, 2) => tile::<S, 2, 2>(w, buf, packed, out, co, first),
-                    (2, 1) => tile::<S, 2, 1>(w, buf, packed, out, co, first),
+                    (12, 2) => tile::<S, 12, 2>(walk, buf, packed, out, co, first),
+                    (12, 1) => tile::<S, 12, 1>(walk, buf, packed, out, co, first),
+                    (10, 2) => tile::<S, 10, 2>(walk, buf, packed, out, co, first),
+                    (10, 1) => tile::<S, 10, 1>(walk, buf, packed, out, co, first),
+                    (8, 2) => tile::<S, 8, 2>(walk, buf, packed, out, co, first),
+                    (8, 1) => tile::<S, 8, 1>(walk, buf, packed, out, co, first),
+                    (6, 2) => tile::<S, 6, 2>(walk, buf, packed, out, co, first),
+                    (6, 1) => tile::<S, 6, 1>(walk, buf, packed, out, co, first),
+                    (4, 2) => tile::<S, 4, 2>(walk, buf, packed, out, co, first),
+                    (4, 1) => tile::<S, 4, 1>(walk, buf, packed, out, co, first),
+                    (2, 2) => tile::<S, 2, 2>(walk, buf, packed, out, co, first),
+                    (2, 1) => tile::<S, 2, 1>(walk, buf, packed, out, co, first),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -697,7 +718,7 @@ unsafe fn image<S: Simd>(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
 ///
 /// # Safety
 ///
-/// What [`image`] requires, and `co + RR <= w.co`, `first + N <= oh * ow / W`. Then a run at
+/// What [`image`] requires, and `co + RR <= walk.co`, `first + N <= oh * ow / W`. Then a run at
 /// output (y, x..x+W) reads, for the forward walk at stride 1 and tap (ky, kx), bordered row
 /// `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride 2, bordered row
 /// `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
@@ -711,32 +732,32 @@ unsafe fn image<S: Simd>(w: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
-    l: &Walk,
+    walk: &Walk,
     buf: &[f32],
     packed: &[f32],
     out: *mut f32,
     co: usize,
     first: usize,
 ) {
-    let (ow, plane) = (l.ow, l.plane);
-    let taps = l.ci * l.n;
+    let (ow, plane) = (walk.ow, walk.plane);
+    let taps = walk.ci * walk.n;
     // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
     let mut at = [0usize; N];
     let mut dst = [0usize; N];
     for i in 0..N {
         let pix = (first + i) * S::W;
         let (y, x) = (pix / ow, pix % ow);
-        at[i] = y * l.row + x;
+        at[i] = y * walk.row + x;
         dst[i] = pix;
     }
     // SAFETY: the caller's contract: the CPU has `S`'s features.
     let zero = unsafe { S::zero() };
     let mut acc = [[zero; N]; RR];
     let b = buf.as_ptr();
-    // SAFETY: `co < l.co`: the start of this tile's weights, inside `packed`.
+    // SAFETY: `co < walk.co`: the start of this tile's weights, inside `packed`.
     let mut w = unsafe { packed.as_ptr().add(co * taps) };
-    let offs = &l.taps[..l.n];
-    for c in 0..l.ci {
+    let offs = &walk.taps[..walk.n];
+    for c in 0..walk.ci {
         // SAFETY: `c < ci`: the start of channel `c`'s bordered plane, inside `buf`.
         let base = unsafe { b.add(c * plane) };
         for &off in offs {
@@ -760,9 +781,9 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
         }
     }
     for r in 0..RR {
-        let row = (co + r) * l.oh * ow;
+        let row = (co + r) * walk.oh * ow;
         for i in 0..N {
-            // SAFETY: channel `co + r < l.co`, pixels `dst[i] .. dst[i] + W <= oh * ow`: inside
+            // SAFETY: channel `co + r < walk.co`, pixels `dst[i] .. dst[i] + W <= oh * ow`: inside
             // `out`.
             unsafe { S::store(out.add(row + dst[i]), acc[r][i]) };
         }
@@ -778,11 +799,11 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
 /// output gradient as `[oh * ow, co]`, and `dwt` holds `ci * 9 * co` values.
 #[inline(always)]
 unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-    let l = Walk::forward(g);
+    let walk = Walk::forward(g);
     let (oh, ow) = (g.oh(), g.ow());
-    debug_assert!(buf.len() == l.len() && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co);
+    debug_assert!(buf.len() == walk.len() && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co);
     // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
-    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * l.plane + l.taps[k % 9]).collect();
+    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * walk.plane + walk.taps[k % 9]).collect();
     let band = (128 / ow).max(1);
     let mut y0 = 0;
     while y0 < oh {
@@ -792,20 +813,20 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
             for o in (0..g.co).step_by(2 * S::W) {
                 let offs = &offs[k..k + taps];
                 let two = g.co - o >= 2 * S::W;
-                // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= h`, `offs` the
+                // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= oh`, `offs` the
                 // `taps` offsets from tap `k`, and `k + taps <= ci * 9`; `ci * 9` and `S::TAPS`
                 // are multiples of 3 and `S::TAPS <= 12`, so `taps` is 3, 6, 9 or 12; `co` is a
                 // multiple of `W`, so `co - o` is at least `2W` (two vectors) or exactly `W`.
                 unsafe {
                     match (taps, two) {
-                        (12, true) => grad_tile::<S, 12, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (12, false) => grad_tile::<S, 12, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, true) => grad_tile::<S, 9, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, false) => grad_tile::<S, 9, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, true) => grad_tile::<S, 6, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, false) => grad_tile::<S, 6, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, true) => grad_tile::<S, 3, 2>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, false) => grad_tile::<S, 3, 1>(g, &l, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, true) => grad_tile::<S, 12, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, false) => grad_tile::<S, 12, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, true) => grad_tile::<S, 9, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, false) => grad_tile::<S, 9, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, true) => grad_tile::<S, 6, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, false) => grad_tile::<S, 6, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, true) => grad_tile::<S, 3, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, false) => grad_tile::<S, 3, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
                         (t, _) => unreachable!("weight-gradient tile of {t} taps"),
                     }
                 }
@@ -820,17 +841,17 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
 ///
 /// # Safety
 ///
-/// What [`weight_grad`] requires, `l` is `Walk::forward(g)`, and `offs.len() == T` with `offs[t]`
+/// What [`weight_grad`] requires, `walk` is `Walk::forward(g)`, and `offs.len() == T` with `offs[t]`
 /// the offset of tap `k + t` (channel c, row ky, column kx) in the bordered image,
-/// `c * l.plane + l.taps[ky * 3 + kx]`, `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then
-/// output pixel (y, x) reads position `offs[t] + y * l.row + x`, the value [`tile`] reads for
+/// `c * walk.plane + walk.taps[ky * 3 + kx]`, `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then
+/// output pixel (y, x) reads position `offs[t] + y * walk.row + x`, the value [`tile`] reads for
 /// it: inside `buf`; `dyt[(y * ow + x) * co + o ..]` and `dwt[(k + t) * co + o ..]`, `W * V`
 /// values each: inside theirs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     g: &Geometry,
-    l: &Walk,
+    walk: &Walk,
     buf: &[f32],
     dyt: &[f32],
     dwt: &mut [f32],
@@ -854,8 +875,8 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     let mut at = [0usize; T];
     at.copy_from_slice(offs);
     for y in y0..y1 {
-        // SAFETY: `y < oh`: where output row `y` reads channel 0 (`y * l.row`), inside `buf`.
-        let row = unsafe { b.add(y * l.row) };
+        // SAFETY: `y < oh`: where output row `y` reads channel 0 (`y * walk.row`), inside `buf`.
+        let row = unsafe { b.add(y * walk.row) };
         // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
         // row's last pixel it points past the end of `dyt`, where it is never read.
         let mut dp = d.wrapping_add(y * ow * g.co + o);
@@ -924,21 +945,73 @@ mod tests {
     fn the_strided_layout_puts_each_tap_where_the_kernels_read_it() {
         // Every output pixel, tap and channel: the value at `Walk::forward`'s offset in the bordered
         // copy is the input the definition reads there (0 in the padding), at both strides.
-        for (ci, h, w, s) in [(2, 5, 8, 1), (3, 7, 15, 2), (2, 6, 16, 2), (1, 1, 17, 2), (2, 4, 9, 1)] {
+        // The buffer starts full of NaN and is reused for a second image, as the kernels reuse
+        // it: every position must be written each time.
+        for (ci, h, w, s) in [(2, 5, 8, 1), (3, 7, 15, 2), (2, 6, 16, 2), (1, 1, 17, 2), (2, 4, 9, 1), (1, 2, 1, 2)] {
             let g = Geometry { n: 1, ci, h, w, co: 2, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
-            let x: Vec<f32> = (0..ci * h * w).map(|i| i as f32 + 1.0).collect();
-            let mut buf = vec![f32::NAN; 3];
-            border(&g, &x, &mut buf);
             let l = Walk::forward(&g);
-            assert_eq!(buf.len(), l.len(), "{g:?}");
-            for c in 0..ci {
-                for y in 0..g.oh() {
-                    for xx in 0..g.ow() {
-                        for k in 0..9 {
-                            let want =
-                                input_at(&g, y, xx, k / 3, k % 3).map_or(0.0, |(iy, ix)| x[(c * h + iy) * w + ix]);
-                            let got = buf[c * l.plane + y * l.row + xx + l.taps[k]];
-                            assert_eq!(got.to_bits(), want.to_bits(), "{g:?} channel {c} output ({y}, {xx}) tap {k}");
+            let mut buf = vec![f32::NAN; l.len()];
+            for image in 0..2 {
+                let x: Vec<f32> =
+                    (0..ci * h * w).map(|i| (i + 1) as f32 * if image == 0 { 1.0 } else { -0.5 }).collect();
+                border(&g, &x, &mut buf);
+                assert_eq!(buf.len(), l.len(), "{g:?}");
+                assert!(buf.iter().all(|v| !v.is_nan()), "{g:?}: a position left unwritten");
+                check_taps(&g, &l, &x, &buf);
+            }
+        }
+    }
+
+    /// Every output pixel, tap and channel of `g`: the value at `l`'s offset in `buf` is the
+    /// input the definition reads there (0 in the padding).
+    fn check_taps(g: &Geometry, l: &Walk, x: &[f32], buf: &[f32]) {
+        let (ci, h, w) = (g.ci, g.h, g.w);
+        for c in 0..ci {
+            for y in 0..g.oh() {
+                for xx in 0..g.ow() {
+                    for k in 0..9 {
+                        let want = input_at(g, y, xx, k / 3, k % 3).map_or(0.0, |(iy, ix)| x[(c * h + iy) * w + ix]);
+                        let got = buf[c * l.plane + y * l.row + xx + l.taps[k]];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{g:?} channel {c} output ({y}, {xx}) tap {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_output_gradients_border_puts_each_tap_where_the_parity_walks_read_it() {
+        // Every parity, input pixel, tap and output channel: the value at the walk's offset in
+        // `border_dy`'s copy (NaN first, then reused) is the `dy` the definition sends there.
+        for (co, h, w) in [(2, 4, 32), (3, 2, 16), (1, 10, 48)] {
+            let g = Geometry { n: 1, ci: 2, h, w, co, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
+            let (oh, ow) = (g.oh(), g.ow());
+            let mut buf = vec![f32::NAN; co * (oh + 1) * (ow + 1)];
+            for image in 0..2 {
+                let dy: Vec<f32> =
+                    (0..co * oh * ow).map(|i| (i + 1) as f32 * if image == 0 { 1.0 } else { -0.5 }).collect();
+                border_dy(&g, &dy, &mut buf);
+                for (py, px) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let walk = Walk::input_grad_phase(&g, py, px);
+                    assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?}");
+                    for (t, &(ky, kx, dm, dj)) in phase_taps(py, px).iter().enumerate() {
+                        for o in 0..co {
+                            for m in 0..oh {
+                                for j in 0..ow {
+                                    // Output (oy, ox) reaches input (2m + py, 2j + px) through
+                                    // (ky, kx) where 2 * oy + ky - 1 = 2m + py: `dm`, `dj`.
+                                    let (oy, ox) = (m + dm, j + dj);
+                                    assert_eq!(2 * oy + ky, 2 * m + py + 1);
+                                    assert_eq!(2 * ox + kx, 2 * j + px + 1);
+                                    let want = if oy < oh && ox < ow { dy[(o * oh + oy) * ow + ox] } else { 0.0 };
+                                    let got = buf[o * walk.plane + m * walk.row + j + walk.taps[t]];
+                                    assert_eq!(
+                                        got.to_bits(),
+                                        want.to_bits(),
+                                        "{g:?} parity ({py}, {px}) tap {t} at ({m}, {j})"
+                                    );
+                                }
+                            }
                         }
                     }
                 }
@@ -977,8 +1050,15 @@ mod tests {
         // channel counts that leave every tail of a 6- and a 12-channel tile.
         let builds = builds();
         let mut checked = 0;
-        let strided =
-            [(16, 32, 32, 32), (32, 16, 16, 64), (3, 15, 15, 8), (2, 7, 16, 10), (4, 2, 47, 12), (1, 3, 31, 26)];
+        let strided = [
+            (16, 32, 32, 32),
+            (32, 16, 16, 64),
+            (3, 15, 15, 8),
+            (2, 7, 16, 10),
+            (4, 2, 47, 12),
+            (1, 3, 31, 26),
+            (2, 1, 16, 4),
+        ];
         for (ci, h, w, co, s) in [
             (3, 32, 32, 16),
             (16, 32, 32, 16),
@@ -1014,6 +1094,7 @@ mod tests {
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
                 let out = forward_with(k, &g, &x2, &wt);
+                assert_eq!(out.len(), want.len(), "{k:?} {g:?}");
                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                     // FMA rounds once per multiply-add where the definition rounds twice.
                     assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
@@ -1029,7 +1110,7 @@ mod tests {
             }
         }
         // Portable8 runs every shape, Portable16 the ten whose output width is a multiple of 16.
-        assert!(checked >= 22 + 10, "{checked} runs");
+        assert!(checked >= 23 + 10, "{checked} runs");
     }
 
     #[test]
@@ -1114,8 +1195,8 @@ mod tests {
     fn every_build_gives_the_strided_input_gradient_of_the_definition_and_the_same_bits() {
         let builds = builds();
         let mut checked = 0;
-        // (ci, h, w, co): ResNet-32's two stride-2 convolutions, then widths of one, two and
-        // three runs at 8 lanes, non-square maps, channel counts that leave tile tails, and a
+        // (ci, h, w, co): ResNet-32's two stride-2 convolutions, then widths of one, two, three
+        // and four runs at 8 lanes, non-square maps, channel counts that leave tile tails, and a
         // single output channel.
         for (ci, h, w, co) in [
             (16, 32, 32, 32),
@@ -1125,6 +1206,7 @@ mod tests {
             (4, 10, 48, 8),
             (2, 16, 16, 1),
             (26, 4, 16, 7),
+            (2, 4, 64, 3),
         ] {
             let g = Geometry { n: 2, ci, h, w, co, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
             let (oh, ow) = (g.oh(), g.ow());
@@ -1152,6 +1234,7 @@ mod tests {
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| ow.is_multiple_of(k.lanes())) {
                 let dx = input_grad_with(k, &g, &dy, &wt);
+                assert_eq!(dx.len(), want.len(), "{k:?} {g:?}");
                 for (j, (a, b)) in dx.iter().zip(&want).enumerate() {
                     assert!((a - *b as f32).abs() <= 1e-5 * scale, "{k:?} {g:?} at {j}: {a} vs {b}");
                 }
@@ -1166,7 +1249,7 @@ mod tests {
             }
         }
         // Portable8 runs every shape, Portable16 the three whose output width is 16 or 32.
-        assert!(checked >= 7 + 3, "{checked} runs");
+        assert!(checked >= 8 + 3, "{checked} runs");
         let g = Geometry { n: 1, ci: 4, h: 16, w: 16, co: 8, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
         assert!(Isa::detect().is_none() || covers_input_grad(&g));
         for bad in [
@@ -1175,6 +1258,8 @@ mod tests {
             Geometry { h: 15, ..g },
             Geometry { ci: 3, ..g },
             Geometry { w: 8, ..g },
+            Geometry { w: 0, ..g },
+            Geometry { h: 0, ..g },
         ] {
             assert!(!covers_input_grad(&bad), "{bad:?}");
         }
@@ -1233,5 +1318,9 @@ mod tests {
         ] {
             assert!(!shape_ok(&bad) && !covers(&bad), "{bad:?}");
         }
+        // Stride 2 is a direct shape, but not one of the bf16 kernels, whose layouts are stride 1.
+        let s2 = Geometry { sh: 2, sw: 2, w: 16, ..g };
+        assert!(shape_ok(&s2) && !stride_one_ok(&s2) && !crate::direct_bf16::covers(&s2));
+        assert!(stride_one_ok(&g) && !crate::direct_bf16::covers_weight_grad(&s2));
     }
 }

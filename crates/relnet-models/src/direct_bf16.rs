@@ -21,8 +21,8 @@
 //! grouped in pairs. The instruction treats denormal inputs and results as zero.
 //!
 //! Used where the thread's precision is bf16 (`--precision bf16`), the CPU has AVX512-BF16 and
-//! AVX-512VL, and the shape is one `direct3x3` covers; everything else keeps the fp32 kernels on
-//! bf16-rounded values.
+//! AVX-512VL, and the shape is a stride-1 one `direct3x3` covers; everything else (its stride-2
+//! shapes included) keeps the fp32 kernels on bf16-rounded values.
 
 use std::mem::MaybeUninit;
 
@@ -361,7 +361,8 @@ pub(crate) fn hardware() -> bool {
     })
 }
 
-/// Whether the bf16 forward kernel handles `g` on this CPU (the shapes of `direct3x3`).
+/// Whether the bf16 forward kernel handles `g` on this CPU (the stride-1 shapes of `direct3x3`,
+/// `stride_one_ok`: these layouts have no strided form).
 pub(crate) fn covers(g: &Geometry) -> bool {
     super::direct3x3::stride_one_ok(g) && hardware()
 }

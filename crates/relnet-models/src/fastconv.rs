@@ -14,12 +14,14 @@
 //! the flipped kernel, and otherwise `W^T * dY` added back through col2im. Chunks are spread
 //! over rayon's pool; each GEMM runs on one thread.
 //!
-//! The 3x3, stride-1, padding-1 convolutions of maps whose width is a multiple of 8 (the
-//! backbones' main ones) skip the patch matrix altogether on CPUs with AVX2 and FMA: forward,
-//! input gradient and weight gradient go through the register-tiled kernels of `direct3x3.rs`
-//! (`RELNET_DIRECT_CONV=off` keeps im2col + GEMM for them too), built for the widest vector
-//! the CPU has (AVX-512 or AVX2). At bf16 precision on a CPU with AVX512-BF16, the same
-//! convolutions read bf16 and use `vdpbf16ps` (`direct_bf16.rs`).
+//! The 3x3, padding-1 convolutions at stride 1 or 2 whose output width is a multiple of 8 (the
+//! backbones' main ones and the ResNets' stride-2 ones) skip the patch matrix altogether on CPUs
+//! with AVX2 and FMA: forward, input gradient (at stride 2 where the height, the width and the
+//! input channels are even) and weight gradient (with a multiple of 8 output channels) go
+//! through the register-tiled kernels of `direct3x3.rs` (`RELNET_DIRECT_CONV=off` keeps the
+//! patch matrix and GEMM for them too), built for the widest vector the CPU has (AVX-512 or
+//! AVX2). At bf16 precision on a CPU with AVX512-BF16, the stride-1 ones read bf16 and use
+//! `vdpbf16ps` (`direct_bf16.rs`).
 //!
 //! `RELNET_CONV=burn` switches it off (for comparisons); the equivalence tests compare both.
 
@@ -965,6 +967,11 @@ mod tests {
             (2, 3, 5, 2, 3, 3, 0),
             (2, 5, 4, 3, 3, 1, 3),
             (3, 6, 5, 2, 5, 1, 2),
+            // 3x3 stride 2 on the direct kernels: an even map (the parity walks' input
+            // gradient) and an odd one (direct forward and weight gradient, col2im's input
+            // gradient).
+            (4, 16, 16, 8, 3, 2, 1),
+            (3, 15, 15, 8, 3, 2, 1),
         ];
         for (i, &(ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = Geometry { n: [3, 17, 1][i % 3], ci, h, w, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
@@ -987,14 +994,17 @@ mod tests {
 
     #[test]
     fn one_thread_or_three_give_the_same_bits() {
-        let g = Geometry { n: 37, ci: 8, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        let x = noise(g.n * g.input_len(), 1);
-        let wt = noise(g.co * g.rows(), 2);
-        let dy = noise(g.n * g.output_len(), 3);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| (forward(&g, &x, &wt), backward(&g, &x, &wt, &dy, true, true)))
-        };
-        assert!(run(1) == run(3));
+        // Stride 1, and stride 2 (the parity walks' input gradient).
+        let s1 = Geometry { n: 37, ci: 8, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        for g in [s1, Geometry { h: 16, w: 16, sh: 2, sw: 2, ..s1 }] {
+            let x = noise(g.n * g.input_len(), 1);
+            let wt = noise(g.co * g.rows(), 2);
+            let dy = noise(g.n * g.output_len(), 3);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| (forward(&g, &x, &wt), backward(&g, &x, &wt, &dy, true, true)))
+            };
+            assert!(run(1) == run(3), "{g:?}");
+        }
     }
 }
