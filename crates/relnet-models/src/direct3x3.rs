@@ -548,8 +548,8 @@ pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: 
                 // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the
                 // build, the walk of a shape `input_grad_shape_ok` accepts (`oh = h / 2` rows of
                 // `ow = w / 2`, a multiple of the build's lanes) over `border_dy`'s copy, reading
-                // inside it, and the lengths of `buf`, `packed` and `part`; `part` is borrowed mutably, so nothing
-                // else accesses it.
+                // inside it, and the lengths of `buf`, `packed` and `part`; `part` is borrowed
+                // mutably, so nothing else accesses it.
                 unsafe { kernel.image(walk, buf, packed, part.as_mut_ptr()) };
             }
             // Input pixel (2m + py, 2j + px) of channel c is parity (py, px)'s (c, m, j): each
@@ -1062,6 +1062,17 @@ mod tests {
         all.into_iter().filter(|k| k.runs_here()).collect()
     }
 
+    /// Keeps the first build's output, or asserts that build `k`'s `out` has its bits.
+    fn same_bits_as_first(first: &mut Option<(Kernel, Vec<f32>)>, k: Kernel, out: Vec<f32>, g: &Geometry) {
+        match first {
+            None => *first = Some((k, out)),
+            Some((k0, o0)) => {
+                let same = o0.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{k:?} and {k0:?} differ in bits on {g:?}");
+            }
+        }
+    }
+
     #[test]
     fn every_build_equals_the_definition_and_the_others_bit_for_bit() {
         // (ci, h, w, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
@@ -1118,13 +1129,7 @@ mod tests {
                     // FMA rounds once per multiply-add where the definition rounds twice.
                     assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
                 }
-                match &first {
-                    None => first = Some((k, out)),
-                    Some((k0, o0)) => {
-                        let same = o0.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{k:?} and {k0:?} differ in bits on {g:?}");
-                    }
-                }
+                same_bits_as_first(&mut first, k, out, &g);
                 checked += 1;
             }
         }
@@ -1193,13 +1198,7 @@ mod tests {
                 for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
                     assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{kern:?} {g:?} at {i}: {a} vs {b}");
                 }
-                match &first {
-                    None => first = Some((kern, dwt)),
-                    Some((k0, d0)) => {
-                        let same = d0.iter().zip(&dwt).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{kern:?} and {k0:?} differ in bits on {g:?}");
-                    }
-                }
+                same_bits_as_first(&mut first, kern, dwt, &g);
                 checked += 1;
             }
         }
@@ -1257,13 +1256,7 @@ mod tests {
                 for (j, (a, b)) in dx.iter().zip(&want).enumerate() {
                     assert!((a - *b as f32).abs() <= 1e-5 * scale, "{k:?} {g:?} at {j}: {a} vs {b}");
                 }
-                match &first {
-                    None => first = Some((k, dx)),
-                    Some((k0, d0)) => {
-                        let same = d0.iter().zip(&dx).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{k:?} and {k0:?} differ in bits on {g:?}");
-                    }
-                }
+                same_bits_as_first(&mut first, k, dx, &g);
                 checked += 1;
             }
         }
