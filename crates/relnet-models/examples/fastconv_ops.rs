@@ -3,17 +3,20 @@
 //! the convolution at bf16 precision as training runs it (`fastconv::forward_bf16`: the
 //! AVX512-BF16 kernels where the CPU has them, the rounding passes included); `RELNET_SIMD=avx2`
 //! caps the vector width.
-//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16]`
+//! With the argument `conv4`, Conv-4's four convolutions instead.
+//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16] [-- conv4]`
 use std::time::Instant;
 
 use relnet_models::fastconv::{Geometry, backward, backward_bf16, forward, forward_bf16};
 
 fn main() {
-    let bf16 = std::env::args().nth(1).is_some_and(|a| a == "bf16");
-    println!("precision: {}", if bf16 { "bf16" } else { "fp32" });
+    let bf16 = std::env::args().skip(1).any(|a| a == "bf16");
+    let conv4 = std::env::args().skip(1).any(|a| a == "conv4");
+    let model = if conv4 { "Conv-4" } else { "ResNet-32" };
+    println!("precision: {}, {model}", if bf16 { "bf16" } else { "fp32" });
     let n = 256;
     // (ci, side, co, k, stride, pad, how many in ResNet-32)
-    let cases = [
+    let resnet32 = [
         (3, 32, 16, 3, 1, 1, 1),
         (16, 32, 16, 3, 1, 1, 10),
         (16, 32, 32, 3, 2, 1, 1),
@@ -23,8 +26,11 @@ fn main() {
         (32, 16, 64, 1, 2, 0, 1),
         (64, 8, 64, 3, 1, 1, 9),
     ];
+    let conv4_cases =
+        [(3, 32, 8, 3, 1, 1, 1), (8, 16, 16, 3, 1, 1, 1), (16, 8, 32, 3, 1, 1, 1), (32, 4, 64, 3, 1, 1, 1)];
+    let cases: &[_] = if conv4 { &conv4_cases } else { &resnet32 };
     let (mut tf, mut tw, mut tx) = (0.0, 0.0, 0.0);
-    for (ci, side, co, k, s, p, count) in cases {
+    for &(ci, side, co, k, s, p, count) in cases {
         let g = Geometry { n, ci, h: side, w: side, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
         let x: Vec<f32> = (0..n * ci * side * side).map(|i| (i % 7) as f32 * 0.1).collect();
         let w: Vec<f32> = (0..co * ci * k * k).map(|i| (i % 5) as f32 * 0.1).collect();
@@ -63,9 +69,9 @@ fn main() {
         tx += dx * count as f64;
     }
     println!(
-        "ResNet-32's convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms",
+        "{model}'s convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms",
         tf * 1e3,
         tw * 1e3,
-        tx * 1e3
+        tx * 1e3,
     );
 }

@@ -17,7 +17,7 @@
 //! same kernel on the flipped, transposed weights (`fastconv::backward`); at stride 2 it is four
 //! walks of the same register tiles over the output gradient, one per parity of input pixels
 //! ([`input_grad`]). The weight gradient
-//! ([`weight_grad_image`]) turns the tile around: up to `TAPS` taps (6; 12 on AVX-512) by two
+//! ([`weight_grad_images`]) turns the tile around: up to `TAPS` taps (6; 12 on AVX-512) by two
 //! vectors of output channels.
 //!
 //! This replaces im2col + GEMM for the 3x3 convolutions of the CIFAR ResNets (their stride-2
@@ -122,16 +122,16 @@ impl Kernel {
     /// # Safety
     ///
     /// What [`weight_grad`] requires, with this build's `S`, and the CPU runs this build.
-    unsafe fn weight_grad(self, g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    unsafe fn weight_grad(self, walk: &Walk, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
         // SAFETY: the caller's contract, for the build each arm runs.
         unsafe {
             match self {
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => x86::weight_grad_avx512(g, buf, dyt, dwt),
+                Kernel::Avx512 => x86::weight_grad_avx512(walk, buf, dyt, dwt),
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => x86::weight_grad_avx2(g, buf, dyt, dwt),
-                Kernel::Portable16 => weight_grad::<Portable<16>>(g, buf, dyt, dwt),
-                Kernel::Portable8 => weight_grad::<Portable<8>>(g, buf, dyt, dwt),
+                Kernel::Avx2 => x86::weight_grad_avx2(walk, buf, dyt, dwt),
+                Kernel::Portable16 => weight_grad::<Portable<16>>(walk, buf, dyt, dwt),
+                Kernel::Portable8 => weight_grad::<Portable<8>>(walk, buf, dyt, dwt),
                 #[cfg(not(target_arch = "x86_64"))]
                 Kernel::Avx512 | Kernel::Avx2 => unreachable!("an x86 build on another CPU"),
             }
@@ -173,9 +173,9 @@ mod x86 {
     ///
     /// The CPU has AVX2 and FMA; what [`weight_grad`] requires with `S = Avx2`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weight_grad_avx2(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    pub(super) unsafe fn weight_grad_avx2(walk: &Walk, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
         // SAFETY: the caller's contract.
-        unsafe { weight_grad::<Avx2>(g, buf, dyt, dwt) }
+        unsafe { weight_grad::<Avx2>(walk, buf, dyt, dwt) }
     }
 
     /// [`weight_grad`] in AVX-512.
@@ -184,9 +184,9 @@ mod x86 {
     ///
     /// The CPU has AVX-512F; what [`weight_grad`] requires with `S = Avx512`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad_avx512(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    pub(super) unsafe fn weight_grad_avx512(walk: &Walk, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
         // SAFETY: the caller's contract.
-        unsafe { weight_grad::<Avx512>(g, buf, dyt, dwt) }
+        unsafe { weight_grad::<Avx512>(walk, buf, dyt, dwt) }
     }
 }
 
@@ -202,6 +202,31 @@ pub(crate) fn shape_ok(g: &Geometry) -> bool {
         && g.h > 0
         && g.w > 0
         && g.ow().is_multiple_of(8)
+        && g.co > 0
+        && g.co.is_multiple_of(2)
+        && g.ci > 0
+}
+
+/// The most pixels a plane may have for [`small_ok`]: its patches ([`shifted_group`], 9x the input)
+/// are small enough to stay in cache.
+const SMALL_PIXELS: usize = 64;
+
+/// Whether the shape is one the kernels handle through patches ([`Walk::patches`]): a 3x3
+/// kernel, stride 1, padding 1, a width that is not a multiple of 8 (those are [`shape_ok`]'s)
+/// but a plane of a multiple of 8 pixels, at most [`SMALL_PIXELS`] (Conv-4's 4x4 maps), an even
+/// number of output channels, nothing empty.
+pub(crate) fn small_ok(g: &Geometry) -> bool {
+    let p = g.h * g.w;
+    g.kh == 3
+        && g.kw == 3
+        && (g.sh, g.sw) == (1, 1)
+        && g.ph == 1
+        && g.pw == 1
+        && g.w > 0
+        && !g.w.is_multiple_of(8)
+        && p > 0
+        && p.is_multiple_of(8)
+        && p <= SMALL_PIXELS
         && g.co > 0
         && g.co.is_multiple_of(2)
         && g.ci > 0
@@ -273,6 +298,26 @@ impl Walk {
         Walk { ci: g.co, co: g.ci, oh, ow, plane: (oh + 1) * (ow + 1), row: ow + 1, taps: offs, n: taps.len() }
     }
 
+    /// The convolution of `g` (a [`small_ok`] shape) over [`shifted_group`]'s copies of
+    /// `images` images: each image's `p = h * w` output pixels a row of the walk (`oh = images`,
+    /// `ow = p`). With one zero row above and below and no border columns, output pixel
+    /// `q = y * w + x` reads tap (ky, kx) at `q + ky * w` of the copy shifted by `kx`, so a run of
+    /// `W` outputs (`p` is a multiple of 8) reads `W` consecutive values for every tap, across
+    /// the plane's rows. The output is `[co, images, p]`.
+    fn patches(g: &Geometry, images: usize) -> Walk {
+        let (w, copy) = (g.w, (g.h + 2) * g.w);
+        Walk {
+            ci: g.ci,
+            co: g.co,
+            oh: images,
+            ow: g.h * w,
+            plane: images * 3 * copy,
+            row: 3 * copy,
+            taps: std::array::from_fn(|t| t % 3 * copy + t / 3 * w),
+            n: 9,
+        }
+    }
+
     /// The bordered buffer's length: `ci` planes.
     fn len(&self) -> usize {
         self.ci * self.plane
@@ -307,7 +352,7 @@ fn phase_taps(py: usize, px: usize) -> Vec<(usize, usize, usize, usize)> {
 /// Whether [`forward`] handles `g`: the shape ([`shape_ok`]) on a CPU with AVX2 and FMA (or
 /// with `RELNET_SIMD=portable`), the direct kernels not switched off.
 pub(crate) fn covers(g: &Geometry) -> bool {
-    shape_ok(g) && Isa::detect().is_some()
+    (shape_ok(g) || small_ok(g)) && Isa::detect().is_some()
 }
 
 /// The register tiles' output channels for tiles of at most `rows` (even) channels, as (first,
@@ -389,7 +434,107 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     let isa = Isa::detect().expect("covers checked it");
-    forward_with(Kernel::pick(isa, g.ow()), g, x, weight)
+    if shape_ok(g) {
+        forward_with(Kernel::pick(isa, g.ow()), g, x, weight)
+    } else {
+        forward_small_with(Kernel::pick(isa, g.h * g.w), g, x, weight)
+    }
+}
+
+/// The column-shifted copies of `images` images `x` (`[images, ci, h, w]`, a [`small_ok`]
+/// shape) into `buf`, as [`Walk::patches`] reads them: for channel `c` of image `i`, at
+/// `((c * images + i) * 3 + kx) * (h + 2) * w`, the plane with one zero row above and below and
+/// its columns shifted so that column `x` holds input column `x + kx - 1` (0 outside the
+/// image). Every value of `buf` is written; a `buf` of the right length is not zeroed first.
+fn shifted_group(g: &Geometry, x: &[f32], images: usize, buf: &mut Vec<f32>) {
+    let (w, p) = (g.w, g.h * g.w);
+    let copy = (g.h + 2) * w;
+    assert_eq!(x.len(), images * g.ci * p, "shifted_group: {} values for {images} images of {g:?}", x.len());
+    if buf.len() != g.ci * images * 3 * copy {
+        buf.clear();
+        buf.resize(g.ci * images * 3 * copy, 0.0);
+    }
+    // Image `i`'s channel `c` is `x[(i * ci + c) * p ..]`; its copies sit at `(c * images + i) * 3`.
+    for (j, copies) in buf.chunks_exact_mut(3 * copy).enumerate() {
+        let (c, i) = (j / images, j % images);
+        let src = &x[(i * g.ci + c) * p..][..p];
+        for (kx, plane) in copies.chunks_exact_mut(copy).enumerate() {
+            let (top, rest) = plane.split_at_mut(w);
+            let (inner, bottom) = rest.split_at_mut(p);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (d, s) in inner.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
+                match kx {
+                    0 => {
+                        d[0] = 0.0;
+                        d[1..].copy_from_slice(&s[..w - 1]);
+                    }
+                    1 => d.copy_from_slice(s),
+                    _ => {
+                        d[..w - 1].copy_from_slice(&s[1..]);
+                        d[w - 1] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Images per forward group of a [`small_ok`] shape with `p` pixels a plane: about 32 output
+/// pixels, two runs of 16 lanes.
+fn forward_group(p: usize) -> usize {
+    (32 / p).max(1)
+}
+
+/// [`forward`] of a [`small_ok`] shape in the build `kernel`, which must run here and whose width
+/// divides `h * w`: the images taken [`forward_group`] at a time, their patches
+/// ([`shifted_group`]) walked by the same register tiles ([`Walk::patches`]), then each image's
+/// channels copied out of the group's `[co, images, p]` result. The sums are those of the
+/// bordered walk: channels, then taps, one rounding per multiply-add.
+pub(crate) fn forward_small_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    assert!(small_ok(g), "{g:?} is not a shape the patch walk covers");
+    assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    let p = g.h * g.w;
+    assert!(p.is_multiple_of(kernel.lanes()), "{kernel:?} needs planes of a multiple of {} pixels", kernel.lanes());
+    assert_eq!(x.len(), g.n * g.ci * p);
+    assert_eq!(weight.len(), g.co * g.ci * 9);
+    let packed = pack(g, weight, kernel.rows());
+    let (len_in, len_out, group) = (g.ci * p, g.co * p, forward_group(p));
+    let mut out: Vec<f32> = Vec::with_capacity(g.n * len_out);
+    out.spare_capacity_mut()[..g.n * len_out]
+        .par_chunks_mut(group * len_out)
+        .zip(x.par_chunks(group * len_in))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, tmp), (o, xg)| {
+                let images = xg.len() / len_in;
+                shifted_group(g, xg, images, buf);
+                let walk = Walk::patches(g, images);
+                assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
+                tmp.clear();
+                tmp.resize(g.co * images * p, 0.0);
+                // SAFETY: what `Kernel::image` requires: a CPU that runs the build (asserted), the
+                // patch walk of a `small_ok` shape over `shifted_group`'s buffer, reading inside it
+                // (asserted), `ow = p` a multiple of the build's lanes (asserted), `packed` the
+                // `co * ci * 9` weights packed for the build's rows, and `tmp` holding
+                // `co * images * p` values, borrowed mutably.
+                unsafe { kernel.image(&walk, buf, &packed, tmp.as_mut_ptr()) };
+                for c in 0..g.co {
+                    for i in 0..images {
+                        let src = &tmp[(c * images + i) * p..][..p];
+                        for (d, &v) in o[i * len_out + c * p..][..p].iter_mut().zip(src) {
+                            d.write(v);
+                        }
+                    }
+                }
+            },
+        );
+    // SAFETY: the capacity is `n * len_out`; `x` holds `n` images and the chunks of `x` and of
+    // the output pair up (`group` images each, the last one fewer), and each group's loop wrote
+    // channel `c` of image `i` for every `c < co`, `i < images`: every value, before
+    // `for_each_init` returned (a panic would have propagated before this line).
+    unsafe { out.set_len(g.n * len_out) };
+    out
 }
 
 /// [`forward`] in the build `kernel`, which must run here and whose width divides the output
@@ -571,7 +716,7 @@ pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: 
     dx
 }
 
-/// Whether [`weight_grad_image`] handles `g`: what [`covers`] takes, with a multiple of 8
+/// Whether [`weight_grad_images`] handles `g`: what [`covers`] takes, with a multiple of 8
 /// output channels.
 pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
     covers(g) && g.co.is_multiple_of(8)
@@ -580,8 +725,9 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// Adds one image's share of the weight gradient to `dwt`, which holds `dW` transposed
 /// (`[ci * 9, co]`): `dW[o, k] += sum_p dy[o, p] * x[k at p]`, with `x` the image (`[ci, h, w]`)
 /// and `dy` its output gradient (`[co, oh, ow]`). `buf` and `dyt` are scratch (the bordered
-/// image and `dy` as `[oh*ow, co]`). In the widest build this CPU runs; only for a `g` that
-/// [`covers_weight_grad`] accepts.
+/// image and `dy` as `[oh*ow, co]`), in the build `kernel`, which must run here and whose width
+/// divides `g.co`; only for a `g` that [`shape_ok`] accepts ([`weight_grad_images`] chooses the
+/// build and takes the [`small_ok`] shapes too).
 ///
 /// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
 /// channels, each pixel's `dy` values loaded as vectors, each tap's input value broadcast (a
@@ -589,21 +735,6 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// time (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over
 /// them), and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same
 /// bits on any thread count and any width.
-pub(crate) fn weight_grad_image(
-    g: &Geometry,
-    x: &[f32],
-    dy: &[f32],
-    dwt: &mut [f32],
-    buf: &mut Vec<f32>,
-    dyt: &mut Vec<f32>,
-) {
-    assert!(covers_weight_grad(g));
-    let isa = Isa::detect().expect("covers_weight_grad checked it");
-    weight_grad_image_with(Kernel::pick(isa, g.co), g, x, dy, dwt, buf, dyt)
-}
-
-/// [`weight_grad_image`] in the build `kernel`, which must run here and whose width divides
-/// `g.co`.
 pub(crate) fn weight_grad_image_with(
     kernel: Kernel,
     g: &Geometry,
@@ -633,7 +764,78 @@ pub(crate) fn weight_grad_image_with(
     // the shape, `co` a multiple of its lanes, the length of `dwt`, the forward walk reading
     // inside `buf` (the weight gradient reads what the forward tiles read); `border` and the
     // resize of `dyt` give the lengths of `buf` and `dyt`.
-    unsafe { kernel.weight_grad(g, buf, dyt, dwt) }
+    unsafe { kernel.weight_grad(&walk, buf, dyt, dwt) }
+}
+
+/// Adds the weight gradient of the images `x` (`[b, ci, h, w]`, any `b`) for their output
+/// gradient `dy` to `dwt` (`[ci * 9, co]`), image after image in order: [`weight_grad_image_with`]
+/// one image at a time, or, for a [`small_ok`] shape, groups of images through their patches
+/// ([`weight_grad_small_with`]). Each value of `dwt` receives the same products in the same
+/// order either way. In the widest build this CPU runs; only for a `g` that
+/// [`covers_weight_grad`] accepts. `buf` and `dyt` are scratch.
+pub(crate) fn weight_grad_images(
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    dwt: &mut [f32],
+    buf: &mut Vec<f32>,
+    dyt: &mut Vec<f32>,
+) {
+    assert!(covers_weight_grad(g));
+    let kernel = Kernel::pick(Isa::detect().expect("covers_weight_grad checked it"), g.co);
+    if shape_ok(g) {
+        let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.oh() * g.ow());
+        assert_eq!(x.len() / len_in * len_out, dy.len(), "weight_grad_images: {} and {} values", x.len(), dy.len());
+        for (xi, dyi) in x.chunks_exact(len_in).zip(dy.chunks_exact(len_out)) {
+            weight_grad_image_with(kernel, g, xi, dyi, dwt, buf, dyt);
+        }
+    } else {
+        weight_grad_small_with(kernel, g, x, dy, dwt, buf, dyt);
+    }
+}
+
+/// [`weight_grad_images`] for a [`small_ok`] shape in the build `kernel`, which must run here
+/// and whose width divides `g.co`: groups of up to `128 / p` images (about 128 pixels, the band
+/// the tiles sum at a time), their patches ([`shifted_group`]) and their `dy` transposed to
+/// `[images * p, co]`, walked by the weight gradient's tiles ([`Walk::patches`]).
+pub(crate) fn weight_grad_small_with(
+    kernel: Kernel,
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    dwt: &mut [f32],
+    buf: &mut Vec<f32>,
+    dyt: &mut Vec<f32>,
+) {
+    assert!(small_ok(g), "{g:?} is not a shape the patch walk covers");
+    assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    assert!(g.co.is_multiple_of(kernel.lanes()), "{kernel:?} needs a multiple of {} channels", kernel.lanes());
+    let p = g.h * g.w;
+    let (len_in, len_out) = (g.ci * p, g.co * p);
+    assert!(
+        x.len().is_multiple_of(len_in) && dy.len() == x.len() / len_in * len_out,
+        "weight_grad_small_with: {} input and {} gradient values for {g:?}",
+        x.len(),
+        dy.len()
+    );
+    assert_eq!(dwt.len(), g.co * g.ci * 9);
+    let group = (128 / p).max(1);
+    for (xg, dyg) in x.chunks(group * len_in).zip(dy.chunks(group * len_out)) {
+        let images = xg.len() / len_in;
+        shifted_group(g, xg, images, buf);
+        let walk = Walk::patches(g, images);
+        assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
+        dyt.clear();
+        dyt.resize(images * p * g.co, 0.0);
+        for (dyi, dst) in dyg.chunks_exact(len_out).zip(dyt.chunks_exact_mut(p * g.co)) {
+            transpose(dyi, g.co, p, dst);
+        }
+        // SAFETY: what `Kernel::weight_grad` requires: a CPU that runs the build (asserted), the
+        // nine-tap patch walk of a `small_ok` shape over `shifted_group`'s buffer, reading inside
+        // it (asserted), `co` a multiple of the build's lanes (asserted), `dyt` the group's
+        // `images * p` pixels by `co` (resized above), `dwt` `ci * 9 * co` values (asserted).
+        unsafe { kernel.weight_grad(&walk, buf, dyt, dwt) }
+    }
 }
 
 /// `dst[i * rows + r] = src[r * cols + i]`: `src` (`[rows, cols]`) transposed into `dst`
@@ -793,45 +995,51 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
     }
 }
 
-/// Adds one image's weight gradient onto `dwt`: every tile, band of rows by band of rows.
+/// Adds the weight gradient of the pixels that `walk` covers onto `dwt`: every tile, band of
+/// rows by band of rows.
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `co` a multiple of
-/// `S::W`; `buf` holds the bordered image ([`border`]: `ci * (h+2) * (w+2)` values), `dyt` the
-/// output gradient as `[oh * ow, co]`, and `dwt` holds `ci * 9 * co` values.
+/// The CPU has `S`'s features; `walk` is nine taps ([`Walk::forward`] of a shape [`shape_ok`]
+/// accepts, with `buf` the bordered image of [`border`], or [`Walk::patches`] of a shape
+/// [`small_ok`] accepts, with `buf` the patches of [`shifted_group`]), `walk.co` a multiple of
+/// `S::W`, `walk.reads_inside()` and `buf.len() == walk.len()`; `dyt` holds the output gradient
+/// as `[oh * ow, co]` (the walk's `oh` and `ow`), and `dwt` holds `ci * 9 * co` values.
 #[inline(always)]
-unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
-    let walk = Walk::forward(g);
-    let (oh, ow) = (g.oh(), g.ow());
+unsafe fn weight_grad<S: Simd>(walk: &Walk, buf: &[f32], dyt: &[f32], dwt: &mut [f32]) {
+    let (oh, ow, ci, co) = (walk.oh, walk.ow, walk.ci, walk.co);
     debug_assert!(
-        walk.reads_inside() && buf.len() == walk.len() && dyt.len() == oh * ow * g.co && dwt.len() == g.ci * 9 * g.co
+        walk.n == 9
+            && walk.reads_inside()
+            && buf.len() == walk.len()
+            && dyt.len() == oh * ow * co
+            && dwt.len() == ci * 9 * co
     );
-    // Where each tap's input starts in the bordered image (for output pixel (0, 0)).
-    let offs: Vec<usize> = (0..g.ci * 9).map(|k| (k / 9) * walk.plane + walk.taps[k % 9]).collect();
+    // Where each tap's input starts in the buffer (for output pixel (0, 0)).
+    let offs: Vec<usize> = (0..ci * 9).map(|k| (k / 9) * walk.plane + walk.taps[k % 9]).collect();
     let band = (128 / ow).max(1);
     let mut y0 = 0;
     while y0 < oh {
         let y1 = (y0 + band).min(oh);
-        for k in (0..g.ci * 9).step_by(S::TAPS) {
-            let taps = (g.ci * 9 - k).min(S::TAPS);
-            for o in (0..g.co).step_by(2 * S::W) {
+        for k in (0..ci * 9).step_by(S::TAPS) {
+            let taps = (ci * 9 - k).min(S::TAPS);
+            for o in (0..co).step_by(2 * S::W) {
                 let offs = &offs[k..k + taps];
-                let two = g.co - o >= 2 * S::W;
+                let two = co - o >= 2 * S::W;
                 // SAFETY: the caller's contract is `grad_tile`'s, with `y1 <= oh`, `offs` the
                 // `taps` offsets from tap `k`, and `k + taps <= ci * 9`; `ci * 9` and `S::TAPS`
                 // are multiples of 3 and `S::TAPS <= 12`, so `taps` is 3, 6, 9 or 12; `co` is a
                 // multiple of `W`, so `co - o` is at least `2W` (two vectors) or exactly `W`.
                 unsafe {
                     match (taps, two) {
-                        (12, true) => grad_tile::<S, 12, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (12, false) => grad_tile::<S, 12, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, true) => grad_tile::<S, 9, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (9, false) => grad_tile::<S, 9, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, true) => grad_tile::<S, 6, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (6, false) => grad_tile::<S, 6, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, true) => grad_tile::<S, 3, 2>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
-                        (3, false) => grad_tile::<S, 3, 1>(g, &walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, true) => grad_tile::<S, 12, 2>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (12, false) => grad_tile::<S, 12, 1>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, true) => grad_tile::<S, 9, 2>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (9, false) => grad_tile::<S, 9, 1>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, true) => grad_tile::<S, 6, 2>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (6, false) => grad_tile::<S, 6, 1>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, true) => grad_tile::<S, 3, 2>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
+                        (3, false) => grad_tile::<S, 3, 1>(walk, buf, dyt, dwt, offs, k, o, y0, y1),
                         (t, _) => unreachable!("weight-gradient tile of {t} taps"),
                     }
                 }
@@ -846,16 +1054,15 @@ unsafe fn weight_grad<S: Simd>(g: &Geometry, buf: &[f32], dyt: &[f32], dwt: &mut
 ///
 /// # Safety
 ///
-/// What [`weight_grad`] requires, `walk` is `Walk::forward(g)`, and `offs.len() == T` with `offs[t]`
-/// the offset of tap `k + t` (channel c, row ky, column kx) in the bordered image,
-/// `c * walk.plane + walk.taps[ky * 3 + kx]`, `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then
-/// output pixel (y, x) reads position `offs[t] + y * walk.row + x`, the value [`tile`] reads for
-/// it: inside `buf`; `dyt[(y * ow + x) * co + o ..]` and `dwt[(k + t) * co + o ..]`, `W * V`
-/// values each: inside theirs.
+/// What [`weight_grad`] requires, and `offs.len() == T` with `offs[t]` the offset of tap `k + t`
+/// (channel c, row ky, column kx) in the buffer, `c * walk.plane + walk.taps[ky * 3 + kx]`,
+/// `k + T <= ci * 9`, `o + W * V <= co`, `y1 <= oh`. Then output pixel (y, x) reads position
+/// `offs[t] + y * walk.row + x`, the value [`tile`] reads for it: inside `buf`;
+/// `dyt[(y * ow + x) * co + o ..]` and `dwt[(k + t) * co + o ..]`, `W * V` values each: inside
+/// theirs.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
-    g: &Geometry,
     walk: &Walk,
     buf: &[f32],
     dyt: &[f32],
@@ -866,7 +1073,7 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     y0: usize,
     y1: usize,
 ) {
-    let ow = g.ow();
+    let (ow, co) = (walk.ow, walk.co);
     let (b, d, dw) = (buf.as_ptr(), dyt.as_ptr(), dwt.as_mut_ptr());
     // SAFETY: the caller's contract: the CPU has `S`'s features.
     let zero = unsafe { S::zero() };
@@ -874,7 +1081,7 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
     for t in 0..T {
         for v in 0..V {
             // SAFETY: row `k + t < ci * 9` of `dwt`, columns `o + Wv .. o + Wv + W <= co`.
-            acc[t][v] = unsafe { S::load(dw.add((k + t) * g.co + o + S::W * v)) };
+            acc[t][v] = unsafe { S::load(dw.add((k + t) * co + o + S::W * v)) };
         }
     }
     let mut at = [0usize; T];
@@ -884,7 +1091,7 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
         let row = unsafe { b.add(y * walk.row) };
         // Pixel (y, 0)'s `dy` from channel `o`. Stepped with `wrapping_add`: after the last
         // row's last pixel it points past the end of `dyt`, where it is never read.
-        let mut dp = d.wrapping_add(y * ow * g.co + o);
+        let mut dp = d.wrapping_add(y * ow * co + o);
         for x in 0..ow {
             let mut dv = [zero; V];
             for v in 0..V {
@@ -900,13 +1107,13 @@ unsafe fn grad_tile<S: Simd, const T: usize, const V: usize>(
                     acc[t][v] = unsafe { S::fma(bv, dv[v], acc[t][v]) };
                 }
             }
-            dp = dp.wrapping_add(g.co);
+            dp = dp.wrapping_add(co);
         }
     }
     for t in 0..T {
         for v in 0..V {
             // SAFETY: the same `dwt` values as loaded above.
-            unsafe { S::store(dw.add((k + t) * g.co + o + S::W * v), acc[t][v]) };
+            unsafe { S::store(dw.add((k + t) * co + o + S::W * v), acc[t][v]) };
         }
     }
 }
@@ -974,6 +1181,166 @@ mod tests {
                 check_taps(&g, &l, &x, &buf);
             }
         }
+    }
+
+    #[test]
+    fn the_shifted_copies_put_each_tap_where_the_patch_walk_reads_it() {
+        // Every image, channel, output pixel and tap of a group: the value at `Walk::patches`'
+        // offset is the input the definition reads there (0 in the padding). The buffer starts
+        // full of NaN and is reused for a second group, as the kernels reuse it.
+        for (ci, h, w, images) in [(2, 4, 4, 2), (3, 2, 4, 4), (1, 8, 3, 1), (2, 4, 6, 3), (2, 8, 5, 2)] {
+            let g = Geometry { n: images, ci, h, w, co: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+            let l = Walk::patches(&g, images);
+            // The last image's last run's last tap reads the buffer's last value.
+            assert!(l.reads_inside(), "{l:?}");
+            assert!(!Walk { plane: l.plane - 1, ..l }.reads_inside(), "{l:?}");
+            let mut buf = vec![f32::NAN; l.len()];
+            for group in 0..2 {
+                let x: Vec<f32> =
+                    (0..images * ci * h * w).map(|i| (i + 1) as f32 * if group == 0 { 1.0 } else { -0.5 }).collect();
+                shifted_group(&g, &x, images, &mut buf);
+                assert_eq!(buf.len(), l.len(), "{g:?}");
+                assert!(buf.iter().all(|v| !v.is_nan()), "{g:?}: a position left unwritten");
+                for i in 0..images {
+                    let one = Geometry { n: 1, ..g };
+                    let xi = &x[i * ci * h * w..(i + 1) * ci * h * w];
+                    for c in 0..ci {
+                        for q in 0..h * w {
+                            for k in 0..9 {
+                                let want = input_at(&one, q / w, q % w, k / 3, k % 3)
+                                    .map_or(0.0, |(iy, ix)| xi[(c * h + iy) * w + ix]);
+                                let got = buf[c * l.plane + i * l.row + q + l.taps[k]];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{g:?} image {i} channel {c} pixel {q} tap {k}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `len` test values, `((i * a) % b - b / 2) / scale`.
+    fn pattern(len: usize, a: usize, b: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|i| ((i * a % b) as f32 - (b / 2) as f32) / scale).collect()
+    }
+
+    #[test]
+    fn small_planes_give_the_definition_and_the_same_bits_in_every_build() {
+        // (ci, h, w, co, n): Conv-4's last block and its input gradient, 2x4 (groups of four
+        // images), 4x2, 4x6 and 8x3 (24 pixels: three runs at 8 lanes), 8x5, and 7x8, which the
+        // patch walk declines; batches that leave a partial group.
+        let builds = builds();
+        let mut checked = 0;
+        for (ci, h, w, co, n) in [
+            (32, 4, 4, 64, 3),
+            (64, 4, 4, 32, 2),
+            (3, 4, 4, 8, 1),
+            (5, 2, 4, 6, 5),
+            (2, 4, 2, 10, 3),
+            (4, 4, 6, 12, 2),
+            (1, 8, 3, 2, 2),
+            (3, 8, 5, 26, 1),
+            (2, 7, 8, 4, 1),
+        ] {
+            let g = Geometry { n, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+            if w.is_multiple_of(8) {
+                // 7x8 is the bordered walk's: the patch walk declines it.
+                assert!(shape_ok(&g) && !small_ok(&g), "{g:?}");
+                continue;
+            }
+            assert!(small_ok(&g) && !shape_ok(&g), "{g:?}");
+            let x = pattern(n * ci * h * w, 37, 101, 25.0);
+            let wt = pattern(co * ci * 9, 53, 89, 40.0);
+            let one = Geometry { n: 1, ..g };
+            let want: Vec<f32> = x.chunks_exact(ci * h * w).flat_map(|xi| naive(&one, xi, &wt)).collect();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut first: Option<(Kernel, Vec<f32>)> = None;
+            for &k in builds.iter().filter(|k| (h * w).is_multiple_of(k.lanes())) {
+                let out = forward_small_with(k, &g, &x, &wt);
+                assert_eq!(out.len(), want.len(), "{k:?} {g:?}");
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
+                }
+                same_bits_as_first(&mut first, k, out, &g);
+                checked += 1;
+            }
+        }
+        // Portable8 runs all eight shapes, Portable16 the three of 16 pixels.
+        assert!(checked >= 8 + 3, "{checked} runs");
+    }
+
+    #[test]
+    fn small_planes_give_the_weight_gradient_of_the_definition_and_the_same_bits() {
+        // (ci, h, w, co, n): Conv-4's last block (a partial group of 8 and 3 images), 2x4
+        // (groups of 16), 4x6, 8x3.
+        let builds = builds();
+        let mut checked = 0;
+        for (ci, h, w, co, n) in
+            [(32, 4, 4, 64, 11), (3, 4, 4, 16, 2), (2, 2, 4, 8, 19), (4, 4, 6, 24, 3), (1, 8, 3, 32, 2)]
+        {
+            let g = Geometry { n, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+            assert!(small_ok(&g), "{g:?}");
+            let p = h * w;
+            let x = pattern(n * ci * p, 37, 101, 25.0);
+            let dy = pattern(n * co * p, 53, 89, 40.0);
+            // Summed onto a start that is not zero.
+            let start: Vec<f32> = (0..co * ci * 9).map(|i| (i % 7) as f32).collect();
+            let one = Geometry { n: 1, ..g };
+            let (mut want, mut scale) = (start.clone(), 1f32);
+            for o in 0..co {
+                for c in 0..ci {
+                    for k in 0..9 {
+                        let mut s = 0f64;
+                        for i in 0..n {
+                            for q in 0..p {
+                                if let Some((iy, ix)) = input_at(&one, q / w, q % w, k / 3, k % 3) {
+                                    s += (dy[(i * co + o) * p + q] * x[((i * ci + c) * h + iy) * w + ix]) as f64;
+                                }
+                            }
+                        }
+                        want[(c * 9 + k) * co + o] += s as f32;
+                        scale = scale.max(s.abs() as f32);
+                    }
+                }
+            }
+            let mut first: Option<(Kernel, Vec<f32>)> = None;
+            for &kern in builds.iter().filter(|k| co.is_multiple_of(k.lanes())) {
+                let mut dwt = start.clone();
+                let (mut buf, mut dyt) = (vec![f32::NAN; 5], Vec::new());
+                weight_grad_small_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+                for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * scale, "{kern:?} {g:?} at {i}: {a} vs {b}");
+                }
+                same_bits_as_first(&mut first, kern, dwt, &g);
+                checked += 1;
+            }
+        }
+        // Portable8 runs all five shapes, Portable16 the three with 64, 16 and 32 channels.
+        assert!(checked >= 5 + 3, "{checked} runs");
+    }
+
+    #[test]
+    fn small_planes_give_the_same_weight_gradient_in_groups_as_one_image_at_a_time() {
+        // A batch in groups of eight gives the bits of the same images one at a time: each value
+        // of the gradient receives the same products in the same order (what lets
+        // `weight_grad_images` group images without changing the result).
+        let g = Geometry { n: 6, ci: 8, h: 4, w: 4, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        let x = pattern(6 * 8 * 16, 37, 101, 25.0);
+        let dy = pattern(6 * 16 * 16, 53, 89, 40.0);
+        let kern = Kernel::Portable8;
+        let (mut buf, mut dyt) = (Vec::new(), Vec::new());
+        let mut whole = vec![0f32; 16 * 8 * 9];
+        weight_grad_small_with(kern, &g, &x, &dy, &mut whole, &mut buf, &mut dyt);
+        let mut apart = vec![0f32; 16 * 8 * 9];
+        let one = Geometry { n: 1, ..g };
+        for (xi, dyi) in x.chunks_exact(8 * 16).zip(dy.chunks_exact(16 * 16)) {
+            weight_grad_small_with(kern, &one, xi, dyi, &mut apart, &mut buf, &mut dyt);
+        }
+        assert!(whole.iter().zip(&apart).all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     /// Every output pixel, tap and channel of `g`: the value at `l`'s offset in `buf` is the
@@ -1204,7 +1571,7 @@ mod tests {
         }
         assert!(checked >= 19 + 13, "{checked} runs");
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, ..g }] {
+        for bad in [Geometry { co: 4, ..g }, Geometry { co: 12, ..g }, Geometry { w: 4, h: 3, ..g }] {
             assert!(!covers_weight_grad(&bad), "{bad:?}");
         }
     }
@@ -1319,7 +1686,9 @@ mod tests {
     fn declines_what_it_does_not_cover() {
         let g = Geometry { n: 1, ci: 4, h: 8, w: 8, co: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
         for bad in [
-            Geometry { w: 4, ..g },
+            Geometry { w: 4, h: 3, ..g },
+            Geometry { w: 4, h: 17, ..g },
+            Geometry { w: 12, ..g },
             Geometry { co: 7, ..g },
             Geometry { co: 0, ..g },
             Geometry { sh: 2, ..g },
@@ -1330,6 +1699,11 @@ mod tests {
         ] {
             assert!(!shape_ok(&bad) && !covers(&bad), "{bad:?}");
         }
+        // A plane of a multiple of 8 pixels, at most 64, whose width is not one: the patch walk's,
+        // at stride 1 only, and not the bf16 kernels'.
+        let small = Geometry { w: 4, h: 4, ..g };
+        assert!(small_ok(&small) && !shape_ok(&small) && !stride_one_ok(&small) && !crate::direct_bf16::covers(&small));
+        assert!(!small_ok(&Geometry { sh: 2, sw: 2, ..small }) && !small_ok(&Geometry { co: 3, ..small }));
         // Stride 2 is a direct shape, but not one of the bf16 kernels, whose layouts are stride 1.
         let s2 = Geometry { sh: 2, sw: 2, w: 16, ..g };
         assert!(shape_ok(&s2) && !stride_one_ok(&s2) && !crate::direct_bf16::covers(&s2));

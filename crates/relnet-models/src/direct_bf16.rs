@@ -507,7 +507,7 @@ fn forward_image(
 }
 
 /// Adds one image's weight gradient, from bf16-rounded `x` and `dy`, to `dwt` (`[ci * 9, co]`,
-/// fp32), as `direct3x3::weight_grad_image` does; `buf` and `dyt` are scratch. In the hardware
+/// fp32), as `direct3x3::weight_grad_image_with` does; `buf` and `dyt` are scratch. In the hardware
 /// build; only for a `g` that [`covers_weight_grad`] accepts.
 pub(crate) fn weight_grad_image(
     g: &Geometry,

@@ -556,16 +556,16 @@ pub(crate) fn backward_at(
             // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol`, or the
             // bf16 kernel's `hbuf` and `hdy`, lend their buffers as scratch).
             dw = vec![0f32; g.co * rows];
-            for j in 0..b {
-                let (xi, dyi) = (
-                    &xc[j * g.input_len()..(j + 1) * g.input_len()],
-                    &dyc[j * g.output_len()..(j + 1) * g.output_len()],
-                );
-                if bf16_direct {
+            if bf16_direct {
+                for j in 0..b {
+                    let (xi, dyi) = (
+                        &xc[j * g.input_len()..(j + 1) * g.input_len()],
+                        &dyc[j * g.output_len()..(j + 1) * g.output_len()],
+                    );
                     direct_bf16::weight_grad_image(g, xi, dyi, &mut dw, hbuf, hdy);
-                } else {
-                    direct3x3::weight_grad_image(g, xi, dyi, &mut dw, col, dcol);
                 }
+            } else {
+                direct3x3::weight_grad_images(g, xc, dyc, &mut dw, col, dcol);
             }
         } else if want_w {
             let ld = patches(g, xc, b, col);
