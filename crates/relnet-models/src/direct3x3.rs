@@ -20,8 +20,13 @@
 //! ([`weight_grad_images`]) turns the tile around: up to `TAPS` taps (6; 12 on AVX-512) by two
 //! vectors of output channels.
 //!
+//! Planes whose width is not a multiple of 8 but whose pixel count is (at most 64 pixels, such as
+//! Conv-4's 4x4 maps; [`small_ok`]) are stored instead as three column-shifted copies without
+//! border columns, so a run of `W` outputs crosses the plane's rows and still reads consecutive
+//! inputs for every tap ([`Walk::patches`]), a few images at a time.
+//!
 //! This replaces im2col + GEMM for the 3x3 convolutions of the CIFAR ResNets (their stride-2
-//! ones included) and Conv-4's first three blocks: the patch matrix is 9x the input, and writing it and reading it back is
+//! ones included) and of Conv-4: the patch matrix is 9x the input, and writing it and reading it back is
 //! memory traffic that the direct kernel does not have. Each output value is summed over
 //! channels, then rows, then columns of the kernel, in that fixed order and with one rounding per
 //! multiply-add, whatever the width: the same bits on any thread count and any instruction set.

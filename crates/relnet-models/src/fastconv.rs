@@ -972,6 +972,12 @@ mod tests {
             // gradient).
             (4, 16, 16, 8, 3, 2, 1),
             (3, 15, 15, 8, 3, 2, 1),
+            // Planes whose width is not a multiple of 8 but whose pixel count is (the direct
+            // kernels' column-shifted copies): Conv-4's 4x4 block, 2x4 with a weight gradient
+            // on the direct kernels (8 output channels) and one without (6).
+            (8, 4, 4, 16, 3, 1, 1),
+            (3, 2, 4, 8, 3, 1, 1),
+            (5, 4, 2, 6, 3, 1, 1),
         ];
         for (i, &(ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
             let g = Geometry { n: [3, 17, 1][i % 3], ci, h, w, co, kh: k, kw: k, sh: s, sw: s, ph: p, pw: p };
@@ -994,9 +1000,10 @@ mod tests {
 
     #[test]
     fn one_thread_or_three_give_the_same_bits() {
-        // Stride 1, and stride 2 (the parity walks' input gradient).
+        // Stride 1, stride 2 (the parity walks' input gradient), and a 4x4 plane (the column-shifted
+        // copies, images in groups).
         let s1 = Geometry { n: 37, ci: 8, h: 8, w: 8, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        for g in [s1, Geometry { h: 16, w: 16, sh: 2, sw: 2, ..s1 }] {
+        for g in [s1, Geometry { h: 16, w: 16, sh: 2, sw: 2, ..s1 }, Geometry { h: 4, w: 4, ..s1 }] {
             let x = noise(g.n * g.input_len(), 1);
             let wt = noise(g.co * g.rows(), 2);
             let dy = noise(g.n * g.output_len(), 3);

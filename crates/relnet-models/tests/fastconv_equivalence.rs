@@ -264,6 +264,7 @@ fn single_convolutions_are_as_close_to_float64_as_burns() {
         (3, 5, 7, 9, 3, 1, 1),
         (2, 16, 32, 11, 3, 2, 1),
         (4, 3, 8, 32, 3, 1, 1),
+        (9, 32, 64, 4, 3, 1, 1),
         (2, 64, 64, 7, 7, 2, 3),
     ] {
         device.seed(5);
@@ -431,6 +432,8 @@ fn single_convolutions_of_every_resnet_geometry_match() {
         (4, 32, 64, 16, 2, 1),
         (4, 32, 64, 16, 2, 3),
         (4, 64, 64, 8, 1, 3),
+        // Conv-4's last block: a 4x4 plane, on the direct kernels' column-shifted copies.
+        (5, 32, 64, 4, 1, 3),
     ] {
         device.seed(11);
         let conv = relnet_models::layers::conv(ci, co, k, s, k / 2, &device);
