@@ -26,7 +26,7 @@
 //! inputs for every tap ([`Walk::patches`]), a few images at a time.
 //!
 //! This replaces im2col + GEMM for the 3x3 convolutions of the CIFAR ResNets (their stride-2
-//! ones included) and of Conv-4: the patch matrix is 9x the input, and writing it and reading it back is
+//! ones included) and of Conv-4 on 32x32 images: the patch matrix is 9x the input, and writing it and reading it back is
 //! memory traffic that the direct kernel does not have. Each output value is summed over
 //! channels, then rows, then columns of the kernel, in that fixed order and with one rounding per
 //! multiply-add, whatever the width: the same bits on any thread count and any instruction set.
@@ -58,8 +58,8 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     /// The build for `isa` whose width divides `n` (the output width forward and for the input
-    /// gradient, the output channels for the weight gradient), or its 8-lane sibling. `n` is a
-    /// multiple of 8.
+    /// gradient, or the plane's pixel count for a [`small_ok`] shape; the output channels for the
+    /// weight gradient), or its 8-lane sibling. `n` is a multiple of 8.
     fn pick(isa: Isa, n: usize) -> Kernel {
         match (isa, n.is_multiple_of(16)) {
             (Isa::Avx512, true) => Kernel::Avx512,
@@ -212,8 +212,8 @@ pub(crate) fn shape_ok(g: &Geometry) -> bool {
         && g.ci > 0
 }
 
-/// The most pixels a plane may have for [`small_ok`]: its patches ([`shifted_group`], 9x the input)
-/// are small enough to stay in cache.
+/// The most pixels a plane may have for [`small_ok`]: its copies ([`shifted_group`], `3 (h + 2) /
+/// h` times the input: 4.5x at 4x4) stay small enough for the cache.
 const SMALL_PIXELS: usize = 64;
 
 /// Whether the shape is one the kernels handle through patches ([`Walk::patches`]): a 3x3
@@ -256,7 +256,9 @@ pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
 /// its odd columns, so that the input columns `2x + kx` of consecutive outputs `x` are
 /// consecutive: column shift 0 reads the even half, 1 the odd half, 2 the even half one further
 /// on, and an output row is two bordered rows. The input gradient at stride 2 is four such walks
-/// over the output gradient ([`Walk::input_grad_phase`]).
+/// over the output gradient ([`Walk::input_grad_phase`]). A [`small_ok`] plane is read through
+/// three column-shifted copies of each image's channels ([`shifted_group`], [`Walk::patches`]),
+/// a walk row per image: a run crosses the plane's rows.
 #[derive(Clone, Copy, Debug)]
 struct Walk {
     ci: usize,
@@ -354,8 +356,9 @@ fn phase_taps(py: usize, px: usize) -> Vec<(usize, usize, usize, usize)> {
     taps
 }
 
-/// Whether [`forward`] handles `g`: the shape ([`shape_ok`]) on a CPU with AVX2 and FMA (or
-/// with `RELNET_SIMD=portable`), the direct kernels not switched off.
+/// Whether [`forward`] handles `g`: the shape ([`shape_ok`], or [`small_ok`] through the
+/// column-shifted copies) on a CPU with AVX2 and FMA (or with `RELNET_SIMD=portable`), the direct
+/// kernels not switched off.
 pub(crate) fn covers(g: &Geometry) -> bool {
     (shape_ok(g) || small_ok(g)) && Isa::detect().is_some()
 }
@@ -434,8 +437,8 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
 }
 
 /// The convolution of `x` (`[n, ci, h, w]`) with `weight` (`[co, ci, 3, 3]`), padding 1:
-/// `[n, co, h, w]`, one image per rayon task, in the widest build this CPU runs. Only for a `g`
-/// that [`covers`] accepts.
+/// `[n, co, h, w]`, one image per rayon task ([`forward_small_with`]: one group of images), in
+/// the widest build this CPU runs. Only for a `g` that [`covers`] accepts.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     let isa = Isa::detect().expect("covers checked it");
@@ -884,8 +887,9 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 ///
 /// The CPU has `S`'s features; `w` is [`Walk::forward`] of a shape [`shape_ok`] accepts, with
 /// `buf` the bordered image ([`border`]), or [`Walk::input_grad_phase`] of a shape
-/// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]);
-/// `walk.reads_inside()`, `walk.ow` is a multiple of `S::W`; `buf` holds `walk.len()` values,
+/// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]), or
+/// [`Walk::patches`] of a shape [`small_ok`] accepts, with `buf` the column-shifted copies of
+/// the same images ([`shifted_group`]); `walk.reads_inside()`, `walk.ow` is a multiple of `S::W`; `buf` holds `walk.len()` values,
 /// `packed` the packed weights
 /// (`co * ci * n`, [`pack`] or [`pack_phase`] with `S::ROWS`), and `out` is valid for writes of
 /// `co * oh * ow` floats that nothing else accesses during the call.
@@ -935,7 +939,9 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
 /// `x + kx / 2 .. x + kx / 2 + W <= ow + 1 <= (w + 3) / 2` or in the odd half (`(w + 2) / 2`)
 /// columns `x .. x + W <= ow <= (w + 2) / 2`; for an input-gradient walk, row `y + dm <= oh`,
 /// columns `x + dj .. x + dj + W <= ow + 1` of `dy`'s bordered plane (`oh + 1` rows of
-/// `ow + 1`): inside `buf`; the tile's weights are `packed[co * ci * n .. (co + RR) * ci * n]`;
+/// `ow + 1`); for the patch walk, image `y`'s pixels `q = x .. x + W <= p` (`ow = p = h * w`)
+/// at `kx * (h + 2) * w + ky * w + q`, at most `(kx + 1) * (h + 2) * w`, inside copy `kx` of the
+/// image's `3 (h + 2) w` values: inside `buf`; the tile's weights are `packed[co * ci * n .. (co + RR) * ci * n]`;
 /// it stores channels `co .. co + RR` at pixels `first * W .. (first + N) * W <= oh * ow`:
 /// inside `out`.
 #[inline(always)]
@@ -1236,8 +1242,9 @@ mod tests {
     #[test]
     fn small_planes_give_the_definition_and_the_same_bits_in_every_build() {
         // (ci, h, w, co, n): Conv-4's last block and its input gradient, 2x4 (groups of four
-        // images), 4x2, 4x6 and 8x3 (24 pixels: three runs at 8 lanes), 8x5, and 7x8, which the
-        // patch walk declines; batches that leave a partial group.
+        // images), 4x2, 4x6 and 8x3 (24 pixels: three runs at 8 lanes), 8x5, 8x1, 2x12, 8x7 (56)
+        // and 16x4 (64, the most), and 7x8, which the patch walk declines; batches that leave a
+        // partial group.
         let builds = builds();
         let mut checked = 0;
         for (ci, h, w, co, n) in [
@@ -1249,6 +1256,10 @@ mod tests {
             (4, 4, 6, 12, 2),
             (1, 8, 3, 2, 2),
             (3, 8, 5, 26, 1),
+            (2, 8, 1, 4, 3),
+            (3, 2, 12, 6, 2),
+            (2, 8, 7, 8, 1),
+            (1, 16, 4, 2, 2),
             (2, 7, 8, 4, 1),
         ] {
             let g = Geometry { n, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
@@ -1274,8 +1285,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // Portable8 runs all eight shapes, Portable16 the three of 16 pixels.
-        assert!(checked >= 8 + 3, "{checked} runs");
+        // Portable8 runs all twelve shapes, Portable16 the four of 16 or 64 pixels.
+        assert!(checked >= 12 + 4, "{checked} runs");
     }
 
     #[test]
@@ -1330,12 +1341,12 @@ mod tests {
 
     #[test]
     fn small_planes_give_the_same_weight_gradient_in_groups_as_one_image_at_a_time() {
-        // A batch in groups of eight gives the bits of the same images one at a time: each value
+        // A batch in groups of eight (19 images: two whole groups and a partial one) gives the bits of the same images one at a time: each value
         // of the gradient receives the same products in the same order (what lets
         // `weight_grad_images` group images without changing the result).
-        let g = Geometry { n: 6, ci: 8, h: 4, w: 4, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        let x = pattern(6 * 8 * 16, 37, 101, 25.0);
-        let dy = pattern(6 * 16 * 16, 53, 89, 40.0);
+        let g = Geometry { n: 19, ci: 8, h: 4, w: 4, co: 16, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        let x = pattern(19 * 8 * 16, 37, 101, 25.0);
+        let dy = pattern(19 * 16 * 16, 53, 89, 40.0);
         let kern = Kernel::Portable8;
         let (mut buf, mut dyt) = (Vec::new(), Vec::new());
         let mut whole = vec![0f32; 16 * 8 * 9];
@@ -1693,6 +1704,7 @@ mod tests {
         for bad in [
             Geometry { w: 4, h: 3, ..g },
             Geometry { w: 4, h: 17, ..g },
+            Geometry { w: 4, h: 18, ..g },
             Geometry { w: 12, ..g },
             Geometry { co: 7, ..g },
             Geometry { co: 0, ..g },

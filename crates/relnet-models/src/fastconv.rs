@@ -15,7 +15,9 @@
 //! over rayon's pool; each GEMM runs on one thread.
 //!
 //! The 3x3, padding-1 convolutions at stride 1 or 2 whose output width is a multiple of 8 (the
-//! backbones' main ones and the ResNets' stride-2 ones) skip the patch matrix altogether on CPUs
+//! backbones' main ones and the ResNets' stride-2 ones), and at stride 1 those on planes of a
+//! multiple of 8 pixels, at most 64 (Conv-4's 4x4 block, through column-shifted copies of the
+//! input), skip the patch matrix altogether on CPUs
 //! with AVX2 and FMA: forward, input gradient (at stride 2 where the height, the width and the
 //! input channels are even) and weight gradient (with a multiple of 8 output channels) go
 //! through the register-tiled kernels of `direct3x3.rs` (`RELNET_DIRECT_CONV=off` keeps the
@@ -973,10 +975,11 @@ mod tests {
             (4, 16, 16, 8, 3, 2, 1),
             (3, 15, 15, 8, 3, 2, 1),
             // Planes whose width is not a multiple of 8 but whose pixel count is (the direct
-            // kernels' column-shifted copies): Conv-4's 4x4 block, 2x4 with a weight gradient
-            // on the direct kernels (8 output channels) and one without (6).
-            (8, 4, 4, 16, 3, 1, 1),
+            // kernels' column-shifted copies): 2x4 with a weight gradient on the direct kernels
+            // (8 output channels), Conv-4's 4x4 block (3 images: a partial forward group), 4x2
+            // without (6 output channels, 17 images).
             (3, 2, 4, 8, 3, 1, 1),
+            (8, 4, 4, 16, 3, 1, 1),
             (5, 4, 2, 6, 3, 1, 1),
         ];
         for (i, &(ci, h, w, co, k, s, p)) in cases.iter().enumerate() {
