@@ -365,8 +365,9 @@ fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
         );
     };
     // Inside checkpoint writes: between the model's temporary file and its rename, before the
-    // optimiser, before the commit.
-    for (point, name) in [("2:model", "a"), ("3:optimizer", "b"), ("2:progress", "c")] {
+    // optimiser, before the commit; and after the last generation's commit, before the backbone
+    // is saved (the checkpoint says finished, the backbone is not there).
+    for (point, name) in [("2:model", "a"), ("3:optimizer", "b"), ("2:progress", "c"), ("4:committed", "d")] {
         let out = tmp.path().join(name);
         let r = run(&with_out(&out), &[("RELNET_FAULT_ABORT", point)]);
         assert_ne!(r.code, 0, "{point}: the hook aborts the run");

@@ -28,8 +28,9 @@ pub struct Checkpoint {
 /// A test hook, compiled in only with the `fault-injection` feature (the test build):
 /// `RELNET_FAULT_ABORT=GENERATION:STAGE` aborts the process (as a SIGKILL would: no destructor,
 /// no cleanup) while writing that checkpoint generation, at `model` (the model's temporary file
-/// written, not renamed), `optimizer` (the model in place, the optimiser not written) or
-/// `progress` (both written, the generation not committed).
+/// written, not renamed), `optimizer` (the model in place, the optimiser not written),
+/// `progress` (both written, the generation not committed) or `committed` (the generation
+/// committed: for the last one, before the run saves its backbone).
 #[cfg(not(feature = "fault-injection"))]
 fn fault(_generation: u64, _stage: &str) {}
 
@@ -133,6 +134,7 @@ impl Checkpoint {
             let _ = std::fs::remove_file(m);
             let _ = std::fs::remove_file(o);
         }
+        fault(generation, "committed");
         Ok(())
     }
 

@@ -362,8 +362,16 @@ fn resume<T: Method>(
         // The method's closing measurement (fine-tuning's test accuracy) is taken again from the
         // saved model, so that resuming a finished run still yields it.
         let (model, _) = ckpt.load(model, run.optimizer())?;
+        let trained = model.valid();
         report.line("run already finished; nothing to train");
-        method.finish(&model.valid(), &mut context(run, run.epochs, &mut |s: &str| report.line(s)))?;
+        // A run stopped between its last checkpoint and the backbone's save: the checkpoint holds
+        // the trained model, so the backbone is saved from it (the same bits).
+        let backbone = run.out.join("backbone.bpk");
+        if !backbone.exists() {
+            relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone)?;
+            report.line(&format!("backbone saved to {}", backbone.display()));
+        }
+        method.finish(&trained, &mut context(run, run.epochs, &mut |s: &str| report.line(s)))?;
         return Ok(Resumed::Finished);
     }
     let fresh = std::mem::replace(optim, run.optimizer());
