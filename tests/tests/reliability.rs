@@ -371,6 +371,8 @@ fn a_pretraining_killed_anywhere_resumes_to_the_same_bits() {
         let out = tmp.path().join(name);
         let r = run(&with_out(&out), &[("RELNET_FAULT_ABORT", point)]);
         assert_ne!(r.code, 0, "{point}: the hook aborts the run");
+        // The last generation committed says finished, and no backbone was saved yet.
+        assert!(point != "4:committed" || !out.join("backbone.bpk").exists(), "{point}: a backbone before the save");
         resume_and_compare(&out, point);
     }
     // Real SIGKILLs at instants spread over the run (fixed fractions of the reference's time).

@@ -364,13 +364,12 @@ fn resume<T: Method>(
         let (model, _) = ckpt.load(model, run.optimizer())?;
         let trained = model.valid();
         report.line("run already finished; nothing to train");
-        // A run stopped between its last checkpoint and the backbone's save: the checkpoint holds
-        // the trained model, so the backbone is saved from it (the same bits).
+        // The backbone is saved again from the checkpoint's model (the same bytes: artifacts carry
+        // no parameter ids): a run stopped between its last checkpoint and the backbone's save
+        // has none yet, and a `backbone.bpk` left in the folder by an earlier run is replaced.
         let backbone = run.out.join("backbone.bpk");
-        if !backbone.exists() {
-            relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone)?;
-            report.line(&format!("backbone saved to {}", backbone.display()));
-        }
+        relnet_models::io::save_backbone(T::backbone(&trained), run.backbone, &backbone)?;
+        report.line(&format!("backbone saved to {}", backbone.display()));
         method.finish(&trained, &mut context(run, run.epochs, &mut |s: &str| report.line(s)))?;
         return Ok(Resumed::Finished);
     }
