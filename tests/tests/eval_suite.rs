@@ -189,8 +189,10 @@ fn retrieval_embeddings_and_plots_on_a_frozen_backbone() {
     assert_eq!(meta.class_names.len(), 10);
     assert_eq!(f.labels.iter().filter(|&&l| l == 3).count(), 100, "labels kept");
     // Both retrievals again, from the embeddings by the definitions written out here: the same
-    // precision, recall and mAP to 0.05 points (near-equal scores may rank in another order in
-    // f32 than here in f64; each such swap moves a figure by 0.01 points or less).
+    // precision, recall and mAP, up to near-equal scores ranked in another order in f32 than here
+    // in f64. A swap across rank k moves P@k by one hit of one query, 100 / (1000 k) points (0.1
+    // at k = 1), recall by 100 / (1000 * 500) and mAP by less: P@k may differ by two such swaps
+    // (at least 0.05 points), recall and mAP by 0.05 points.
     let r = relnet(&["eval", "embed", "--backbone", s(&bb), "--split", "train"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (train, _) = relnet_eval::embed::read_embeddings(&output(&r.stdout, "embeddings")).unwrap();
@@ -199,17 +201,18 @@ fn retrieval_embeddings_and_plots_on_a_frozen_backbone() {
         [(&rec, &train, true, &[1usize, 5, 10, 20, 50][..]), (&rec_test, &f, false, &[1, 10][..])]
     {
         let (precision, recall, map) = brute_force_retrieval(&f, gallery, ks, cosine);
-        let close = |key: &str, want: f64| {
+        let close = |key: &str, want: f64, tolerance: f64| {
             let got = metric(rec, key);
             assert!(
-                (got - want).abs() < 0.05,
-                "{key}: the evaluator says {got}, the definition {want} (cosine {cosine})"
+                (got - want).abs() < tolerance,
+                "{key}: the evaluator says {got}, the definition {want} (cosine {cosine}, tolerance {tolerance})"
             );
         };
-        close("map", map);
-        for (i, k) in ks.iter().enumerate() {
-            close(&format!("precision_at_{k}"), precision[i]);
-            close(&format!("recall_at_{k}"), recall[i]);
+        close("map", map, 0.05);
+        for (i, &k) in ks.iter().enumerate() {
+            let swaps = 2.0 * 100.0 / (f.n * k) as f64 + 1e-9;
+            close(&format!("precision_at_{k}"), precision[i], swaps.max(0.05));
+            close(&format!("recall_at_{k}"), recall[i], 0.05);
         }
     }
 
