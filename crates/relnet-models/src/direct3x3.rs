@@ -1276,12 +1276,7 @@ mod tests {
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| (h * w).is_multiple_of(k.lanes())) {
-                let out = forward_small_with(k, &g, &x, &wt);
-                assert_eq!(out.len(), want.len(), "{k:?} {g:?}");
-                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
-                }
-                same_bits_as_first(&mut first, k, out, &g);
+                close_and_same_bits(&mut first, k, forward_small_with(k, &g, &x, &wt), &want, scale, &g);
                 checked += 1;
             }
         }
@@ -1456,6 +1451,24 @@ mod tests {
         }
     }
 
+    /// Asserts that build `k`'s forward output `out` is the definition's `want` within
+    /// `1e-5 * scale` (FMA rounds once per multiply-add where the definition rounds twice), then
+    /// that it has the first build's bits ([`same_bits_as_first`]).
+    fn close_and_same_bits(
+        first: &mut Option<(Kernel, Vec<f32>)>,
+        k: Kernel,
+        out: Vec<f32>,
+        want: &[f32],
+        scale: f32,
+        g: &Geometry,
+    ) {
+        assert_eq!(out.len(), want.len(), "{k:?} {g:?}");
+        for (i, (a, b)) in out.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
+        }
+        same_bits_as_first(first, k, out, g);
+    }
+
     #[test]
     fn every_build_equals_the_definition_and_the_others_bit_for_bit() {
         // (ci, h, w, co): ResNet stages, Conv-4's blocks, the stem, odd heights and widths of
@@ -1506,13 +1519,7 @@ mod tests {
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
-                let out = forward_with(k, &g, &x2, &wt);
-                assert_eq!(out.len(), want.len(), "{k:?} {g:?}");
-                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                    // FMA rounds once per multiply-add where the definition rounds twice.
-                    assert!((a - b).abs() <= 1e-5 * scale, "{k:?} {g:?} at {i}: {a} vs {b}");
-                }
-                same_bits_as_first(&mut first, k, out, &g);
+                close_and_same_bits(&mut first, k, forward_with(k, &g, &x2, &wt), &want, scale, &g);
                 checked += 1;
             }
         }
