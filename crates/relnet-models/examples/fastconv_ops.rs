@@ -3,8 +3,9 @@
 //! the convolution at bf16 precision as training runs it (`fastconv::forward_bf16`: the
 //! AVX512-BF16 kernels where the CPU has them, the rounding passes included); `RELNET_SIMD=avx2`
 //! caps the vector width.
-//! With the argument `conv4`, Conv-4's four convolutions instead.
-//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16] [-- conv4]`
+//! With the argument `conv4`, Conv-4's four convolutions instead; with `n=N`, a batch of `N`
+//! images (a small batch stays in the caches: the kernels' own speed, without the memory's).
+//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16] [-- conv4] [-- n=16]`
 use std::time::Instant;
 
 use relnet_models::fastconv::{Geometry, backward, backward_bf16, forward, forward_bf16};
@@ -14,7 +15,11 @@ fn main() {
     let conv4 = std::env::args().skip(1).any(|a| a == "conv4");
     let model = if conv4 { "Conv-4" } else { "ResNet-32" };
     println!("precision: {}, {model}", if bf16 { "bf16" } else { "fp32" });
-    let n = 256;
+    let n = std::env::args()
+        .skip(1)
+        .find_map(|a| a.strip_prefix("n=").map(|v| v.parse::<usize>().expect("n=N: a batch size")))
+        .unwrap_or(256);
+    println!("batch: {n} images");
     // (ci, side, co, k, stride, pad, how many in ResNet-32)
     let resnet32 = [
         (3, 32, 16, 3, 1, 1, 1),
@@ -39,10 +44,12 @@ fn main() {
         let time = |f: &dyn Fn()| {
             f();
             let t = Instant::now();
-            for _ in 0..3 {
+            // Three passes at batch 256; as many images in all at smaller batches.
+            let reps = (768 / n).max(3);
+            for _ in 0..reps {
                 f();
             }
-            t.elapsed().as_secs_f64() / 3.0
+            t.elapsed().as_secs_f64() / reps as f64
         };
         let fwd = |x: &[f32], w: &[f32]| if bf16 { forward_bf16(&g, x, w) } else { forward(&g, x, w) };
         let bwd = |want_x, want_w| {

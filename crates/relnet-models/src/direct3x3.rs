@@ -183,6 +183,77 @@ mod x86 {
         unsafe { weight_grad::<Avx2>(walk, buf, dyt, dwt) }
     }
 
+    /// The 8 x 8 blocks of [`transpose`]: for every `r0 < rb` and `c0 < cb` (multiples of 8),
+    /// `dst[(c0 + c) * rows + r0 + r] = src[(r0 + r) * cols + c0 + c]` for `r, c < 8`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; `src.len() == dst.len() == rows * cols`; `rb <= rows` and `cb <= cols`
+    /// are multiples of 8.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_blocks_avx2(
+        src: &[f32],
+        rows: usize,
+        cols: usize,
+        rb: usize,
+        cb: usize,
+        dst: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        debug_assert!(src.len() == rows * cols && dst.len() == rows * cols && rb <= rows && cb <= cols);
+        debug_assert!(rb.is_multiple_of(8) && cb.is_multiple_of(8));
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        for r0 in (0..rb).step_by(8) {
+            for c0 in (0..cb).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (i, v) in r.iter_mut().enumerate() {
+                    // SAFETY: row `r0 + i < rb <= rows`, columns `c0 .. c0 + 8 <= cb <= cols`:
+                    // the eight values end at most at `(r0 + i) * cols + cols <= rows * cols`,
+                    // inside `src`.
+                    *v = unsafe { _mm256_loadu_ps(s.add((r0 + i) * cols + c0)) };
+                }
+                // Pairs of rows interleaved, then pairs of pairs: `u[k]` holds rows 0-3 (k < 4)
+                // or 4-7 of column k % 4 in its low half and of column k % 4 + 4 in its high half.
+                let t = [
+                    _mm256_unpacklo_ps(r[0], r[1]),
+                    _mm256_unpackhi_ps(r[0], r[1]),
+                    _mm256_unpacklo_ps(r[2], r[3]),
+                    _mm256_unpackhi_ps(r[2], r[3]),
+                    _mm256_unpacklo_ps(r[4], r[5]),
+                    _mm256_unpackhi_ps(r[4], r[5]),
+                    _mm256_unpacklo_ps(r[6], r[7]),
+                    _mm256_unpackhi_ps(r[6], r[7]),
+                ];
+                let u = [
+                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+                ];
+                // Column c: the low halves (c < 4) or the high halves of `u[c % 4]`, `u[c % 4 + 4]`.
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+                    _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+                    _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+                    _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+                    _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+                    _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+                    _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+                    _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+                ];
+                for (c, v) in out.into_iter().enumerate() {
+                    // SAFETY: row `c0 + c < cb <= cols` of `dst` (`[cols, rows]`), columns
+                    // `r0 .. r0 + 8 <= rb <= rows`: inside `dst`, which is borrowed mutably.
+                    unsafe { _mm256_storeu_ps(d.add((c0 + c) * rows + r0), v) };
+                }
+            }
+        }
+    }
+
     /// [`weight_grad`] in AVX-512.
     ///
     /// # Safety
@@ -848,8 +919,16 @@ pub(crate) fn weight_grad_small_with(
 
 /// `dst[i * rows + r] = src[r * cols + i]`: `src` (`[rows, cols]`) transposed into `dst`
 /// (`[cols, rows]`), in 8 x 8 blocks where both sides allow (a block reads eight runs of eight
-/// values and writes eight), element by element at the edges.
+/// values and writes eight), element by element at the edges. The blocks are moved in AVX2
+/// registers (eight loads, 24 shuffles, eight stores) where the direct kernels run AVX2 or wider,
+/// in plain Rust otherwise (`RELNET_SIMD=portable` included); it is a copy, so the two agree.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    transpose_with(Isa::detect().is_some_and(|isa| isa >= Isa::Avx2), src, rows, cols, dst)
+}
+
+/// [`transpose`], its blocks in AVX2 registers where `avx2` (which then must run here) or in
+/// plain Rust.
+fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     assert!(
         src.len() == rows * cols && dst.len() == rows * cols,
         "transpose: {} and {} values for {rows} x {cols}",
@@ -857,16 +936,27 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
         dst.len()
     );
     let (rb, cb) = (rows - rows % 8, cols - cols % 8);
-    for r0 in (0..rb).step_by(8) {
-        for c0 in (0..cb).step_by(8) {
-            let mut t = [[0f32; 8]; 8];
-            for (r, row) in t.iter_mut().enumerate() {
-                row.copy_from_slice(&src[(r0 + r) * cols + c0..][..8]);
-            }
-            for c in 0..8 {
-                let out: &mut [f32; 8] = (&mut dst[(c0 + c) * rows + r0..][..8]).try_into().expect("8 values");
-                for r in 0..8 {
-                    out[r] = t[r][c];
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        assert!(std::is_x86_feature_detected!("avx2"), "transpose: AVX2 asked for on a CPU without it");
+        // SAFETY: the CPU has AVX2 (asserted); `src` and `dst` hold `rows * cols` values and
+        // `rb`, `cb` are at most `rows`, `cols` (asserted above, computed here).
+        unsafe { x86::transpose_blocks_avx2(src, rows, cols, rb, cb, dst) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    assert!(!avx2, "transpose: AVX2 asked for on a CPU that is not x86-64");
+    if !avx2 {
+        for r0 in (0..rb).step_by(8) {
+            for c0 in (0..cb).step_by(8) {
+                let mut t = [[0f32; 8]; 8];
+                for (r, row) in t.iter_mut().enumerate() {
+                    row.copy_from_slice(&src[(r0 + r) * cols + c0..][..8]);
+                }
+                for c in 0..8 {
+                    let out: &mut [f32; 8] = (&mut dst[(c0 + c) * rows + r0..][..8]).try_into().expect("8 values");
+                    for r in 0..8 {
+                        out[r] = t[r][c];
+                    }
                 }
             }
         }
@@ -1419,13 +1509,26 @@ mod tests {
     #[test]
     fn transpose_moves_every_value_on_block_and_edge_shapes() {
         // Whole 8 x 8 blocks, edges of rows, of columns and of both, and shapes under one block.
-        for (rows, cols) in [(16, 64), (8, 8), (11, 24), (16, 13), (19, 21), (3, 5), (1, 9), (0, 4)] {
+        for (rows, cols) in
+            [(16, 64), (8, 8), (11, 24), (16, 13), (19, 21), (3, 5), (1, 9), (0, 4), (64, 1024), (24, 40)]
+        {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 + 0.5).collect();
-            let mut dst = vec![f32::NAN; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows} x {cols} at ({r}, {c})");
+            // Plain Rust everywhere, AVX2 registers where the CPU has them.
+            let avx2 = cfg!(target_arch = "x86_64") && Isa::hardware().is_some();
+            if !avx2 {
+                eprintln!("SKIP the AVX2 transposition: this CPU has no AVX2 and FMA");
+            }
+            for with_avx2 in [false, true].into_iter().filter(|&v| !v || avx2) {
+                let mut dst = vec![f32::NAN; rows * cols];
+                transpose_with(with_avx2, &src, rows, cols, &mut dst);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(
+                            dst[c * rows + r].to_bits(),
+                            src[r * cols + c].to_bits(),
+                            "{rows} x {cols} at ({r}, {c}), AVX2 {with_avx2}"
+                        );
+                    }
                 }
             }
         }
