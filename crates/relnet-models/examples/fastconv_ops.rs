@@ -5,7 +5,7 @@
 //! caps the vector width.
 //! With the argument `conv4`, Conv-4's four convolutions instead; with `n=N`, a batch of `N`
 //! images (a small batch stays in the caches: the kernels' own speed, without the memory's).
-//! `cargo run --release -p relnet-models --example fastconv_ops [-- bf16] [-- conv4] [-- n=16]`
+//! `cargo run --release -p relnet-models --example fastconv_ops -- [bf16] [conv4] [n=16]`
 use std::time::Instant;
 
 use relnet_models::fastconv::{Geometry, backward, backward_bf16, forward, forward_bf16};
@@ -17,7 +17,10 @@ fn main() {
     println!("precision: {}, {model}", if bf16 { "bf16" } else { "fp32" });
     let n = std::env::args()
         .skip(1)
-        .find_map(|a| a.strip_prefix("n=").map(|v| v.parse::<usize>().expect("n=N: a batch size")))
+        .find_map(|a| {
+            a.strip_prefix("n=")
+                .map(|v| v.parse::<usize>().ok().filter(|&n| n > 0).expect("n=N: a batch size of at least 1"))
+        })
         .unwrap_or(256);
     println!("batch: {n} images");
     // (ci, side, co, k, stride, pad, how many in ResNet-32)
@@ -76,7 +79,7 @@ fn main() {
         tx += dx * count as f64;
     }
     println!(
-        "{model}'s convolutions per step: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms",
+        "{model}'s convolutions per step of {n} images: forward {:.0} ms, dW {:.0} ms, dX {:.0} ms",
         tf * 1e3,
         tw * 1e3,
         tx * 1e3,

@@ -200,8 +200,8 @@ mod x86 {
         dst: &mut [f32],
     ) {
         use std::arch::x86_64::*;
-        debug_assert!(src.len() == rows * cols && dst.len() == rows * cols && rb <= rows && cb <= cols);
-        debug_assert!(rb.is_multiple_of(8) && cb.is_multiple_of(8));
+        assert!(src.len() == rows * cols && dst.len() == rows * cols && rb <= rows && cb <= cols);
+        assert!(rb.is_multiple_of(8) && cb.is_multiple_of(8));
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
         for r0 in (0..rb).step_by(8) {
             for c0 in (0..cb).step_by(8) {
@@ -919,8 +919,8 @@ pub(crate) fn weight_grad_small_with(
 
 /// `dst[i * rows + r] = src[r * cols + i]`: `src` (`[rows, cols]`) transposed into `dst`
 /// (`[cols, rows]`), in 8 x 8 blocks where both sides allow (a block reads eight runs of eight
-/// values and writes eight), element by element at the edges. The blocks are moved in AVX2
-/// registers (eight loads, 24 shuffles, eight stores) where the direct kernels run AVX2 or wider,
+/// values and writes eight), element by element at the edges. The blocks are moved in 256-bit
+/// AVX registers (eight loads, 24 shuffles, eight stores) where the direct kernels run AVX2 or wider,
 /// in plain Rust otherwise (`RELNET_SIMD=portable` included); it is a copy, so the two agree.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     transpose_with(Isa::detect().is_some_and(|isa| isa >= Isa::Avx2), src, rows, cols, dst)
@@ -929,8 +929,9 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 /// [`transpose`], its blocks in AVX2 registers where `avx2` (which then must run here) or in
 /// plain Rust.
 fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    let len = rows.checked_mul(cols).unwrap_or_else(|| panic!("transpose: {rows} x {cols} overflows usize"));
     assert!(
-        src.len() == rows * cols && dst.len() == rows * cols,
+        src.len() == len && dst.len() == len,
         "transpose: {} and {} values for {rows} x {cols}",
         src.len(),
         dst.len()
@@ -939,8 +940,9 @@ fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [
     #[cfg(target_arch = "x86_64")]
     if avx2 {
         assert!(std::is_x86_feature_detected!("avx2"), "transpose: AVX2 asked for on a CPU without it");
-        // SAFETY: the CPU has AVX2 (asserted); `src` and `dst` hold `rows * cols` values and
-        // `rb`, `cb` are at most `rows`, `cols` (asserted above, computed here).
+        // SAFETY: the CPU has AVX2 (asserted); `src` and `dst` hold `rows * cols` values
+        // (asserted above, the product checked); `rb = rows - rows % 8` and `cb = cols - cols % 8`
+        // are multiples of 8 and at most `rows` and `cols`.
         unsafe { x86::transpose_blocks_avx2(src, rows, cols, rb, cb, dst) };
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -1508,16 +1510,16 @@ mod tests {
 
     #[test]
     fn transpose_moves_every_value_on_block_and_edge_shapes() {
+        // Plain Rust everywhere, AVX2 registers where the direct kernels run AVX2 or wider.
+        let avx2 = Isa::hardware().is_some();
+        if !avx2 {
+            eprintln!("SKIP the AVX2 transposition: this CPU has no AVX2 + FMA");
+        }
         // Whole 8 x 8 blocks, edges of rows, of columns and of both, and shapes under one block.
         for (rows, cols) in
             [(16, 64), (8, 8), (11, 24), (16, 13), (19, 21), (3, 5), (1, 9), (0, 4), (64, 1024), (24, 40)]
         {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 + 0.5).collect();
-            // Plain Rust everywhere, AVX2 registers where the CPU has them.
-            let avx2 = cfg!(target_arch = "x86_64") && Isa::hardware().is_some();
-            if !avx2 {
-                eprintln!("SKIP the AVX2 transposition: this CPU has no AVX2 and FMA");
-            }
             for with_avx2 in [false, true].into_iter().filter(|&v| !v || avx2) {
                 let mut dst = vec![f32::NAN; rows * cols];
                 transpose_with(with_avx2, &src, rows, cols, &mut dst);
