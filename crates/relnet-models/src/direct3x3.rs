@@ -200,7 +200,8 @@ mod x86 {
         dst: &mut [f32],
     ) {
         use std::arch::x86_64::*;
-        assert!(src.len() == rows * cols && dst.len() == rows * cols && rb <= rows && cb <= cols);
+        let len = rows.checked_mul(cols).expect("transpose: rows * cols overflows usize");
+        assert!(src.len() == len && dst.len() == len && rb <= rows && cb <= cols);
         assert!(rb.is_multiple_of(8) && cb.is_multiple_of(8));
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
         for r0 in (0..rb).step_by(8) {
