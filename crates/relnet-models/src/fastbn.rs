@@ -28,6 +28,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use crate::fastconv::{enabled, mul, on_flex, par_filled, values};
+use crate::lanes::{Arith, PairSum, sums2};
 
 /// Panics, naming `what`, unless `x` values are whole images of `channels` planes of `plane`
 /// values (`n` of them, where given): what the kernels below index by. Returns the length of
@@ -68,24 +69,40 @@ fn per_channel<T: Send>(
         .collect()
 }
 
-/// `(sum of f(a, b), sum of g(a, b))` over two equally long slices: eight f32 lanes each (which
-/// the compiler vectorises), summed in f64 at the end. A fixed order: the same bits every time.
-fn sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32, g: impl Fn(f32, f32) -> f32) -> (f64, f64) {
-    let (mut u, mut v) = ([0f32; 8], [0f32; 8]);
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            u[l] += f(x[l], y[l]);
-            v[l] += g(x[l], y[l]);
+/// The sum of a plane's values (`f`) and, about a given mean, of their squared deviations (`g`):
+/// the two passes of [`statistics`], each reading one slice as both operands.
+struct Moments {
+    mean: f32,
+}
+
+impl PairSum for Moments {
+    fn f<T: Arith>(&self, v: T, _: T) -> T {
+        v
+    }
+    fn g<T: Arith>(&self, v: T, _: T) -> T {
+        let d = v.sub(T::splat(self.mean));
+        d.mul(d)
+    }
+}
+
+/// The backward pass's per-channel sums of the output gradient `g` (`f`) and of `g * (x - mean)`
+/// (`g`); with `relu` (the forward pass's per-channel `(scale, shift)`), `g` only where
+/// `x * scale + shift` was positive, decided by the forward pass's float operations.
+struct GradSums {
+    mean: f32,
+    relu: Option<(f32, f32)>,
+}
+
+impl PairSum for GradSums {
+    fn f<T: Arith>(&self, g: T, x: T) -> T {
+        match self.relu {
+            Some((a, b)) => x.mul(T::splat(a)).add(T::splat(b)).pass_if_positive(g),
+            None => g,
         }
     }
-    let (mut su, mut sv) = (u.iter().map(|&t| t as f64).sum::<f64>(), v.iter().map(|&t| t as f64).sum::<f64>());
-    for (&x, &y) in ra.iter().zip(rb) {
-        su += f(x, y) as f64;
-        sv += g(x, y) as f64;
+    fn g<T: Arith>(&self, g: T, x: T) -> T {
+        self.f(g, x).mul(x.sub(T::splat(self.mean)))
     }
-    (su, sv)
 }
 
 /// Mean and biased variance of every channel of `x` (`[n, channels, plane]`): per plane in f32
@@ -97,12 +114,12 @@ pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f3
         let (mut s, mut ss) = (0f64, 0f64);
         let planes: Vec<&[f32]> = planes.collect();
         for p in &planes {
-            s += sums2(p, p, |v, _| v, |_, _| 0.0).0;
+            s += sums2(p, p, &Moments { mean: 0.0 }).0;
         }
         let mean = s / count;
-        let m = mean as f32;
+        let m = Moments { mean: mean as f32 };
         for p in &planes {
-            ss += sums2(p, p, |v, _| (v - m) * (v - m), |_, _| 0.0).0;
+            ss += sums2(p, p, &m).1;
         }
         (mean as f32, (ss / count) as f32)
     });
@@ -232,10 +249,10 @@ pub fn backward(
     // Per channel: sum of dy (dbeta) and of dy * (x - mean) (dgamma, before `inv_std`).
     let sums = per_channel(dy, n, channels, plane, |c, dys| {
         let (mut sd, mut sdx) = (0f64, 0f64);
-        let (m, pass) = (mean[c], pass(c));
+        let op = GradSums { mean: mean[c], relu: relu.as_ref().map(|(s, t)| (s[c], t[c])) };
         for (i, d) in dys.enumerate() {
             let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
-            let (a, b) = sums2(d, xs, pass, |g, v| pass(g, v) * (v - m));
+            let (a, b) = sums2(d, xs, &op);
             sd += a;
             sdx += b;
         }
@@ -383,8 +400,8 @@ pub fn bn_add_relu_backward(
             let di = unsafe { std::slice::from_raw_parts(di.as_ptr().cast::<f32>(), di.len()) };
             (0..channels)
                 .map(|c| {
-                    let (r, m) = (c * plane..(c + 1) * plane, mean[c]);
-                    sums2(&di[r.clone()], &yi[r], |g, _| g, |g, v| g * (v - m))
+                    let r = c * plane..(c + 1) * plane;
+                    sums2(&di[r.clone()], &yi[r], &GradSums { mean: mean[c], relu: None })
                 })
                 .collect()
         })

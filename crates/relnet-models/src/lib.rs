@@ -18,6 +18,7 @@ pub mod fastconv;
 pub mod fastpool;
 pub mod heads;
 pub mod io;
+mod lanes;
 pub mod layers;
 pub mod params;
 pub mod plan;
