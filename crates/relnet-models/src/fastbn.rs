@@ -69,19 +69,31 @@ fn per_channel<T: Send>(
         .collect()
 }
 
-/// The sum of a plane's values (`f`) and, about a given mean, of their squared deviations (`g`):
-/// the two passes of [`statistics`], each reading one slice as both operands.
-struct Moments {
-    mean: f32,
-}
+/// The sum of a plane's values (`f`; `g` is 0): the first pass of [`statistics`].
+struct Sum;
 
-impl PairSum for Moments {
+impl PairSum for Sum {
     fn f<T: Arith>(&self, v: T, _: T) -> T {
         v
     }
-    fn g<T: Arith>(&self, v: T, _: T) -> T {
+    fn g<T: Arith>(&self, _: T, _: T) -> T {
+        T::splat(0.0)
+    }
+}
+
+/// The sum of a plane's squared deviations from `mean` (`f`; `g` is 0): the second pass of
+/// [`statistics`].
+struct SquaredDeviations {
+    mean: f32,
+}
+
+impl PairSum for SquaredDeviations {
+    fn f<T: Arith>(&self, v: T, _: T) -> T {
         let d = v.sub(T::splat(self.mean));
         d.mul(d)
+    }
+    fn g<T: Arith>(&self, _: T, _: T) -> T {
+        T::splat(0.0)
     }
 }
 
@@ -114,12 +126,12 @@ pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f3
         let (mut s, mut ss) = (0f64, 0f64);
         let planes: Vec<&[f32]> = planes.collect();
         for p in &planes {
-            s += sums2(p, p, &Moments { mean: 0.0 }).0;
+            s += sums2(p, p, &Sum).0;
         }
         let mean = s / count;
-        let m = Moments { mean: mean as f32 };
+        let dev = SquaredDeviations { mean: mean as f32 };
         for p in &planes {
-            ss += sums2(p, p, &m).1;
+            ss += sums2(p, p, &dev).0;
         }
         (mean as f32, (ss / count) as f32)
     });

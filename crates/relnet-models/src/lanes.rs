@@ -10,8 +10,11 @@
 //! whole-array map of one IEEE operation per lane (no fused multiply-add), which the compiler
 //! turns into vector instructions, and a masked value is `g` where the test is greater than zero
 //! and `0` otherwise (NaN: `0`), as the scalar code decided it: the same bits, lane for lane,
-//! which the tests check against that scalar loop. No `unsafe`, no run-time dispatch: it builds
-//! for the crate's target (SSE2 on x86-64) and any other.
+//! which the tests check against that scalar loop. The array form alone was not enough: after
+//! inlining, the compiler paired the two sums' lanes again in some callers (the statistics' sum
+//! of squares), so on x86-64 the lanes are two SSE registers ([`L8`], explicit instructions; SSE
+//! is in every x86-64 build, so nothing is detected at run time), the array elsewhere. Both
+//! forms are tested against the scalar loop, bit for bit.
 
 /// The operations the sums are written in: each rounded once per lane, as `f32` arithmetic is.
 pub(crate) trait Arith: Copy {
@@ -46,7 +49,8 @@ impl Arith for f32 {
     }
 }
 
-/// Eight lanes.
+/// Eight lanes as an array: [`L8`] where there is no SSE, and on x86-64 the tests' second form.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse", not(test)), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Array8(pub [f32; 8]);
 
@@ -80,6 +84,95 @@ impl Arith for Array8 {
     }
 }
 
+/// The eight lanes as this build sums them: two SSE registers on x86-64 ([`sse::Sse8`]), the
+/// array elsewhere.
+pub(crate) trait Lanes: Arith {
+    fn load(v: &[f32; 8]) -> Self;
+    fn to_array(self) -> [f32; 8];
+}
+
+impl Lanes for Array8 {
+    #[inline(always)]
+    fn load(v: &[f32; 8]) -> Self {
+        Array8(*v)
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; 8] {
+        self.0
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+mod sse {
+    use std::arch::x86_64::*;
+
+    use super::{Arith, Lanes};
+
+    /// Lanes 0-3 and 4-7 in two SSE registers. SSE is part of the x86-64 baseline, so every
+    /// build for it enables it (the `cfg` above checks) and no CPU check is needed at run time.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Sse8(__m128, __m128);
+
+    impl Arith for Sse8 {
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); no memory is touched.
+            unsafe { Sse8(_mm_set1_ps(v), _mm_set1_ps(v)) }
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); no memory is touched.
+            unsafe { Sse8(_mm_add_ps(self.0, o.0), _mm_add_ps(self.1, o.1)) }
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); no memory is touched.
+            unsafe { Sse8(_mm_sub_ps(self.0, o.0), _mm_sub_ps(self.1, o.1)) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); no memory is touched.
+            unsafe { Sse8(_mm_mul_ps(self.0, o.0), _mm_mul_ps(self.1, o.1)) }
+        }
+        #[inline(always)]
+        fn pass_if_positive(self, g: Self) -> Self {
+            // `cmpgt` is all ones where `self > 0` (an ordered test: false for NaN), so `and`
+            // keeps `g` there and gives +0.0 elsewhere, as the scalar form's `0.0`.
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); no memory is touched.
+            unsafe {
+                let z = _mm_setzero_ps();
+                Sse8(_mm_and_ps(_mm_cmpgt_ps(self.0, z), g.0), _mm_and_ps(_mm_cmpgt_ps(self.1, z), g.1))
+            }
+        }
+    }
+
+    impl Lanes for Sse8 {
+        #[inline(always)]
+        fn load(v: &[f32; 8]) -> Self {
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); `v` is eight floats,
+            // valid for reads at 0..4 and 4..8, and `_mm_loadu_ps` takes any alignment.
+            unsafe { Sse8(_mm_loadu_ps(v.as_ptr()), _mm_loadu_ps(v.as_ptr().add(4))) }
+        }
+        #[inline(always)]
+        fn to_array(self) -> [f32; 8] {
+            let mut out = [0f32; 8];
+            // SAFETY: SSE is enabled in this build (the module's `cfg`); `out` is eight floats,
+            // valid for writes at 0..4 and 4..8, and `_mm_storeu_ps` takes any alignment.
+            unsafe {
+                _mm_storeu_ps(out.as_mut_ptr(), self.0);
+                _mm_storeu_ps(out.as_mut_ptr().add(4), self.1);
+            }
+            out
+        }
+    }
+}
+
+/// The lanes [`sums2`] uses in this build.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+pub(crate) type L8 = sse::Sse8;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+pub(crate) type L8 = Array8;
+
 /// Two per-lane functions of a pair of values, written once for a vector of lanes and for one
 /// value: what [`sums2`] adds up.
 pub(crate) trait PairSum: Sync {
@@ -95,15 +188,21 @@ pub(crate) trait PairSum: Sync {
 ///
 /// Unless the slices are equally long.
 pub(crate) fn sums2(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
+    sums2_in::<L8>(a, b, op)
+}
+
+/// [`sums2`] in the lanes `T`.
+#[inline(always)]
+fn sums2_in<T: Lanes>(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
     assert!(a.len() == b.len(), "lanes::sums2: slices of {} and {} values", a.len(), b.len());
-    let (mut u, mut v) = (Array8::splat(0.0), Array8::splat(0.0));
+    let (mut u, mut v) = (T::splat(0.0), T::splat(0.0));
     let (ca, cb) = (a.as_chunks::<8>(), b.as_chunks::<8>());
     for (x, y) in ca.0.iter().zip(cb.0) {
-        let (x, y) = (Array8(*x), Array8(*y));
+        let (x, y) = (T::load(x), T::load(y));
         u = u.add(op.f(x, y));
         v = v.add(op.g(x, y));
     }
-    let (u, v) = (u.0, v.0);
+    let (u, v) = (u.to_array(), v.to_array());
     let (mut su, mut sv) = (u.iter().map(|&t| t as f64).sum::<f64>(), v.iter().map(|&t| t as f64).sum::<f64>());
     for (&x, &y) in ca.1.iter().zip(cb.1) {
         su += op.f(x, y) as f64;
@@ -175,11 +274,12 @@ mod tests {
             }
             let op = Masked { a: 4.0, b: -1.0, m: 0.125 };
             let want = scalar(&g, &x, &op);
-            let got = sums2(&g, &x, &op);
-            assert!(
-                got.0.to_bits() == want.0.to_bits() && got.1.to_bits() == want.1.to_bits(),
-                "{len} values: {got:?} against the scalar code's {want:?}"
-            );
+            for (name, got) in [("Array8", sums2_in::<Array8>(&g, &x, &op)), ("L8", sums2(&g, &x, &op))] {
+                assert!(
+                    got.0.to_bits() == want.0.to_bits() && got.1.to_bits() == want.1.to_bits(),
+                    "{name}, {len} values: {got:?} against the scalar code's {want:?}"
+                );
+            }
         }
     }
 
@@ -192,5 +292,6 @@ mod tests {
         for l in 0..8 {
             assert_eq!(t.0[l].pass_if_positive(g.0[l]), want[l], "lane {l}");
         }
+        assert_eq!(L8::load(&t.0).pass_if_positive(L8::load(&g.0)).to_array(), want);
     }
 }
