@@ -289,8 +289,8 @@ mod tests {
         let g = Array8([2.0; 8]);
         let want = [2.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 0.0];
         assert_eq!(t.pass_if_positive(g).0, want);
-        for l in 0..8 {
-            assert_eq!(t.0[l].pass_if_positive(g.0[l]), want[l], "lane {l}");
+        for (l, &w) in want.iter().enumerate() {
+            assert_eq!(t.0[l].pass_if_positive(g.0[l]), w, "lane {l}");
         }
         assert_eq!(L8::load(&t.0).pass_if_positive(L8::load(&g.0)).to_array(), want);
     }
