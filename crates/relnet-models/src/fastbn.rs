@@ -69,51 +69,52 @@ fn per_channel<T: Send>(
         .collect()
 }
 
-/// The sum of a plane's values (`f`; `g` is 0): the first pass of [`statistics`].
-struct Sum;
+/// The sum of a plane's values (`first`; `second` is 0): the first pass of [`statistics`].
+pub(crate) struct PlaneSum;
 
-impl PairSum for Sum {
-    fn f<T: Arith>(&self, v: T, _: T) -> T {
+impl PairSum for PlaneSum {
+    fn first<T: Arith>(&self, v: T, _: T) -> T {
         v
     }
-    fn g<T: Arith>(&self, _: T, _: T) -> T {
+    fn second<T: Arith>(&self, _: T, _: T) -> T {
         T::splat(0.0)
     }
 }
 
-/// The sum of a plane's squared deviations from `mean` (`f`; `g` is 0): the second pass of
-/// [`statistics`].
-struct SquaredDeviations {
-    mean: f32,
+/// The sum of a plane's squared deviations from `mean` (`first`; `second` is 0): the second
+/// pass of [`statistics`].
+pub(crate) struct SquaredDeviations {
+    pub(crate) mean: f32,
 }
 
 impl PairSum for SquaredDeviations {
-    fn f<T: Arith>(&self, v: T, _: T) -> T {
+    fn first<T: Arith>(&self, v: T, _: T) -> T {
         let d = v.sub(T::splat(self.mean));
         d.mul(d)
     }
-    fn g<T: Arith>(&self, _: T, _: T) -> T {
+    fn second<T: Arith>(&self, _: T, _: T) -> T {
         T::splat(0.0)
     }
 }
 
-/// The backward pass's per-channel sums of the output gradient `g` (`f`) and of `g * (x - mean)`
-/// (`g`); with `relu` (the forward pass's per-channel `(scale, shift)`), `g` only where
-/// `x * scale + shift` was positive, decided by the forward pass's float operations.
-struct GradSums {
-    mean: f32,
-    relu: Option<(f32, f32)>,
+/// The backward pass's per-channel sums over the output gradient `dy` and the input `x`:
+/// `first` is `dy` itself or, with `relu` (the forward pass's per-channel `(scale, shift)`),
+/// `dy` only where `x * scale + shift` was positive (decided by the forward pass's float
+/// operations) and 0 elsewhere; `second` is `first * (x - mean)`.
+pub(crate) struct GradSums {
+    pub(crate) mean: f32,
+    pub(crate) relu: Option<(f32, f32)>,
 }
 
 impl PairSum for GradSums {
-    fn f<T: Arith>(&self, g: T, x: T) -> T {
+    fn first<T: Arith>(&self, dy: T, x: T) -> T {
         match self.relu {
-            Some((a, b)) => x.mul(T::splat(a)).add(T::splat(b)).pass_if_positive(g),
-            None => g,
+            Some((a, b)) => x.mul(T::splat(a)).add(T::splat(b)).pass_if_positive(dy),
+            None => dy,
         }
     }
-    fn g<T: Arith>(&self, g: T, x: T) -> T {
-        self.f(g, x).mul(x.sub(T::splat(self.mean)))
+    fn second<T: Arith>(&self, dy: T, x: T) -> T {
+        self.first(dy, x).mul(x.sub(T::splat(self.mean)))
     }
 }
 
@@ -126,7 +127,7 @@ pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f3
         let (mut s, mut ss) = (0f64, 0f64);
         let planes: Vec<&[f32]> = planes.collect();
         for p in &planes {
-            s += sums2(p, p, &Sum).0;
+            s += sums2(p, p, &PlaneSum).0;
         }
         let mean = s / count;
         let dev = SquaredDeviations { mean: mean as f32 };
@@ -252,16 +253,17 @@ pub fn backward(
         check_channels(WHAT, channels, &[("beta", beta)]);
         affine(channels, mean, var, gamma, beta, eps)
     });
-    // `g` where the ReLU let the value through (or there is none), 0 where it did not.
+    // Channel `c`'s sums, whose first function is also the gradient `finish` passes on: `dy`
+    // where the ReLU let the value through (or there is none), 0 where it did not.
+    let op = |c: usize| GradSums { mean: mean[c], relu: relu.as_ref().map(|(s, t)| (s[c], t[c])) };
     let pass = |c: usize| {
-        let (a, b) = relu.as_ref().map_or((0.0, 0.0), |(s, t)| (s[c], t[c]));
-        let on = relu.is_some();
-        move |g: f32, v: f32| if !on || v * a + b > 0.0 { g } else { 0.0 }
+        let op = op(c);
+        move |g: f32, v: f32| op.first(g, v)
     };
     // Per channel: sum of dy (dbeta) and of dy * (x - mean) (dgamma, before `inv_std`).
     let sums = per_channel(dy, n, channels, plane, |c, dys| {
         let (mut sd, mut sdx) = (0f64, 0f64);
-        let op = GradSums { mean: mean[c], relu: relu.as_ref().map(|(s, t)| (s[c], t[c])) };
+        let op = op(c);
         for (i, d) in dys.enumerate() {
             let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
             let (a, b) = sums2(d, xs, &op);

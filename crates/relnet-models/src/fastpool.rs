@@ -102,7 +102,14 @@ pub fn backward(dy: &[f32], planes: usize, h: usize, w: usize, kh: usize, kw: us
                     if kw == 2 {
                         // Pairs zipped with the gradients: no index arithmetic or bounds checks
                         // in the loop, which the compiler then vectorises.
-                        for (pair, &g) in row.as_chunks_mut::<2>().0.iter_mut().zip(d) {
+                        let pairs = row.as_chunks_mut::<2>().0;
+                        debug_assert!(
+                            pairs.len() == d.len(),
+                            "fastpool::backward: {} pairs for {} values",
+                            pairs.len(),
+                            d.len()
+                        );
+                        for (pair, &g) in pairs.iter_mut().zip(d) {
                             *pair = [MaybeUninit::new(g * scale); 2];
                         }
                     } else {

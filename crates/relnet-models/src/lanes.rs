@@ -1,20 +1,19 @@
 //! Eight f32 lanes for batch norm's per-channel sums (`fastbn.rs`), with the few operations they
-//! need written once, generic over [`Arith`], for the eight lanes ([`Array8`]) and for one value
-//! (`f32`, the tail of a plane).
+//! need written once, generic over [`Arith`], for eight lanes ([`L8`]) and for one value (`f32`,
+//! the tail of a plane).
 //!
-//! Why: batch norm sums each channel in eight f32 lanes (a fixed order, the same bits at any
-//! thread count). Written as one loop that added both sums lane by lane (`u[l] += f(..)`,
-//! `v[l] += g(..)`), the compiler vectorised the plain sums but not the backward pass's masked
-//! ones (batch norm + ReLU): it paired each lane's two sums and ran the lanes one or two at a
-//! time, 11% of Conv-4's step on an AVX2 host (docs/performance.md). Here every operation is a
-//! whole-array map of one IEEE operation per lane (no fused multiply-add), which the compiler
-//! turns into vector instructions, and a masked value is `g` where the test is greater than zero
-//! and `0` otherwise (NaN: `0`), as the scalar code decided it: the same bits, lane for lane,
-//! which the tests check against that scalar loop. The array form alone was not enough: after
-//! inlining, the compiler paired the two sums' lanes again in some callers (the statistics' sum
-//! of squares), so on x86-64 the lanes are two SSE registers ([`L8`], explicit instructions; SSE
-//! is in every x86-64 build, so nothing is detected at run time), the array elsewhere. Both
-//! forms are tested against the scalar loop, bit for bit.
+//! Batch norm sums each channel in eight f32 lanes, lane `l` taking values `l, l + 8, ...`: a
+//! fixed order, the same bits at any thread count. On x86-64 the lanes are two SSE registers
+//! (`sse::Sse8`, explicit instructions; SSE is in every x86-64 build, so nothing is detected at
+//! run time), elsewhere an array ([`Array8`]). Every operation is one IEEE operation per lane (no
+//! fused multiply-add), and a masked value is the value where the test is greater than zero and
+//! +0.0 otherwise (NaN: +0.0), as the scalar code it replaced decided it: the same bits, which the
+//! tests check against that code (NaN where it gave NaN; Rust leaves NaN payloads open).
+//!
+//! Why explicit lanes: the scalar code added both sums lane by lane (`u[l] += f(..)`,
+//! `v[l] += g(..)`), and the compiler paired each lane's two sums instead of vectorising across
+//! lanes in the backward pass's masked sums (batch norm + ReLU) and the statistics' sum of
+//! squares, which then ran one or two lanes at a time (docs/performance.md, "Batch norm's sums").
 
 /// The operations the sums are written in: each rounded once per lane, as `f32` arithmetic is.
 pub(crate) trait Arith: Copy {
@@ -50,10 +49,11 @@ impl Arith for f32 {
 }
 
 /// Eight lanes as an array: [`L8`] where there is no SSE, and on x86-64 the tests' second form.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse", not(test)), allow(dead_code))]
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse"))))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Array8(pub [f32; 8]);
 
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse"))))]
 impl Array8 {
     #[inline(always)]
     fn map2(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
@@ -61,6 +61,7 @@ impl Array8 {
     }
 }
 
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse"))))]
 impl Arith for Array8 {
     #[inline(always)]
     fn splat(v: f32) -> Self {
@@ -68,29 +69,29 @@ impl Arith for Array8 {
     }
     #[inline(always)]
     fn add(self, o: Self) -> Self {
-        self.map2(o, f32::add)
+        self.map2(o, Arith::add)
     }
     #[inline(always)]
     fn sub(self, o: Self) -> Self {
-        self.map2(o, f32::sub)
+        self.map2(o, Arith::sub)
     }
     #[inline(always)]
     fn mul(self, o: Self) -> Self {
-        self.map2(o, f32::mul)
+        self.map2(o, Arith::mul)
     }
     #[inline(always)]
     fn pass_if_positive(self, g: Self) -> Self {
-        self.map2(g, f32::pass_if_positive)
+        self.map2(g, Arith::pass_if_positive)
     }
 }
 
-/// The eight lanes as this build sums them: two SSE registers on x86-64 ([`sse::Sse8`]), the
-/// array elsewhere.
+/// Eight lanes loaded from and unloaded to an array, lane `l` at index `l`.
 pub(crate) trait Lanes: Arith {
     fn load(v: &[f32; 8]) -> Self;
     fn to_array(self) -> [f32; 8];
 }
 
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse"))))]
 impl Lanes for Array8 {
     #[inline(always)]
     fn load(v: &[f32; 8]) -> Self {
@@ -175,12 +176,12 @@ pub(crate) type L8 = Array8;
 
 /// Two per-lane functions of a pair of values, written once for a vector of lanes and for one
 /// value: what [`sums2`] adds up.
-pub(crate) trait PairSum: Sync {
-    fn f<T: Arith>(&self, a: T, b: T) -> T;
-    fn g<T: Arith>(&self, a: T, b: T) -> T;
+pub(crate) trait PairSum {
+    fn first<T: Arith>(&self, a: T, b: T) -> T;
+    fn second<T: Arith>(&self, a: T, b: T) -> T;
 }
 
-/// `(sum of f(a, b), sum of g(a, b))` over two equally long slices: eight f32 lanes each, lane
+/// `(sum of first(a, b), sum of second(a, b))` over two equally long slices: eight f32 lanes each, lane
 /// `l` taking values `l, l + 8, ...` in order, the lanes then summed in f64 in lane order and the
 /// tail (fewer than 8 values) added one by one. A fixed order: the same bits every time.
 ///
@@ -199,14 +200,14 @@ fn sums2_in<T: Lanes>(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
     let (ca, cb) = (a.as_chunks::<8>(), b.as_chunks::<8>());
     for (x, y) in ca.0.iter().zip(cb.0) {
         let (x, y) = (T::load(x), T::load(y));
-        u = u.add(op.f(x, y));
-        v = v.add(op.g(x, y));
+        u = u.add(op.first(x, y));
+        v = v.add(op.second(x, y));
     }
     let (u, v) = (u.to_array(), v.to_array());
     let (mut su, mut sv) = (u.iter().map(|&t| t as f64).sum::<f64>(), v.iter().map(|&t| t as f64).sum::<f64>());
     for (&x, &y) in ca.1.iter().zip(cb.1) {
-        su += op.f(x, y) as f64;
-        sv += op.g(x, y) as f64;
+        su += op.first(x, y) as f64;
+        sv += op.second(x, y) as f64;
     }
     (su, sv)
 }
@@ -214,39 +215,26 @@ fn sums2_in<T: Lanes>(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fastbn::{GradSums, PlaneSum, SquaredDeviations};
 
-    /// The sums as `fastbn` wrote them before: `[f32; 8]` lanes, both sums lane by lane.
-    fn scalar(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
+    /// `fastbn::sums2` as it was before these lanes, verbatim: `[f32; 8]` lanes, both sums lane
+    /// by lane, through scalar closures. The reference the lanes must give the bits of.
+    fn old_sums2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32, g: impl Fn(f32, f32) -> f32) -> (f64, f64) {
         let (mut u, mut v) = ([0f32; 8], [0f32; 8]);
         let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
         let (ra, rb) = (ca.remainder(), cb.remainder());
         for (x, y) in ca.zip(cb) {
             for l in 0..8 {
-                u[l] += op.f(x[l], y[l]);
-                v[l] += op.g(x[l], y[l]);
+                u[l] += f(x[l], y[l]);
+                v[l] += g(x[l], y[l]);
             }
         }
         let (mut su, mut sv) = (u.iter().map(|&t| t as f64).sum::<f64>(), v.iter().map(|&t| t as f64).sum::<f64>());
         for (&x, &y) in ra.iter().zip(rb) {
-            su += op.f(x, y) as f64;
-            sv += op.g(x, y) as f64;
+            su += f(x, y) as f64;
+            sv += g(x, y) as f64;
         }
         (su, sv)
-    }
-
-    /// Batch norm + ReLU's backward sums: the masked gradient and its product with `x - m`.
-    struct Masked {
-        a: f32,
-        b: f32,
-        m: f32,
-    }
-    impl PairSum for Masked {
-        fn f<T: Arith>(&self, g: T, x: T) -> T {
-            x.mul(T::splat(self.a)).add(T::splat(self.b)).pass_if_positive(g)
-        }
-        fn g<T: Arith>(&self, g: T, x: T) -> T {
-            self.f(g, x).mul(x.sub(T::splat(self.m)))
-        }
     }
 
     fn noise(len: usize, seed: u32) -> Vec<f32> {
@@ -261,37 +249,60 @@ mod tests {
             .collect()
     }
 
+    fn same(what: &str, got: (f64, f64), want: (f64, f64)) {
+        assert!(
+            got.0.to_bits() == want.0.to_bits() && got.1.to_bits() == want.1.to_bits(),
+            "{what}: {got:?} against the old code's {want:?}"
+        );
+    }
+
+    /// fastbn's own sums (the statistics' two passes, the backward pass's sums with and without
+    /// the ReLU's mask) in both lane forms, against the old closures on the same values.
     #[test]
-    fn the_lanes_give_the_scalar_loops_bits() {
+    fn fastbns_sums_give_the_old_codes_bits_in_both_lane_forms() {
         for (len, seed) in [(0, 1), (5, 2), (8, 3), (13, 4), (1024, 5), (1031, 6), (4096, 7)] {
-            let (mut g, mut x) = (noise(len, seed), noise(len, seed + 100));
-            // Values at the mask's edge: an input whose affine map is exactly 0 (masked out)
-            // and negative zeros (NaN is the mask test's below: it makes these sums NaN).
+            let (mut dy, mut x) = (noise(len, seed), noise(len, seed + 100));
             if len >= 8 {
-                x[3] = 0.25; // 0.25 * 4 - 1 = 0 exactly
+                // At the mask's edge with (a, b) = (4, -1): 0.25 * 4 - 1 is exactly 0 (masked
+                // out); with (a, b) = (4, 0): -0.0 * 4 + 0 is +0.0 (masked out). Negative zeros
+                // in the gradient too.
+                x[3] = 0.25;
                 x[5] = -0.0;
-                g[2] = -0.0;
+                dy[2] = -0.0;
             }
-            let op = Masked { a: 4.0, b: -1.0, m: 0.125 };
-            let want = scalar(&g, &x, &op);
-            for (name, got) in [("Array8", sums2_in::<Array8>(&g, &x, &op)), ("L8", sums2(&g, &x, &op))] {
-                assert!(
-                    got.0.to_bits() == want.0.to_bits() && got.1.to_bits() == want.1.to_bits(),
-                    "{name}, {len} values: {got:?} against the scalar code's {want:?}"
-                );
+            let m = 0.125f32;
+            for (a, b) in [(4.0f32, -1.0f32), (4.0, 0.0), (-0.5, 0.25)] {
+                let op = GradSums { mean: m, relu: Some((a, b)) };
+                let pass = |g: f32, v: f32| if v * a + b > 0.0 { g } else { 0.0 };
+                let want = old_sums2(&dy, &x, pass, |g, v| pass(g, v) * (v - m));
+                same(&format!("masked ({a}, {b}), Array8, {len}"), sums2_in::<Array8>(&dy, &x, &op), want);
+                same(&format!("masked ({a}, {b}), L8, {len}"), sums2(&dy, &x, &op), want);
             }
+            let op = GradSums { mean: m, relu: None };
+            let want = old_sums2(&dy, &x, |g, _| g, |g, v| g * (v - m));
+            same(&format!("plain, Array8, {len}"), sums2_in::<Array8>(&dy, &x, &op), want);
+            same(&format!("plain, L8, {len}"), sums2(&dy, &x, &op), want);
+            let want = old_sums2(&x, &x, |v, _| v, |_, _| 0.0);
+            same(&format!("sum, Array8, {len}"), sums2_in::<Array8>(&x, &x, &PlaneSum), want);
+            same(&format!("sum, L8, {len}"), sums2(&x, &x, &PlaneSum), want);
+            let dev = SquaredDeviations { mean: m };
+            let want = old_sums2(&x, &x, |v, _| (v - m) * (v - m), |_, _| 0.0);
+            same(&format!("squares, Array8, {len}"), sums2_in::<Array8>(&x, &x, &dev), want);
+            same(&format!("squares, L8, {len}"), sums2(&x, &x, &dev), want);
         }
     }
 
+    /// The mask, lane by lane and bit by bit (a masked value is +0.0), in every form.
     #[test]
     fn the_mask_keeps_values_only_where_the_test_is_positive() {
-        let t = Array8([1.0, 0.0, -0.0, -1.0, f32::NAN, f32::INFINITY, f32::MIN_POSITIVE, -f32::MIN_POSITIVE]);
-        let g = Array8([2.0; 8]);
-        let want = [2.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 0.0];
-        assert_eq!(t.pass_if_positive(g).0, want);
+        let tiny = f32::from_bits(1); // the smallest subnormal
+        let t = Array8([1.0, 0.0, -0.0, -1.0, f32::NAN, f32::INFINITY, tiny, -tiny]);
+        let g = Array8([2.0, -3.0, 4.0, 5.0, 6.0, -7.0, -0.0, 9.0]);
+        let want = [2.0f32, 0.0, 0.0, 0.0, 0.0, -7.0, -0.0, 0.0].map(f32::to_bits);
+        assert_eq!(t.pass_if_positive(g).0.map(f32::to_bits), want, "Array8");
+        assert_eq!(L8::load(&t.0).pass_if_positive(L8::load(&g.0)).to_array().map(f32::to_bits), want, "L8");
         for (l, &w) in want.iter().enumerate() {
-            assert_eq!(t.0[l].pass_if_positive(g.0[l]), w, "lane {l}");
+            assert_eq!(t.0[l].pass_if_positive(g.0[l]).to_bits(), w, "f32, lane {l}");
         }
-        assert_eq!(L8::load(&t.0).pass_if_positive(L8::load(&g.0)).to_array(), want);
     }
 }
