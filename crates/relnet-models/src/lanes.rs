@@ -5,15 +5,21 @@
 //! Batch norm sums each channel in eight f32 lanes, lane `l` taking values `l, l + 8, ...`: a
 //! fixed order, the same bits at any thread count. On x86-64 the lanes are two SSE registers
 //! (`sse::Sse8`, explicit instructions; SSE is in every x86-64 build, so nothing is detected at
-//! run time), elsewhere an array ([`Array8`]). Every operation is one IEEE operation per lane (no
+//! run time), elsewhere an array (`Array8`). Every operation is one IEEE operation per lane (no
 //! fused multiply-add), and a masked value is the value where the test is greater than zero and
-//! +0.0 otherwise (NaN: +0.0), as the scalar code it replaced decided it: the same bits, which the
-//! tests check against that code (NaN where it gave NaN; Rust leaves NaN payloads open).
+//! +0.0 otherwise (NaN: +0.0), as the scalar code it replaced decided it, so the sums have that
+//! code's bits: the tests check fastbn's sums against it on finite values, signed zeros and the
+//! mask's edge (for NaN inputs both give NaN; Rust leaves NaN payloads open).
 //!
 //! Why explicit lanes: the scalar code added both sums lane by lane (`u[l] += f(..)`,
 //! `v[l] += g(..)`), and the compiler paired each lane's two sums instead of vectorising across
-//! lanes in the backward pass's masked sums (batch norm + ReLU) and the statistics' sum of
-//! squares, which then ran one or two lanes at a time (docs/performance.md, "Batch norm's sums").
+//! lanes in the backward pass's masked sums (batch norm + ReLU), which then ran one or two lanes
+//! at a time (docs/performance.md, "Batch norm's sums in explicit lanes"). The same loop over
+//! whole-array operations (`Array8`) was not enough: after inlining, the compiler paired the
+//! lanes again in the statistics' sum of squares, so x86-64 builds use SSE instructions. (Two
+//! 128-bit registers rather than one 256-bit AVX register: AVX would need detecting at run time,
+//! and these passes are bound by memory more than by the width.) The array form is what other
+//! CPUs (aarch64) build; it has not been measured there.
 
 /// The operations the sums are written in: each rounded once per lane, as `f32` arithmetic is.
 pub(crate) trait Arith: Copy {
@@ -21,7 +27,7 @@ pub(crate) trait Arith: Copy {
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
-    /// `g` where `self > 0`, `0` elsewhere (also where `self` is NaN).
+    /// `g` where `self > 0`, +0.0 elsewhere (also where `self` is NaN).
     fn pass_if_positive(self, g: Self) -> Self;
 }
 
@@ -181,9 +187,10 @@ pub(crate) trait PairSum {
     fn second<T: Arith>(&self, a: T, b: T) -> T;
 }
 
-/// `(sum of first(a, b), sum of second(a, b))` over two equally long slices: eight f32 lanes each, lane
-/// `l` taking values `l, l + 8, ...` in order, the lanes then summed in f64 in lane order and the
-/// tail (fewer than 8 values) added one by one. A fixed order: the same bits every time.
+/// `(sum of first(a, b), sum of second(a, b))` over two equally long slices: eight f32 lanes
+/// each, lane `l` taking values `l, l + 8, ...` in order, the lanes then summed in f64 in lane
+/// order and the tail (fewer than 8 values) added one by one. A fixed order: the same bits every
+/// time.
 ///
 /// # Panics
 ///
