@@ -899,7 +899,7 @@ fn conv2d_with(conv: &Conv2d, x: Tensor<4>, weight: Tensor<4>, bias: Option<Tens
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The convolution and its gradients by definition, one multiply-add at a time.
@@ -935,7 +935,9 @@ mod tests {
         (y, dx, dw)
     }
 
-    fn noise(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [-1, 1] from an xorshift seeded by `seed`: the tests' inputs (also
+    /// `lanes.rs`'s).
+    pub(crate) fn noise(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)
             .map(|_| {

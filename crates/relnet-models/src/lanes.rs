@@ -223,6 +223,7 @@ fn sums2_in<T: Lanes>(a: &[f32], b: &[f32], op: &impl PairSum) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::fastbn::{GradSums, PlaneSum, SquaredDeviations};
+    use crate::fastconv::tests::noise;
 
     /// `fastbn::sums2` as it was before these lanes, verbatim: `[f32; 8]` lanes, both sums lane
     /// by lane, through scalar closures. The reference the lanes must give the bits of.
@@ -242,18 +243,6 @@ mod tests {
             sv += g(x, y) as f64;
         }
         (su, sv)
-    }
-
-    fn noise(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     fn same(what: &str, got: (f64, f64), want: (f64, f64)) {
