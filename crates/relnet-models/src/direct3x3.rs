@@ -470,6 +470,22 @@ fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
     out
 }
 
+/// `dst.copy_from_slice(src)` written out in eight-float blocks, for the short rows and planes
+/// of the bordered and shifted copies (4 to 64 floats): there a call to `memcpy` for each row
+/// cost more than the copy itself.
+#[inline]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: {} values into {}", src.len(), dst.len());
+    let (d8, d1) = dst.as_chunks_mut::<8>();
+    let (s8, s1) = src.as_chunks::<8>();
+    for (d, s) in d8.iter_mut().zip(s8) {
+        *d = *s;
+    }
+    for (d, s) in d1.iter_mut().zip(s1) {
+        *d = *s;
+    }
+}
+
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
 /// each row in [`Walk::forward`]'s order for `g`'s stride.
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
@@ -489,7 +505,7 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
             if g.sw == 1 {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
-                row[1..wp - 1].copy_from_slice(src);
+                copy_short(&mut row[1..wp - 1], src);
             } else {
                 // Bordered column 2j (the even half) is input column 2j - 1, bordered column
                 // 2j + 1 (the odd half) input column 2j; columns 0 and w + 1 are the border.
@@ -543,17 +559,18 @@ fn shifted_group(g: &Geometry, x: &[f32], images: usize, buf: &mut Vec<f32>) {
             let (inner, bottom) = rest.split_at_mut(p);
             top.fill(0.0);
             bottom.fill(0.0);
-            for (d, s) in inner.chunks_exact_mut(w).zip(src.chunks_exact(w)) {
-                match kx {
-                    0 => {
-                        d[0] = 0.0;
-                        d[1..].copy_from_slice(&s[..w - 1]);
-                    }
-                    1 => d.copy_from_slice(s),
-                    _ => {
-                        d[..w - 1].copy_from_slice(&s[1..]);
-                        d[w - 1] = 0.0;
-                    }
+            // The rows are consecutive in both: the plane is copied whole, shifted by one value
+            // for kx = 0 and 2, then the column each row takes from its neighbour is zeroed.
+            match kx {
+                0 => {
+                    inner[0] = 0.0;
+                    copy_short(&mut inner[1..], &src[..p - 1]);
+                    inner.iter_mut().step_by(w).for_each(|v| *v = 0.0);
+                }
+                1 => copy_short(inner, src),
+                _ => {
+                    copy_short(&mut inner[..p - 1], &src[1..]);
+                    inner.iter_mut().skip(w - 1).step_by(w).for_each(|v| *v = 0.0);
                 }
             }
         }
@@ -724,7 +741,7 @@ fn border_dy(g: &Geometry, dy: &[f32], buf: &mut Vec<f32>) {
     for (o, plane) in buf.chunks_exact_mut((oh + 1) * wp).enumerate() {
         for y in 0..oh {
             let row = &mut plane[y * wp..(y + 1) * wp];
-            row[..ow].copy_from_slice(&dy[(o * oh + y) * ow..(o * oh + y + 1) * ow]);
+            copy_short(&mut row[..ow], &dy[(o * oh + y) * ow..(o * oh + y + 1) * ow]);
             row[ow] = 0.0;
         }
         plane[oh * wp..].fill(0.0);
@@ -1284,6 +1301,19 @@ mod tests {
                 assert!(buf.iter().all(|v| !v.is_nan()), "{g:?}: a position left unwritten");
                 check_taps(&g, &l, &x, &buf);
             }
+        }
+    }
+
+    #[test]
+    fn copy_short_copies_every_value_and_nothing_else() {
+        // Lengths around the eight-float blocks; the copy lands in the middle of a NaN buffer,
+        // which must keep its NaNs on both sides.
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 64, 67] {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 - 2.5).collect();
+            let mut dst = vec![f32::NAN; n + 6];
+            copy_short(&mut dst[3..3 + n], &src);
+            assert!(dst[..3].iter().chain(&dst[3 + n..]).all(|v| v.is_nan()), "{n}: wrote outside");
+            assert_eq!(dst[3..3 + n], src[..], "{n}");
         }
     }
 
