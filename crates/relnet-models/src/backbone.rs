@@ -267,7 +267,11 @@ impl Backbone {
 
     /// Pooled features `[N, F]` (global average pooling of the final map).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        global_avg_pool(self.forward_maps(x).0)
+        global_avg_pool(match self {
+            // Without the first block's map, which Conv-4 then need not keep.
+            Backbone::Conv4(m) => m.forward_last(x),
+            _ => self.forward_maps(x).0,
+        })
     }
 
     /// Pooled features and the first block's feature map.

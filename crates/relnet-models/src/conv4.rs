@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use crate::backbone::BackboneSpec;
 
+use crate::bn_relu_pool::batch_norm_relu_pool;
 use crate::fastbn::batch_norm_relu;
 use crate::fastconv::conv2d;
 use crate::fastpool::avg_pool2d;
@@ -41,8 +42,13 @@ impl ConvBlock {
         }
     }
 
+    /// conv -> BN -> ReLU -> pool: the last three as one operation where
+    /// [`batch_norm_relu_pool`] can (the same values).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool(self.activate(x))
+        match &self.pool {
+            Some(p) => batch_norm_relu_pool(&self.bn, p, conv2d(&self.conv, x)),
+            None => self.activate(x),
+        }
     }
 }
 
@@ -83,7 +89,16 @@ impl Conv4 {
     pub fn forward_maps(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let first = self.layer1.activate(x);
         let x = self.layer1.pool(first.clone());
-        let x = self.layer4.forward(self.layer3.forward(self.layer2.forward(x)));
-        (x, first)
+        (self.after_first(x), first)
+    }
+
+    /// The final feature map alone: the same values as [`Self::forward_maps`]' first, without
+    /// keeping the first block's map (so that block too ends in one operation).
+    pub fn forward_last(&self, x: Tensor<4>) -> Tensor<4> {
+        self.after_first(self.layer1.forward(x))
+    }
+
+    fn after_first(&self, x: Tensor<4>) -> Tensor<4> {
+        self.layer4.forward(self.layer3.forward(self.layer2.forward(x)))
     }
 }

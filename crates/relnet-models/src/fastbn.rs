@@ -33,7 +33,7 @@ use crate::lanes::{Arith, PairSum, sums2};
 /// Panics, naming `what`, unless `x` values are whole images of `channels` planes of `plane`
 /// values (`n` of them, where given): what the kernels below index by. Returns the length of
 /// one image, `channels * plane`, which is non-zero unless `x` is 0.
-fn check_images(what: &str, x: usize, n: Option<usize>, channels: usize, plane: usize) -> usize {
+pub(crate) fn check_images(what: &str, x: usize, n: Option<usize>, channels: usize, plane: usize) -> usize {
     let len = mul(channels, plane, what);
     match n {
         Some(n) => assert!(
@@ -49,7 +49,7 @@ fn check_images(what: &str, x: usize, n: Option<usize>, channels: usize, plane: 
 }
 
 /// Panics, naming `what`, unless each of `per_channel` (name, values) has one value per channel.
-fn check_channels(what: &str, channels: usize, per_channel: &[(&str, &[f32])]) {
+pub(crate) fn check_channels(what: &str, channels: usize, per_channel: &[(&str, &[f32])]) {
     for (name, v) in per_channel {
         assert!(v.len() == channels, "{what}: {name} has {} values for {channels} channels", v.len());
     }
@@ -140,7 +140,14 @@ pub fn statistics(x: &[f32], n: usize, channels: usize, plane: usize) -> (Vec<f3
 }
 
 /// Per channel, the affine map `x -> x * scale + shift` that batch norm applies.
-fn affine(channels: usize, mean: &[f32], var: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn affine(
+    channels: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = (0..channels).map(|c| gamma[c] / ((var[c] as f64 + eps).sqrt() as f32)).collect();
     let shift: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * scale[c]).collect();
     (scale, shift)
@@ -260,28 +267,67 @@ pub fn backward(
         let op = op(c);
         move |g: f32, v: f32| op.first(g, v)
     };
-    // Per channel: sum of dy (dbeta) and of dy * (x - mean) (dgamma, before `inv_std`).
-    let sums = per_channel(dy, n, channels, plane, |c, dys| {
-        let (mut sd, mut sdx) = (0f64, 0f64);
-        let op = op(c);
-        for (i, d) in dys.enumerate() {
-            let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
-            let (a, b) = sums2(d, xs, &op);
-            sd += a;
-            sdx += b;
-        }
-        (sd, sdx)
-    });
-    finish(x, dy, n, channels, plane, mean, var, gamma, eps, &sums, pass)
+    let dy = Plain { dy, len: channels * plane, plane };
+    let sums = grad_sums(x, &dy, n, channels, plane, op);
+    finish(x, &dy, n, channels, plane, mean, var, gamma, eps, &sums, pass)
+}
+
+/// Where batch norm's backward pass reads the output gradient: plane by plane, from a tensor of
+/// the input's shape ([`Plain`]) or built from a smaller one (`bn_relu_pool`'s pooled
+/// gradient, spread over its blocks).
+pub(crate) trait GradPlanes: Sync {
+    /// Image `i`'s plane of channel `c` of the output gradient (the input's plane length):
+    /// borrowed from the gradient, or written into `buf`.
+    fn plane<'a>(&'a self, i: usize, c: usize, buf: &'a mut Vec<f32>) -> &'a [f32];
+}
+
+/// An output gradient of the input's shape: images of `len` values, planes of `plane`.
+pub(crate) struct Plain<'a> {
+    pub(crate) dy: &'a [f32],
+    pub(crate) len: usize,
+    pub(crate) plane: usize,
+}
+
+impl GradPlanes for Plain<'_> {
+    fn plane<'a>(&'a self, i: usize, c: usize, _: &'a mut Vec<f32>) -> &'a [f32] {
+        &self.dy[i * self.len + c * self.plane..][..self.plane]
+    }
+}
+
+/// Per channel `c`, in parallel: the sums of `op(c)`'s `first` (dbeta) and `second` (dgamma,
+/// before `inv_std`) over `dy`'s planes and `x`'s (`[n, channels, plane]`), each plane in f32
+/// lanes ([`sums2`]), the planes added in image order in f64.
+pub(crate) fn grad_sums(
+    x: &[f32],
+    dy: &impl GradPlanes,
+    n: usize,
+    channels: usize,
+    plane: usize,
+    op: impl Fn(usize) -> GradSums + Sync,
+) -> Vec<(f64, f64)> {
+    (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            let (op, mut buf) = (op(c), Vec::new());
+            for i in 0..n {
+                let xs = &x[(i * channels + c) * plane..(i * channels + c + 1) * plane];
+                let (a, b) = sums2(dy.plane(i, c, &mut buf), xs, &op);
+                sd += a;
+                sdx += b;
+            }
+            (sd, sdx)
+        })
+        .collect()
 }
 
 /// The rest of [`backward`] from the per-channel sums of `dy` and of `dy * (x - mean)` (`dy`
 /// passed through `pass(c)`): `(dx, dgamma, dbeta)`, with
 /// `dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))` in one pass.
 #[allow(clippy::too_many_arguments)]
-fn finish<P: Fn(f32, f32) -> f32>(
+pub(crate) fn finish<P: Fn(f32, f32) -> f32>(
     x: &[f32],
-    dy: &[f32],
+    dy: &impl GradPlanes,
     n: usize,
     channels: usize,
     plane: usize,
@@ -294,7 +340,6 @@ fn finish<P: Fn(f32, f32) -> f32>(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "fastbn::finish";
     let len = check_images(WHAT, x.len(), Some(n), channels, plane);
-    assert!(dy.len() == x.len(), "{WHAT}: output gradient of {} values for an input of {}", dy.len(), x.len());
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     assert!(sums.len() == channels, "{WHAT}: {} sums for {channels} channels", sums.len());
     let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
@@ -308,19 +353,21 @@ fn finish<P: Fn(f32, f32) -> f32>(
         })
         .collect();
     let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
-        let (xi, di) = (&x[i * len..(i + 1) * len], &dy[i * len..(i + 1) * len]);
+        let (xi, mut buf) = (&x[i * len..(i + 1) * len], Vec::new());
         for c in 0..channels {
             let (k, md, mdx, is) = coef[c];
             let (m, pass) = (mean[c], pass(c));
             let r = c * plane..(c + 1) * plane;
-            for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&di[r]) {
+            let di = dy.plane(i, c, &mut buf);
+            assert!(di.len() == plane, "{WHAT}: a gradient plane of {} values for planes of {plane}", di.len());
+            for ((o, &v), &g) in o[r.clone()].iter_mut().zip(&xi[r]).zip(di) {
                 o.write(k * (pass(g, v) - md - (v - m) * is * mdx));
             }
         }
     };
-    // SAFETY: `x` and `dy` are `n` images of `len` values (checked above; `len` is non-zero
-    // unless they are empty), so every chunk is one whole image, and `fill` writes each of its
-    // `channels` runs of `plane` values.
+    // SAFETY: `x` is `n` images of `len` values (checked above; `len` is non-zero unless `x` is
+    // empty), so every chunk is one whole image, and `fill` writes each of its `channels` runs
+    // of `plane` values (each gradient plane is `plane` values long, asserted).
     let dx = unsafe { par_filled(x.len(), len, fill) };
     (dx, dgamma, dbeta)
 }
@@ -425,7 +472,10 @@ pub fn bn_add_relu_backward(
     let sums: Vec<(f64, f64)> = (0..channels)
         .map(|c| per_image.iter().fold((0f64, 0f64), |(a, b), img| (a + img[c].0, b + img[c].1)))
         .collect();
-    let (dy, dgamma, dbeta) = finish(y, &ds, n, channels, plane, mean, var, gamma, eps, &sums, |_| |g: f32, _: f32| g);
+    let (dy, dgamma, dbeta) =
+        finish(y, &Plain { dy: &ds, len, plane }, n, channels, plane, mean, var, gamma, eps, &sums, |_| {
+            |g: f32, _: f32| g
+        });
     (dy, dgamma, dbeta, ds)
 }
 
@@ -457,7 +507,12 @@ fn flex_forward(
 }
 
 /// A batch norm's output of `shape` and its per-channel mean and variance as flex tensors.
-fn outputs(y: Vec<f32>, shape: Vec<usize>, mean: Vec<f32>, var: Vec<f32>) -> (FlexTensor, FlexTensor, FlexTensor) {
+pub(crate) fn outputs(
+    y: Vec<f32>,
+    shape: Vec<usize>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
     let c = mean.len();
     (
         FlexTensor::from_data(TensorData::new(y, shape)),
@@ -467,7 +522,10 @@ fn outputs(y: Vec<f32>, shape: Vec<usize>, mean: Vec<f32>, var: Vec<f32>) -> (Fl
 }
 
 /// Registers each gradient whose node is tracked (`Some` id).
-fn register<const N: usize>(grads: &mut Gradients, pairs: [(Option<burn::backend::autodiff::NodeId>, FlexTensor); N]) {
+pub(crate) fn register<const N: usize>(
+    grads: &mut Gradients,
+    pairs: [(Option<burn::backend::autodiff::NodeId>, FlexTensor); N],
+) {
     for (id, g) in pairs {
         if let Some(id) = id {
             grads.register::<Flex>(id, g);
@@ -563,7 +621,7 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 
 /// Whether the fused kernels take `x` through `bn`: burn-flex with relnet's kernels on (and
 /// `RELNET_BN` not `burn`), autodiff, training mode, f32.
-fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+pub(crate) fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
     static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
     let device = x.device();
@@ -576,7 +634,7 @@ fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
 }
 
 /// The running statistics' update of burn-nn's `BatchNorm` from a batch's mean and variance.
-fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
+pub(crate) fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
     let running_mean = bn
         .running_mean
         .value_sync()
@@ -613,7 +671,7 @@ pub trait FastBatchNormAddRelu: Backend {
 
 /// The image count, channels and plane of an NCHW shape (the plane of every axis after the
 /// second), with `gamma` and `beta` checked against its channels.
-fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize, usize, usize) {
+pub(crate) fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize, usize, usize) {
     assert!(shape.len() >= 2, "{what}: input of shape {shape:?} has no channel axis");
     let (n, c, plane) = images(shape);
     check_channels(what, c, &[("gamma", gamma), ("beta", beta)]);
@@ -622,7 +680,7 @@ fn bn_shape(what: &str, shape: &[usize], gamma: &[f32], beta: &[f32]) -> (usize,
 
 /// `(n, channels, plane)` of a shape of at least two axes (the plane: every axis after the
 /// second), as the forward passes checked it.
-fn images(shape: &[usize]) -> (usize, usize, usize) {
+pub(crate) fn images(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2..].iter().product::<usize>())
 }
 

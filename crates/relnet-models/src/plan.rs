@@ -14,6 +14,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Relu};
 use burn::prelude::*;
 
+use crate::bn_relu_pool::batch_norm_relu_pool;
 use crate::fastbn::{batch_norm, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::fastpool::avg_pool2d;
@@ -96,14 +97,25 @@ impl PlanBackbone {
         PlanBackbone { layers, first }
     }
 
-    /// The final feature map and the output of layer `first`.
+    /// The final feature map and the output of layer `first`. A batch norm + ReLU followed by
+    /// an average pool runs as one operation ([`batch_norm_relu_pool`], the same values) unless
+    /// layer `first` is the batch norm.
     pub fn forward_maps(&self, mut x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let mut first = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+        let mut i = 0;
+        while i < self.layers.len() {
+            match (&self.layers[i], self.layers.get(i + 1)) {
+                (Layer::BatchNormRelu(b), Some(Layer::AvgPool(p))) if i != self.first => {
+                    x = batch_norm_relu_pool(b, p, x);
+                    // The pool is done too: `i` is now its index.
+                    i += 1;
+                }
+                (layer, _) => x = layer.forward(x),
+            }
             if i == self.first {
                 first = Some(x.clone());
             }
+            i += 1;
         }
         let first = first.expect("PlanBackbone::new checked that layer `first` exists");
         (x, first)

@@ -536,3 +536,50 @@ fn batch_norm_add_relu_is_as_close_to_float64_as_burns() {
         );
     }
 }
+
+/// Batch norm + ReLU + 2x2 average pool as one operation (`bn_relu_pool`, Conv-4's blocks)
+/// against the three operations apart on relnet's path: output, input gradient, gamma's and
+/// beta's gradients and the running statistics, bit for bit; an odd plane falls back to them.
+#[test]
+fn batch_norm_relu_pool_has_the_bits_of_the_separate_operations() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    for (n, c, h, w) in [(4, 8, 32, 32), (3, 5, 6, 10), (2, 3, 7, 9)] {
+        device.seed(11);
+        let pool = burn::nn::pool::AvgPool2dConfig::new([2, 2]).init();
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.3, 2.0), &device);
+        let t = Tensor::<4>::random([n, c, h / 2, w / 2], Distribution::Normal(0.0, 1.0), &device);
+        let gamma = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+        let run = |fused: bool| {
+            let mut bn = burn::nn::BatchNormConfig::new(c).init(&device);
+            bn.gamma = Param::from_tensor(gamma.clone());
+            bn.beta = Param::from_tensor(beta.clone());
+            let x = x.clone().require_grad();
+            let y = if fused {
+                relnet_models::bn_relu_pool::batch_norm_relu_pool(&bn, &pool, x.clone())
+            } else {
+                relnet_models::fastpool::avg_pool2d(&pool, relnet_models::fastbn::batch_norm_relu(&bn, x.clone()))
+            };
+            let g = (y.clone() * t.clone()).sum().backward();
+            let mut all = vec![
+                ("output".to_string(), values(y)),
+                ("input gradient".to_string(), values(x.grad(&g).expect("input gradient"))),
+                (
+                    "gamma gradient".to_string(),
+                    bn.gamma.val().grad(&g).expect("gamma").to_data().iter::<f32>().collect(),
+                ),
+                ("beta gradient".to_string(), bn.beta.val().grad(&g).expect("beta").to_data().iter::<f32>().collect()),
+            ];
+            all.extend(running_stats(&bn));
+            all
+        };
+        let (fused, apart) = (run(true), run(false));
+        assert_eq!(fused.len(), apart.len());
+        for ((name, a), (_, b)) in fused.iter().zip(&apart) {
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert!(!a.is_empty(), "{n}x{c}x{h}x{w} {name}: no values");
+            assert_eq!(bits(a), bits(b), "{n}x{c}x{h}x{w} {name}");
+        }
+    }
+}
