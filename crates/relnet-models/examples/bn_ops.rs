@@ -1,10 +1,12 @@
 //! Times relnet's batch-norm and pooling passes on Conv-4's and ResNet-32's map shapes at a batch
 //! of 256 (K = 4, M = 64): statistics, normalisation, the backward pass without and with the
-//! fused ReLU, the residual block's end (batch norm + shortcut + ReLU) forward and backward.
+//! fused ReLU, the residual block's end (batch norm + shortcut + ReLU) forward and backward; then,
+//! on Conv-4's pooled maps, batch norm + ReLU + 2x2 pool apart against `bn_relu_pool` (rounds
+//! alternating the two in one process, the best round of each).
 //! `cargo run --release -p relnet-models --example bn_ops`.
 use std::time::Instant;
 
-use relnet_models::{fastbn, fastpool};
+use relnet_models::{bn_relu_pool, fastbn, fastpool};
 
 fn best(f: &dyn Fn()) -> f64 {
     f();
@@ -51,6 +53,39 @@ fn main() {
             tab * 1e3,
             tpf * 1e3,
             tpb * 1e3
+        );
+    }
+    // Conv-4's blocks 1-3: statistics, normalise + ReLU, pool forward; pool backward, batch
+    // norm + ReLU backward; against the same as one operation. Alternating, best of each.
+    for (c, side) in [(8, 32), (16, 16), (32, 8)] {
+        let plane = side * side;
+        let x: Vec<f32> = (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let dp: Vec<f32> = (0..n * c * plane / 4).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
+        let (gamma, beta) = (vec![1.0f32; c], vec![0.1f32; c]);
+        let (mean, var) = fastbn::statistics(&x, n, c, plane);
+        let apart_fwd = || {
+            let (m, v) = fastbn::statistics(&x, n, c, plane);
+            let a = fastbn::normalise(&x, c, plane, &m, &v, &gamma, &beta, 1e-5, true);
+            drop(fastpool::forward(&a, n * c, side, side, 2, 2));
+        };
+        let apart_bwd = || {
+            let da = fastpool::backward(&dp, n * c, side, side, 2, 2);
+            drop(fastbn::backward(&x, &da, n, c, plane, &mean, &var, &gamma, 1e-5, Some(&beta)));
+        };
+        let fused_fwd = || drop(bn_relu_pool::forward(&x, n, c, side, side, &gamma, &beta, 1e-5));
+        let fused_bwd = || drop(bn_relu_pool::backward(&x, &dp, n, c, side, side, &mean, &var, &gamma, &beta, 1e-5));
+        let mut t = [f64::INFINITY; 4];
+        for _ in 0..5 {
+            for (k, f) in [&apart_fwd as &dyn Fn(), &fused_fwd, &apart_bwd, &fused_bwd].into_iter().enumerate() {
+                t[k] = t[k].min(best(f));
+            }
+        }
+        println!(
+            "{c:>3} x {side:>2}x{side:<2}: batch norm + ReLU + pool apart fwd {:6.2} ms, bwd {:6.2} ms | fused fwd {:6.2} ms, bwd {:6.2} ms",
+            t[0] * 1e3,
+            t[2] * 1e3,
+            t[1] * 1e3,
+            t[3] * 1e3
         );
     }
 }

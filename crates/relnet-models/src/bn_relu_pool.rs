@@ -142,7 +142,9 @@ fn spread_rows(g: &[f32], r0: &mut [f32], r1: &mut [f32]) {
     let done = 0;
     #[cfg(target_arch = "x86_64")]
     let done = {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_storeu_ps, _mm_unpackhi_ps, _mm_unpacklo_ps};
+        use std::arch::x86_64::{
+            _mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_storeu_ps, _mm_unpackhi_ps, _mm_unpacklo_ps,
+        };
         let (g4, _) = g.as_chunks::<4>();
         for ((g, a), b) in g4.iter().zip(r0.as_chunks_mut::<8>().0).zip(r1.as_chunks_mut::<8>().0) {
             // SAFETY: SSE is in every x86-64 build; each load reads the 4 values of `g` and each
