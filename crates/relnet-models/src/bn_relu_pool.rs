@@ -8,10 +8,13 @@
 //!
 //! Every value has the bits of [`fastbn`](crate::fastbn)'s batch norm + ReLU followed by
 //! [`fastpool`](crate::fastpool)'s pool, forward and backward (the same float operations in the
-//! same order; the tests hold them to it), so a run is the same whichever path it takes. Only
-//! where [`batch_norm_relu`] takes relnet's path, with a 2x2 pool of stride 2 and even heights
-//! and widths; elsewhere (inference, other backends, other pools, `RELNET_BN=burn`) the three
-//! operations as before.
+//! same order; the tests hold them to it), so a run is the same whichever path it takes. (One
+//! caveat in principle: `max(-0.0, 0.0)` may give either zero, and the ReLU's `max` is compiled
+//! separately here; a batch-normed value is -0.0 only where the shift is -0.0 too.) The fused
+//! path runs where [`fuses`] says so: where [`batch_norm_relu`] takes relnet's path (training
+//! mode, burn-flex, f32, neither `RELNET_BN=burn` nor `RELNET_CONV=burn`), with a 2x2 pool of
+//! stride 2 without padding or `ceil_mode`, on even heights and widths. Everywhere else the
+//! three operations run as before.
 
 use std::mem::MaybeUninit;
 
@@ -33,19 +36,23 @@ use crate::fastbn::{
     GradPlanes, GradSums, affine, batch_norm_relu, bn_shape, check_channels, check_images, fast_path, finish,
     grad_sums, images, outputs, register, statistics, update_running,
 };
-use crate::fastconv::{par_filled, values};
+use crate::fastconv::{mul, par_filled, values};
 use crate::fastpool::avg_pool2d;
 use crate::lanes::PairSum;
 
 /// The pool's weight: `1 / (2 * 2)`, as `fastpool` computes it.
 const QUARTER: f32 = 1.0 / (2 * 2) as f32;
 
-/// Panics, naming `what`, unless `h` and `w` are even and non-zero.
-fn check_plane(what: &str, h: usize, w: usize) {
-    assert!(
-        h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2),
-        "{what}: a {h}x{w} plane is not whole 2x2 blocks"
-    );
+/// Whether an `h x w` plane is whole 2x2 blocks, at least one: `h` and `w` even and non-zero.
+fn whole_2x2_blocks(h: usize, w: usize) -> bool {
+    h > 0 && w > 0 && h.is_multiple_of(2) && w.is_multiple_of(2)
+}
+
+/// Panics, naming `what`, unless the `h x w` plane is whole 2x2 blocks; returns its length,
+/// checked for overflow.
+fn check_plane(what: &str, h: usize, w: usize) -> usize {
+    assert!(whole_2x2_blocks(h, w), "{what}: a {h}x{w} plane is not whole 2x2 blocks");
+    mul(h, w, what)
 }
 
 /// `avg_pool_2x2(relu(batch_norm(y)))` of `y` (`n` images of `channels` planes of `h x w`, both
@@ -68,8 +75,7 @@ pub fn forward(
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "bn_relu_pool::forward";
-    check_plane(WHAT, h, w);
-    let plane = h * w;
+    let plane = check_plane(WHAT, h, w);
     let len = check_images(WHAT, y.len(), Some(n), channels, plane);
     check_channels(WHAT, channels, &[("gamma", gamma), ("beta", beta)]);
     let (mean, var) = statistics(y, n, channels, plane);
@@ -90,8 +96,9 @@ pub fn forward(
             }
         }
     };
-    // SAFETY: `y` is `n` images of `len = channels * h * w` values (checked above), so the
-    // output is `n` chunks of `channels * oh * ow` values (non-zero unless `channels` is 0, when
+    // SAFETY: `y` is `n` images of `len = channels * h * w` values (checked above, the
+    // products checked for overflow: so is `n * channels * oh * ow`, a quarter of `y.len()`),
+    // so the output is `n` chunks of `channels * oh * ow` values (non-zero unless `channels` is 0, when
     // the output is empty), one per image; `fill` writes each chunk's `channels` planes of `oh`
     // rows of `ow` values (each row zips `ow` pairs of both input rows, `w = 2 * ow`).
     let pooled = unsafe { par_filled(n * channels * oh * ow, channels * oh * ow, fill) };
@@ -190,8 +197,7 @@ pub fn backward(
     eps: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "bn_relu_pool::backward";
-    check_plane(WHAT, h, w);
-    let plane = h * w;
+    let plane = check_plane(WHAT, h, w);
     let len = check_images(WHAT, y.len(), Some(n), channels, plane);
     assert!(
         dpool.len() * 4 == y.len(),
@@ -290,22 +296,24 @@ impl<C: CheckpointStrategy> FastBatchNormReluPool for Autodiff<Flex, C> {
     }
 }
 
-/// `pool.forward(relu(bn.forward(x)))`: through [`FastBatchNormReluPool`] where
-/// [`batch_norm_relu`] takes relnet's path and `pool` is 2x2 with stride 2, no padding, and `x`'s
-/// height and width are even, with the running statistics updated as burn-nn's `BatchNorm` does;
-/// [`batch_norm_relu`] then [`avg_pool2d`] everywhere else.
-pub fn batch_norm_relu_pool(bn: &BatchNorm, pool: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
+/// Whether [`batch_norm_relu_pool`] runs `bn`, ReLU and `pool` on `x` as one operation: where
+/// [`batch_norm_relu`] takes relnet's path, `pool` is 2x2 with stride 2, no padding and no
+/// `ceil_mode`, and `x`'s height and width are even and non-zero.
+pub fn fuses(bn: &BatchNorm, pool: &AvgPool2d, x: &Tensor<4>) -> bool {
     let [_, _, h, w] = x.dims();
-    let fused = fast_path(bn, &x)
-        && pool.kernel_size == [2, 2]
+    pool.kernel_size == [2, 2]
         && pool.stride == [2, 2]
         && matches!(pool.padding, PaddingConfig2d::Valid)
         && !pool.ceil_mode
-        && h > 0
-        && w > 0
-        && h.is_multiple_of(2)
-        && w.is_multiple_of(2);
-    if !fused {
+        && whole_2x2_blocks(h, w)
+        && fast_path(bn, x)
+}
+
+/// `pool.forward(relu(bn.forward(x)))`: through [`FastBatchNormReluPool`] where [`fuses`] says
+/// so, with the running statistics updated as burn-nn's `BatchNorm` does; [`batch_norm_relu`]
+/// then [`avg_pool2d`] everywhere else.
+pub fn batch_norm_relu_pool(bn: &BatchNorm, pool: &AvgPool2d, x: Tensor<4>) -> Tensor<4> {
+    if !fuses(bn, pool, &x) {
         return avg_pool2d(pool, batch_norm_relu(bn, x));
     }
     let device = x.device();
@@ -330,8 +338,9 @@ mod tests {
 
     #[test]
     fn fused_has_the_bits_of_batch_norm_relu_then_the_pool() {
-        // Planes of 2x2 (the sums' tail only), 4x6 (three-value rows), 8x8 and 6x10 (an 8-lane
-        // body and a tail); gammas of both signs, so that the ReLU cuts both ways.
+        // Planes of 2x2 (the sums' tail only), 4x6 (three-value pooled rows), 8x8 (8-lane bodies,
+        // no tail) and 6x10 (a body and a tail; five-value pooled rows: the spread's SSE block
+        // and its tail); gammas of both signs, so that the ReLU cuts both ways.
         for (n, c, h, w) in [(3, 2, 2, 2), (5, 3, 4, 6), (2, 3, 8, 8), (4, 3, 6, 10)] {
             let eps = 1e-5;
             let plane = h * w;
@@ -342,7 +351,7 @@ mod tests {
             // Apart: batch norm + ReLU, the pool; backward the pool's gradient, then batch norm's.
             let (mean, var) = fastbn::statistics(&y, n, c, plane);
             let a = fastbn::normalise(&y, c, plane, &mean, &var, &gamma, &beta, eps, true);
-            assert!(a.iter().any(|&v| v == 0.0) && a.iter().any(|&v| v > 0.0), "a ReLU that does something");
+            assert!(a.contains(&0.0) && a.iter().any(|&v| v > 0.0), "a ReLU that does something");
             let pooled = fastpool::forward(&a, n * c, h, w, 2, 2);
             let da = fastpool::backward(&dpool, n * c, h, w, 2, 2);
             let (dy, dgamma, dbeta) = fastbn::backward(&y, &da, n, c, plane, &mean, &var, &gamma, eps, Some(&beta));
@@ -377,6 +386,13 @@ mod tests {
     fn an_odd_plane_is_refused() {
         let y = vec![0f32; 2 * 3 * 4];
         let _ = forward(&y, 1, 2, 3, 4, &[1.0, 1.0], &[0.0, 0.0], 1e-5);
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows usize")]
+    fn a_plane_whose_size_overflows_is_refused() {
+        // `h * w` wraps to 16 in a release build: the length check alone would pass.
+        let _ = forward(&[0.0; 16], 1, 1, 8, (1 << 63) + 2, &[1.0], &[0.0], 1e-5);
     }
 
     #[test]

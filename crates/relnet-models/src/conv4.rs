@@ -92,8 +92,8 @@ impl Conv4 {
         (self.after_first(x), first)
     }
 
-    /// The final feature map alone: the same values as [`Self::forward_maps`]' first, without
-    /// keeping the first block's map (so that block too ends in one operation).
+    /// The final feature map alone: the same values as `forward_maps(x).0`, without keeping the
+    /// first block's map (so that block too ends in one operation).
     pub fn forward_last(&self, x: Tensor<4>) -> Tensor<4> {
         self.after_first(self.layer1.forward(x))
     }

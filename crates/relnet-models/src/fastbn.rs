@@ -267,7 +267,7 @@ pub fn backward(
         let op = op(c);
         move |g: f32, v: f32| op.first(g, v)
     };
-    let dy = Plain { dy, len: channels * plane, plane };
+    let dy = Plain::new(WHAT, dy, n, channels, plane);
     let sums = grad_sums(x, &dy, n, channels, plane, op);
     finish(x, &dy, n, channels, plane, mean, var, gamma, eps, &sums, pass)
 }
@@ -283,9 +283,18 @@ pub(crate) trait GradPlanes: Sync {
 
 /// An output gradient of the input's shape: images of `len` values, planes of `plane`.
 pub(crate) struct Plain<'a> {
-    pub(crate) dy: &'a [f32],
-    pub(crate) len: usize,
-    pub(crate) plane: usize,
+    dy: &'a [f32],
+    len: usize,
+    plane: usize,
+}
+
+impl<'a> Plain<'a> {
+    /// `dy` as `n` images of `channels` planes of `plane` values; panics, naming `what`, unless
+    /// it has that many.
+    pub(crate) fn new(what: &str, dy: &'a [f32], n: usize, channels: usize, plane: usize) -> Self {
+        let len = check_images(what, dy.len(), Some(n), channels, plane);
+        Plain { dy, len, plane }
+    }
 }
 
 impl GradPlanes for Plain<'_> {
@@ -473,7 +482,7 @@ pub fn bn_add_relu_backward(
         .map(|c| per_image.iter().fold((0f64, 0f64), |(a, b), img| (a + img[c].0, b + img[c].1)))
         .collect();
     let (dy, dgamma, dbeta) =
-        finish(y, &Plain { dy: &ds, len, plane }, n, channels, plane, mean, var, gamma, eps, &sums, |_| {
+        finish(y, &Plain::new(WHAT, &ds, n, channels, plane), n, channels, plane, mean, var, gamma, eps, &sums, |_| {
             |g: f32, _: f32| g
         });
     (dy, dgamma, dbeta, ds)

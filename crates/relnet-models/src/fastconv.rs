@@ -43,7 +43,6 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::direct3x3::copy_short;
 use crate::{direct_bf16, direct3x3};
 
 /// The shape of one convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]`, stride and
@@ -396,9 +395,9 @@ fn relayout(g: &Geometry, b: usize, src: &[f32], dst: &mut [f32], to_nchw: bool)
         for o in 0..g.co {
             let (nchw, wide) = ((j * g.co + o) * p, o * b * p + j * p);
             if to_nchw {
-                copy_short(&mut dst[nchw..nchw + p], &src[wide..wide + p]);
+                dst[nchw..nchw + p].copy_from_slice(&src[wide..wide + p]);
             } else {
-                copy_short(&mut dst[wide..wide + p], &src[nchw..nchw + p]);
+                dst[wide..wide + p].copy_from_slice(&src[nchw..nchw + p]);
             }
         }
     }

@@ -1,12 +1,12 @@
 //! relnet-models: the backbones and heads of the paper, each with `new(&Device)` (or a kind's
 //! `init(&Device)`), generic over the device.
 //!
-//! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `bn_relu_pool`, `fastpool`,
-//! `direct3x3`, `direct_bf16`, `bf16_layout`, `simd`, `lanes`): outputs written without zeroing
-//! them first, the `gemm` crate's raw-pointer GEMM and the SSE, AVX2 + FMA, AVX-512F and
-//! AVX512-BF16 intrinsics. Their public functions check every length against the shape they are
-//! given and panic on a mismatch, so no input makes them read or write out of range or return
-//! unwritten values.
+//! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `bn_relu_pool`,
+//! `fastpool`, `direct3x3`, `direct_bf16`, `bf16_layout`, `simd`, `lanes`): outputs written
+//! without zeroing them first, the `gemm` crate's raw-pointer GEMM and the SSE, AVX2 + FMA,
+//! AVX-512F and AVX512-BF16 intrinsics. Their public functions check every length against the
+//! shape they are given and panic on a mismatch, so no input makes them read or write out of
+//! range or return unwritten values.
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, unsafe_op_in_unsafe_fn)]
 
 pub mod backbone;

@@ -551,10 +551,14 @@ fn batch_norm_relu_pool_has_the_bits_of_the_separate_operations() {
         let t = Tensor::<4>::random([n, c, h / 2, w / 2], Distribution::Normal(0.0, 1.0), &device);
         let gamma = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &device);
         let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+        let even = h % 2 == 0 && w % 2 == 0;
         let run = |fused: bool| {
             let mut bn = burn::nn::BatchNormConfig::new(c).init(&device);
             bn.gamma = Param::from_tensor(gamma.clone());
             bn.beta = Param::from_tensor(beta.clone());
+            // The one operation runs on even planes only, and not with burn's kernels.
+            assert_eq!(relnet_models::bn_relu_pool::fuses(&bn, &pool, &x), even, "{n}x{c}x{h}x{w}");
+            assert!(!with_burn_conv(|| relnet_models::bn_relu_pool::fuses(&bn, &pool, &x)));
             let x = x.clone().require_grad();
             let y = if fused {
                 relnet_models::bn_relu_pool::batch_norm_relu_pool(&bn, &pool, x.clone())
@@ -581,5 +585,84 @@ fn batch_norm_relu_pool_has_the_bits_of_the_separate_operations() {
             assert!(!a.is_empty(), "{n}x{c}x{h}x{w} {name}: no values");
             assert_eq!(bits(a), bits(b), "{n}x{c}x{h}x{w} {name}");
         }
+    }
+}
+
+/// Output, input gradient and parameter gradients of `f(x)` summed against `t`, for `model`'s
+/// parameters.
+fn pass_with<M: Module>(model: &M, x: &Tensor<4>, f: impl Fn(Tensor<4>) -> Vec<Tensor<4>>) -> Vec<(String, Vec<f32>)> {
+    let x = x.clone().require_grad();
+    let outs = f(x.clone());
+    let loss = outs.iter().map(|y| (y.clone() * y.clone().sin()).sum()).reduce(|a, b| a + b).expect("an output");
+    let grads = loss.backward();
+    let mut v = Grads { grads: &grads, out: Vec::new(), n: 0 };
+    model.visit(&mut v);
+    let mut all: Vec<(String, Vec<f32>)> =
+        outs.into_iter().enumerate().map(|(i, y)| (format!("output {i}"), values(y))).collect();
+    all.push(("input gradient".to_string(), values(x.grad(&grads).expect("input gradient"))));
+    all.extend(v.out);
+    all
+}
+
+fn assert_same_bits(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: as many tensors");
+    for ((name, p), (_, q)) in a.iter().zip(b) {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert!(!p.is_empty(), "{what} {name}: no values");
+        assert_eq!(bits(p), bits(q), "{what} {name}");
+    }
+}
+
+/// Conv-4's final map with every block fused (`forward_last`) and with block 1 apart (as
+/// `forward_maps` keeps it for Deep InfoMax): the same bits, gradients included.
+#[test]
+fn conv4_with_every_block_fused_has_the_bits_of_block_one_apart() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    device.seed(12);
+    let relnet_models::Backbone::Conv4(model) = BackboneKind::Conv4.init(&device) else {
+        panic!("Conv-4 builds a Conv4")
+    };
+    let x = Tensor::<4>::random([6, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let fused = pass_with(&model, &x, |x| vec![model.forward_last(x)]);
+    let apart = pass_with(&model, &x, |x| vec![model.forward_maps(x).0]);
+    assert_same_bits(&fused, &apart, "Conv-4");
+}
+
+/// A plan's batch norm + ReLU followed by an average pool, fused by `forward_maps` unless the
+/// first map is the batch norm's: the same bits as the layers one by one, the first map wherever
+/// it is taken (the batch norm, the pool, a later layer) included.
+#[test]
+fn a_plans_fused_pairs_have_the_bits_of_its_layers_one_by_one() {
+    use relnet_models::{Layer, PlanBackbone};
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    for first in [1, 2, 4] {
+        device.seed(13);
+        let layers = vec![
+            Layer::conv(3, 8, 3, 1, &device),
+            Layer::bn_relu(8, &device),
+            Layer::avg_pool(2),
+            Layer::conv(8, 16, 3, 1, &device),
+            Layer::bn_relu(16, &device),
+            Layer::avg_pool(2),
+        ];
+        let plan = PlanBackbone::new(layers, first);
+        let x = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+        let fused = pass_with(&plan, &x, |x| {
+            let (last, first) = plan.forward_maps(x);
+            vec![last, first]
+        });
+        let one_by_one = pass_with(&plan, &x, |mut x| {
+            let mut first_map = None;
+            for (i, layer) in plan.layers.iter().enumerate() {
+                x = layer.forward(x);
+                if i == first {
+                    first_map = Some(x.clone());
+                }
+            }
+            vec![x, first_map.expect("the first map")]
+        });
+        assert_same_bits(&fused, &one_by_one, &format!("plan, first map at layer {first}"));
     }
 }
