@@ -12,7 +12,7 @@
 //! caveat in principle: `max(-0.0, 0.0)` may give either zero, and the ReLU's `max` is compiled
 //! separately here; a batch-normed value is -0.0 only where the shift is -0.0 too.) The fused
 //! path runs where [`fuses`] says so: where [`batch_norm_relu`] takes relnet's path (training
-//! mode, burn-flex, f32, neither `RELNET_BN=burn` nor `RELNET_CONV=burn`), with a 2x2 pool of
+//! mode, burn-flex under autodiff, f32, neither `RELNET_BN=burn` nor `RELNET_CONV=burn`), with a 2x2 pool of
 //! stride 2 without padding or `ceil_mode`, on even heights and widths. Everywhere else the
 //! three operations run as before.
 

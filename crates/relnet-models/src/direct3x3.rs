@@ -471,7 +471,8 @@ fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
 }
 
 /// `dst.copy_from_slice(src)` written out in eight-float blocks, for the short rows and planes
-/// of the bordered and shifted copies (4 to 64 floats), which made a call to `memcpy` each.
+/// of the bordered and shifted copies (rows of 4 to 32 floats, planes of up to 64), which made
+/// a call to `memcpy` each.
 /// (The compiler keeps these as inline moves in `border`, checked in its disassembly; it may
 /// turn such a loop back into a `memcpy` call elsewhere.)
 #[inline]
