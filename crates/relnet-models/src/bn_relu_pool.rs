@@ -12,9 +12,9 @@
 //! caveat in principle: `max(-0.0, 0.0)` may give either zero, and the ReLU's `max` is compiled
 //! separately here; a batch-normed value is -0.0 only where the shift is -0.0 too.) The fused
 //! path runs where [`fuses`] says so: where [`batch_norm_relu`] takes relnet's path (training
-//! mode, burn-flex under autodiff, f32, neither `RELNET_BN=burn` nor `RELNET_CONV=burn`), with a 2x2 pool of
-//! stride 2 without padding or `ceil_mode`, on even heights and widths. Everywhere else the
-//! three operations run as before.
+//! mode, burn-flex under autodiff, f32, neither `RELNET_BN=burn` nor `RELNET_CONV=burn`), with
+//! a 2x2 pool of stride 2 without padding or `ceil_mode`, on even heights and widths. Everywhere
+//! else the three operations run as before.
 
 use std::mem::MaybeUninit;
 
@@ -30,11 +30,10 @@ use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::AvgPool2d;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 
 use crate::fastbn::{
     GradPlanes, GradSums, affine, batch_norm_relu, bn_shape, check_channels, check_images, fast_path, finish,
-    grad_sums, images, outputs, register, statistics, update_running,
+    grad_sums, images, outputs, register_bn, statistics, update_running,
 };
 use crate::fastconv::{mul, par_filled, values};
 use crate::fastpool::avg_pool2d;
@@ -98,8 +97,8 @@ pub fn forward(
     };
     // SAFETY: `y` is `n` images of `len = channels * h * w` values (checked above, the
     // products checked for overflow: so is `n * channels * oh * ow`, a quarter of `y.len()`),
-    // so the output is `n` chunks of `channels * oh * ow` values (non-zero unless `channels` is 0, when
-    // the output is empty), one per image; `fill` writes each chunk's `channels` planes of `oh`
+    // so the output is `n` chunks of `channels * oh * ow` values (non-zero unless `channels` is
+    // 0, when the output is empty), one per image; `fill` writes each chunk's `channels` planes of `oh`
     // rows of `ow` values (each row zips `ow` pairs of both input rows, `w = 2 * ow`).
     let pooled = unsafe { par_filled(n * channels * oh * ow, channels * oh * ow, fill) };
     (pooled, mean, var)
@@ -274,15 +273,9 @@ impl<C: CheckpointStrategy> FastBatchNormReluPool for Autodiff<Flex, C> {
                     (values(&x), values(&dpool), values(&gamma), values(&beta), values(&mean), values(&var));
                 // The forward pass checked the shape; `backward` checks the lengths.
                 let (n, c, _) = images(&shape);
-                let (dx, dgamma, dbeta) = backward(&xv, &dv, n, c, shape[2], shape[3], &mv, &vv, &gv, &bv, eps);
-                register(
-                    grads,
-                    [
-                        (node_x.map(|n| n.id), FlexTensor::from_data(TensorData::new(dx, shape))),
-                        (node_gamma.map(|n| n.id), FlexTensor::from_data(TensorData::new(dgamma, [c]))),
-                        (node_beta.map(|n| n.id), FlexTensor::from_data(TensorData::new(dbeta, [c]))),
-                    ],
-                );
+                let grad = backward(&xv, &dv, n, c, shape[2], shape[3], &mv, &vv, &gv, &bv, eps);
+                let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+                register_bn(grads, ids, shape, grad);
             }
         }
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());

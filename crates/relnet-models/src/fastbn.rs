@@ -15,6 +15,7 @@
 use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -531,15 +532,32 @@ pub(crate) fn outputs(
 }
 
 /// Registers each gradient whose node is tracked (`Some` id).
-pub(crate) fn register<const N: usize>(
-    grads: &mut Gradients,
-    pairs: [(Option<burn::backend::autodiff::NodeId>, FlexTensor); N],
-) {
+fn register<const N: usize>(grads: &mut Gradients, pairs: [(Option<NodeId>, FlexTensor); N]) {
     for (id, g) in pairs {
         if let Some(id) = id {
             grads.register::<Flex>(id, g);
         }
     }
+}
+
+/// Registers a batch norm's gradients `(dx, dgamma, dbeta)`, of its input (of `shape`), gamma and
+/// beta, for the nodes `ids` (in that order) that are tracked.
+pub(crate) fn register_bn(
+    grads: &mut Gradients,
+    ids: [Option<NodeId>; 3],
+    shape: Vec<usize>,
+    (dx, dgamma, dbeta): (Vec<f32>, Vec<f32>, Vec<f32>),
+) {
+    let c = dgamma.len();
+    let [x, gamma, beta] = ids;
+    register(
+        grads,
+        [
+            (x, FlexTensor::from_data(TensorData::new(dx, shape))),
+            (gamma, FlexTensor::from_data(TensorData::new(dgamma, [c]))),
+            (beta, FlexTensor::from_data(TensorData::new(dbeta, [c]))),
+        ],
+    );
 }
 
 impl FastBatchNorm for Flex {
@@ -576,15 +594,9 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
                 // The forward pass checked the input's shape; `backward` checks the rest.
                 let (n, c, plane) = images(&shape);
                 let (_, bv) = values(&beta);
-                let (dx, dgamma, dbeta) = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps, relu.then_some(&bv[..]));
-                register(
-                    grads,
-                    [
-                        (node_x.map(|n| n.id), FlexTensor::from_data(TensorData::new(dx, shape))),
-                        (node_gamma.map(|n| n.id), FlexTensor::from_data(TensorData::new(dgamma, [c]))),
-                        (node_beta.map(|n| n.id), FlexTensor::from_data(TensorData::new(dbeta, [c]))),
-                    ],
-                );
+                let grad = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps, relu.then_some(&bv[..]));
+                let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+                register_bn(grads, ids, shape, grad);
             }
         }
         let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
@@ -742,15 +754,9 @@ impl<C: CheckpointStrategy> FastBatchNormAddRelu for Autodiff<Flex, C> {
                 // The forward pass checked the shapes; `bn_add_relu_backward` checks the lengths.
                 let (n, c, plane) = images(&shape);
                 let (dy, dgamma, dbeta, ds) = bn_add_relu_backward(&yv, &ov, &dv, n, c, plane, &mv, &vv, &gv, eps);
-                register(
-                    grads,
-                    [
-                        (node_y.map(|n| n.id), FlexTensor::from_data(TensorData::new(dy, shape.clone()))),
-                        (node_gamma.map(|n| n.id), FlexTensor::from_data(TensorData::new(dgamma, [c]))),
-                        (node_beta.map(|n| n.id), FlexTensor::from_data(TensorData::new(dbeta, [c]))),
-                        (node_short.map(|n| n.id), FlexTensor::from_data(TensorData::new(ds, shape))),
-                    ],
-                );
+                let ids = [node_y, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+                register_bn(grads, ids, shape.clone(), (dy, dgamma, dbeta));
+                register(grads, [(node_short.map(|n| n.id), FlexTensor::from_data(TensorData::new(ds, shape)))]);
             }
         }
         let (yp, gp, bp, sp) =
