@@ -488,9 +488,65 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Batch norm's per-channel map followed by a ReLU, `max(v * scale[c] + shift[c], 0)` (the float
+/// operations of `fastbn::normalise`, so the same bits), applied to a convolution's input as its
+/// bordered copy is made ([`border`]): the convolution of `relu(batch_norm(y))` reads `y` and the
+/// normalised activation is never written (`bn_relu_conv`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnRelu<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+}
+
+impl BnRelu<'_> {
+    /// `max(v * a + b, 0)` with channel `c`'s `a` and `b`.
+    #[inline]
+    fn value(&self, c: usize, v: f32) -> f32 {
+        (v * self.scale[c] + self.shift[c]).max(0.0)
+    }
+
+    /// [`Self::value`] of each of `src` into `dst`, a row of channel `c`.
+    #[inline]
+    fn row(&self, c: usize, dst: &mut [f32], src: &[f32]) {
+        let (a, b) = (self.scale[c], self.shift[c]);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = (v * a + b).max(0.0);
+        }
+    }
+}
+
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
-/// each row in [`Walk::forward`]'s order for `g`'s stride.
-fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
+/// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped as it
+/// is copied (the border stays zero: the padding of the mapped image).
+fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>) {
+    // Two instantiations of one body (one body choosing per row compiled the plain rows into a
+    // `memcpy` call each).
+    match map {
+        None => border_with(g, x, buf, |_, dst, src| copy_short(dst, src), |_, v| v),
+        Some(m) => {
+            assert!(
+                m.scale.len() == g.ci && m.shift.len() == g.ci,
+                "border: a map of {} and {} values for {} channels",
+                m.scale.len(),
+                m.shift.len(),
+                g.ci
+            );
+            border_with(g, x, buf, |c, dst, src| m.row(c, dst, src), |c, v| m.value(c, v))
+        }
+    }
+}
+
+/// [`border`], each stride-1 row copied by `row(channel, dst, src)` and each stride-2 value by
+/// `value(channel, v)`. A function of its own per instantiation: inlined into `border`, the
+/// plain copy's rows became a `memcpy` call each (checked in the disassembly).
+#[inline(never)]
+fn border_with(
+    g: &Geometry,
+    x: &[f32],
+    buf: &mut Vec<f32>,
+    row_of: impl Fn(usize, &mut [f32], &[f32]),
+    value: impl Fn(usize, f32) -> f32,
+) {
     let (hp, wp) = (g.h + 2, g.w + 2);
     if buf.len() != g.ci * hp * wp {
         buf.clear();
@@ -507,7 +563,7 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
             if g.sw == 1 {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
-                copy_short(&mut row[1..wp - 1], src);
+                row_of(c, &mut row[1..wp - 1], src);
             } else {
                 // Bordered column 2j (the even half) is input column 2j - 1, bordered column
                 // 2j + 1 (the odd half) input column 2j; columns 0 and w + 1 are the border.
@@ -515,11 +571,11 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
                 let (even, odd) = row.split_at_mut(wp.div_ceil(2));
                 let pairs = src.chunks_exact(2);
                 if let [last] = pairs.remainder() {
-                    odd[g.w / 2] = *last;
+                    odd[g.w / 2] = value(c, *last);
                 }
                 for ((p, o), e) in pairs.zip(odd.iter_mut()).zip(&mut even[1..]) {
-                    *o = p[0];
-                    *e = p[1];
+                    *o = value(c, p[0]);
+                    *e = value(c, p[1]);
                 }
             }
         }
@@ -533,7 +589,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     let isa = Isa::detect().expect("covers checked it");
     if shape_ok(g) {
-        forward_with(Kernel::pick(isa, g.ow()), g, x, weight)
+        forward_with(Kernel::pick(isa, g.ow()), g, x, weight, None)
     } else {
         forward_small_with(Kernel::pick(isa, g.h * g.w), g, x, weight)
     }
@@ -636,9 +692,17 @@ pub(crate) fn forward_small_with(kernel: Kernel, g: &Geometry, x: &[f32], weight
     out
 }
 
-/// [`forward`] in the build `kernel`, which must run here and whose width divides the output
-/// width.
-pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+/// The convolution of `map(x)` ([`BnRelu`], applied in the bordered copy) with `weight`, for a
+/// `g` that [`covers`] and [`shape_ok`] accept, in the widest build this CPU runs: the bits of
+/// [`forward`] on the mapped input, without writing it.
+pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: BnRelu) -> Vec<f32> {
+    assert!(covers(g) && shape_ok(g), "{g:?} is not a shape the bordered walk covers");
+    forward_with(Kernel::pick(Isa::detect().expect("covers checked it"), g.ow()), g, x, weight, Some(map))
+}
+
+/// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
+/// width divides the output width.
+pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
     assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
@@ -651,7 +715,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
     out.spare_capacity_mut()[..g.n * len_out]
         .par_chunks_mut(len_out)
         .zip(x.par_chunks(len_in))
-        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(kernel, g, xi, &packed, o, buf));
+        .for_each_init(Vec::new, |buf, (o, xi)| forward_image(kernel, g, xi, &packed, o, buf, map));
     // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`shape_ok`)
     // and `x` holds `n` images, so the zip pairs each of the `n` chunks of `len_out` values
     // with an image, and `forward_image` wrote each chunk whole before `for_each_init` returned
@@ -670,12 +734,13 @@ fn forward_image(
     packed: &[f32],
     out: &mut [MaybeUninit<f32>],
     buf: &mut Vec<f32>,
+    map: Option<BnRelu>,
 ) {
     assert!(shape_ok(g) && kernel.runs_here() && g.ow().is_multiple_of(kernel.lanes()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.oh() * g.ow());
     assert_eq!(packed.len(), g.co * g.ci * 9);
-    border(g, x, buf);
+    border(g, x, buf, map);
     let walk = Walk::forward(g);
     assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
@@ -826,7 +891,8 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// and `dy` its output gradient (`[co, oh, ow]`). `buf` and `dyt` are scratch (the bordered
 /// image and `dy` as `[oh*ow, co]`), in the build `kernel`, which must run here and whose width
 /// divides `g.co`; only for a `g` that [`shape_ok`] accepts ([`weight_grad_images`] chooses the
-/// build and takes the [`small_ok`] shapes too).
+/// build and takes the [`small_ok`] shapes too). With `map`, the gradient for the input
+/// `map(x)` ([`BnRelu`], applied in the bordered copy).
 ///
 /// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
 /// channels, each pixel's `dy` values loaded as vectors, each tap's input value broadcast (a
@@ -842,6 +908,7 @@ pub(crate) fn weight_grad_image_with(
     dwt: &mut [f32],
     buf: &mut Vec<f32>,
     dyt: &mut Vec<f32>,
+    map: Option<BnRelu>,
 ) {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
@@ -849,7 +916,7 @@ pub(crate) fn weight_grad_image_with(
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(dy.len(), g.co * g.oh() * g.ow());
     assert_eq!(dwt.len(), g.co * g.ci * 9);
-    border(g, x, buf);
+    border(g, x, buf, map);
     let walk = Walk::forward(g);
     assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
     let p = g.oh() * g.ow();
@@ -871,7 +938,8 @@ pub(crate) fn weight_grad_image_with(
 /// one image at a time, or, for a [`small_ok`] shape, groups of images through their patches
 /// ([`weight_grad_small_with`]). Each value of `dwt` receives the same products in the same
 /// order either way. In the widest build this CPU runs; only for a `g` that
-/// [`covers_weight_grad`] accepts. `buf` and `dyt` are scratch.
+/// [`covers_weight_grad`] accepts. `buf` and `dyt` are scratch. With `map` (a [`shape_ok`]
+/// shape only), the gradient for the input `map(x)` ([`BnRelu`]).
 pub(crate) fn weight_grad_images(
     g: &Geometry,
     x: &[f32],
@@ -879,14 +947,16 @@ pub(crate) fn weight_grad_images(
     dwt: &mut [f32],
     buf: &mut Vec<f32>,
     dyt: &mut Vec<f32>,
+    map: Option<BnRelu>,
 ) {
     assert!(covers_weight_grad(g));
+    assert!(map.is_none() || shape_ok(g), "{g:?}: a mapped input needs the bordered walk");
     let kernel = Kernel::pick(Isa::detect().expect("covers_weight_grad checked it"), g.co);
     if shape_ok(g) {
         let (len_in, len_out) = (g.ci * g.h * g.w, g.co * g.oh() * g.ow());
         assert_eq!(x.len() / len_in * len_out, dy.len(), "weight_grad_images: {} and {} values", x.len(), dy.len());
         for (xi, dyi) in x.chunks_exact(len_in).zip(dy.chunks_exact(len_out)) {
-            weight_grad_image_with(kernel, g, xi, dyi, dwt, buf, dyt);
+            weight_grad_image_with(kernel, g, xi, dyi, dwt, buf, dyt, map);
         }
     } else {
         weight_grad_small_with(kernel, g, x, dy, dwt, buf, dyt);
@@ -1298,7 +1368,7 @@ mod tests {
             for image in 0..2 {
                 let x: Vec<f32> =
                     (0..ci * h * w).map(|i| (i + 1) as f32 * if image == 0 { 1.0 } else { -0.5 }).collect();
-                border(&g, &x, &mut buf);
+                border(&g, &x, &mut buf, None);
                 assert_eq!(buf.len(), l.len(), "{g:?}");
                 assert!(buf.iter().all(|v| !v.is_nan()), "{g:?}: a position left unwritten");
                 check_taps(&g, &l, &x, &buf);
@@ -1657,7 +1727,7 @@ mod tests {
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
-                close_and_same_bits(&mut first, k, forward_with(k, &g, &x2, &wt), &want, scale, &g);
+                close_and_same_bits(&mut first, k, forward_with(k, &g, &x2, &wt, None), &want, scale, &g);
                 checked += 1;
             }
         }
@@ -1721,8 +1791,8 @@ mod tests {
             for &kern in builds.iter().filter(|k| co.is_multiple_of(k.lanes())) {
                 let mut dwt = start.clone();
                 let (mut buf, mut dyt) = (Vec::new(), Vec::new());
-                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
-                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt);
+                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt, None);
+                weight_grad_image_with(kern, &g, &x, &dy, &mut dwt, &mut buf, &mut dyt, None);
                 for (i, (a, b)) in dwt.iter().zip(&want).enumerate() {
                     assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{kern:?} {g:?} at {i}: {a} vs {b}");
                 }

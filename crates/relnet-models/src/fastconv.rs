@@ -91,7 +91,7 @@ impl Geometry {
     /// lengths: kernel and stride at least 1, a kernel no larger than the padded input, no size
     /// overflowing `usize`, and `x` (`[n, ci, h, w]`), `weight` (`[co, ci, kh, kw]`) and `dy`
     /// (`[n, co, oh, ow]`, when given) exactly as long as the geometry says.
-    fn check(&self, what: &str, x: usize, weight: usize, dy: Option<usize>) {
+    pub(crate) fn check(&self, what: &str, x: usize, weight: usize, dy: Option<usize>) {
         assert!(
             self.kh > 0 && self.kw > 0 && self.sh > 0 && self.sw > 0,
             "{what}: kernel {}x{} and stride {}x{} must be at least 1",
@@ -544,8 +544,11 @@ pub(crate) fn backward_at(
                 dxc: Option<&mut [f32]>|
      -> Vec<f32> {
         let b = xc.len() / g.input_len();
-        // dY of the chunk as one [co, b*P] matrix.
-        let dyw: &[f32] = if b == 1 {
+        // dY of the chunk as one [co, b*P] matrix, for the GEMMs only (the direct weight
+        // gradient reads `dyc` as it is).
+        let bf16_direct = bf16 && direct_bf16::covers_weight_grad(g);
+        let direct_w = bf16_direct || direct3x3::covers_weight_grad(g);
+        let dyw: &[f32] = if b == 1 || !((want_w && !direct_w) || dxc.is_some()) {
             dyc
         } else {
             wide.resize(g.co * b * p, 0.0);
@@ -553,8 +556,7 @@ pub(crate) fn backward_at(
             wide
         };
         let mut dw = Vec::new();
-        let bf16_direct = bf16 && direct_bf16::covers_weight_grad(g);
-        if want_w && (bf16_direct || direct3x3::covers_weight_grad(g)) {
+        if want_w && direct_w {
             // The same `[rows, co]` layout, without the patch matrix (`col` and `dcol`, or the
             // bf16 kernel's `hbuf` and `hdy`, lend their buffers as scratch).
             dw = vec![0f32; g.co * rows];
@@ -567,7 +569,7 @@ pub(crate) fn backward_at(
                     direct_bf16::weight_grad_image(g, xi, dyi, &mut dw, hbuf, hdy);
                 }
             } else {
-                direct3x3::weight_grad_images(g, xc, dyc, &mut dw, col, dcol);
+                direct3x3::weight_grad_images(g, xc, dyc, &mut dw, col, dcol, None);
             }
         } else if want_w {
             let ld = patches(g, xc, b, col);
@@ -608,19 +610,71 @@ pub(crate) fn backward_at(
     } else {
         xs.zip(dys).map_init(scratch, |s, (xc, dyc)| work(s, xc, dyc, None)).collect()
     };
-    // The chunks' weight gradients summed in chunk order: the same bits on any thread count.
-    let dw = want_w.then(|| {
-        let mut sum = vec![0f32; g.co * rows];
-        for part in &parts {
-            for (r, row) in part.chunks_exact(g.co).enumerate() {
-                for (o, v) in row.iter().enumerate() {
-                    sum[o * rows + r] += v;
-                }
-            }
+    (want_x.then_some(dx), want_w.then(|| sum_chunks(g, &parts)))
+}
+
+/// The chunks' weight gradients (each `[rows, co]`, transposed) summed in chunk order into
+/// `[co, rows]`: the same bits on any thread count.
+fn sum_chunks(g: &Geometry, parts: &[Vec<f32>]) -> Vec<f32> {
+    let rows = g.rows();
+    // Summed in the parts' own layout (contiguous adds), then transposed once: each value is
+    // the same sum, in the same order, as summing into `[co, rows]` directly.
+    let mut sum = vec![0f32; rows * g.co];
+    for part in parts {
+        assert_eq!(part.len(), sum.len(), "sum_chunks: a part of {} values for {}", part.len(), sum.len());
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
         }
-        sum
-    });
-    (want_x.then_some(dx), dw)
+    }
+    let mut out = vec![0f32; g.co * rows];
+    for (r, row) in sum.chunks_exact(g.co).enumerate() {
+        for (o, v) in row.iter().enumerate() {
+            out[o * rows + r] = *v;
+        }
+    }
+    out
+}
+
+/// The gradients of the stride-1 direct convolution of `map(x)` ([`direct3x3::BnRelu`], which
+/// [`direct3x3::forward_mapped`] applies in its bordered copies) for `dy`: of its input `map(x)`
+/// (`want_x`) and of `weight` (`want_w`), with the bits [`backward`] gives on the mapped input,
+/// which is never written. Only where `g` is 3x3, stride 1, padding 1, and the direct kernels
+/// cover the forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
+/// [`direct3x3::shape_ok`]).
+pub(crate) fn backward_mapped(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    map: direct3x3::BnRelu,
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    g.check("fastconv::backward_mapped", x.len(), weight.len(), Some(dy.len()));
+    assert!(
+        (g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1) && direct3x3::covers_weight_grad(g) && direct3x3::shape_ok(g),
+        "backward_mapped: {g:?} is not a stride-1 shape the direct kernels cover"
+    );
+    rayon::join(
+        // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped kernel.
+        || want_x.then(|| forward_at(&g.transposed(), dy, &flipped(g, weight), false)),
+        || {
+            // As `backward_at`'s direct weight gradient: chunks of `chunk(g)` images, summed in order.
+            let b = chunk(g);
+            want_w.then(|| {
+                let parts: Vec<Vec<f32>> = x
+                    .par_chunks(b * g.input_len())
+                    .zip(dy.par_chunks(b * g.output_len()))
+                    .map_init(Scratch::default, |s, (xc, dyc)| {
+                        let mut dw = vec![0f32; g.co * g.rows()];
+                        direct3x3::weight_grad_images(g, xc, dyc, &mut dw, &mut s.col, &mut s.dcol, Some(map));
+                        dw
+                    })
+                    .collect();
+                sum_chunks(g, &parts)
+            })
+        },
+    )
 }
 
 /// `v` rounded to the nearest bf16 value (ties to even), in place: what a cast to bf16 and back
@@ -800,6 +854,13 @@ impl<C: CheckpointStrategy> FastConv for Autodiff<Flex, C> {
 
 thread_local! {
     static FORCE_BURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether relnet's direct 3x3 kernels run on this CPU in this process: AVX2 and FMA (or
+/// `RELNET_SIMD=portable`), and not `RELNET_DIRECT_CONV=off`. Where they do not, the shapes they
+/// cover run on im2col + GEMM, and the operations that need them (`bn_relu_conv`) run apart.
+pub fn direct_kernels_run_here() -> bool {
+    crate::simd::Isa::detect().is_some()
 }
 
 /// Whether the fast path is on: everywhere but where `RELNET_CONV=burn`, or inside

@@ -11,6 +11,7 @@
 
 pub mod backbone;
 mod bf16_layout;
+pub mod bn_relu_conv;
 pub mod bn_relu_pool;
 pub mod conv4;
 mod direct3x3;

@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use crate::backbone::BackboneSpec;
 
+use crate::bn_relu_conv::batch_norm_relu_conv;
 use crate::fastbn::{batch_norm, batch_norm_add_relu, batch_norm_relu};
 use crate::fastconv::conv2d;
 use crate::layers::{bn, conv};
@@ -43,12 +44,13 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x.clone()));
+        // `bn1 -> relu -> conv2` as one operation where it applies (`bn_relu_conv`).
+        let y = batch_norm_relu_conv(&self.bn1, &self.conv2, conv2d(&self.conv1, x.clone()));
         let short = match &self.downsample {
             Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
             None => x,
         };
-        batch_norm_add_relu(&self.bn2, conv2d(&self.conv2, out), short)
+        batch_norm_add_relu(&self.bn2, y, short)
     }
 }
 

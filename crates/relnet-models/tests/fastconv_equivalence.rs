@@ -588,6 +588,58 @@ fn batch_norm_relu_pool_has_the_bits_of_the_separate_operations() {
     }
 }
 
+/// Batch norm + ReLU + a 3x3 stride-1 convolution as one operation (`bn_relu_conv`, the middle
+/// of every residual block) against the operations apart on relnet's path: output, the input's,
+/// gamma's, beta's and the weight's gradients and the running statistics, bit for bit. Shapes the
+/// direct kernels do not cover (a width that is not a multiple of 8, 6 output channels) fall back
+/// to the operations apart; so does burn's convolution.
+#[test]
+fn batch_norm_relu_conv_has_the_bits_of_the_separate_operations() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex().autodiff();
+    let direct = relnet_models::fastconv::direct_kernels_run_here();
+    for (n, ci, co, h, w) in
+        [(4, 16, 16, 32, 32), (3, 5, 8, 7, 16), (2, 32, 64, 8, 8), (2, 4, 8, 6, 6), (2, 4, 6, 8, 8)]
+    {
+        device.seed(13);
+        let conv = burn::nn::conv::Conv2dConfig::new([ci, co], [3, 3])
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&device);
+        let x = Tensor::<4>::random([n, ci, h, w], Distribution::Normal(0.3, 2.0), &device);
+        let t = Tensor::<4>::random([n, co, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let gamma = Tensor::<1>::random([ci], Distribution::Normal(0.0, 1.0), &device);
+        let beta = Tensor::<1>::random([ci], Distribution::Normal(0.0, 0.5), &device);
+        let covered = direct && w % 8 == 0 && co % 8 == 0;
+        let shape = format!("{n}x{ci}x{h}x{w} -> {co}");
+        let run = |fused: bool| {
+            let mut bn = burn::nn::BatchNormConfig::new(ci).init(&device);
+            bn.gamma = Param::from_tensor(gamma.clone());
+            bn.beta = Param::from_tensor(beta.clone());
+            assert_eq!(relnet_models::bn_relu_conv::fuses(&bn, &conv, &x), covered, "{shape}");
+            assert!(!with_burn_conv(|| relnet_models::bn_relu_conv::fuses(&bn, &conv, &x)));
+            let x = x.clone().require_grad();
+            let y = if fused {
+                relnet_models::bn_relu_conv::batch_norm_relu_conv(&bn, &conv, x.clone())
+            } else {
+                relnet_models::fastconv::conv2d(&conv, relnet_models::fastbn::batch_norm_relu(&bn, x.clone()))
+            };
+            let g = (y.clone() * t.clone()).sum().backward();
+            let param = |p: &Param<Tensor<1>>| p.val().grad(&g).expect("a gradient").to_data().iter::<f32>().collect();
+            let mut all = vec![
+                ("output".to_string(), values(y)),
+                ("input gradient".to_string(), values(x.grad(&g).expect("input gradient"))),
+                ("gamma gradient".to_string(), param(&bn.gamma)),
+                ("beta gradient".to_string(), param(&bn.beta)),
+                ("weight gradient".to_string(), values(conv.weight.val().grad(&g).expect("weight gradient"))),
+            ];
+            all.extend(running_stats(&bn));
+            all
+        };
+        assert_same_bits(&run(true), &run(false), &shape);
+    }
+}
+
 /// Output, input gradient and parameter gradients of `f(x)` summed against `t`, for `model`'s
 /// parameters.
 fn pass_with<M: Module>(model: &M, x: &Tensor<4>, f: impl Fn(Tensor<4>) -> Vec<Tensor<4>>) -> Vec<(String, Vec<f32>)> {
