@@ -2,11 +2,13 @@
 //! of 256 (K = 4, M = 64): statistics, normalisation, the backward pass without and with the
 //! fused ReLU, the residual block's end (batch norm + shortcut + ReLU) forward and backward; then,
 //! on Conv-4's pooled maps, batch norm + ReLU + 2x2 pool apart against `bn_relu_pool` (rounds
-//! alternating the two in one process, the best round of each).
+//! alternating the two in one process, the best round of each); then, on ResNet-32's three
+//! stages, batch norm + ReLU then the 3x3 convolution apart against `bn_relu_conv` (the same way).
 //! `cargo run --release -p relnet-models --example bn_ops`.
 use std::time::Instant;
 
-use relnet_models::{bn_relu_pool, fastbn, fastpool};
+use relnet_models::fastconv::{self, Geometry};
+use relnet_models::{bn_relu_conv, bn_relu_pool, fastbn, fastpool};
 
 fn best(f: &dyn Fn()) -> f64 {
     f();
@@ -82,6 +84,48 @@ fn main() {
         }
         println!(
             "{c:>3} x {side:>2}x{side:<2}: batch norm + ReLU + pool apart fwd {:6.2} ms, bwd {:6.2} ms | fused fwd {:6.2} ms, bwd {:6.2} ms",
+            t[0] * 1e3,
+            t[2] * 1e3,
+            t[1] * 1e3,
+            t[3] * 1e3
+        );
+    }
+    // ResNet-32's blocks, `bn1 -> relu -> conv2`: statistics, normalise + ReLU, the convolution;
+    // backward the convolution's two gradients, then batch norm + ReLU's; against
+    // `bn_relu_conv`. Alternating, best of each.
+    if !fastconv::direct_kernels_run_here() {
+        println!("bn_relu_conv: SKIP, the direct kernels do not run on this CPU");
+        return;
+    }
+    for (c, side) in [(16, 32), (32, 16), (64, 8)] {
+        let plane = side * side;
+        let g = Geometry { n, ci: c, h: side, w: side, co: c, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        let y: Vec<f32> = (0..n * c * plane).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let dout: Vec<f32> = (0..n * c * plane).map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0).collect();
+        let w: Vec<f32> = (0..c * c * 9).map(|i| ((i * 29 % 83) as f32 - 41.0) / 200.0).collect();
+        let (gamma, beta) = (vec![1.0f32; c], vec![0.1f32; c]);
+        let (mean, var) = fastbn::statistics(&y, n, c, plane);
+        let a = fastbn::normalise(&y, c, plane, &mean, &var, &gamma, &beta, 1e-5, true);
+        let apart_fwd = || {
+            let (m, v) = fastbn::statistics(&y, n, c, plane);
+            let a = fastbn::normalise(&y, c, plane, &m, &v, &gamma, &beta, 1e-5, true);
+            drop(fastconv::forward(&g, &a, &w));
+        };
+        let apart_bwd = || {
+            let (da, dw) = fastconv::backward(&g, &a, &w, &dout, true, true);
+            drop((dw, fastbn::backward(&y, &da.expect("asked"), n, c, plane, &mean, &var, &gamma, 1e-5, Some(&beta))));
+        };
+        let dims = [n, c, side, side];
+        let fused_fwd = || drop(bn_relu_conv::forward(&y, dims, &gamma, &beta, 1e-5, &w, c));
+        let fused_bwd = || drop(bn_relu_conv::backward(&y, dims, &dout, &mean, &var, &gamma, &beta, 1e-5, &w, c, true));
+        let mut t = [f64::INFINITY; 4];
+        for _ in 0..5 {
+            for (k, f) in [&apart_fwd as &dyn Fn(), &fused_fwd, &apart_bwd, &fused_bwd].into_iter().enumerate() {
+                t[k] = t[k].min(best(f));
+            }
+        }
+        println!(
+            "{c:>3} x {side:>2}x{side:<2}: batch norm + ReLU + conv apart fwd {:6.2} ms, bwd {:6.2} ms | fused fwd {:6.2} ms, bwd {:6.2} ms",
             t[0] * 1e3,
             t[2] * 1e3,
             t[1] * 1e3,
