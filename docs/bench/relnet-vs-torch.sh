@@ -34,13 +34,14 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 20 2" "resnet32 16 6 1"; 
     > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err || true
   cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
   r16_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r16_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
-  best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0
+  best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0; bf16_skipped=0
   for setting in "" "--channels-last" "--channels-last --bf16"; do
     # PyTorch's bf16 autocast on a CPU without bf16 instructions is oneDNN's emulation, 5-12x slower
     # than its fp32 (about 15 of a sitting's 30 minutes on a 2-core AVX2 host) and no one's best
     # setting there: skipped unless TORCH_BF16=1, the summary's bf16 ratio then reads 0.
     if [[ "$setting" == *bf16* && "$flags" != *avx512_bf16* && "$flags" != *amx_bf16* && "${TORCH_BF16:-0}" != 1 ]]; then
       echo "torch channels_last + bf16: SKIP, this CPU has neither avx512_bf16 nor amx_bf16 (PyTorch would emulate bf16); TORCH_BF16=1 runs it" >> "$out"
+      bf16_skipped=1
       continue
     fi
     /usr/bin/time -f "torch wall %e s peak_rss_kb %M" "$py" ../shared/bench/torch_reference.py speed --root "$root/cifar10" \
@@ -56,11 +57,11 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 20 2" "resnet32 16 6 1"; 
     fi
   done
   summary+=("$(awk -v n="$1 K=$2" -v rs="$r_step" -v re="$r_e2e" -v bs="$best_step" -v be="$best_e2e" -v b="$best" \
-    -v be_by="$best_e2e_by" -v fs="$bf16_step" -v fe="$bf16_e2e" -v hs="$r16_step" -v he="$r16_e2e" 'BEGIN{printf "%-14s fp32: relnet step %8.1f e2e %8.1f | torch best step %8.1f (%s) e2e %8.1f (%s) | ratio step %.2fx e2e %.2fx\n%-14s bf16: relnet step %8.1f e2e %8.1f | torch channels-last+bf16 step %8.1f e2e %8.1f | ratio step %.2fx e2e %.2fx | relnet bf16/fp32 step %.2fx", n, rs, re, bs, b, be, be_by, (bs > 0 ? rs/bs : 0), (be > 0 ? re/be : 0), n, hs, he, fs, fe, (fs > 0 ? hs/fs : 0), (fe > 0 ? he/fe : 0), (rs > 0 ? hs/rs : 0)}')")
+    -v be_by="$best_e2e_by" -v fs="$bf16_step" -v fe="$bf16_e2e" -v hs="$r16_step" -v he="$r16_e2e" -v sk="$bf16_skipped" 'BEGIN{printf "%-14s fp32: relnet step %8.1f e2e %8.1f | torch best step %8.1f (%s) e2e %8.1f (%s) | ratio step %.2fx e2e %.2fx\n", n, rs, re, bs, b, be, be_by, (bs > 0 ? rs/bs : 0), (be > 0 ? re/be : 0); if (sk) printf "%-14s bf16: relnet step %8.1f e2e %8.1f | torch channels-last+bf16 skipped (no bf16 instructions) | relnet bf16/fp32 step %.2fx", n, hs, he, (rs > 0 ? hs/rs : 0); else printf "%-14s bf16: relnet step %8.1f e2e %8.1f | torch channels-last+bf16 step %8.1f e2e %8.1f | ratio step %.2fx e2e %.2fx | relnet bf16/fp32 step %.2fx", n, hs, he, fs, fe, (fs > 0 ? hs/fs : 0), (fe > 0 ? he/fe : 0), (rs > 0 ? hs/rs : 0)}')")
 done
 {
   echo "### summary (views/s; fp32 ratio = relnet fp32 / PyTorch's best fp32 setting, step and end to end each;"
-  echo "### bf16 ratio = relnet bf16 / PyTorch channels_last + bf16 autocast)"
+  echo "### bf16 ratio = relnet bf16 / PyTorch channels_last + bf16 autocast, where it ran)"
   printf '%s\n' "${summary[@]}"
 } >> "$out"
 tail -10 "$out"

@@ -31,7 +31,8 @@ use burn::tensor::TensorData;
 
 use crate::direct3x3::{self, BnRelu};
 use crate::fastbn::{
-    affine, batch_norm_relu, bn_shape, fast_path, images, outputs, register_bn, statistics, update_running,
+    affine, batch_norm_relu, bn_shape, check_channels, fast_path, images, outputs, register_bn, statistics,
+    update_running,
 };
 use crate::fastconv::{self, Geometry, conv2d, values};
 use crate::precision::{Precision, current};
@@ -42,8 +43,9 @@ fn geometry(n: usize, ci: usize, h: usize, w: usize, co: usize) -> Geometry {
     Geometry { n, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }
 }
 
-/// Whether the direct kernels take this convolution with a mapped input, forward and both
-/// gradients: [`direct3x3::covers_weight_grad`] and the bordered walk ([`direct3x3::shape_ok`]).
+/// Whether the direct kernels take this convolution with a mapped input, forward and weight
+/// gradient: [`direct3x3::covers_weight_grad`] and the bordered walk ([`direct3x3::shape_ok`]).
+/// (The input gradient reads no mapped input: it runs as the operations apart run it.)
 fn kernels_cover(g: &Geometry) -> bool {
     direct3x3::covers_weight_grad(g) && direct3x3::shape_ok(g)
 }
@@ -54,7 +56,8 @@ fn kernels_cover(g: &Geometry) -> bool {
 ///
 /// # Panics
 ///
-/// Where the lengths do not match, or the direct kernels do not cover the shape on this CPU.
+/// Where the lengths do not match (`gamma` and `beta` one value per input channel), or the
+/// direct kernels do not cover the shape on this CPU.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     y: &[f32],
@@ -65,8 +68,10 @@ pub fn forward(
     weight: &[f32],
     co: usize,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const WHAT: &str = "bn_relu_conv::forward";
     let g = geometry(n, ci, h, w, co);
-    g.check("bn_relu_conv::forward", y.len(), weight.len(), None);
+    g.check(WHAT, y.len(), weight.len(), None);
+    check_channels(WHAT, ci, &[("gamma", gamma), ("beta", beta)]);
     assert!(kernels_cover(&g), "bn_relu_conv::forward: {g:?} is not a shape the direct kernels cover here");
     let (mean, var) = statistics(y, n, ci, h * w);
     let (scale, shift) = affine(ci, &mean, &var, gamma, beta, eps);
@@ -75,8 +80,13 @@ pub fn forward(
 }
 
 /// The gradients of [`forward`] for the output gradient `dout`: `(dy, dgamma, dbeta, dweight)`,
-/// `dy` and `dweight` only where `want_y` and `want_w` (the others are computed anyway: batch
-/// norm's gradients need the convolution's input gradient).
+/// `dweight` only where `want_w` (batch norm's three gradients all need the convolution's input
+/// gradient, so they are computed together).
+///
+/// # Panics
+///
+/// As [`forward`], and unless `dout` is the output's size and `mean` and `var` have one value
+/// per input channel.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     y: &[f32],
@@ -91,7 +101,11 @@ pub fn backward(
     co: usize,
     want_w: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    const WHAT: &str = "bn_relu_conv::backward";
     let g = geometry(n, ci, h, w, co);
+    g.check(WHAT, y.len(), weight.len(), Some(dout.len()));
+    check_channels(WHAT, ci, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
+    assert!(kernels_cover(&g), "{WHAT}: {g:?} is not a shape the direct kernels cover here");
     let (scale, shift) = affine(ci, mean, var, gamma, beta, eps);
     let map = BnRelu { scale: &scale, shift: &shift };
     let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map, true, want_w);
@@ -193,9 +207,10 @@ impl<C: CheckpointStrategy> FastBatchNormReluConv for Autodiff<Flex, C> {
 
 /// Whether [`batch_norm_relu_conv`] runs `bn`, ReLU and `conv` on `y` as one operation: where
 /// [`batch_norm_relu`] takes relnet's path, at fp32 precision, `conv` is 3x3 with stride 1,
-/// padding 1, no dilation, groups or bias, and the direct kernels cover the shape on this CPU
-/// (forward and weight gradient through the bordered copy: AVX2 and FMA, an output width a
-/// multiple of 8, output channels a multiple of 8).
+/// padding 1, no dilation, groups or bias, and the direct kernels cover the shape in this process
+/// (forward and weight gradient through the bordered copy: an output width and a number of output
+/// channels that are multiples of 8, on a CPU with AVX2 and FMA or with `RELNET_SIMD=portable`,
+/// not with `RELNET_DIRECT_CONV=off`; see [`fastconv::direct_kernels_run_here`]).
 pub fn fuses(bn: &BatchNorm, conv: &Conv2d, y: &Tensor<4>) -> bool {
     let [n, ci, h, w] = y.dims();
     let [co, wci, ..] = conv.weight.dims();
@@ -247,7 +262,16 @@ mod tests {
         }
         // ResNet-32's three stages, an odd height and channel count, a width of 16; gammas of
         // both signs, so that the ReLU cuts both ways.
-        for (n, ci, co, h, w) in [(3, 16, 16, 32, 32), (2, 32, 32, 16, 16), (2, 64, 64, 8, 8), (3, 5, 8, 7, 16)] {
+        // n = 16 and 17 on 8x8 planes: chunks of two images in the weight gradient, the last
+        // one short at 17.
+        for (n, ci, co, h, w) in [
+            (3, 16, 16, 32, 32),
+            (2, 32, 32, 16, 16),
+            (2, 64, 64, 8, 8),
+            (3, 5, 8, 7, 16),
+            (16, 8, 8, 8, 8),
+            (17, 6, 16, 8, 8),
+        ] {
             let (eps, plane) = (1e-5, h * w);
             let y: Vec<f32> =
                 (0..n * ci * plane).map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1 + i % 3) as f32).collect();
@@ -288,8 +312,14 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "bn_relu_conv::forward")]
+    #[should_panic(expected = "bn_relu_conv::forward: input of 127 values")]
     fn an_input_of_the_wrong_length_is_refused() {
         let _ = forward(&[0.5; 2 * 64 - 1], [1, 2, 8, 8], &[1.0; 2], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "bn_relu_conv::forward: gamma has 3 values for 2 channels")]
+    fn a_gamma_of_the_wrong_length_is_refused() {
+        let _ = forward(&[0.5; 2 * 64], [1, 2, 8, 8], &[1.0; 3], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8);
     }
 }

@@ -900,6 +900,7 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// time (about 128 pixels: the band's inputs and `dy` stay in L1 while every tile passes over
 /// them), and each tile sums the band's pixels in order onto `dwt`: a fixed order, so the same
 /// bits on any thread count and any width.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad_image_with(
     kernel: Kernel,
     g: &Geometry,
@@ -1374,6 +1375,33 @@ mod tests {
                 check_taps(&g, &l, &x, &buf);
             }
         }
+    }
+
+    #[test]
+    fn a_mapped_border_is_the_border_of_the_mapped_image() {
+        // At both strides, odd and even widths, a buffer reused from NaN: `border` with a
+        // `BnRelu` map gives the bits of the plain border of `max(x * scale + shift, 0)`
+        // (`fastbn::normalise`'s operations), border zeros included.
+        for (ci, h, w, s) in [(3, 5, 8, 1), (2, 4, 9, 1), (3, 7, 15, 2), (2, 6, 16, 2)] {
+            let g = Geometry { n: 1, ci, h, w, co: 2, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
+            let x: Vec<f32> = (0..ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let (scale, shift) = ([0.5, -1.5, 2.0][..ci].to_vec(), [0.1, -0.2, 0.0][..ci].to_vec());
+            let mapped: Vec<f32> =
+                x.iter().enumerate().map(|(i, &v)| (v * scale[i / (h * w)] + shift[i / (h * w)]).max(0.0)).collect();
+            assert!(mapped.contains(&0.0) && mapped.iter().any(|&v| v > 0.0), "a ReLU that does something");
+            let (mut want, mut got) = (Vec::new(), vec![f32::NAN; ci * (h + 2) * (w + 2)]);
+            border(&g, &mapped, &mut want, None);
+            border(&g, &x, &mut got, Some(BnRelu { scale: &scale, shift: &shift }));
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{g:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "border: a map of 1 and 2 values for 2 channels")]
+    fn a_map_of_the_wrong_length_is_refused() {
+        let g = Geometry { n: 1, ci: 2, h: 2, w: 8, co: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        border(&g, &[0.0; 32], &mut Vec::new(), Some(BnRelu { scale: &[1.0], shift: &[0.0; 2] }));
     }
 
     #[test]
