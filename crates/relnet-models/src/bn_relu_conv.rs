@@ -31,8 +31,7 @@ use burn::tensor::TensorData;
 
 use crate::direct3x3::{self, BnRelu};
 use crate::fastbn::{
-    affine, batch_norm_relu, bn_shape, check_channels, fast_path, images, outputs, register_bn, statistics,
-    update_running,
+    affine, batch_norm_relu, bn_shape, check_channels, fast_path, images, outputs, register_bn, statistics, trained,
 };
 use crate::fastconv::{self, Geometry, conv2d, values};
 use crate::precision::{Precision, current};
@@ -234,15 +233,14 @@ pub fn batch_norm_relu_conv(bn: &BatchNorm, conv: &Conv2d, y: Tensor<4>) -> Tens
         return conv2d(conv, batch_norm_relu(bn, y));
     }
     let device = y.device();
-    let (out, mean, var) = <Dispatch as FastBatchNormReluConv>::fast_batch_norm_relu_conv(
+    let out = <Dispatch as FastBatchNormReluConv>::fast_batch_norm_relu_conv(
         y.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         conv.weight.val().into_dispatch(),
         bn.epsilon,
     );
-    update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), &device);
-    Tensor::from_dispatch(out)
+    trained(bn, &device, out)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use burn::prelude::*;
 
 use crate::fastbn::{
     GradPlanes, GradSums, affine, batch_norm_relu, bn_shape, check_channels, check_images, fast_path, finish,
-    grad_sums, images, outputs, register_bn, statistics, update_running,
+    grad_sums, images, outputs, register_bn, statistics, trained,
 };
 use crate::fastconv::{mul, par_filled, values};
 use crate::fastpool::avg_pool2d;
@@ -310,14 +310,13 @@ pub fn batch_norm_relu_pool(bn: &BatchNorm, pool: &AvgPool2d, x: Tensor<4>) -> T
         return avg_pool2d(pool, batch_norm_relu(bn, x));
     }
     let device = x.device();
-    let (out, mean, var) = <Dispatch as FastBatchNormReluPool>::fast_batch_norm_relu_pool(
+    let out = <Dispatch as FastBatchNormReluPool>::fast_batch_norm_relu_pool(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         bn.epsilon,
     );
-    update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), &device);
-    Tensor::from_dispatch(out)
+    trained(bn, &device, out)
 }
 
 #[cfg(test)]

@@ -627,17 +627,14 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         let y = bn.forward(x);
         return if relu { burn::tensor::activation::relu(y) } else { y };
     }
-    let (y, mean, var) = <Dispatch as FastBatchNorm>::fast_batch_norm_train(
+    let out = <Dispatch as FastBatchNorm>::fast_batch_norm_train(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         bn.epsilon,
         relu,
     );
-    let (y, mean, var): (Tensor<4>, Tensor<1>, Tensor<1>) =
-        (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var));
-    update_running(bn, mean, var, &device);
-    y
+    trained(bn, &device, out)
 }
 
 /// Whether the fused kernels take `x` through `bn`: burn-flex with relnet's kernels on (and
@@ -654,8 +651,20 @@ pub(crate) fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
         && x.dtype() == burn::tensor::DType::F32
 }
 
+/// The output of one of relnet's training-mode batch-norm operations (`(output, mean, var)`, as
+/// the backend extensions return them), with its batch statistics fed to `bn`'s running
+/// statistics ([`update_running`]).
+pub(crate) fn trained(
+    bn: &BatchNorm,
+    device: &Device,
+    (out, mean, var): (FloatTensor<Dispatch>, FloatTensor<Dispatch>, FloatTensor<Dispatch>),
+) -> Tensor<4> {
+    update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), device);
+    Tensor::from_dispatch(out)
+}
+
 /// The running statistics' update of burn-nn's `BatchNorm` from a batch's mean and variance.
-pub(crate) fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
+fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>, device: &Device) {
     let running_mean = bn
         .running_mean
         .value_sync()
@@ -779,15 +788,14 @@ pub fn batch_norm_add_relu(bn: &BatchNorm, y: Tensor<4>, shortcut: Tensor<4>) ->
         return burn::tensor::activation::relu(bn.forward(y) + shortcut);
     }
     let device = y.device();
-    let (out, mean, var) = <Dispatch as FastBatchNormAddRelu>::fast_batch_norm_add_relu(
+    let out = <Dispatch as FastBatchNormAddRelu>::fast_batch_norm_add_relu(
         y.into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         shortcut.into_dispatch(),
         bn.epsilon,
     );
-    update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), &device);
-    Tensor::from_dispatch(out)
+    trained(bn, &device, out)
 }
 
 #[cfg(test)]
