@@ -36,9 +36,9 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 20 2" "resnet32 16 6 1"; 
   r16_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r16_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
   best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0; bf16_skipped=0
   for setting in "" "--channels-last" "--channels-last --bf16"; do
-    # PyTorch's bf16 autocast on a CPU without bf16 instructions is oneDNN's emulation, 5-12x slower
-    # than its fp32 (about 15 of a sitting's 30 minutes on a 2-core AVX2 host) and no one's best
-    # setting there: skipped unless TORCH_BF16=1, the summary's bf16 ratio then reads 0.
+    # PyTorch's bf16 autocast on a CPU without bf16 instructions is oneDNN's emulation, 4-12x slower
+    # than its fp32 (more than half of a sitting on a 2-core AVX2 host) and no one's best
+    # setting there: skipped unless TORCH_BF16=1, the summary then says "skipped".
     if [[ "$setting" == *bf16* && "$flags" != *avx512_bf16* && "$flags" != *amx_bf16* && "${TORCH_BF16:-0}" != 1 ]]; then
       echo "torch channels_last + bf16: SKIP, this CPU has neither avx512_bf16 nor amx_bf16 (PyTorch would emulate bf16); TORCH_BF16=1 runs it" >> "$out"
       bf16_skipped=1
