@@ -42,13 +42,6 @@ fn geometry(n: usize, ci: usize, h: usize, w: usize, co: usize) -> Geometry {
     Geometry { n, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 }
 }
 
-/// Whether the direct kernels take this convolution with a mapped input, forward and weight
-/// gradient: [`direct3x3::covers_weight_grad`] and the bordered walk ([`direct3x3::shape_ok`]).
-/// (The input gradient reads no mapped input: it runs as the operations apart run it.)
-fn kernels_cover(g: &Geometry) -> bool {
-    direct3x3::covers_weight_grad(g) && direct3x3::shape_ok(g)
-}
-
 /// `conv3x3(relu(batch_norm(y)))` of `y` (`n` images of `ci` planes of `h x w`) in training
 /// mode, with `weight` (`[co, ci, 3, 3]`), padding 1, no bias: `(output, mean, var)`, the output
 /// `n` images of `co` planes of `h x w`, the biased batch variance.
@@ -71,7 +64,7 @@ pub fn forward(
     let g = geometry(n, ci, h, w, co);
     g.check(WHAT, y.len(), weight.len(), None);
     check_channels(WHAT, ci, &[("gamma", gamma), ("beta", beta)]);
-    assert!(kernels_cover(&g), "bn_relu_conv::forward: {g:?} is not a shape the direct kernels cover here");
+    assert!(direct3x3::covers_mapped(&g), "bn_relu_conv::forward: {g:?} is not a shape the direct kernels cover here");
     let (mean, var) = statistics(y, n, ci, h * w);
     let (scale, shift) = affine(ci, &mean, &var, gamma, beta, eps);
     let out = direct3x3::forward_mapped(&g, y, weight, BnRelu { scale: &scale, shift: &shift });
@@ -104,7 +97,7 @@ pub fn backward(
     let g = geometry(n, ci, h, w, co);
     g.check(WHAT, y.len(), weight.len(), Some(dout.len()));
     check_channels(WHAT, ci, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
-    assert!(kernels_cover(&g), "{WHAT}: {g:?} is not a shape the direct kernels cover here");
+    assert!(direct3x3::covers_mapped(&g), "{WHAT}: {g:?} is not a shape the direct kernels cover here");
     let (scale, shift) = affine(ci, mean, var, gamma, beta, eps);
     let map = BnRelu { scale: &scale, shift: &shift };
     let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map, true, want_w);
@@ -222,7 +215,7 @@ pub fn fuses(bn: &BatchNorm, conv: &Conv2d, y: &Tensor<4>) -> bool {
         && wci == ci
         && current() == Precision::Fp32
         && fast_path(bn, y)
-        && kernels_cover(&geometry(n, ci, h, w, co))
+        && direct3x3::covers_mapped(&geometry(n, ci, h, w, co))
 }
 
 /// `conv.forward(relu(bn.forward(y)))`: through [`FastBatchNormReluConv`] where [`fuses`] says

@@ -692,6 +692,12 @@ pub(crate) fn forward_small_with(kernel: Kernel, g: &Geometry, x: &[f32], weight
     out
 }
 
+/// Whether the kernels take `g` with a [`BnRelu`]-mapped input, forward and weight gradient:
+/// [`covers_weight_grad`] through the bordered walk ([`shape_ok`]).
+pub(crate) fn covers_mapped(g: &Geometry) -> bool {
+    covers_weight_grad(g) && shape_ok(g)
+}
+
 /// The convolution of `map(x)` ([`BnRelu`], applied in the bordered copy) with `weight`, for a
 /// `g` that [`covers`] and [`shape_ok`] accept, in the widest build this CPU runs: the bits of
 /// [`forward`] on the mapped input, without writing it.

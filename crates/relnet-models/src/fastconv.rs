@@ -652,7 +652,7 @@ pub(crate) fn backward_mapped(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     g.check("fastconv::backward_mapped", x.len(), weight.len(), Some(dy.len()));
     assert!(
-        (g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1) && direct3x3::covers_weight_grad(g) && direct3x3::shape_ok(g),
+        (g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1) && direct3x3::covers_mapped(g),
         "backward_mapped: {g:?} is not a stride-1 shape the direct kernels cover"
     );
     rayon::join(
