@@ -70,7 +70,7 @@ impl Kernel {
     }
 
     /// Lanes per vector.
-    fn lanes(self) -> usize {
+    pub(crate) fn lanes(self) -> usize {
         match self {
             Kernel::Avx512 | Kernel::Portable16 => 16,
             Kernel::Avx2 | Kernel::Portable8 => 8,
@@ -79,7 +79,7 @@ impl Kernel {
 
     /// Output channels per forward register tile, at most: the build's `Simd::ROWS`, which
     /// [`pack`] and the kernel must agree on.
-    fn rows(self) -> usize {
+    pub(crate) fn rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => Avx512::ROWS,
@@ -519,10 +519,17 @@ impl BnRelu<'_> {
 /// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped as it
 /// is copied (the border stays zero: the padding of the mapped image).
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>) {
+    border_as(g, x, buf, map, g.sw != 1)
+}
+
+/// [`border`], each bordered row stored as its even columns, then its odd columns, where `split`
+/// is set (the stride-2 walk's order, and the Winograd tiles' at stride 1: `winograd.rs`), as it
+/// is otherwise.
+pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>, split: bool) {
     // Two instantiations of one body (one body choosing per row compiled the plain rows into a
     // `memcpy` call each).
     match map {
-        None => border_with(g, x, buf, |_, dst, src| copy_short(dst, src), |_, v| v),
+        None => border_with(g, x, buf, split, |_, dst, src| copy_short(dst, src), |_, v| v),
         Some(m) => {
             assert!(
                 m.scale.len() == g.ci && m.shift.len() == g.ci,
@@ -531,19 +538,20 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>) {
                 m.shift.len(),
                 g.ci
             );
-            border_with(g, x, buf, |c, dst, src| m.row(c, dst, src), |c, v| m.value(c, v))
+            border_with(g, x, buf, split, |c, dst, src| m.row(c, dst, src), |c, v| m.value(c, v))
         }
     }
 }
 
-/// [`border`], each stride-1 row copied by `row(channel, dst, src)` and each stride-2 value by
-/// `value(channel, v)`. A function of its own per instantiation: inlined into `border`, the
-/// plain copy's rows became a `memcpy` call each (checked in the disassembly).
+/// [`border_as`], each plain row copied by `row(channel, dst, src)` and each value of a split
+/// row by `value(channel, v)`. A function of its own per instantiation: inlined into `border`,
+/// the plain copy's rows became a `memcpy` call each (checked in the disassembly).
 #[inline(never)]
 fn border_with(
     g: &Geometry,
     x: &[f32],
     buf: &mut Vec<f32>,
+    split: bool,
     row_of: impl Fn(usize, &mut [f32], &[f32]),
     value: impl Fn(usize, f32) -> f32,
 ) {
@@ -560,7 +568,7 @@ fn border_with(
         for y in 0..g.h {
             let row = &mut plane[(y + 1) * wp..(y + 2) * wp];
             let src = &x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
-            if g.sw == 1 {
+            if !split {
                 row[0] = 0.0;
                 row[wp - 1] = 0.0;
                 row_of(c, &mut row[1..wp - 1], src);
@@ -709,6 +717,14 @@ pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: BnRel
 /// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
 /// width divides the output width.
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
+    if super::winograd::runs(g) {
+        return super::winograd::forward_with(kernel, g, x, weight, map);
+    }
+    direct_with(kernel, g, x, weight, map)
+}
+
+/// [`forward_with`] on the direct kernel, where Winograd's tiles would run too.
+pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
     assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod resnet34;
 pub mod resnet_cifar;
 mod simd;
+mod winograd;
 
 pub use backbone::{Backbone, BackboneEntry, BackboneKind, BackboneSpec, global_avg_pool};
 pub use heads::{LocalDiscriminator, MlpHead, PriorDiscriminator, linear_head};

@@ -66,6 +66,28 @@ pub(crate) trait Simd {
     ///
     /// The CPU has this set's features; `p` is valid for writes of `W` floats.
     unsafe fn store(p: *mut f32, v: Self::V);
+
+    /// `a + b` in every lane.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+
+    /// `a - b` in every lane.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+
+    /// Writes `a` and `b` interleaved to the `2 W` floats at `p` (any alignment): `p[2i] = a[i]`,
+    /// `p[2i + 1] = b[i]`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features; `p` is valid for writes of `2 W` floats.
+    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V);
 }
 
 /// The widest set this CPU runs, or none where the direct kernels are off.
@@ -160,6 +182,31 @@ impl Simd for Avx2 {
         // SAFETY: the caller's contract: AVX2, and `p` valid for writes of 8 floats.
         unsafe { std::arch::x86_64::_mm256_storeu_ps(p, v) }
     }
+
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { std::arch::x86_64::_mm256_add_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX2.
+        unsafe { std::arch::x86_64::_mm256_sub_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: AVX2, and `p` valid for writes of 16 floats.
+        unsafe {
+            // Within each 128-bit half: `lo` = a0 b0 a1 b1 | a4 b4 a5 b5, `hi` = a2 b2 a3 b3 |
+            // a6 b6 a7 b7; the halves put in order.
+            let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+            _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
+            _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+        }
+    }
 }
 
 /// AVX-512F: 16 lanes, 32 registers (a 12 x 2 forward tile, 12 taps x 2 vectors of gradient).
@@ -202,6 +249,31 @@ impl Simd for Avx512 {
         // SAFETY: the caller's contract: AVX-512F, and `p` valid for writes of 16 floats.
         unsafe { std::arch::x86_64::_mm512_storeu_ps(p, v) }
     }
+
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_add_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller's contract: the CPU has AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_sub_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: AVX-512F, and `p` valid for writes of 32 floats.
+        unsafe {
+            // Index i < 16 picks `a` lane i, 16 + i picks `b` lane i.
+            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            _mm512_storeu_ps(p, _mm512_permutex2var_ps(a, lo, b));
+            _mm512_storeu_ps(p.add(16), _mm512_permutex2var_ps(a, hi, b));
+        }
+    }
 }
 
 /// Plain Rust at `N` lanes (arrays the compiler may vectorise): any CPU. At 16 lanes the tile
@@ -240,5 +312,22 @@ impl<const N: usize> Simd for Portable<N> {
     unsafe fn store(p: *mut f32, v: Self::V) {
         // SAFETY: the caller's contract: `p` valid for writes of `N` floats; unaligned write.
         unsafe { p.cast::<[f32; N]>().write_unaligned(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] - b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
+        let pairs: [[f32; 2]; N] = std::array::from_fn(|i| [a[i], b[i]]);
+        // SAFETY: the caller's contract: `p` valid for writes of `2 N` floats; unaligned write.
+        unsafe { p.cast::<[[f32; 2]; N]>().write_unaligned(pairs) }
     }
 }
