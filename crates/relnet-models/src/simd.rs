@@ -81,13 +81,22 @@ pub(crate) trait Simd {
     /// The CPU has this set's features.
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
 
-    /// Writes `a` and `b` interleaved to the `2 W` floats at `p` (any alignment): `p[2i] = a[i]`,
-    /// `p[2i + 1] = b[i]`.
+    /// Lanes `0 .. W/2` from the `W/2` floats at `p0`, lanes `W/2 .. W` from those at `p1` (any
+    /// alignment).
     ///
     /// # Safety
     ///
-    /// The CPU has this set's features; `p` is valid for writes of `2 W` floats.
-    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V);
+    /// The CPU has this set's features; `p0` and `p1` are valid for reads of `W/2` floats.
+    unsafe fn load_halves(p0: *const f32, p1: *const f32) -> Self::V;
+
+    /// Writes `a` and `b` interleaved, lanes `0 .. W/2` to the `W` floats at `p0` and lanes
+    /// `W/2 .. W` to those at `p1` (any alignment): `p0[2i] = a[i]`, `p0[2i + 1] = b[i]`, and
+    /// `p1[2i] = a[W/2 + i]`, `p1[2i + 1] = b[W/2 + i]`, for `i < W/2`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has this set's features; `p0` and `p1` are valid for writes of `W` floats.
+    unsafe fn store_pairs(p0: *mut f32, p1: *mut f32, a: Self::V, b: Self::V);
 }
 
 /// The widest set this CPU runs, or none where the direct kernels are off.
@@ -196,15 +205,22 @@ impl Simd for Avx2 {
     }
 
     #[inline(always)]
-    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
+    unsafe fn load_halves(p0: *const f32, p1: *const f32) -> Self::V {
         use std::arch::x86_64::*;
-        // SAFETY: the caller's contract: AVX2, and `p` valid for writes of 16 floats.
+        // SAFETY: the caller's contract: AVX2, and `p0`, `p1` valid for 4 floats each.
+        unsafe { _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(_mm_loadu_ps(p0)), _mm_loadu_ps(p1)) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p0: *mut f32, p1: *mut f32, a: Self::V, b: Self::V) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: AVX2, and `p0`, `p1` valid for writes of 8 floats each.
         unsafe {
             // Within each 128-bit half: `lo` = a0 b0 a1 b1 | a4 b4 a5 b5, `hi` = a2 b2 a3 b3 |
             // a6 b6 a7 b7; the halves put in order.
             let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
-            _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
-            _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+            _mm256_storeu_ps(p0, _mm256_permute2f128_ps::<0x20>(lo, hi));
+            _mm256_storeu_ps(p1, _mm256_permute2f128_ps::<0x31>(lo, hi));
         }
     }
 }
@@ -263,15 +279,26 @@ impl Simd for Avx512 {
     }
 
     #[inline(always)]
-    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
+    unsafe fn load_halves(p0: *const f32, p1: *const f32) -> Self::V {
         use std::arch::x86_64::*;
-        // SAFETY: the caller's contract: AVX-512F, and `p` valid for writes of 32 floats.
+        // SAFETY: the caller's contract: AVX-512F (and AVX, which `Isa::hardware` requires with
+        // it), and `p0`, `p1` valid for 8 floats each. The halves move as 4 doubles' bits.
+        unsafe {
+            let lo = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(p0)));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, _mm256_castps_pd(_mm256_loadu_ps(p1))))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p0: *mut f32, p1: *mut f32, a: Self::V, b: Self::V) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract: AVX-512F, and `p0`, `p1` valid for writes of 16 floats.
         unsafe {
             // Index i < 16 picks `a` lane i, 16 + i picks `b` lane i.
             let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
             let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-            _mm512_storeu_ps(p, _mm512_permutex2var_ps(a, lo, b));
-            _mm512_storeu_ps(p.add(16), _mm512_permutex2var_ps(a, hi, b));
+            _mm512_storeu_ps(p0, _mm512_permutex2var_ps(a, lo, b));
+            _mm512_storeu_ps(p1, _mm512_permutex2var_ps(a, hi, b));
         }
     }
 }
@@ -325,9 +352,21 @@ impl<const N: usize> Simd for Portable<N> {
     }
 
     #[inline(always)]
-    unsafe fn store_pairs(p: *mut f32, a: Self::V, b: Self::V) {
-        let pairs: [[f32; 2]; N] = std::array::from_fn(|i| [a[i], b[i]]);
-        // SAFETY: the caller's contract: `p` valid for writes of `2 N` floats; unaligned write.
-        unsafe { p.cast::<[[f32; 2]; N]>().write_unaligned(pairs) }
+    unsafe fn load_halves(p0: *const f32, p1: *const f32) -> Self::V {
+        // SAFETY: the caller's contract: `p0` and `p1` valid for reads of `N / 2` floats.
+        std::array::from_fn(|i| unsafe { if i < N / 2 { p0.add(i).read() } else { p1.add(i - N / 2).read() } })
+    }
+
+    #[inline(always)]
+    unsafe fn store_pairs(p0: *mut f32, p1: *mut f32, a: Self::V, b: Self::V) {
+        for i in 0..N / 2 {
+            // SAFETY: the caller's contract: `p0` and `p1` valid for writes of `N` floats.
+            unsafe {
+                p0.add(2 * i).write(a[i]);
+                p0.add(2 * i + 1).write(b[i]);
+                p1.add(2 * i).write(a[N / 2 + i]);
+                p1.add(2 * i + 1).write(b[N / 2 + i]);
+            }
+        }
     }
 }

@@ -33,9 +33,14 @@ use super::simd::{Avx2, Avx512};
 use super::simd::{Portable, Simd};
 
 /// Whether the shape is one the Winograd tiles cover: the direct kernel's shape
-/// (`direct3x3::shape_ok`) at stride 1, an even height and a width that is a multiple of 16.
+/// (`direct3x3::shape_ok`) at stride 1 with an even height, and a width that is a multiple of 16
+/// (vectors of 8 tiles in one tile row), or 8 with a height that is a multiple of 4 (vectors of
+/// 4 tiles in each of two tile rows).
 pub(crate) fn shape_ok(g: &Geometry) -> bool {
-    direct3x3::shape_ok(g) && (g.sh, g.sw) == (1, 1) && g.h.is_multiple_of(2) && g.w.is_multiple_of(16)
+    direct3x3::shape_ok(g)
+        && (g.sh, g.sw) == (1, 1)
+        && g.h.is_multiple_of(2)
+        && (g.w.is_multiple_of(16) || (g.w == 8 && g.h.is_multiple_of(4)))
 }
 
 /// Whether the forward convolution of `g` runs here ([`shape_ok`], and not switched off with
@@ -45,10 +50,17 @@ pub(crate) fn runs(g: &Geometry) -> bool {
     shape_ok(g) && *ON.get_or_init(|| !std::env::var("RELNET_WINOGRAD").is_ok_and(|v| v == "off"))
 }
 
+/// Whether `lanes` lanes take `g`'s tiles (`w / 2` a row): whole vectors in a tile row, or half a
+/// vector in each of two tile rows.
+fn fits(lanes: usize, g: &Geometry) -> bool {
+    let per_row = g.w / 2;
+    per_row.is_multiple_of(lanes) || (2 * per_row == lanes && g.h.is_multiple_of(4))
+}
+
 /// The build that runs `g`'s tiles for the direct build `kernel`: `kernel` where its lanes
-/// divide the tiles of a row (`w / 2`), else its 8-lane sibling.
+/// [`fits`], else its 8-lane sibling (which fits every [`shape_ok`] shape).
 fn build(kernel: Kernel, g: &Geometry) -> Kernel {
-    if (g.w / 2).is_multiple_of(kernel.lanes()) {
+    if fits(kernel.lanes(), g) {
         return kernel;
     }
     match kernel {
@@ -184,38 +196,52 @@ mod x86 {
     }
 }
 
+/// Where a vector's tiles are: (tile row, first tile column) of its lanes `0 .. W/2` and of its
+/// lanes `W/2 .. W`.
+type Halves = [(usize, usize); 2];
+
 /// Every tile of one image: blocks of up to two vectors of `W` tiles, each block's input
-/// transform, then each register tile of output channels.
+/// transform, then each register tile of output channels. A vector is `W` consecutive tiles of a
+/// tile row where the row has a multiple of `W` tiles, else the `W/2` tiles of each of two
+/// consecutive tile rows ([`fits`]).
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts with `w / 2` a multiple of
-/// `S::W`; `buf` is `direct3x3::border_as`'s split copy of one image (`ci * (h + 2) * (w + 2)`
+/// The CPU has `S`'s features; `g` is a shape [`shape_ok`] accepts that `S::W` lanes [`fits`];
+/// `buf` is `direct3x3::border_as`'s split copy of one image (`ci * (h + 2) * (w + 2)`
 /// values); `packed` is [`pack`]'s for tiles of at most `S::ROWS` channels (`16 * co * ci`
 /// values); `v` holds at least `16 * ci * 2 * S::W` values and `m` at least
 /// `16 * S::ROWS * 2 * S::W`; `out` is valid for writes of `co * h * w` values, and nothing else
 /// accesses them.
 #[inline(always)]
 unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], v: &mut [f32], m: &mut [f32], out: *mut f32) {
-    debug_assert!(shape_ok(g) && (g.w / 2).is_multiple_of(S::W));
+    debug_assert!(shape_ok(g) && fits(S::W, g));
     debug_assert!(buf.len() == g.ci * (g.h + 2) * (g.w + 2) && packed.len() == 16 * g.co * g.ci);
     debug_assert!(v.len() >= 16 * g.ci * 2 * S::W && m.len() >= 16 * S::ROWS * 2 * S::W);
-    let per_row = g.w / 2 / S::W;
-    let vectors = g.h / 2 * per_row;
+    let (per_row, half) = (g.w / 2, S::W / 2);
+    let split = !per_row.is_multiple_of(S::W);
+    let vectors = if split { g.h / 4 } else { g.h / 2 * (per_row / S::W) };
+    let at = |k: usize| -> Halves {
+        if split {
+            [(2 * k, 0), (2 * k + 1, 0)]
+        } else {
+            let (tr, t0) = (k / (per_row / S::W), k % (per_row / S::W) * S::W);
+            [(tr, t0), (tr, t0 + half)]
+        }
+    };
     let tiles = direct3x3::tiles(g.co, S::ROWS);
     let mut first = 0;
     while first < vectors {
         let s = (vectors - first).min(2);
-        // Tile row and first tile column of each vector of the block.
-        let at = |i: usize| ((first + i) / per_row, (first + i) % per_row * S::W);
-        let pos = [at(0), at(s - 1)];
+        let pos = [at(first), at(first + s - 1)];
         // SAFETY: the caller's contract; the block's vectors are tile rows `< h / 2`, columns
-        // `t0 + W <= w / 2`, and `v` is long enough for `s <= 2` vectors.
+        // `t0 + W/2 <= w / 2` in each half, and `v` is long enough for `s <= 2` vectors.
         unsafe {
-            if s == 2 {
-                transform_in::<S, 2>(g, buf, pos, v.as_mut_ptr());
-            } else {
-                transform_in::<S, 1>(g, buf, [pos[0]], v.as_mut_ptr());
+            match (s, split) {
+                (2, false) => transform_in::<S, 2, false>(g, buf, pos, v.as_mut_ptr()),
+                (2, true) => transform_in::<S, 2, true>(g, buf, pos, v.as_mut_ptr()),
+                (_, false) => transform_in::<S, 1, false>(g, buf, [pos[0]], v.as_mut_ptr()),
+                (_, true) => transform_in::<S, 1, true>(g, buf, [pos[0]], v.as_mut_ptr()),
             }
         }
         for &(co, rows) in &tiles {
@@ -240,35 +266,43 @@ unsafe fn image<S: Simd>(g: &Geometry, buf: &[f32], packed: &[f32], v: &mut [f32
     }
 }
 
-/// The input transform `Bᵀ d B` of the `N` vectors of tiles at `pos` (tile row, first tile
-/// column), every channel, into `v` as `[16][ci][N][W]`. Along a row (and then down the
-/// columns), the four bordered inputs `d0..d3` of a tile become `d0 - d2`, `d1 + d2`, `d2 - d1`,
-/// `d1 - d3`; with the row split into even and odd columns, tile `t`'s `d0, d1, d2, d3` are
-/// `even[t], odd[t], even[t + 1], odd[t + 1]`.
+/// The input transform `Bᵀ d B` of the `N` vectors of tiles at `pos`, every channel, into `v`
+/// as `[16][ci][N][W]`. Along a row (and then down the columns), the four bordered inputs
+/// `d0..d3` of a tile become `d0 - d2`, `d1 + d2`, `d2 - d1`, `d1 - d3`; with the row split into
+/// even and odd columns, tile `t`'s `d0, d1, d2, d3` are `even[t], odd[t], even[t + 1],
+/// odd[t + 1]`, so each is one vector load (`SPLIT`: two half loads, one per tile row).
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `buf` as [`image`] requires; each `pos` a tile row `< h / 2` and
-/// a first column with `t0 + W <= w / 2`; `v` valid for writes of `16 * ci * N * W` values.
+/// The CPU has `S`'s features; `buf` as [`image`] requires; each half of each `pos` a tile row
+/// `< h / 2` and a first column with `t0 + W/2 <= w / 2`, and without `SPLIT` the second half
+/// the first's next `W/2` tiles; `v` valid for writes of `16 * ci * N * W` values.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn transform_in<S: Simd, const N: usize>(g: &Geometry, buf: &[f32], pos: [(usize, usize); N], v: *mut f32) {
+unsafe fn transform_in<S: Simd, const N: usize, const SPLIT: bool>(
+    g: &Geometry,
+    buf: &[f32],
+    pos: [Halves; N],
+    v: *mut f32,
+) {
     let wp = g.w + 2;
     let (plane, even) = ((g.h + 2) * wp, wp.div_ceil(2));
     let b = buf.as_ptr();
     for c in 0..g.ci {
-        for (i, &(tr, t0)) in pos.iter().enumerate() {
+        for (i, &[(tr0, t0), (tr1, t1)]) in pos.iter().enumerate() {
             // SAFETY: the caller's contract: the CPU has `S`'s features.
             let zero = unsafe { S::zero() };
             let mut t = [[zero; 4]; 4];
             for (r, t) in t.iter_mut().enumerate() {
-                // Bordered row `2 tr + r <= h + 1`; the loads end at `even + t0 + 1 + W <= even +
-                // w / 2 + 1 = wp`: inside the row.
+                // Bordered rows `2 tr + r <= h + 1`; the loads end at `even + t0 + 1 + W/2 <=
+                // even + w / 2 + 1 = wp` (a whole vector from `t0`: `t0 + W <= w / 2`): inside
+                // the row.
                 // SAFETY: inside channel `c`'s plane, inside `buf` (see above).
                 unsafe {
-                    let row = b.add(c * plane + (2 * tr + r) * wp + t0);
-                    let (e0, e1) = (S::load(row), S::load(row.add(1)));
-                    let (o0, o1) = (S::load(row.add(even)), S::load(row.add(even + 1)));
+                    let p0 = b.add(c * plane + (2 * tr0 + r) * wp + t0);
+                    let p1 = b.add(c * plane + (2 * tr1 + r) * wp + t1);
+                    let ld = |o: usize| if SPLIT { S::load_halves(p0.add(o), p1.add(o)) } else { S::load(p0.add(o)) };
+                    let (e0, e1, o0, o1) = (ld(0), ld(1), ld(even), ld(even + 1));
                     *t = [S::sub(e0, e1), S::add(o0, e1), S::sub(e1, o0), S::sub(o0, o1)];
                 }
             }
@@ -294,7 +328,7 @@ unsafe fn transform_in<S: Simd, const N: usize>(g: &Geometry, buf: &[f32], pos: 
 
 /// Output channels `co .. co + RR` of the `N` vectors of tiles at `pos`: the 16 products over
 /// the channels into `m` (`[16][RR][N][W]`), then the output transform `Aᵀ M A` (`Aᵀ` is
-/// `[[1, 1, 1, 0], [0, 1, -1, -1]]`) into `out`.
+/// `[[1, 1, 1, 0], [0, 1, -1, -1]]`) into `out`, each half of a vector's lanes into its tile row.
 ///
 /// # Safety
 ///
@@ -310,7 +344,7 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
     m: &mut [f32],
     out: *mut f32,
     co: usize,
-    pos: [(usize, usize); N],
+    pos: [Halves; N],
 ) {
     debug_assert!(v.len() >= 16 * g.ci * N * S::W && w.len() == 16 * g.ci * RR && m.len() >= 16 * RR * N * S::W);
     // SAFETY: the caller's contract: the CPU has `S`'s features.
@@ -342,10 +376,10 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
     }
     let plane = g.h * g.w;
     for r in 0..RR {
-        for (i, &(tr, t0)) in pos.iter().enumerate() {
+        for (i, &[(tr0, t0), (tr1, t1)]) in pos.iter().enumerate() {
             // SAFETY: `m`'s values written above; the CPU has `S`'s features; output channel
-            // `co + r < g.co`, rows `2 tr, 2 tr + 1 < h`, columns `2 t0 .. 2 t0 + 2 W <= w`:
-            // inside `out`.
+            // `co + r < g.co`, rows `2 tr, 2 tr + 1 < h`, columns `2 t0 .. 2 t0 + W <= w` for
+            // each half: inside `out`.
             unsafe {
                 let at = |xi: usize| S::load(mp.add(((xi * RR + r) * N + i) * S::W));
                 // Along each row of `M` (j), then down the two results' columns.
@@ -356,9 +390,10 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
                 }
                 let y0 = |j: usize| S::add(S::add(a[0][j], a[1][j]), a[2][j]);
                 let y1 = |j: usize| S::sub(S::sub(a[1][j], a[2][j]), a[3][j]);
-                let dst = out.add((co + r) * plane + 2 * tr * g.w + 2 * t0);
-                S::store_pairs(dst, y0(0), y0(1));
-                S::store_pairs(dst.add(g.w), y1(0), y1(1));
+                let d0 = out.add((co + r) * plane + 2 * tr0 * g.w + 2 * t0);
+                let d1 = out.add((co + r) * plane + 2 * tr1 * g.w + 2 * t1);
+                S::store_pairs(d0, d1, y0(0), y0(1));
+                S::store_pairs(d0.add(g.w), d1.add(g.w), y1(0), y1(1));
             }
         }
     }
@@ -424,11 +459,14 @@ mod tests {
 
     /// Winograd's tiles and the direct kernel against the definition in f64 on odd channel
     /// counts, a height of 2, widths of 16, 32 and 48 (one, two and three vectors of 8 tiles a
-    /// row: blocks of two vectors and a last block of one), and the portable builds' bits
-    /// against each other and against AVX2's where it runs.
+    /// row: blocks of two vectors and a last block of one) and 8 (vectors across two tile rows,
+    /// 12 rows: a last block of one), and the portable builds' bits against each other and
+    /// against AVX2's (and AVX-512's) where they run.
     #[test]
     fn matches_the_definition_and_every_build() {
-        for (n, ci, h, w, co) in [(2, 3, 4, 16, 6), (1, 5, 2, 32, 10), (3, 16, 6, 48, 16), (1, 32, 16, 16, 32), (2, 7, 8, 32, 14)] {
+        for (n, ci, h, w, co) in
+            [(2, 3, 4, 16, 6), (1, 5, 2, 32, 10), (3, 16, 6, 48, 16), (1, 32, 16, 16, 32), (2, 7, 8, 32, 14), (2, 9, 8, 8, 12), (1, 64, 12, 8, 8)]
+        {
             let g = geometry(n, ci, h, w, co);
             assert!(shape_ok(&g));
             let x = values(n * ci * h * w, (ci * 31 + w) as u64);
