@@ -723,7 +723,8 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
     direct_with(kernel, g, x, weight, map)
 }
 
-/// [`forward_with`] on the direct kernel, where Winograd's tiles would run too.
+/// [`forward_with`] on the direct kernel, also where Winograd's tiles would run
+/// (`RELNET_WINOGRAD=on`).
 pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");

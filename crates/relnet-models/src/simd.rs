@@ -1,4 +1,5 @@
-//! The five vector operations the direct convolution (`direct3x3.rs`) is written in, once per
+//! The vector operations the direct convolution (`direct3x3.rs`) and the Winograd tiles
+//! (`winograd.rs`) are written in, once per
 //! instruction set: AVX-512F (16 lanes), AVX2 + FMA (8 lanes), and portable Rust at 8 or 16
 //! lanes (any CPU; NEON hosts compile it). The kernels are generic over [`Simd`]; each
 //! instruction set gets one entry point with `#[target_feature]`, into which the generic body and
@@ -10,7 +11,7 @@
 //! how the AVX-512 tiling is checked on a host without AVX-512.
 //!
 //! Why `std::arch` and not `pulp` or `macerator` (both in the dependency tree): the kernels need
-//! five operations on one vector type, which a small trait gives without a new direct dependency
+//! a few operations on one vector type, which a small trait gives without a new direct dependency
 //! or a framework's abstractions in the kernels' inner loops; `macerator` is burn's internal
 //! choice, not an API we can pin. (`pulp`'s AVX-512 level is used where it pays without our own
 //! code: gemm's `x86-v4` feature, on for the convolutions still on im2col + GEMM.)
