@@ -25,7 +25,7 @@
 //!
 //! **Off by default; `RELNET_WINOGRAD=on` turns it on** (the forward convolutions and the
 //! stride-1 input gradients that `direct3x3::forward_with` runs). On an AVX2 host it made
-//! ResNet-32's stride-1 convolutions 1.1-1.7x faster, but with it on, relnet's deep ResNets no
+//! ResNet-32's stride-1 convolutions (forward) 1.15-1.45x faster, but with it on, relnet's deep ResNets no
 //! longer met `fastconv_equivalence`'s float64 check: on ResNet-34 an fp32 ReLU flipped against
 //! float64 on all four seeds (worst-tensor errors 1.2e-3 to 1.6e-2, burn's smallest 1.4e-5),
 //! where the direct kernel flips on two of four, as burn does. Until that is understood (more
