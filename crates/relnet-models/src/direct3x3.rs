@@ -523,8 +523,8 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>) {
 }
 
 /// [`border`], each bordered row stored as its even columns, then its odd columns, where `split`
-/// is set (the stride-2 walk's order, and the Winograd tiles' at stride 1: `winograd.rs`), as it
-/// is otherwise.
+/// is set (the stride-2 walk's order, and the Winograd tiles' at stride 1: `winograd.rs`), in
+/// column order otherwise.
 pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>, split: bool) {
     // Two instantiations of one body (one body choosing per row compiled the plain rows into a
     // `memcpy` call each).
@@ -1778,7 +1778,7 @@ mod tests {
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
-                close_and_same_bits(&mut first, k, forward_with(k, &g, &x2, &wt, None), &want, scale, &g);
+                close_and_same_bits(&mut first, k, direct_with(k, &g, &x2, &wt, None), &want, scale, &g);
                 checked += 1;
             }
         }

@@ -124,6 +124,9 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
     assert!(shape_ok(g), "{g:?} is not a shape the Winograd tiles cover");
     let kernel = build(kernel, g);
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
+    // `image` writes every output value only where its lanes fit the shape: checked here, not
+    // only in debug builds, because the output's length is set on it below.
+    assert!(fits(kernel.lanes(), g), "{kernel:?}'s lanes do not fit the tiles of {g:?}");
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
     assert_eq!(weight.len(), g.co * g.ci * 9);
     let packed = pack(g, weight, kernel.rows());
@@ -140,8 +143,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
             assert_eq!(buf.len(), g.ci * (g.h + 2) * (g.w + 2));
             assert_eq!(o.len(), len_out);
             // SAFETY: what `image` requires: the CPU runs `kernel` (asserted above), `g` is a
-            // `shape_ok` shape whose tiles of a row (`w / 2`) are a multiple of the build's lanes
-            // (`build`), `buf` is `border_as`'s split copy of the image (length asserted),
+            // `shape_ok` shape that the build's lanes `fits` (asserted above), `buf` is `border_as`'s split copy of the image (length asserted),
             // `packed` is `pack`'s for the build's rows, `v` and `m` have the lengths set just
             // above, and `o` holds `co * h * w` values, borrowed mutably.
             unsafe { dispatch(kernel, g, buf, &packed, v, m, o.as_mut_ptr().cast::<f32>()) };
