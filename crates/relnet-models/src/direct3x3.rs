@@ -13,7 +13,9 @@
 //! weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile reads
 //! them in order. The output width is a multiple of `W`, so a run never crosses an output row and
 //! its inputs are contiguous for every tap (a layer whose output width is a multiple of 8 but not
-//! of 16 runs at 8 lanes on an AVX-512 CPU). The input gradient of a stride-1 convolution is this
+//! of 16 runs at 8 lanes on an AVX-512 CPU), or it is half of `W` (8-wide planes of an even
+//! number of rows at 16 lanes: a run is two rows' halves, each half's inputs contiguous,
+//! [`Kernel::fits`]). The input gradient of a stride-1 convolution is this
 //! same kernel on the flipped, transposed weights (`fastconv::backward`); at stride 2 it is four
 //! walks of the same register tiles over the output gradient, one per parity of input pixels
 //! ([`input_grad`]). The weight gradient
@@ -67,6 +69,26 @@ impl Kernel {
             (Isa::Portable, true) => Kernel::Portable16,
             (Isa::Portable, false) => Kernel::Portable8,
         }
+    }
+
+    /// [`Kernel::pick`] for an output plane of `oh` rows of `ow` pixels (a multiple of 8): the
+    /// 16-lane build also where `ow` is 8 and `oh` even, its runs two output rows each
+    /// ([`Kernel::fits`]), instead of the 8-lane one.
+    fn pick_plane(isa: Isa, ow: usize, oh: usize) -> Kernel {
+        let wide = match isa {
+            Isa::Avx512 => Kernel::Avx512,
+            Isa::Portable => Kernel::Portable16,
+            Isa::Avx2 => return Kernel::pick(isa, ow),
+        };
+        if wide.fits(ow, oh) { wide } else { Kernel::pick(isa, ow) }
+    }
+
+    /// Whether this build's runs of [`Kernel::lanes`] output pixels tile a plane of `oh` rows of
+    /// `ow` pixels without crossing a row: `ow` a multiple of the lanes, or exactly half of them
+    /// with `oh` even, each run then two rows' halves (a *split* run: the first half row `y`, the
+    /// second row `y + 1`, loaded as two halves, [`Simd::load_halves`]).
+    pub(crate) fn fits(self, ow: usize, oh: usize) -> bool {
+        ow > 0 && (ow.is_multiple_of(self.lanes()) || (2 * ow == self.lanes() && oh.is_multiple_of(2)))
     }
 
     /// Lanes per vector.
@@ -404,8 +426,9 @@ impl Walk {
 
     /// Whether every read of the register tiles lies in a plane, so in a buffer of [`Walk::len`]
     /// values: the last run of `W` (a divisor of `ow`) outputs, at (oh - 1, ow - W), reads up to
-    /// `(oh - 1) * row + ow + max(taps) <= plane`, and every other run less; and `ow` is a
-    /// multiple of 8 (the callers check the build's own lanes). The constructors' arithmetic,
+    /// `(oh - 1) * row + ow + max(taps) <= plane`, and every other run less (a split run's second
+    /// half, at (oh - 1, 0..ow), the same); and `ow` is a multiple of 8 (the callers check the
+    /// build's own lanes, [`Kernel::fits`]). The constructors' arithmetic,
     /// checked where a walk is used.
     fn reads_inside(&self) -> bool {
         let far = self.taps[..self.n].iter().max().map(|t| (self.oh.max(1) - 1) * self.row + self.ow + t);
@@ -597,7 +620,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
     let isa = Isa::detect().expect("covers checked it");
     if shape_ok(g) {
-        forward_with(Kernel::pick(isa, g.ow()), g, x, weight, None)
+        forward_with(Kernel::pick_plane(isa, g.ow(), g.oh()), g, x, weight, None)
     } else {
         forward_small_with(Kernel::pick(isa, g.h * g.w), g, x, weight)
     }
@@ -711,7 +734,7 @@ pub(crate) fn covers_mapped(g: &Geometry) -> bool {
 /// [`forward`] on the mapped input, without writing it.
 pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: BnRelu) -> Vec<f32> {
     assert!(covers(g) && shape_ok(g), "{g:?} is not a shape the bordered walk covers");
-    forward_with(Kernel::pick(Isa::detect().expect("covers checked it"), g.ow()), g, x, weight, Some(map))
+    forward_with(Kernel::pick_plane(Isa::detect().expect("covers checked it"), g.ow(), g.oh()), g, x, weight, Some(map))
 }
 
 /// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
@@ -728,7 +751,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
 pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
-    assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
+    assert!(kernel.fits(g.ow(), g.oh()), "{kernel:?}'s runs do not tile {}x{} output planes", g.oh(), g.ow());
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
     assert_eq!(weight.len(), g.co * g.ci * 9);
     let packed = pack(g, weight, kernel.rows());
@@ -759,7 +782,7 @@ fn forward_image(
     buf: &mut Vec<f32>,
     map: Option<BnRelu>,
 ) {
-    assert!(shape_ok(g) && kernel.runs_here() && g.ow().is_multiple_of(kernel.lanes()));
+    assert!(shape_ok(g) && kernel.runs_here() && kernel.fits(g.ow(), g.oh()));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.oh() * g.ow());
     assert_eq!(packed.len(), g.co * g.ci * 9);
@@ -851,14 +874,14 @@ fn border_dy(g: &Geometry, dy: &[f32], buf: &mut Vec<f32>) {
 pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers_input_grad(g));
     let isa = Isa::detect().expect("covers_input_grad checked it");
-    input_grad_with(Kernel::pick(isa, g.ow()), g, dy, weight)
+    input_grad_with(Kernel::pick_plane(isa, g.ow(), g.oh()), g, dy, weight)
 }
 
 /// [`input_grad`] in the build `kernel`, which must run here and whose width divides `g.ow()`.
 pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(input_grad_shape_ok(g), "{g:?} is not a shape the direct input gradient covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
-    assert!(g.ow().is_multiple_of(kernel.lanes()), "{kernel:?} needs a width that is a multiple of {}", kernel.lanes());
+    assert!(kernel.fits(g.ow(), g.oh()), "{kernel:?}'s runs do not tile {}x{} output planes", g.oh(), g.ow());
     let (oh, ow) = (g.oh(), g.ow());
     assert_eq!(dy.len(), g.n * g.co * oh * ow);
     assert_eq!(weight.len(), g.co * g.ci * 9);
@@ -1095,14 +1118,37 @@ fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [
 /// `buf` the bordered image ([`border`]), or [`Walk::input_grad_phase`] of a shape
 /// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]), or
 /// [`Walk::patches`] of a shape [`small_ok`] accepts, with `buf` the column-shifted copies of
-/// the same images ([`shifted_group`]); `walk.reads_inside()`, `walk.ow` is a multiple of `S::W`; `buf` holds `walk.len()` values,
+/// the same images ([`shifted_group`]); `walk.reads_inside()`; `walk.ow` is a multiple of `S::W`,
+/// or half of it with `walk.oh` even (split runs, [`Kernel::fits`]; never for the patch walk,
+/// whose `ow` its callers make a multiple of the lanes); `buf` holds `walk.len()` values,
 /// `packed` the packed weights
 /// (`co * ci * n`, [`pack`] or [`pack_phase`] with `S::ROWS`), and `out` is valid for writes of
 /// `co * oh * ow` floats that nothing else accesses during the call.
 #[inline(always)]
 unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+    // SAFETY: the caller's contract, which is `runs`'s, with `SPLIT` exactly where `ow` is half
+    // of `W` (so, by the contract, `oh` is even).
+    unsafe {
+        if 2 * walk.ow == S::W {
+            runs::<S, true>(walk, buf, packed, out)
+        } else {
+            runs::<S, false>(walk, buf, packed, out)
+        }
+    }
+}
+
+/// [`image`] with runs of `W` pixels in one output row (`SPLIT` false: `ow` a multiple of `W`)
+/// or split over two (`SPLIT` true: `ow = W / 2`, `oh` even, see [`Kernel::fits`]).
+///
+/// # Safety
+///
+/// What [`image`] requires, and `SPLIT` is `2 * walk.ow == S::W`.
+#[inline(always)]
+unsafe fn runs<S: Simd, const SPLIT: bool>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
     debug_assert!(walk.reads_inside() && buf.len() == walk.len() && packed.len() == walk.co * walk.ci * walk.n);
-    // `ow` is a multiple of `W`: the runs tile the output plane, and `tiles` covers `0..co`.
+    debug_assert!(SPLIT == (2 * walk.ow == S::W) && (walk.ow.is_multiple_of(S::W) || (SPLIT && walk.oh.is_multiple_of(2))));
+    // `ow` is a multiple of `W`, or half of it with `oh` even: the runs tile the output plane
+    // (`oh * ow` is a multiple of `W` either way), and `tiles` covers `0..co`.
     let runs = walk.oh * walk.ow / S::W;
     let tiles = tiles(walk.co, S::ROWS);
     let mut first = 0;
@@ -1114,18 +1160,18 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
             // (at most 12) ending at `walk.co`, `co + rows <= walk.co`.
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<S, 12, 2>(walk, buf, packed, out, co, first),
-                    (12, 1) => tile::<S, 12, 1>(walk, buf, packed, out, co, first),
-                    (10, 2) => tile::<S, 10, 2>(walk, buf, packed, out, co, first),
-                    (10, 1) => tile::<S, 10, 1>(walk, buf, packed, out, co, first),
-                    (8, 2) => tile::<S, 8, 2>(walk, buf, packed, out, co, first),
-                    (8, 1) => tile::<S, 8, 1>(walk, buf, packed, out, co, first),
-                    (6, 2) => tile::<S, 6, 2>(walk, buf, packed, out, co, first),
-                    (6, 1) => tile::<S, 6, 1>(walk, buf, packed, out, co, first),
-                    (4, 2) => tile::<S, 4, 2>(walk, buf, packed, out, co, first),
-                    (4, 1) => tile::<S, 4, 1>(walk, buf, packed, out, co, first),
-                    (2, 2) => tile::<S, 2, 2>(walk, buf, packed, out, co, first),
-                    (2, 1) => tile::<S, 2, 1>(walk, buf, packed, out, co, first),
+                    (12, 2) => tile::<S, 12, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (12, 1) => tile::<S, 12, 1, SPLIT>(walk, buf, packed, out, co, first),
+                    (10, 2) => tile::<S, 10, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (10, 1) => tile::<S, 10, 1, SPLIT>(walk, buf, packed, out, co, first),
+                    (8, 2) => tile::<S, 8, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (8, 1) => tile::<S, 8, 1, SPLIT>(walk, buf, packed, out, co, first),
+                    (6, 2) => tile::<S, 6, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (6, 1) => tile::<S, 6, 1, SPLIT>(walk, buf, packed, out, co, first),
+                    (4, 2) => tile::<S, 4, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (4, 1) => tile::<S, 4, 1, SPLIT>(walk, buf, packed, out, co, first),
+                    (2, 2) => tile::<S, 2, 2, SPLIT>(walk, buf, packed, out, co, first),
+                    (2, 1) => tile::<S, 2, 1, SPLIT>(walk, buf, packed, out, co, first),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -1138,8 +1184,10 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
 ///
 /// # Safety
 ///
-/// What [`image`] requires, and `co + RR <= walk.co`, `first + N <= oh * ow / W`. Then a run at
-/// output (y, x..x+W) reads, for the forward walk at stride 1 and tap (ky, kx), bordered row
+/// What [`runs`] requires, and `co + RR <= walk.co`, `first + N <= oh * ow / W`. Then a run at
+/// output (y, x..x+W) reads (a split run, `SPLIT`: output rows `y` and `y + 1 < oh`, columns
+/// `0..ow` each, so two half runs that each read what a run at their row reads, over `ow = W / 2`
+/// columns), for the forward walk at stride 1 and tap (ky, kx), bordered row
 /// `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride 2, bordered row
 /// `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
 /// `x + kx / 2 .. x + kx / 2 + W <= ow + 1 <= (w + 3) / 2` or in the odd half (`(w + 2) / 2`)
@@ -1153,7 +1201,7 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
 #[inline(always)]
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
+unsafe fn tile<S: Simd, const RR: usize, const N: usize, const SPLIT: bool>(
     walk: &Walk,
     buf: &[f32],
     packed: &[f32],
@@ -1163,6 +1211,8 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
 ) {
     let (ow, plane) = (walk.ow, walk.plane);
     let taps = walk.ci * walk.n;
+    // A split run's second half: the same columns one output row down.
+    let half = if SPLIT { walk.row } else { 0 };
     // Where each run starts in the bordered image (tap (0, 0)) and in the output plane.
     let mut at = [0usize; N];
     let mut dst = [0usize; N];
@@ -1185,9 +1235,15 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
         for &off in offs {
             let mut v = [zero; N];
             for i in 0..N {
-                // SAFETY: `W` values of this tap for the run, of channel `c` (see `# Safety`):
-                // inside `buf`.
-                v[i] = unsafe { S::load(base.add(at[i] + off)) };
+                // SAFETY: `W` values of this tap for the run, of channel `c`, or `W / 2` for
+                // each of a split run's two rows (see `# Safety`): inside `buf`.
+                v[i] = unsafe {
+                    if SPLIT {
+                        S::load_halves(base.add(at[i] + off), base.add(at[i] + half + off))
+                    } else {
+                        S::load(base.add(at[i] + off))
+                    }
+                };
             }
             for r in 0..RR {
                 // SAFETY: `w` walks this tile's `ci * n * RR` weights, `r < RR`.
@@ -1743,6 +1799,7 @@ mod tests {
             (4, 2, 47, 12),
             (1, 3, 31, 26),
             (2, 1, 16, 4),
+            (3, 12, 16, 14),
         ];
         for (ci, h, w, co, s) in [
             (3, 32, 32, 16),
@@ -1761,6 +1818,7 @@ mod tests {
             (2, 3, 16, 22),
             (1, 2, 32, 18),
             (2, 1, 16, 2),
+            (5, 6, 8, 26),
         ]
         .map(|(ci, h, w, co)| (ci, h, w, co, 1))
         .into_iter()
@@ -1777,13 +1835,14 @@ mod tests {
             want.extend(want.clone().iter().map(|v| -v));
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let mut first: Option<(Kernel, Vec<f32>)> = None;
-            for &k in builds.iter().filter(|k| g.ow().is_multiple_of(k.lanes())) {
+            for &k in builds.iter().filter(|k| k.fits(g.ow(), g.oh())) {
                 close_and_same_bits(&mut first, k, direct_with(k, &g, &x2, &wt, None), &want, scale, &g);
                 checked += 1;
             }
         }
-        // Portable8 runs every shape, Portable16 the thirteen whose output width is a multiple of 16.
-        assert!(checked >= 23 + 13, "{checked} runs");
+        // Portable8 runs every shape, Portable16 the thirteen whose output width is a multiple of
+        // 16 and the seven 8-wide ones of an even number of rows (split runs).
+        assert!(checked >= 25 + 13 + 7, "{checked} runs");
     }
 
     #[test]
@@ -1899,7 +1958,7 @@ mod tests {
             }
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())) as f32;
             let mut first: Option<(Kernel, Vec<f32>)> = None;
-            for &k in builds.iter().filter(|k| ow.is_multiple_of(k.lanes())) {
+            for &k in builds.iter().filter(|k| k.fits(ow, oh)) {
                 let dx = input_grad_with(k, &g, &dy, &wt);
                 assert_eq!(dx.len(), want.len(), "{k:?} {g:?}");
                 for (j, (a, b)) in dx.iter().zip(&want).enumerate() {
@@ -1909,8 +1968,9 @@ mod tests {
                 checked += 1;
             }
         }
-        // Portable8 runs every shape, Portable16 the three whose output width is 16 or 32.
-        assert!(checked >= 8 + 3, "{checked} runs");
+        // Portable8 runs every shape, Portable16 the three whose output width is 16 or 32 and the
+        // three 8-wide ones of an even number of rows (split runs).
+        assert!(checked >= 8 + 3 + 3, "{checked} runs");
         let g = Geometry { n: 1, ci: 4, h: 16, w: 16, co: 8, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
         assert!(Isa::detect().is_none() || covers_input_grad(&g));
         for bad in [
@@ -1934,6 +1994,15 @@ mod tests {
         assert_eq!(Kernel::pick(Isa::Avx2, 32), Kernel::Avx2);
         assert_eq!(Kernel::pick(Isa::Portable, 16), Kernel::Portable16);
         assert_eq!(Kernel::pick(Isa::Portable, 40), Kernel::Portable8);
+        // 8-wide planes of an even number of rows: 16 lanes, a run two rows' halves.
+        assert_eq!(Kernel::pick_plane(Isa::Avx512, 8, 8), Kernel::Avx512);
+        assert_eq!(Kernel::pick_plane(Isa::Avx512, 8, 3), Kernel::Avx2);
+        assert_eq!(Kernel::pick_plane(Isa::Avx512, 24, 2), Kernel::Avx2);
+        assert_eq!(Kernel::pick_plane(Isa::Avx512, 32, 3), Kernel::Avx512);
+        assert_eq!(Kernel::pick_plane(Isa::Avx2, 8, 8), Kernel::Avx2);
+        assert_eq!(Kernel::pick_plane(Isa::Portable, 8, 4), Kernel::Portable16);
+        assert_eq!(Kernel::pick_plane(Isa::Portable, 8, 1), Kernel::Portable8);
+        assert!(!Kernel::Avx512.fits(0, 2) && !Kernel::Avx512.fits(4, 2) && Kernel::Avx2.fits(8, 1));
         let flags = |f| std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == f));
         if std::path::Path::new("/proc/cpuinfo").exists() && cfg!(target_arch = "x86_64") {
             let avx2 = flags("avx2") && flags("fma");
