@@ -13,9 +13,9 @@
 //! weights are packed once per call, tile by tile, each tile as `[ci*9][rows]`, so a tile reads
 //! them in order. The output width is a multiple of `W`, so a run never crosses an output row and
 //! its inputs are contiguous for every tap (a layer whose output width is a multiple of 8 but not
-//! of 16 runs at 8 lanes on an AVX-512 CPU), or it is half of `W` (8-wide planes of an even
-//! number of rows at 16 lanes: a run is two rows' halves, each half's inputs contiguous,
-//! [`Kernel::fits`]). The input gradient of a stride-1 convolution is this
+//! of 16 runs at 8 lanes on an AVX-512 CPU), except 8-wide planes of an even number of rows, which
+//! run at 16 lanes: a *split* run is the same 8 columns of two consecutive output rows, each
+//! half's inputs contiguous, loaded as two halves ([`Kernel::fits`]). The input gradient of a stride-1 convolution is this
 //! same kernel on the flipped, transposed weights (`fastconv::backward`); at stride 2 it is four
 //! walks of the same register tiles over the output gradient, one per parity of input pixels
 //! ([`input_grad`]). The weight gradient
@@ -59,9 +59,9 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    /// The build for `isa` whose width divides `n` (the output width forward and for the input
-    /// gradient, or the plane's pixel count for a [`small_ok`] shape; the output channels for the
-    /// weight gradient), or its 8-lane sibling. `n` is a multiple of 8.
+    /// The build for `isa` whose width divides `n` (the plane's pixel count for a [`small_ok`]
+    /// shape; the output channels for the weight gradient), or its 8-lane sibling. `n` is a
+    /// multiple of 8. Output planes of the bordered walks take [`Kernel::pick_plane`].
     fn pick(isa: Isa, n: usize) -> Kernel {
         match (isa, n.is_multiple_of(16)) {
             (Isa::Avx512, true) => Kernel::Avx512,
@@ -88,7 +88,9 @@ impl Kernel {
     /// with `oh` even, each run then two rows' halves (a *split* run: the first half row `y`, the
     /// second row `y + 1`, loaded as two halves, [`Simd::load_halves`]).
     pub(crate) fn fits(self, ow: usize, oh: usize) -> bool {
-        ow > 0 && (ow.is_multiple_of(self.lanes()) || (2 * ow == self.lanes() && oh.is_multiple_of(2)))
+        ow > 0
+            && ow.is_multiple_of(8)
+            && (ow.is_multiple_of(self.lanes()) || (2 * ow == self.lanes() && oh.is_multiple_of(2)))
     }
 
     /// Lanes per vector.
@@ -129,6 +131,8 @@ impl Kernel {
     ///
     /// What [`image`] requires, with this build's `S`, and the CPU runs this build.
     unsafe fn image(self, walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
+        // Once an image: runs that do not fit the plane would leave outputs unwritten.
+        assert!(self.fits(walk.ow, walk.oh), "{self:?}'s runs do not tile {}x{} planes", walk.oh, walk.ow);
         // SAFETY: the caller's contract, for the build each arm runs.
         unsafe {
             match self {
@@ -340,7 +344,8 @@ pub(crate) fn stride_one_ok(g: &Geometry) -> bool {
 /// What the register tiles ([`image`], [`tile`]) walk: `co` output channels of `oh * ow` pixels,
 /// each the sum over `ci` channels of a bordered buffer (channel `c`'s plane from `c * plane`)
 /// and over `n` taps, the run of output pixels from (y, x) reading tap `t` at
-/// `y * row + x + taps[t]`, consecutive values, one per output pixel ([`Walk::reads_inside`]
+/// `y * row + x + taps[t]`, consecutive values, one per output pixel (a split run,
+/// [`Kernel::fits`]: half of them there, half one `row` further on; [`Walk::reads_inside`]
 /// checks that every read lies in the buffer). The weights are packed in
 /// the same tap order ([`pack`], [`pack_phase`]).
 ///
@@ -425,7 +430,7 @@ impl Walk {
     }
 
     /// Whether every read of the register tiles lies in a plane, so in a buffer of [`Walk::len`]
-    /// values: the last run of `W` (a divisor of `ow`) outputs, at (oh - 1, ow - W), reads up to
+    /// values: the last run of `W` (a divisor of `ow`, or twice it, split) outputs, at (oh - 1, ow - W), reads up to
     /// `(oh - 1) * row + ow + max(taps) <= plane`, and every other run less (a split run's second
     /// half, at (oh - 1, 0..ow), the same); and `ow` is a multiple of 8 (the callers check the
     /// build's own lanes, [`Kernel::fits`]). The constructors' arithmetic,
@@ -738,7 +743,7 @@ pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: BnRel
 }
 
 /// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
-/// width divides the output width.
+/// runs fit the output plane ([`Kernel::fits`]).
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
     if super::winograd::runs(g) {
         return super::winograd::forward_with(kernel, g, x, weight, map);
@@ -790,8 +795,8 @@ fn forward_image(
     let walk = Walk::forward(g);
     assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
-    // walk of the shape over `border`'s copy (reading inside it), an output width that is a
-    // multiple of its lanes, and the lengths of `buf`, `packed` and `out`; `out` is borrowed
+    // walk of the shape over `border`'s copy (reading inside it), runs that fit the output
+    // plane (`kernel.fits(ow, oh)`), and the lengths of `buf`, `packed` and `out`; `out` is borrowed
     // mutably, so nothing else accesses it.
     unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
 }
@@ -877,7 +882,8 @@ pub(crate) fn input_grad(g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     input_grad_with(Kernel::pick_plane(isa, g.ow(), g.oh()), g, dy, weight)
 }
 
-/// [`input_grad`] in the build `kernel`, which must run here and whose width divides `g.ow()`.
+/// [`input_grad`] in the build `kernel`, which must run here and whose runs fit the parity planes
+/// (`g.oh()` rows of `g.ow()`, [`Kernel::fits`]).
 pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(input_grad_shape_ok(g), "{g:?} is not a shape the direct input gradient covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
@@ -902,7 +908,8 @@ pub(crate) fn input_grad_with(kernel: Kernel, g: &Geometry, dy: &[f32], weight: 
                 assert_eq!(packed.len(), walk.co * walk.ci * walk.n);
                 // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the
                 // build, the walk of a shape `input_grad_shape_ok` accepts (`oh = h / 2` rows of
-                // `ow = w / 2`, a multiple of the build's lanes) over `border_dy`'s copy, reading
+                // `ow = w / 2`, which the build's runs fit: `kernel.fits(ow, oh)`, asserted at the
+                // top) over `border_dy`'s copy, reading
                 // inside it, and the lengths of `buf`, `packed` and `part`; `part` is borrowed
                 // mutably, so nothing else accesses it.
                 unsafe { kernel.image(walk, buf, packed, part.as_mut_ptr()) };
@@ -1114,7 +1121,7 @@ fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [
 ///
 /// # Safety
 ///
-/// The CPU has `S`'s features; `w` is [`Walk::forward`] of a shape [`shape_ok`] accepts, with
+/// The CPU has `S`'s features; `walk` is [`Walk::forward`] of a shape [`shape_ok`] accepts, with
 /// `buf` the bordered image ([`border`]), or [`Walk::input_grad_phase`] of a shape
 /// [`input_grad_shape_ok`] accepts, with `buf` the bordered output gradient ([`border_dy`]), or
 /// [`Walk::patches`] of a shape [`small_ok`] accepts, with `buf` the column-shifted copies of
@@ -1127,9 +1134,10 @@ fn transpose_with(avx2: bool, src: &[f32], rows: usize, cols: usize, dst: &mut [
 #[inline(always)]
 unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
     // SAFETY: the caller's contract, which is `runs`'s, with `SPLIT` exactly where `ow` is half
-    // of `W` (so, by the contract, `oh` is even).
+    // of `W` (so, by the contract, `oh` is even; the 8-lane builds never split: `ow` is a
+    // multiple of 8, so never half of their lanes).
     unsafe {
-        if 2 * walk.ow == S::W {
+        if S::W >= 16 && 2 * walk.ow == S::W {
             runs::<S, true>(walk, buf, packed, out)
         } else {
             runs::<S, false>(walk, buf, packed, out)
@@ -1142,11 +1150,13 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
 ///
 /// # Safety
 ///
-/// What [`image`] requires, and `SPLIT` is `2 * walk.ow == S::W`.
+/// What [`image`] requires, and `SPLIT` is `2 * walk.ow == S::W` (`SPLIT` only at 16 lanes).
 #[inline(always)]
 unsafe fn runs<S: Simd, const SPLIT: bool>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32) {
     debug_assert!(walk.reads_inside() && buf.len() == walk.len() && packed.len() == walk.co * walk.ci * walk.n);
-    debug_assert!(SPLIT == (2 * walk.ow == S::W) && (walk.ow.is_multiple_of(S::W) || (SPLIT && walk.oh.is_multiple_of(2))));
+    debug_assert!(
+        SPLIT == (2 * walk.ow == S::W) && (walk.ow.is_multiple_of(S::W) || (SPLIT && walk.oh.is_multiple_of(2)))
+    );
     // `ow` is a multiple of `W`, or half of it with `oh` even: the runs tile the output plane
     // (`oh * ow` is a multiple of `W` either way), and `tiles` covers `0..co`.
     let runs = walk.oh * walk.ow / S::W;
@@ -1184,20 +1194,20 @@ unsafe fn runs<S: Simd, const SPLIT: bool>(walk: &Walk, buf: &[f32], packed: &[f
 ///
 /// # Safety
 ///
-/// What [`runs`] requires, and `co + RR <= walk.co`, `first + N <= oh * ow / W`. Then a run at
-/// output (y, x..x+W) reads (a split run, `SPLIT`: output rows `y` and `y + 1 < oh`, columns
-/// `0..ow` each, so two half runs that each read what a run at their row reads, over `ow = W / 2`
-/// columns), for the forward walk at stride 1 and tap (ky, kx), bordered row
-/// `y + ky <= h + 1`, columns `x + kx .. x + kx + W <= w + 2`; at stride 2, bordered row
-/// `2y + ky <= 2 * oh <= h + 1`, in the even half (`(w + 3) / 2` values) columns
-/// `x + kx / 2 .. x + kx / 2 + W <= ow + 1 <= (w + 3) / 2` or in the odd half (`(w + 2) / 2`)
-/// columns `x .. x + W <= ow <= (w + 2) / 2`; for an input-gradient walk, row `y + dm <= oh`,
-/// columns `x + dj .. x + dj + W <= ow + 1` of `dy`'s bordered plane (`oh + 1` rows of
-/// `ow + 1`); for the patch walk, image `y`'s pixels `q = x .. x + W <= p` (`ow = p = h * w`)
-/// at `kx * (h + 2) * w + ky * w + q`, at most `(kx + 1) * (h + 2) * w`, inside copy `kx` of the
-/// image's `3 (h + 2) w` values: inside `buf`; the tile's weights are `packed[co * ci * n .. (co + RR) * ci * n]`;
-/// it stores channels `co .. co + RR` at pixels `first * W .. (first + N) * W <= oh * ow`:
-/// inside `out`.
+/// What [`runs`] requires, and `co + RR <= walk.co`, `first + N <= oh * ow / W`. A run is `L`
+/// consecutive outputs of one output row: `L = W`, or `L = W / 2 = ow` for each of a split run's
+/// two halves (rows `y` and `y + 1 < oh`, `SPLIT`). A run at output (y, x..x+L), `x + L <= ow`,
+/// reads, for the forward walk at stride 1 and tap (ky, kx), bordered row `y + ky <= h + 1`,
+/// columns `x + kx .. x + kx + L <= w + 2`; at stride 2, bordered row `2y + ky <= 2 * oh <= h + 1`,
+/// in the even half (`(w + 3) / 2` values) columns `x + kx / 2 .. x + kx / 2 + L <= ow + 1 <=
+/// (w + 3) / 2` or in the odd half (`(w + 2) / 2`) columns `x .. x + L <= ow <= (w + 2) / 2`; for
+/// an input-gradient walk, row `y + dm <= oh`, columns `x + dj .. x + dj + L <= ow + 1` of `dy`'s
+/// bordered plane (`oh + 1` rows of `ow + 1`); for the patch walk (never split), image `y`'s
+/// pixels `q = x .. x + W <= p` (`ow = p = h * w`) at `kx * (h + 2) * w + ky * w + q`, at most
+/// `(kx + 1) * (h + 2) * w`, inside copy `kx` of the image's `3 (h + 2) w` values: inside `buf`;
+/// the tile's weights are `packed[co * ci * n .. (co + RR) * ci * n]`; it stores channels
+/// `co .. co + RR` at pixels `first * W .. (first + N) * W <= oh * ow` (a split run's two rows are
+/// consecutive there): inside `out`.
 #[inline(always)]
 // The register tile is indexed by its (constant) row and run numbers, which the compiler unrolls.
 #[allow(clippy::needless_range_loop)]
@@ -1790,7 +1800,7 @@ mod tests {
         // 8, 24 (a tail of one and two runs at 8 lanes), 40, 48 (three runs at 16 lanes), and
         // channel counts that leave every tail of a 6- and a 12-channel tile.
         let builds = builds();
-        let mut checked = 0;
+        let (mut checked, mut wide) = (0, 0);
         let strided = [
             (16, 32, 32, 32),
             (32, 16, 16, 64),
@@ -1838,11 +1848,13 @@ mod tests {
             for &k in builds.iter().filter(|k| k.fits(g.ow(), g.oh())) {
                 close_and_same_bits(&mut first, k, direct_with(k, &g, &x2, &wt, None), &want, scale, &g);
                 checked += 1;
+                wide += usize::from(k == Kernel::Portable16);
             }
         }
         // Portable8 runs every shape, Portable16 the thirteen whose output width is a multiple of
         // 16 and the seven 8-wide ones of an even number of rows (split runs).
         assert!(checked >= 25 + 13 + 7, "{checked} runs");
+        assert_eq!(wide, 13 + 7, "Portable16's runs");
     }
 
     #[test]
@@ -1920,7 +1932,7 @@ mod tests {
     #[test]
     fn every_build_gives_the_strided_input_gradient_of_the_definition_and_the_same_bits() {
         let builds = builds();
-        let mut checked = 0;
+        let (mut checked, mut wide) = (0, 0);
         // (ci, h, w, co): ResNet-32's two stride-2 convolutions, then widths of one, two, three
         // and four runs at 8 lanes, non-square maps, channel counts that leave tile tails, and a
         // single output channel.
@@ -1959,6 +1971,7 @@ mod tests {
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())) as f32;
             let mut first: Option<(Kernel, Vec<f32>)> = None;
             for &k in builds.iter().filter(|k| k.fits(ow, oh)) {
+                wide += usize::from(k == Kernel::Portable16);
                 let dx = input_grad_with(k, &g, &dy, &wt);
                 assert_eq!(dx.len(), want.len(), "{k:?} {g:?}");
                 for (j, (a, b)) in dx.iter().zip(&want).enumerate() {
@@ -1971,6 +1984,7 @@ mod tests {
         // Portable8 runs every shape, Portable16 the three whose output width is 16 or 32 and the
         // three 8-wide ones of an even number of rows (split runs).
         assert!(checked >= 8 + 3 + 3, "{checked} runs");
+        assert_eq!(wide, 3 + 3, "Portable16's runs");
         let g = Geometry { n: 1, ci: 4, h: 16, w: 16, co: 8, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1 };
         assert!(Isa::detect().is_none() || covers_input_grad(&g));
         for bad in [
@@ -1987,7 +2001,15 @@ mod tests {
     }
 
     #[test]
-    fn each_cpu_picks_the_widest_build_whose_width_divides() {
+    #[should_panic(expected = "do not tile")]
+    fn sixteen_lanes_refuse_an_8_wide_plane_of_an_odd_number_of_rows() {
+        // Split runs pair rows: a third row would be left unwritten.
+        let g = Geometry { n: 1, ci: 2, h: 3, w: 8, co: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        direct_with(Kernel::Portable16, &g, &[0.0; 48], &[0.0; 36], None);
+    }
+
+    #[test]
+    fn each_cpu_picks_the_widest_build_whose_runs_fit() {
         assert_eq!(Kernel::pick(Isa::Avx512, 32), Kernel::Avx512);
         assert_eq!(Kernel::pick(Isa::Avx512, 8), Kernel::Avx2);
         assert_eq!(Kernel::pick(Isa::Avx512, 24), Kernel::Avx2);
@@ -2003,6 +2025,7 @@ mod tests {
         assert_eq!(Kernel::pick_plane(Isa::Portable, 8, 4), Kernel::Portable16);
         assert_eq!(Kernel::pick_plane(Isa::Portable, 8, 1), Kernel::Portable8);
         assert!(!Kernel::Avx512.fits(0, 2) && !Kernel::Avx512.fits(4, 2) && Kernel::Avx2.fits(8, 1));
+        assert!(!Kernel::Avx2.fits(4, 2) && !Kernel::Portable8.fits(4, 2) && !Kernel::Portable16.fits(8, 3));
         let flags = |f| std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.split_whitespace().any(|w| w == f));
         if std::path::Path::new("/proc/cpuinfo").exists() && cfg!(target_arch = "x86_64") {
             let avx2 = flags("avx2") && flags("fma");

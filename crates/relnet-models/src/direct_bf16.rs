@@ -343,14 +343,23 @@ impl Build {
     }
 }
 
+/// Whether `RELNET_BF16=emulate` asks for bf16's emulated numerics (the rounding around the fp32
+/// kernels) on a CPU that has the bf16 kernels: to compare the two on one host. Read once.
+pub(crate) fn emulation_asked() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| std::env::var("RELNET_BF16").is_ok_and(|v| v == "emulate"))
+}
+
 /// Whether this CPU has AVX512-BF16 and AVX-512VL (and AVX-512F), unless `RELNET_DIRECT_CONV`
-/// is `off` or `RELNET_SIMD` caps the width below AVX-512. Read once.
+/// is `off`, `RELNET_SIMD` caps the width below AVX-512 or `RELNET_BF16=emulate`
+/// ([`emulation_asked`]). Read once.
 pub(crate) fn hardware() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            super::simd::Isa::detect() == Some(super::simd::Isa::Avx512)
+            !emulation_asked()
+                && super::simd::Isa::detect() == Some(super::simd::Isa::Avx512)
                 && std::is_x86_feature_detected!("avx512bf16")
                 && std::is_x86_feature_detected!("avx512vl")
         }

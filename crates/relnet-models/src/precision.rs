@@ -93,10 +93,13 @@ pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether relnet's bf16 kernels run here: AVX512-BF16 with AVX-512VL, the direct kernels on and
-/// not capped below AVX-512; `Err` names what is missing.
+/// not capped below AVX-512, and `RELNET_BF16=emulate` not set; `Err` names what is missing.
 pub fn bf16_hardware() -> Result<(), &'static str> {
     if crate::direct_bf16::hardware() {
         return Ok(());
+    }
+    if crate::direct_bf16::emulation_asked() {
+        return Err("RELNET_BF16=emulate asked for the emulated numerics");
     }
     #[cfg(target_arch = "x86_64")]
     {
