@@ -787,7 +787,7 @@ fn forward_image(
     buf: &mut Vec<f32>,
     map: Option<BnRelu>,
 ) {
-    assert!(shape_ok(g) && kernel.runs_here() && kernel.fits(g.ow(), g.oh()));
+    assert!(shape_ok(g) && kernel.runs_here());
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.oh() * g.ow());
     assert_eq!(packed.len(), g.co * g.ci * 9);
@@ -795,8 +795,8 @@ fn forward_image(
     let walk = Walk::forward(g);
     assert!(walk.reads_inside() && buf.len() == walk.len(), "{walk:?} reads outside {} values", buf.len());
     // SAFETY: the asserts give what `Kernel::image` requires: a CPU that runs the build, the
-    // walk of the shape over `border`'s copy (reading inside it), runs that fit the output
-    // plane (`kernel.fits(ow, oh)`), and the lengths of `buf`, `packed` and `out`; `out` is borrowed
+    // walk of the shape over `border`'s copy (reading inside it), the lengths of `buf`, `packed`
+    // and `out` (that the build's runs fit the output plane `Kernel::image` asserts); `out` is borrowed
     // mutably, so nothing else accesses it.
     unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
 }
