@@ -11,7 +11,10 @@
 //! is stored as pixel pairs, `[h*w/2][co][2]` (pixels `2q`, `2q+1` of a row; the width is even),
 //! and each tap's two inputs at those pixels are adjacent in the plain bordered image
 //! `[ci][h+2][w+2]` bf16, broadcast as one pair. The register tiles are `direct3x3`'s AVX-512
-//! ones (12 output channels by 2 runs; 12 taps by 2 vectors of channels).
+//! ones (12 output channels by 2 runs; 12 taps by 2 vectors of channels). As there, output planes
+//! 8 pixels wide with an even number of rows run at 16 accumulators, each run the same 8 columns
+//! of two consecutive rows loaded as two halves ([`Build::fits`]); other widths that are a
+//! multiple of 8 but not of 16 run at 8.
 //!
 //! Values are rounded to bf16 (to nearest even) as they are copied into those layouts, so the
 //! kernel computes what the emulated bf16 path computes (`crate::precision`): products of
@@ -87,6 +90,15 @@ pub(crate) trait Dot {
     ///
     /// The CPU has the build's features; `p` is valid for reads of `2W` bf16 values.
     unsafe fn pairs(p: *const u16) -> Self::Pairs;
+    /// `W` pairs as two halves: pairs `0 .. W/2` from `p0` (`p0[2j], p0[2j+1]`), pairs
+    /// `W/2 .. W` from `p1` (`p1[2j - W], p1[2j - W + 1]`): a split run's inputs, two rows' `W/2`
+    /// pixels each (`direct3x3::Kernel::fits`).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has the build's features; `p0` and `p1` are each valid for reads of `W` bf16
+    /// values.
+    unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> Self::Pairs;
     /// The pair `p[0], p[1]` in every lane.
     ///
     /// # Safety
@@ -146,6 +158,15 @@ mod x86 {
             unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
         }
         #[inline(always)]
+        unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> __m512bh {
+            // SAFETY: the caller's contract: AVX-512F, `p0` and `p1` valid for 16 bf16 values
+            // (32 bytes) each; both vector types are 64 bytes of plain bits.
+            unsafe {
+                let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p0.cast()));
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(p1.cast())))
+            }
+        }
+        #[inline(always)]
         unsafe fn splat(p: *const u16) -> __m512bh {
             // SAFETY: the caller's contract: AVX-512F, `p` valid for 2 bf16 values (4 bytes,
             // read unaligned); both vector types are 64 bytes of plain bits.
@@ -197,6 +218,16 @@ mod x86 {
             // SAFETY: the caller's contract: AVX, `p` valid for 16 bf16 values (32 bytes);
             // both vector types are 32 bytes of plain bits.
             unsafe { std::mem::transmute::<__m256i, __m256bh>(_mm256_loadu_si256(p.cast())) }
+        }
+        #[inline(always)]
+        unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> __m256bh {
+            // SAFETY: the caller's contract: AVX2 (granted with AVX-512, as in `store_bf16`),
+            // `p0` and `p1` valid for 8 bf16 values (16 bytes) each; both vector types are 32
+            // bytes of plain bits.
+            unsafe {
+                let lo = _mm256_castsi128_si256(_mm_loadu_si128(p0.cast()));
+                std::mem::transmute::<__m256i, __m256bh>(_mm256_inserti128_si256::<1>(lo, _mm_loadu_si128(p1.cast())))
+            }
         }
         #[inline(always)]
         unsafe fn splat(p: *const u16) -> __m256bh {
@@ -290,6 +321,18 @@ impl<const N: usize> Dot for Emulated<N> {
         unsafe { p.cast::<[[u16; 2]; N]>().read_unaligned() }
     }
     #[inline(always)]
+    unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> Self::Pairs {
+        // SAFETY: the caller's contract: `p0` and `p1` valid for `N` bf16 values (`N / 2` pairs)
+        // each; unaligned reads.
+        std::array::from_fn(|j| unsafe {
+            if j < N / 2 {
+                p0.cast::<[u16; 2]>().add(j).read_unaligned()
+            } else {
+                p1.cast::<[u16; 2]>().add(j - N / 2).read_unaligned()
+            }
+        })
+    }
+    #[inline(always)]
     unsafe fn splat(p: *const u16) -> Self::Pairs {
         // SAFETY: the caller's contract: `p` valid for 2 bf16 values; unaligned read.
         [unsafe { p.cast::<[u16; 2]>().read_unaligned() }; N]
@@ -337,9 +380,27 @@ impl Build {
         }
     }
 
-    /// The hardware build whose width divides `n` (a multiple of 8).
+    /// The hardware build whose width divides `n` (a multiple of 8): the weight gradient's
+    /// output channels.
     fn pick(n: usize) -> Build {
         if n.is_multiple_of(16) { Build::Hw16 } else { Build::Hw8 }
+    }
+
+    /// The hardware build for output planes of `h` rows of `w` pixels (a multiple of 8): 16
+    /// accumulators also where `w` is 8 and `h` even, each run then two rows' halves
+    /// ([`Build::fits`]), as `direct3x3::Kernel::pick_plane`.
+    fn pick_plane(w: usize, h: usize) -> Build {
+        if Build::Hw16.fits(w, h) { Build::Hw16 } else { Build::Hw8 }
+    }
+
+    /// Whether this build's runs of [`Build::lanes`] output pixels tile planes of `h` rows of `w`
+    /// pixels without crossing a row: `w` a multiple of the lanes, or exactly half of them with
+    /// `h` even (a *split* run: the first half in row `y`, the second in row `y + 1`, loaded as
+    /// two halves, [`Dot::pairs_halves`]). The rule of `direct3x3::Kernel::fits`.
+    pub(crate) fn fits(self, w: usize, h: usize) -> bool {
+        w > 0
+            && w.is_multiple_of(8)
+            && (w.is_multiple_of(self.lanes()) || (2 * w == self.lanes() && h.is_multiple_of(2)))
     }
 }
 
@@ -455,15 +516,15 @@ fn border_plain(g: &Geometry, x: &[f32], buf: &mut Vec<u16>) {
 /// the hardware build. Only for a `g` that [`covers`] accepts.
 pub(crate) fn forward(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     assert!(covers(g));
-    forward_with(Build::pick(g.w), g, x, weight, true)
+    forward_with(Build::pick_plane(g.w, g.h), g, x, weight, true)
 }
 
-/// [`forward`] in the build `build`, which must run here and whose width divides `g.w`; the
-/// outputs rounded to bf16 with `round`, the fp32 sums without.
+/// [`forward`] in the build `build`, which must run here and whose runs tile `g`'s planes
+/// ([`Build::fits`]); the outputs rounded to bf16 with `round`, the fp32 sums without.
 pub(crate) fn forward_with(build: Build, g: &Geometry, x: &[f32], weight: &[f32], round: bool) -> Vec<f32> {
     assert!(super::direct3x3::stride_one_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(build.runs_here(), "{build:?} does not run on this CPU");
-    assert!(g.w.is_multiple_of(build.lanes()), "{build:?} needs a width that is a multiple of {}", build.lanes());
+    assert!(build.fits(g.w, g.h), "{build:?}'s runs do not tile {}x{} planes", g.h, g.w);
     assert_eq!(x.len(), g.n * g.ci * g.h * g.w);
     assert_eq!(weight.len(), g.co * g.ci * 9);
     let packed = pack(g, weight);
@@ -492,14 +553,14 @@ fn forward_image(
     buf: &mut Vec<u16>,
     round: bool,
 ) {
-    assert!(super::direct3x3::stride_one_ok(g) && build.runs_here() && g.w.is_multiple_of(build.lanes()));
+    assert!(super::direct3x3::stride_one_ok(g) && build.runs_here() && build.fits(g.w, g.h));
     assert_eq!(x.len(), g.ci * g.h * g.w);
     assert_eq!(out.len(), g.co * g.h * g.w);
     assert_eq!(packed.len(), g.co * g.ci.div_ceil(2) * 9);
     border_pairs(g, x, buf);
     let o = out.as_mut_ptr().cast::<f32>();
-    // SAFETY: the asserts give what `image` requires (a CPU that runs the build, the shape, a
-    // width that is a multiple of its lanes, the lengths of `packed` and `out`), `border_pairs`
+    // SAFETY: the asserts give what `image` requires (a CPU that runs the build, the shape,
+    // planes its runs tile, the lengths of `packed` and `out`), `border_pairs`
     // the length of `buf`; `out` is borrowed mutably, so nothing else accesses it.
     unsafe {
         match build {
@@ -572,16 +633,35 @@ pub(crate) fn weight_grad_image_with(
     }
 }
 
-/// Every tile of one image, as `direct3x3::image` but over channel pairs.
+/// Every tile of one image, as `direct3x3::image` but over channel pairs: split runs
+/// ([`Build::fits`]) where the plane is half a vector wide.
 ///
 /// # Safety
 ///
-/// The CPU has `D`'s features; `g` is a shape `direct3x3::stride_one_ok` accepts with `w` a multiple
-/// of `D::W`; `buf` holds the bordered pairs (`cp * (h+2) * (w+2) * 2` values, [`border_pairs`]),
-/// `packed` the packed weights (`co * cp * 9`, [`pack`]), and `out` is valid for writes of
-/// `co * h * w` floats that nothing else accesses during the call.
+/// The CPU has `D`'s features; `g` is a shape `direct3x3::stride_one_ok` accepts whose planes
+/// `D`'s runs tile (`w` a multiple of `D::W`, or `2 * w == D::W` with `h` even); `buf` holds the
+/// bordered pairs (`cp * (h+2) * (w+2) * 2` values, [`border_pairs`]), `packed` the packed
+/// weights (`co * cp * 9`, [`pack`]), and `out` is valid for writes of `co * h * w` floats that
+/// nothing else accesses during the call.
 #[inline(always)]
 unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
+    // SAFETY: the caller's contract, with `SPLIT` set exactly where the plane is half a run wide.
+    unsafe {
+        if 2 * g.w == D::W {
+            runs::<D, true>(g, buf, packed, out, round)
+        } else {
+            runs::<D, false>(g, buf, packed, out, round)
+        }
+    }
+}
+
+/// [`image`]'s tiles, runs of `D::W` pixels of one row, or with `SPLIT` of two.
+///
+/// # Safety
+///
+/// What [`image`] requires, and `SPLIT` exactly where `2 * w == D::W`.
+#[inline(always)]
+unsafe fn runs<D: Dot, const SPLIT: bool>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
     let runs = g.h * g.w / D::W;
     let tiles = super::direct3x3::tiles(g.co, ROWS);
     let mut first = 0;
@@ -592,18 +672,18 @@ unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32
             // <= g.co` (`tiles` yields consecutive tiles of an even count up to 12 ending at `co`).
             unsafe {
                 match (rows, s) {
-                    (12, 2) => tile::<D, 12, 2>(g, buf, packed, out, co, first, round),
-                    (12, 1) => tile::<D, 12, 1>(g, buf, packed, out, co, first, round),
-                    (10, 2) => tile::<D, 10, 2>(g, buf, packed, out, co, first, round),
-                    (10, 1) => tile::<D, 10, 1>(g, buf, packed, out, co, first, round),
-                    (8, 2) => tile::<D, 8, 2>(g, buf, packed, out, co, first, round),
-                    (8, 1) => tile::<D, 8, 1>(g, buf, packed, out, co, first, round),
-                    (6, 2) => tile::<D, 6, 2>(g, buf, packed, out, co, first, round),
-                    (6, 1) => tile::<D, 6, 1>(g, buf, packed, out, co, first, round),
-                    (4, 2) => tile::<D, 4, 2>(g, buf, packed, out, co, first, round),
-                    (4, 1) => tile::<D, 4, 1>(g, buf, packed, out, co, first, round),
-                    (2, 2) => tile::<D, 2, 2>(g, buf, packed, out, co, first, round),
-                    (2, 1) => tile::<D, 2, 1>(g, buf, packed, out, co, first, round),
+                    (12, 2) => tile::<D, 12, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (12, 1) => tile::<D, 12, 1, SPLIT>(g, buf, packed, out, co, first, round),
+                    (10, 2) => tile::<D, 10, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (10, 1) => tile::<D, 10, 1, SPLIT>(g, buf, packed, out, co, first, round),
+                    (8, 2) => tile::<D, 8, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (8, 1) => tile::<D, 8, 1, SPLIT>(g, buf, packed, out, co, first, round),
+                    (6, 2) => tile::<D, 6, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (6, 1) => tile::<D, 6, 1, SPLIT>(g, buf, packed, out, co, first, round),
+                    (4, 2) => tile::<D, 4, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (4, 1) => tile::<D, 4, 1, SPLIT>(g, buf, packed, out, co, first, round),
+                    (2, 2) => tile::<D, 2, 2, SPLIT>(g, buf, packed, out, co, first, round),
+                    (2, 1) => tile::<D, 2, 1, SPLIT>(g, buf, packed, out, co, first, round),
                     _ => unreachable!("tile of {rows} channels by {s} runs"),
                 }
             }
@@ -612,17 +692,20 @@ unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32
     }
 }
 
-/// Output channels `co .. co + RR` at the `N` runs of `W` pixels from run `first`.
+/// Output channels `co .. co + RR` at the `N` runs of `W` pixels from run `first`; with `SPLIT`,
+/// each run the `W/2` pixels of rows `y` and `y + 1` (`w = W/2`).
 ///
 /// # Safety
 ///
-/// What [`image`] requires, and `co + RR <= g.co`, `first + N <= h * w / W`. Then a run at
-/// output (y, x..x+W) with tap (ky, kx) of channel pair `c` reads pairs `(c * plane + (y + ky)
-/// * wp + x + kx) ..` `+ W`, inside `buf` as in `direct3x3::tile`; the tile's weights are
-/// `packed[co * cp * 9 .. (co + RR) * cp * 9]`; it stores inside `out`.
+/// What [`runs`] requires, and `co + RR <= g.co`, `first + N <= h * w / W`. Then a run at
+/// output (y, x..x+L) with tap (ky, kx) of channel pair `c` reads pairs `(c * plane + (y + ky)
+/// * wp + x + kx) ..` `+ L`, with `L = W` (with `SPLIT`, `L = W/2`, `x = 0`, and the same
+/// for row `y + 1 <= h - 1`), inside `buf` as in `direct3x3::tile`; the tile's weights are
+/// `packed[co * cp * 9 .. (co + RR) * cp * 9]`; it stores `W` consecutive outputs a run
+/// (consecutive also across a split run's two rows of `w` pixels), inside `out`.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile<D: Dot, const RR: usize, const N: usize>(
+unsafe fn tile<D: Dot, const RR: usize, const N: usize, const SPLIT: bool>(
     g: &Geometry,
     buf: &[u16],
     packed: &[u32],
@@ -654,8 +737,12 @@ unsafe fn tile<D: Dot, const RR: usize, const N: usize>(
             for kx in 0..3 {
                 let off = ky * wp + kx;
                 // SAFETY: the caller's contract: the CPU has `D`'s features; `W` pairs of row
-                // `y + ky`, columns `x + kx ..`, inside `buf` (see `# Safety`).
-                let v: [D::Pairs; N] = std::array::from_fn(|i| unsafe { D::pairs(base.add((at[i] + off) * 2)) });
+                // `y + ky`, columns `x + kx ..` (with `SPLIT`, `W/2` of that row and `W/2` of
+                // the next), inside `buf` (see `# Safety`).
+                let v: [D::Pairs; N] = std::array::from_fn(|i| unsafe {
+                    let p = base.add((at[i] + off) * 2);
+                    if SPLIT { D::pairs_halves(p, p.add(wp * 2)) } else { D::pairs(p) }
+                });
                 for r in 0..RR {
                     // SAFETY: `w` walks this tile's `cp * 9 * RR` weight pairs, `r < RR`.
                     let k = unsafe { D::splat(w.add(r).cast::<u16>()) };
@@ -826,9 +913,10 @@ mod tests {
     #[test]
     fn every_build_equals_the_definition_on_bf16_values() {
         let builds = builds();
-        let mut checked = 0;
+        let (mut checked, mut split) = (0, 0);
         // (ci, h, w, co): odd channel counts (a channel paired with zeros), every tile tail of
-        // 12, widths of one and several runs at 8 and 16 lanes.
+        // 12, widths of one and several runs at 8 and 16 lanes, 8-wide planes of an even number
+        // of rows (split runs at 16 lanes) and of an odd one (8 lanes only).
         for (ci, h, w, co) in [
             (3, 32, 32, 16),
             (16, 16, 16, 16),
@@ -837,6 +925,8 @@ mod tests {
             (1, 2, 16, 26),
             (7, 4, 24, 22),
             (4, 3, 48, 2),
+            (7, 6, 8, 14),
+            (3, 2, 8, 12),
         ] {
             let g = Geometry { n: 2, ci, h, w, co, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
             let x: Vec<f32> = (0..2 * ci * h * w).map(|i| ((i * 37 % 101) as f32 - 50.3) / 25.7).collect();
@@ -864,7 +954,8 @@ mod tests {
             }
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let mut outs: Vec<(Build, Vec<f32>)> = Vec::new();
-            for &b in builds.iter().filter(|b| w.is_multiple_of(b.lanes())) {
+            for &b in builds.iter().filter(|b| b.fits(w, h)) {
+                split += usize::from(2 * w == b.lanes());
                 let out = forward_with(b, &g, &x, &wt, false);
                 // Rounding as the outputs are stored gives the bits of rounding them afterwards.
                 assert_eq!(forward_with(b, &g, &x, &wt, true), round(&out), "{b:?} {g:?}: rounded outputs");
@@ -883,7 +974,25 @@ mod tests {
                 }
             }
         }
-        assert!(checked >= 7 + 4, "{checked} runs");
+        // Per build that runs here: 7 shapes at 16 lanes (3 of them split runs), 9 at 8 lanes.
+        let hw = usize::from(hardware());
+        assert_eq!((checked, split), (16 * (1 + hw), 3 * (1 + hw)), "runs, split runs");
+    }
+
+    #[test]
+    #[should_panic(expected = "runs do not tile 3x8 planes")]
+    fn sixteen_accumulators_refuse_an_8_wide_plane_of_an_odd_number_of_rows() {
+        let g = Geometry { n: 1, ci: 2, h: 3, w: 8, co: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        forward_with(Build::Emulated16, &g, &[0.5; 2 * 3 * 8], &[0.25; 2 * 2 * 9], false);
+    }
+
+    #[test]
+    fn each_plane_picks_sixteen_accumulators_where_its_runs_fit() {
+        assert_eq!(Build::pick_plane(32, 32), Build::Hw16);
+        assert_eq!(Build::pick_plane(8, 8), Build::Hw16);
+        assert_eq!(Build::pick_plane(8, 3), Build::Hw8);
+        assert_eq!(Build::pick_plane(24, 4), Build::Hw8);
+        assert_eq!(Build::pick(8), Build::Hw8);
     }
 
     #[test]
