@@ -1145,6 +1145,32 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
     }
 }
 
+/// Calls `$tile::<$pre, RR, N, $post>($args)` with `RR = $rows` output channels (an even count up
+/// to 12: what [`tiles`] yields) and `N = $runs` runs (1 or 2) as const parameters: the dispatch
+/// of the forward tiles of the fp32 kernels ([`runs`]) and of the bf16 ones (`direct_bf16::runs`).
+/// It adds no `unsafe` of its own: the caller's `unsafe` block and `SAFETY` comment cover the
+/// call.
+macro_rules! tile_by_shape {
+    ($rows:expr, $runs:expr, $tile:ident::<$pre:ty; $post:tt>($($arg:expr),* $(,)?)) => {
+        match ($rows, $runs) {
+            (12, 2) => $tile::<$pre, 12, 2, $post>($($arg),*),
+            (12, 1) => $tile::<$pre, 12, 1, $post>($($arg),*),
+            (10, 2) => $tile::<$pre, 10, 2, $post>($($arg),*),
+            (10, 1) => $tile::<$pre, 10, 1, $post>($($arg),*),
+            (8, 2) => $tile::<$pre, 8, 2, $post>($($arg),*),
+            (8, 1) => $tile::<$pre, 8, 1, $post>($($arg),*),
+            (6, 2) => $tile::<$pre, 6, 2, $post>($($arg),*),
+            (6, 1) => $tile::<$pre, 6, 1, $post>($($arg),*),
+            (4, 2) => $tile::<$pre, 4, 2, $post>($($arg),*),
+            (4, 1) => $tile::<$pre, 4, 1, $post>($($arg),*),
+            (2, 2) => $tile::<$pre, 2, 2, $post>($($arg),*),
+            (2, 1) => $tile::<$pre, 2, 1, $post>($($arg),*),
+            (rows, runs) => unreachable!("tile of {rows} channels by {runs} runs"),
+        }
+    };
+}
+pub(crate) use tile_by_shape;
+
 /// [`image`] with runs of `W` pixels in one output row (`SPLIT` false: `ow` a multiple of `W`)
 /// or split over two (`SPLIT` true: `ow = W / 2`, `oh` even, see [`Kernel::fits`]).
 ///
@@ -1168,23 +1194,7 @@ unsafe fn runs<S: Simd, const SPLIT: bool>(walk: &Walk, buf: &[f32], packed: &[f
             // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and, since
             // `tiles` yields consecutive tiles of an even number of channels up to `S::ROWS`
             // (at most 12) ending at `walk.co`, `co + rows <= walk.co`.
-            unsafe {
-                match (rows, s) {
-                    (12, 2) => tile::<S, 12, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (12, 1) => tile::<S, 12, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    (10, 2) => tile::<S, 10, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (10, 1) => tile::<S, 10, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    (8, 2) => tile::<S, 8, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (8, 1) => tile::<S, 8, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    (6, 2) => tile::<S, 6, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (6, 1) => tile::<S, 6, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    (4, 2) => tile::<S, 4, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (4, 1) => tile::<S, 4, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    (2, 2) => tile::<S, 2, 2, SPLIT>(walk, buf, packed, out, co, first),
-                    (2, 1) => tile::<S, 2, 1, SPLIT>(walk, buf, packed, out, co, first),
-                    _ => unreachable!("tile of {rows} channels by {s} runs"),
-                }
-            }
+            unsafe { tile_by_shape!(rows, s, tile::<S; SPLIT>(walk, buf, packed, out, co, first)) }
         }
         first += s;
     }

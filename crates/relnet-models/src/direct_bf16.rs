@@ -671,21 +671,7 @@ unsafe fn runs<D: Dot, const SPLIT: bool>(g: &Geometry, buf: &[u16], packed: &[u
             // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and `co + rows
             // <= g.co` (`tiles` yields consecutive tiles of an even count up to 12 ending at `co`).
             unsafe {
-                match (rows, s) {
-                    (12, 2) => tile::<D, 12, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (12, 1) => tile::<D, 12, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    (10, 2) => tile::<D, 10, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (10, 1) => tile::<D, 10, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    (8, 2) => tile::<D, 8, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (8, 1) => tile::<D, 8, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    (6, 2) => tile::<D, 6, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (6, 1) => tile::<D, 6, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    (4, 2) => tile::<D, 4, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (4, 1) => tile::<D, 4, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    (2, 2) => tile::<D, 2, 2, SPLIT>(g, buf, packed, out, co, first, round),
-                    (2, 1) => tile::<D, 2, 1, SPLIT>(g, buf, packed, out, co, first, round),
-                    _ => unreachable!("tile of {rows} channels by {s} runs"),
-                }
+                super::direct3x3::tile_by_shape!(rows, s, tile::<D; SPLIT>(g, buf, packed, out, co, first, round))
             }
         }
         first += s;
