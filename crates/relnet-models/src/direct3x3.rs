@@ -58,6 +58,13 @@ pub(crate) enum Kernel {
     Portable8,
 }
 
+/// Whether runs of `lanes` output pixels (8 or 16) tile a plane of `oh` rows of `ow` pixels
+/// without crossing a row: `ow` a multiple of 8 and of the lanes, or exactly half of them with
+/// `oh` even (split runs). The rule of [`Kernel::fits`] and of the bf16 kernels' `Build::fits`.
+pub(crate) fn runs_fit(lanes: usize, ow: usize, oh: usize) -> bool {
+    ow > 0 && ow.is_multiple_of(8) && (ow.is_multiple_of(lanes) || (2 * ow == lanes && oh.is_multiple_of(2)))
+}
+
 impl Kernel {
     /// The build for `isa` whose width divides `n` (the plane's pixel count for a [`small_ok`]
     /// shape; the output channels for the weight gradient), or its 8-lane sibling. `n` is a
@@ -88,9 +95,7 @@ impl Kernel {
     /// with `oh` even, each run then two rows' halves (a *split* run: the first half row `y`, the
     /// second row `y + 1`, loaded as two halves, [`Simd::load_halves`]).
     pub(crate) fn fits(self, ow: usize, oh: usize) -> bool {
-        ow > 0
-            && ow.is_multiple_of(8)
-            && (ow.is_multiple_of(self.lanes()) || (2 * ow == self.lanes() && oh.is_multiple_of(2)))
+        runs_fit(self.lanes(), ow, oh)
     }
 
     /// Lanes per vector.
@@ -1148,8 +1153,8 @@ unsafe fn image<S: Simd>(walk: &Walk, buf: &[f32], packed: &[f32], out: *mut f32
 /// Calls `$tile::<$pre, RR, N, $post>($args)` with `RR = $rows` output channels (an even count up
 /// to 12: what [`tiles`] yields) and `N = $runs` runs (1 or 2) as const parameters: the dispatch
 /// of the forward tiles of the fp32 kernels ([`runs`]) and of the bf16 ones (`direct_bf16::runs`).
-/// It adds no `unsafe` of its own: the caller's `unsafe` block and `SAFETY` comment cover the
-/// call.
+/// `$tile` is the bare name of an `unsafe fn` in scope where the macro is called. It adds no
+/// `unsafe` of its own: the caller's `unsafe` block and `SAFETY` comment cover the call.
 macro_rules! tile_by_shape {
     ($rows:expr, $runs:expr, $tile:ident::<$pre:ty; $post:tt>($($arg:expr),* $(,)?)) => {
         match ($rows, $runs) {
@@ -1165,7 +1170,7 @@ macro_rules! tile_by_shape {
             (4, 1) => $tile::<$pre, 4, 1, $post>($($arg),*),
             (2, 2) => $tile::<$pre, 2, 2, $post>($($arg),*),
             (2, 1) => $tile::<$pre, 2, 1, $post>($($arg),*),
-            (rows, runs) => unreachable!("tile of {rows} channels by {runs} runs"),
+            (rows, runs) => ::core::unreachable!("tile of {rows} channels by {runs} runs"),
         }
     };
 }

@@ -6,15 +6,15 @@
 //! The pairs run along the sum. Forward (and the input gradient, the same kernel on the flipped
 //! weights), the sum is over input channels: the bordered image is stored as channel pairs,
 //! `[ci/2][h+2][w+2][2]` bf16 (an odd last channel paired with zeros), so a run of `W` output
-//! pixels loads its `2W` inputs for a tap in one load, and each tap's two weights (channels
+//! pixels loads its `2W` inputs for a tap in one load (two halves for a split run, below), and each tap's two weights (channels
 //! `2c`, `2c+1`) are broadcast as one 32-bit pair. The weight gradient sums over pixels: `dy`
 //! is stored as pixel pairs, `[h*w/2][co][2]` (pixels `2q`, `2q+1` of a row; the width is even),
 //! and each tap's two inputs at those pixels are adjacent in the plain bordered image
 //! `[ci][h+2][w+2]` bf16, broadcast as one pair. The register tiles are `direct3x3`'s AVX-512
 //! ones (12 output channels by 2 runs; 12 taps by 2 vectors of channels). As there, output planes
 //! 8 pixels wide with an even number of rows run at 16 accumulators, each run the same 8 columns
-//! of two consecutive rows loaded as two halves ([`Build::fits`]); other widths that are a
-//! multiple of 8 but not of 16 run at 8.
+//! of two consecutive rows loaded as two halves ([`Build::fits`]); other planes whose width is a
+//! multiple of 8 but not of 16 (8-wide ones of an odd number of rows included) run at 8.
 //!
 //! Values are rounded to bf16 (to nearest even) as they are copied into those layouts, so the
 //! kernel computes what the emulated bf16 path computes (`crate::precision`): products of
@@ -159,8 +159,9 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> __m512bh {
-            // SAFETY: the caller's contract: AVX-512F, `p0` and `p1` valid for 16 bf16 values
-            // (32 bytes) each; both vector types are 64 bytes of plain bits.
+            // SAFETY: the caller's contract: AVX-512F (and AVX, which `Isa::hardware` requires with
+            // it, for the 256-bit loads), `p0` and `p1` valid for 16 bf16 values (32 bytes) each;
+            // both vector types are 64 bytes of plain bits.
             unsafe {
                 let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p0.cast()));
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(p1.cast())))
@@ -180,7 +181,8 @@ mod x86 {
     }
 
     /// AVX512-BF16 on 256 bits (AVX-512VL): 8 accumulators, for widths and channel counts that
-    /// are multiples of 8 but not of 16.
+    /// are multiples of 8 but not of 16 (but 8-wide planes of an even number of rows, which run
+    /// split runs at 16: `Build::fits`).
     pub(crate) struct Bf16x8;
 
     impl Dot for Bf16x8 {
@@ -219,6 +221,8 @@ mod x86 {
             // both vector types are 32 bytes of plain bits.
             unsafe { std::mem::transmute::<__m256i, __m256bh>(_mm256_loadu_si256(p.cast())) }
         }
+        /// Never reached by the kernels today: 8 accumulators never split (widths are multiples
+        /// of 8, never half of 8), kept so every build has the whole trait.
         #[inline(always)]
         unsafe fn pairs_halves(p0: *const u16, p1: *const u16) -> __m256bh {
             // SAFETY: the caller's contract: AVX2 (granted with AVX-512, as in `store_bf16`),
@@ -396,11 +400,10 @@ impl Build {
     /// Whether this build's runs of [`Build::lanes`] output pixels tile planes of `h` rows of `w`
     /// pixels without crossing a row: `w` a multiple of the lanes, or exactly half of them with
     /// `h` even (a *split* run: the first half in row `y`, the second in row `y + 1`, loaded as
-    /// two halves, [`Dot::pairs_halves`]). The rule of `direct3x3::Kernel::fits`.
+    /// two halves, [`Dot::pairs_halves`]): `direct3x3::runs_fit`, the rule of
+    /// `direct3x3::Kernel::fits`.
     pub(crate) fn fits(self, w: usize, h: usize) -> bool {
-        w > 0
-            && w.is_multiple_of(8)
-            && (w.is_multiple_of(self.lanes()) || (2 * w == self.lanes() && h.is_multiple_of(2)))
+        super::direct3x3::runs_fit(self.lanes(), w, h)
     }
 }
 
@@ -645,9 +648,11 @@ pub(crate) fn weight_grad_image_with(
 /// nothing else accesses during the call.
 #[inline(always)]
 unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
-    // SAFETY: the caller's contract, with `SPLIT` set exactly where the plane is half a run wide.
+    // SAFETY: the caller's contract, which is `runs`'s, with `SPLIT` exactly where the plane is
+    // half a run wide (so, by the contract, `h` is even; 8 accumulators never split: `w` is a
+    // multiple of 8, so never half of them).
     unsafe {
-        if 2 * g.w == D::W {
+        if D::W >= 16 && 2 * g.w == D::W {
             runs::<D, true>(g, buf, packed, out, round)
         } else {
             runs::<D, false>(g, buf, packed, out, round)
@@ -662,6 +667,9 @@ unsafe fn image<D: Dot>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32
 /// What [`image`] requires, and `SPLIT` exactly where `2 * w == D::W`.
 #[inline(always)]
 unsafe fn runs<D: Dot, const SPLIT: bool>(g: &Geometry, buf: &[u16], packed: &[u32], out: *mut f32, round: bool) {
+    let cp = g.ci.div_ceil(2);
+    debug_assert!(buf.len() == cp * (g.h + 2) * (g.w + 2) * 2 && packed.len() == g.co * cp * 9);
+    debug_assert!(SPLIT == (2 * g.w == D::W) && (g.w.is_multiple_of(D::W) || (SPLIT && g.h.is_multiple_of(2))));
     let runs = g.h * g.w / D::W;
     let tiles = super::direct3x3::tiles(g.co, ROWS);
     let mut first = 0;
@@ -669,7 +677,8 @@ unsafe fn runs<D: Dot, const SPLIT: bool>(g: &Geometry, buf: &[u16], packed: &[u
         let s = (runs - first).min(2);
         for &(co, rows) in &tiles {
             // SAFETY: the caller's contract is `tile`'s, with `first + s <= runs` and `co + rows
-            // <= g.co` (`tiles` yields consecutive tiles of an even count up to 12 ending at `co`).
+            // <= g.co` (`tiles` yields consecutive tiles of an even count up to 12 ending at
+            // `g.co`).
             unsafe {
                 super::direct3x3::tile_by_shape!(rows, s, tile::<D; SPLIT>(g, buf, packed, out, co, first, round))
             }
@@ -684,9 +693,10 @@ unsafe fn runs<D: Dot, const SPLIT: bool>(g: &Geometry, buf: &[u16], packed: &[u
 /// # Safety
 ///
 /// What [`runs`] requires, and `co + RR <= g.co`, `first + N <= h * w / W`. Then a run at
-/// output (y, x..x+L) with tap (ky, kx) of channel pair `c` reads pairs `(c * plane + (y + ky)
-/// * wp + x + kx) ..` `+ L`, with `L = W` (with `SPLIT`, `L = W/2`, `x = 0`, and the same
-/// for row `y + 1 <= h - 1`), inside `buf` as in `direct3x3::tile`; the tile's weights are
+/// output (y, x..x+L) with tap (ky, kx) of channel pair `c` reads the pairs (offsets counted in
+/// pairs, two bf16 values each) `(c * plane + (y + ky) * wp + x + kx) ..` `+ L`, with `L = W`;
+/// with `SPLIT`, `L = W/2`, `x = 0`, and the same columns of bordered row `y + 1 + ky <= h + 1`
+/// too; inside `buf` as in `direct3x3::tile`. The tile's weights are
 /// `packed[co * cp * 9 .. (co + RR) * cp * 9]`; it stores `W` consecutive outputs a run
 /// (consecutive also across a split run's two rows of `w` pixels), inside `out`.
 #[inline(always)]
@@ -960,7 +970,9 @@ mod tests {
                 }
             }
         }
-        // Per build that runs here: 7 shapes at 16 lanes (3 of them split runs), 9 at 8 lanes.
+        // Per pair of builds that runs here (the emulated pair always, the hardware pair where
+        // the CPU has AVX512-BF16 and AVX-512VL): 7 shapes at 16 lanes (3 of them split runs)
+        // and 9 at 8 lanes.
         let hw = usize::from(hardware());
         assert_eq!((checked, split), (16 * (1 + hw), 3 * (1 + hw)), "runs, split runs");
     }
@@ -979,6 +991,8 @@ mod tests {
         assert_eq!(Build::pick_plane(8, 3), Build::Hw8);
         assert_eq!(Build::pick_plane(24, 4), Build::Hw8);
         assert_eq!(Build::pick(8), Build::Hw8);
+        assert!(!Build::Hw16.fits(0, 2) && !Build::Hw16.fits(4, 2) && !Build::Emulated16.fits(8, 3));
+        assert!(Build::Emulated16.fits(8, 2) && Build::Hw8.fits(8, 1) && !Build::Emulated8.fits(4, 2));
     }
 
     #[test]
