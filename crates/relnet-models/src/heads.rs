@@ -2,8 +2,10 @@
 
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::relu;
 
+use crate::fastconv::{enabled, on_flex};
 use crate::precision::linear;
 
 /// Linear(in, hidden) -> BatchNorm1d -> LeakyReLU(0.01) -> Linear(hidden, out): the shape of the
@@ -53,20 +55,36 @@ impl MlpHead {
     /// The rest of the head from the output of `fc1` (BN, LeakyReLU, `fc2`), for callers that
     /// compute `fc1` themselves (the relational pairs, projected once per view).
     pub fn forward_after_fc1(&self, h: Tensor<2>) -> Tensor<2> {
-        let h = leaky_relu_by_mask(self.bn.forward(h), 0.01);
+        let h = leaky_relu(self.bn.forward(h), 0.01);
         linear(&self.fc2, h)
     }
 }
 
-/// LeakyReLU as `x * m`, with `m` 1 where `x >= 0` and `slope` elsewhere, taken from `x` through
-/// a boolean (so no gradient flows into it): burn's `leaky_relu` is a comparison, a scaled copy
-/// and `mask_where` forward and two masked copies backward under autodiff, and burn-flex's
-/// in-place `mask_where` branches on every value (12% of a Conv-4 K = 16 step, in the relation
-/// head's 15,360 x 256 activations). The same values and gradients, bit for bit: `x * 1` and
-/// `x * slope` forward, `g * 1` and `g * slope` backward (`m`'s two values are exact:
-/// `1 * (1 - slope) + slope` rounds to 1 for the slopes used here, 0.01; a test checks).
-pub fn leaky_relu_by_mask<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
-    let m = x.clone().greater_equal_elem(0.0).float().mul_scalar(1.0 - slope).add_scalar(slope);
+/// LeakyReLU: [`leaky_relu_by_mask`] on burn-flex under autodiff (f32, relnet's kernels on), burn's
+/// `leaky_relu` everywhere else: without autodiff burn-flex's own `leaky_relu` is one pass, and
+/// on the CubeCL backends burn's decomposition fuses into one kernel where the mask's cast would
+/// not.
+fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    let device = x.device();
+    if on_flex(&device) && enabled() && device.is_autodiff() && x.dtype() == DType::F32 {
+        leaky_relu_by_mask(x, slope)
+    } else {
+        burn::tensor::activation::leaky_relu(x, slope)
+    }
+}
+
+/// LeakyReLU as `x * m`, with `m` 1 where `x < 0` is false (`x >= 0`, and NaN) and `slope`
+/// elsewhere, taken from `x` through a boolean (so no gradient flows into it). Under autodiff,
+/// burn's `leaky_relu` is the backend trait's default, a comparison, a scaled copy and
+/// `mask_where` forward and two masked copies added backward, and burn-flex's in-place
+/// `mask_where` branches on every value: 12% of the profile's samples of a Conv-4 K = 16, M = 64
+/// pretraining step, in the relation head's 15,360 x 256 activations (docs/performance.md). On
+/// f32 values on burn-flex this gives burn's values and input gradients bit for bit (`x * 1` and
+/// `x * slope` forward, `g * 1` and `g * slope` backward), except that a zero gradient keeps its
+/// sign where burn's sum of the two branches makes it `+0`. `m`'s two values are exact: `1 * (1 -
+/// slope) + slope` rounds to 1 in f32 (checked for 0.01, the slope used here, by the test).
+pub(crate) fn leaky_relu_by_mask<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
+    let m = x.clone().lower_elem(0.0).bool_not().float().mul_scalar(1.0 - slope).add_scalar(slope);
     x * m
 }
 
@@ -167,29 +185,34 @@ impl PriorDiscriminator {
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::TensorData;
     use burn::tensor::activation::leaky_relu;
-    use burn::tensor::{Distribution, TensorData};
 
     use super::*;
 
     /// A function's values and input gradient, as bits.
     type Bits = (Vec<u32>, Vec<u32>);
 
-    /// The values and input gradients of burn's `leaky_relu` and of [`leaky_relu_by_mask`] on
-    /// the same input (random, with zeros of both signs), as bits.
+    /// The values and input gradients of burn's `leaky_relu` and of [`leaky_relu_by_mask`] under
+    /// autodiff on burn-flex, as bits, on the same fixed input: values of both signs, zeros of
+    /// both signs, the smallest normal and subnormal numbers, infinities and a NaN; the incoming
+    /// gradient has a zero of each sign too.
     fn both(slope: f64) -> (Bits, Bits) {
         let device = Device::flex().autodiff();
-        let mut v: Vec<f32> =
-            Tensor::<2>::random([64, 48], Distribution::Normal(0.0, 1.0), &device).into_data().try_to_vec().unwrap();
-        v[0] = 0.0;
-        v[1] = -0.0;
-        v[2] = f32::MIN_POSITIVE;
-        v[3] = -f32::MIN_POSITIVE;
-        let g: Vec<f32> = (0..v.len()).map(|i| ((i * 37 % 101) as f32 - 50.3) / 7.1).collect();
+        let mut v: Vec<f32> = (0..64 * 48).map(|i| ((i * 53 % 97) as f32 - 48.2) / 9.7).collect();
+        let special =
+            [0.0, -0.0, f32::MIN_POSITIVE, -f32::MIN_POSITIVE, f32::from_bits(1), -f32::from_bits(1), f32::INFINITY];
+        v[..special.len()].copy_from_slice(&special);
+        v[special.len()] = f32::NEG_INFINITY;
+        v[special.len() + 1] = f32::NAN;
+        let mut g: Vec<f32> = (0..v.len()).map(|i| ((i * 37 % 101) as f32 - 50.3) / 7.1).collect();
+        g[20] = 0.0;
+        g[21] = -0.0;
         let run = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
             let x = Tensor::<2>::from_data(TensorData::new(v.clone(), [64, 48]), &device).require_grad();
             let y = f(x.clone());
             let w = Tensor::<2>::from_data(TensorData::new(g.clone(), [64, 48]), &device);
+            // `y` is kept for its bits after `backward` takes the graph.
             let grads = (y.clone() * w).sum().backward();
             let dx = x.grad(&grads).expect("a gradient for x");
             let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
@@ -205,8 +228,18 @@ mod tests {
             (a.len() != b.len()).then_some(usize::MAX).or_else(|| a.iter().zip(b).position(|(x, y)| x != y))
         };
         assert_eq!(first_difference(&y0, &y1), None, "values: the first index where the bits differ");
-        assert_eq!(first_difference(&dx0, &dx1), None, "input gradients: the first index where the bits differ");
-        // Not the identity or a ReLU: both sides of the kink were taken.
+        // Gradients: equal bits but for the sign of a zero (burn adds `+0` from the other branch).
+        let unsigned_zero = |d: &[u32]| d.iter().map(|&b| if b == 0x8000_0000 { 0 } else { b }).collect::<Vec<_>>();
+        assert_eq!(
+            first_difference(&unsigned_zero(&dx0), &unsigned_zero(&dx1)),
+            None,
+            "input gradients: the first index where the bits differ"
+        );
+        // The signed zero is the one difference, and the incoming `-0` reached it.
+        assert_eq!(dx1[21], (-0f32).to_bits(), "the new path keeps the sign of a zero gradient");
+        assert_eq!(dx0[21], 0, "burn's sum of the two branches gives +0");
+        // Not the identity or a ReLU: both sides of the kink were taken, and the NaN stayed NaN.
         assert!(y0.iter().any(|&b| f32::from_bits(b) < 0.0) && y0.iter().any(|&b| f32::from_bits(b) > 0.0));
+        assert!(f32::from_bits(y1[8]).is_nan() && f32::from_bits(dx0[8]) == f32::from_bits(dx1[8]));
     }
 }
