@@ -28,7 +28,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use crate::fastconv::{enabled, mul, on_flex, par_filled, values};
+use crate::fastconv::{flex_autodiff_f32, mul, par_filled, values};
 use crate::lanes::{Arith, PairSum, sums2};
 
 /// Panics, naming `what`, unless `x` values are whole images of `channels` planes of `plane`
@@ -331,6 +331,40 @@ pub(crate) fn grad_sums(
         .collect()
 }
 
+/// A batch norm's weight gradients and, per channel, the coefficients of its input gradient
+/// `k * (g - md - (x - mean) * is * mdx)` (one value per channel in each), from the per-channel
+/// sums of the output gradient `g` and of `g * (x - mean)` ([`GradCoefficients::new`]).
+pub(crate) struct GradCoefficients {
+    pub(crate) dgamma: Vec<f32>,
+    pub(crate) dbeta: Vec<f32>,
+    /// `gamma * inv_std`.
+    pub(crate) k: Vec<f32>,
+    /// `mean(g)`.
+    pub(crate) md: Vec<f32>,
+    /// `mean(g * x_hat)`.
+    pub(crate) mdx: Vec<f32>,
+    /// `inv_std = 1 / sqrt(var + eps)`.
+    pub(crate) is: Vec<f32>,
+}
+
+impl GradCoefficients {
+    /// From the sums over `count` values per channel; `var`, `gamma` and `sums` have one value
+    /// per channel (checked by the callers).
+    pub(crate) fn new(count: usize, var: &[f32], gamma: &[f32], eps: f64, sums: &[(f64, f64)]) -> Self {
+        let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+        let count = count.max(1) as f64;
+        let per_channel = |f: &dyn Fn(usize) -> f64| (0..sums.len()).map(|c| f(c) as f32).collect::<Vec<f32>>();
+        GradCoefficients {
+            dgamma: per_channel(&|c| sums[c].1 * inv_std[c]),
+            dbeta: per_channel(&|c| sums[c].0),
+            k: per_channel(&|c| gamma[c] as f64 * inv_std[c]),
+            md: per_channel(&|c| sums[c].0 / count),
+            mdx: per_channel(&|c| sums[c].1 * inv_std[c] / count),
+            is: per_channel(&|c| inv_std[c]),
+        }
+    }
+}
+
 /// The rest of [`backward`] from the per-channel sums of `dy` and of `dy * (x - mean)` (`dy`
 /// passed through `pass(c)`): `(dx, dgamma, dbeta)`, with
 /// `dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))` in one pass.
@@ -352,21 +386,13 @@ pub(crate) fn finish<P: Fn(f32, f32) -> f32>(
     let len = check_images(WHAT, x.len(), Some(n), channels, plane);
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma)]);
     assert!(sums.len() == channels, "{WHAT}: {} sums for {channels} channels", sums.len());
-    let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
-    let count = (n * plane).max(1) as f64;
-    let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-    let dgamma: Vec<f32> = sums.iter().zip(&inv_std).map(|(s, is)| (s.1 * is) as f32).collect();
-    let coef: Vec<(f32, f32, f32, f32)> = (0..channels)
-        .map(|c| {
-            let k = gamma[c] as f64 * inv_std[c];
-            (k as f32, (sums[c].0 / count) as f32, (sums[c].1 * inv_std[c] / count) as f32, inv_std[c] as f32)
-        })
-        .collect();
+    let coef = GradCoefficients::new(n * plane, var, gamma, eps, sums);
     let fill = |i: usize, o: &mut [MaybeUninit<f32>]| {
         let (xi, mut buf) = (&x[i * len..(i + 1) * len], Vec::new());
-        for c in 0..channels {
-            let (k, md, mdx, is) = coef[c];
-            let (m, pass) = (mean[c], pass(c));
+        // `mean` has one value per channel (checked above).
+        for (c, &m) in mean.iter().enumerate() {
+            let (k, md, mdx, is) = (coef.k[c], coef.md[c], coef.mdx[c], coef.is[c]);
+            let pass = pass(c);
             let r = c * plane..(c + 1) * plane;
             let di = dy.plane(i, c, &mut buf);
             assert!(di.len() == plane, "{WHAT}: a gradient plane of {} values for planes of {plane}", di.len());
@@ -379,7 +405,7 @@ pub(crate) fn finish<P: Fn(f32, f32) -> f32>(
     // empty), so every chunk is one whole image, and `fill` writes each of its `channels` runs
     // of `plane` values (each gradient plane is `plane` values long, asserted).
     let dx = unsafe { par_filled(x.len(), len, fill) };
-    (dx, dgamma, dbeta)
+    (dx, coef.dgamma, coef.dbeta)
 }
 
 /// `relu(batch_norm(y) + s)`: the end of a residual block in one pass, with its statistics
@@ -639,26 +665,20 @@ fn fused(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 
 /// Whether the fused kernels take `x` through `bn`: burn-flex with relnet's kernels on (and
 /// `RELNET_BN` not `burn`), autodiff, training mode, f32.
-pub(crate) fn fast_path(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+pub(crate) fn fast_path<const D: usize>(bn: &BatchNorm, x: &Tensor<D>) -> bool {
     static BN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bn_on = *BN_ON.get_or_init(|| std::env::var("RELNET_BN").map(|v| v != "burn").unwrap_or(true));
-    let device = x.device();
-    on_flex(&device)
-        && enabled()
-        && bn_on
-        && device.is_autodiff()
-        && bn.training.is_enabled()
-        && x.dtype() == burn::tensor::DType::F32
+    bn_on && bn.training.is_enabled() && flex_autodiff_f32(x)
 }
 
 /// The output of one of relnet's training-mode batch-norm operations (`(output, mean, var)`, as
 /// the backend extensions return them), with its batch statistics fed to `bn`'s running
 /// statistics ([`update_running`]).
-pub(crate) fn trained(
+pub(crate) fn trained<const D: usize>(
     bn: &BatchNorm,
     device: &Device,
     (out, mean, var): (FloatTensor<Dispatch>, FloatTensor<Dispatch>, FloatTensor<Dispatch>),
-) -> Tensor<4> {
+) -> Tensor<D> {
     update_running(bn, Tensor::from_dispatch(mean), Tensor::from_dispatch(var), device);
     Tensor::from_dispatch(out)
 }

@@ -887,6 +887,14 @@ pub(crate) fn on_flex(device: &Device) -> bool {
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
 }
 
+/// Whether relnet's own autodiff operations take `x`: f32 on burn-flex under autodiff, with
+/// relnet's kernels on ([`enabled`]). The operations add their own conditions (batch norm's
+/// training mode and `RELNET_BN`, for instance).
+pub(crate) fn flex_autodiff_f32<const D: usize>(x: &Tensor<D>) -> bool {
+    let device = x.device();
+    on_flex(&device) && enabled() && device.is_autodiff() && x.dtype() == burn::tensor::DType::F32
+}
+
 /// `conv.forward(x)` at the thread's precision ([`crate::precision`]), through [`FastConv`]
 /// where it applies (burn-flex, f32, groups 1, no dilation, symmetric padding), through burn's
 /// `conv2d` everywhere else.

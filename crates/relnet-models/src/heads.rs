@@ -2,10 +2,9 @@
 
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::activation::relu;
 
-use crate::fastconv::{enabled, on_flex};
+use crate::fastconv::flex_autodiff_f32;
 use crate::precision::linear;
 
 /// Linear(in, hidden) -> BatchNorm1d -> LeakyReLU(0.01) -> Linear(hidden, out): the shape of the
@@ -55,8 +54,16 @@ impl MlpHead {
     /// The rest of the head from the output of `fc1` (BN, LeakyReLU, `fc2`), for callers that
     /// compute `fc1` themselves (the relational pairs, projected once per view).
     pub fn forward_after_fc1(&self, h: Tensor<2>) -> Tensor<2> {
-        let h = leaky_relu(self.bn.forward(h), 0.01);
-        linear(&self.fc2, h)
+        linear(&self.fc2, self.bn_leaky_relu(h))
+    }
+
+    /// `LeakyReLU(0.01)(bn(h))` on the hidden layer `[rows, hidden]`: one fused operation in
+    /// training on burn-flex ([`crate::bn1d`]), burn's batch norm and [`leaky_relu`] elsewhere.
+    pub fn bn_leaky_relu(&self, h: Tensor<2>) -> Tensor<2> {
+        match crate::bn1d::batch_norm_leaky_relu(&self.bn, h.clone(), 0.01) {
+            Some(y) => y,
+            None => leaky_relu(self.bn.forward(h), 0.01),
+        }
     }
 }
 
@@ -65,12 +72,7 @@ impl MlpHead {
 /// on the CubeCL backends burn's decomposition fuses into one kernel where the mask's cast would
 /// not.
 fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
-    let device = x.device();
-    if on_flex(&device) && enabled() && device.is_autodiff() && x.dtype() == DType::F32 {
-        leaky_relu_by_mask(x, slope)
-    } else {
-        burn::tensor::activation::leaky_relu(x, slope)
-    }
+    if flex_autodiff_f32(&x) { leaky_relu_by_mask(x, slope) } else { burn::tensor::activation::leaky_relu(x, slope) }
 }
 
 /// LeakyReLU as `x * m`, with `m` 1 where `x < 0` is false (`x >= 0`, and NaN) and `slope`

@@ -1,7 +1,7 @@
 //! relnet-models: the backbones and heads of the paper, each with `new(&Device)` (or a kind's
 //! `init(&Device)`), generic over the device.
 //!
-//! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `bn_relu_pool`,
+//! Unsafe code lives only in the burn-flex kernels (`fastconv`, `fastbn`, `bn1d`, `bn_relu_pool`,
 //! `fastpool`, `direct3x3`, `direct_bf16`, `bf16_layout`, `simd`, `lanes`): outputs written
 //! without zeroing them first, the `gemm` crate's raw-pointer GEMM and the SSE, AVX2 + FMA,
 //! AVX-512F and AVX512-BF16 intrinsics. Their public functions check every length against the
@@ -11,6 +11,7 @@
 
 pub mod backbone;
 mod bf16_layout;
+pub mod bn1d;
 pub mod bn_relu_conv;
 pub mod bn_relu_pool;
 pub mod conv4;
