@@ -1,10 +1,13 @@
-//! Where the relation head's share of a training step goes: the pairs' first layer, batch norm
-//! with LeakyReLU, the last layer and the loss, each timed forward plus backward on burn-flex
-//! under autodiff, for the features of `M*K` views (Conv-4's 64 features, concatenation).
+//! Where the relation head's share of a training step goes, forward plus backward on burn-flex
+//! under autodiff, for the features of `M*K` views (Conv-4's 64 features, concatenation): the
+//! whole head from the features (the first layer by view, the pairs, batch norm, LeakyReLU, the
+//! last layer, the loss), the head after its first layer, its batch norm + LeakyReLU
+//! (`MlpHead::bn_leaky_relu`: relnet's `bn1d` operation), and burn's `BatchNorm` alone on the
+//! same rows for comparison; then `bn1d`'s slice kernels alone.
 //! `cargo run --release -p relnet-core --example head_profile -- [M] [K] [STEPS]`
-//! (default 64 16 10). Prints milliseconds per step for each part and for the whole head, and
-//! relnet's batch norm + LeakyReLU kernels (`relnet_models::bn1d`) alone on the same rows. Run it
-//! with the allocator settings of docs/performance.md ("The allocator settings").
+//! (default 64 16 10); milliseconds per step. Run it with the allocator settings of
+//! docs/performance.md ("The allocator settings"). `RELNET_BN=burn` gives burn's batch norm
+//! everywhere (the head before `bn1d`).
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -33,10 +36,11 @@ fn main() {
     let model = RelationalModel::new(BackboneKind::Conv4, agg, &device);
     let f = BackboneKind::Conv4.features();
     let rows = m * k * (k - 1);
-    println!("M = {m}, K = {k}: {} views, {rows} pairs, hidden width 256", m * k);
-    // Inputs drawn once, outside the timings (drawing 15,360 x 256 normal values takes tens of ms).
+    let width = model.head.bn.gamma.dims()[0];
+    println!("M = {m}, K = {k}: {} views, {rows} pairs, hidden width {width}", m * k);
+    // Inputs drawn once, outside the timings (15,360 x 256 normal values take tens of ms to draw).
     let z0 = Tensor::<2>::random([m * k, f], Distribution::Normal(0.0, 1.0), &device);
-    let h0 = Tensor::<2>::random([rows, 256], Distribution::Normal(0.0, 1.0), &device);
+    let h0 = Tensor::<2>::random([rows, width], Distribution::Normal(0.0, 1.0), &device);
     let z = || z0.clone().detach().require_grad();
     let h = || h0.clone().detach().require_grad();
     let targets = relation_targets(m, k, &device);
@@ -67,16 +71,16 @@ fn main() {
         let _ = h.grad(&g).unwrap().into_data();
     });
     let xv: Vec<f32> = h0.clone().into_data().try_to_vec().unwrap();
-    let (gamma, beta) = (vec![1.0f32; 256], vec![0.0f32; 256]);
+    let (gamma, beta) = (vec![1.0f32; width], vec![0.0f32; width]);
     let kf = time(steps, || {
-        let _ = relnet_models::bn1d::forward(&xv, rows, 256, &gamma, &beta, 1e-5, 0.01);
+        let _ = relnet_models::bn1d::forward(&xv, rows, width, &gamma, &beta, 1e-5, 0.01);
     });
-    let (_, mean, var) = relnet_models::bn1d::forward(&xv, rows, 256, &gamma, &beta, 1e-5, 0.01);
+    let (_, mean, var) = relnet_models::bn1d::forward(&xv, rows, width, &gamma, &beta, 1e-5, 0.01);
     let kb = time(steps, || {
-        let _ = relnet_models::bn1d::backward(&xv, &xv, rows, 256, &mean, &var, &gamma, &beta, 1e-5, 0.01);
+        let _ = relnet_models::bn1d::backward(&xv, &xv, rows, width, &mean, &var, &gamma, &beta, 1e-5, 0.01);
     });
     let ks = time(steps, || {
-        let _ = relnet_models::bn1d::statistics(&xv, rows, 256);
+        let _ = relnet_models::bn1d::statistics(&xv, rows, width);
     });
     println!("kernels: forward {kf:.2} ms (statistics {ks:.2}), backward {kb:.2} ms");
     if std::env::var("ONLY_KERNELS").is_ok() {

@@ -1,17 +1,20 @@
 //! Batch normalisation of rows followed by LeakyReLU, in training mode on burn-flex (f32): the
 //! hidden layer of the MLP heads (`[rows, 256]`; the relation head has `M*K*(K-1)` rows, 15,360
 //! at M = 64, K = 16). burn 0.22 computes `BatchNorm` on a 2-D input out of generic tensor
-//! operations, a dozen passes forward and more backward; at K = 16 they took 68 ms of a 170 ms
-//! Conv-4 step (`examples/head_profile.rs` in relnet-core, docs/performance.md). Here the
-//! forward pass is three (mean, variance, output) and the backward pass two (sums, input
-//! gradient), with the LeakyReLU's mask recomputed from the input by the forward pass's float
-//! operations, as [`crate::fastbn`] does for the backbones' ReLU.
+//! operations, a dozen passes forward and more backward: burn's `BatchNorm` alone, forward +
+//! backward on 15,360 x 256, took 69 ms against a Conv-4 K = 16 step of about 166 ms
+//! (`examples/head_profile.rs` in relnet-core; docs/performance.md, "The heads' batch norm +
+//! LeakyReLU as one operation"). Here the forward pass is three passes (mean, variance, output)
+//! and the backward pass two (sums, input gradient), with the LeakyReLU's mask recomputed from
+//! the input by the forward pass's float operations, as [`crate::fastbn`] does for the
+//! backbones' ReLU.
 //!
 //! The statistics are summed over chunks of [`ROWS`] rows in f32 lanes (one lane per channel:
 //! the rows are contiguous), the chunks added in order in f64: fixed chunks, so the bits do not
 //! depend on the number of threads. It computes what burn's batch norm computes (the biased
 //! variance in the running statistics, as burn-nn's `BatchNorm`) and burn's `leaky_relu` after
-//! it, up to summation order. Inference, other backends and `RELNET_CONV=burn` or
+//! it, up to summation order, but for no rows at all: a mean and variance of 0 where burn's are
+//! NaN (as in [`crate::fastbn`]). Inference, other backends and `RELNET_CONV=burn` or
 //! `RELNET_BN=burn` keep burn's operations.
 
 use std::mem::MaybeUninit;
@@ -48,11 +51,12 @@ fn leaky_grad(g: f32, v: f32, a: f32, b: f32, slope: f32) -> f32 {
     g * if v * a + b < 0.0 { slope } else { 1.0 }
 }
 
-/// Panics, naming `what`, unless `x` has `rows * channels` values. Returns that count.
-fn check_rows(what: &str, x: usize, rows: usize, channels: usize) -> usize {
+/// Panics, naming `what`, unless `x` has `rows * channels` values. Returns that count and the
+/// count of a chunk of [`ROWS`] rows (of fewer where there are fewer: never more than `x`).
+fn check_rows(what: &str, x: usize, rows: usize, channels: usize) -> (usize, usize) {
     let len = mul(rows, channels, what);
     assert!(x == len, "{what}: {x} values are not {rows} rows of {channels} channels");
-    len
+    (len, ROWS.min(rows) * channels)
 }
 
 /// Per column of `[rows, width]` sums: `add_row(r, acc)` adds row `r`'s terms to the `width`
@@ -81,7 +85,10 @@ fn column_sums(rows: usize, width: usize, add_row: impl Fn(usize, &mut [f32]) + 
 /// Mean and biased variance of every column of `x` (`[rows, channels]`), in two passes.
 /// Panics unless `x` has `rows * channels` values.
 pub fn statistics(x: &[f32], rows: usize, channels: usize) -> (Vec<f32>, Vec<f32>) {
-    check_rows("bn1d::statistics", x.len(), rows, channels);
+    if check_rows("bn1d::statistics", x.len(), rows, channels).0 == 0 {
+        // No rows (or no channels): nothing to sum.
+        return (vec![0.0; channels], vec![0.0; channels]);
+    }
     let count = rows.max(1) as f64;
     let row = |r: usize| &x[r * channels..(r + 1) * channels];
     let sums = column_sums(rows, channels, |r, acc| {
@@ -100,13 +107,12 @@ pub fn statistics(x: &[f32], rows: usize, channels: usize) -> (Vec<f32>, Vec<f32
 }
 
 /// `leaky(batch_norm(x))` for `x` of `[rows, channels]` in training mode: `(y, mean, var)`, with
-/// `y = leaky(x * scale + shift)` per channel (`scale = gamma / sqrt(var + eps)`, `shift = beta
-/// - mean * scale`) and `leaky(z) = z * slope` where `z < 0`, `z` elsewhere.
+/// `y = leaky(x * scale + shift)` per channel, where `scale = gamma / sqrt(var + eps)` and
+/// `shift = beta - mean * scale`, and `leaky(z) = z * slope` where `z < 0`, `z` elsewhere.
 ///
 /// # Panics
 ///
 /// Unless `x` has `rows * channels` values and `gamma` and `beta` one per channel.
-#[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &[f32],
     rows: usize,
@@ -117,24 +123,28 @@ pub fn forward(
     slope: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "bn1d::forward";
-    let len = check_rows(WHAT, x.len(), rows, channels);
+    let (len, chunk) = check_rows(WHAT, x.len(), rows, channels);
     check_channels(WHAT, channels, &[("gamma", gamma), ("beta", beta)]);
     let (mean, var) = statistics(x, rows, channels);
     let (scale, shift) = affine(channels, &mean, &var, gamma, beta, eps);
     let (scale, shift) = (&scale[..channels], &shift[..channels]);
-    // A `move` closure, as in `backward`.
+    // A `move` closure holds `slope` itself, not a reference to it: read through a reference,
+    // the compiler did not vectorise the loops here and in `backward` (15 times slower there,
+    // measured).
     let fill = move |k: usize, out: &mut [MaybeUninit<f32>]| {
-        let xs = &x[k * ROWS * channels..][..out.len()];
+        let xs = &x[k * chunk..][..out.len()];
         for (o, v) in out.chunks_exact_mut(channels).zip(xs.chunks_exact(channels)) {
+            let (o, v) = (&mut o[..channels], &v[..channels]);
             for j in 0..channels {
                 o[j].write(leaky(v[j] * scale[j] + shift[j], slope));
             }
         }
     };
-    // SAFETY: `x` is `rows` rows of `channels` values (checked above), so every chunk but the
-    // last is `ROWS` whole rows and the last the rows left, and `fill` writes each value of
-    // each of its rows (`chunks_exact` over a multiple of `channels`; no chunks if it is 0).
-    let y = unsafe { par_filled(len, ROWS * channels, fill) };
+    // SAFETY: `x` is `rows` rows of `channels` values (checked above) and `chunk` is
+    // `min(ROWS, rows)` rows, so every chunk of the output is whole rows (the last may be
+    // fewer), and `fill` writes each value of each of its rows (`chunks_exact` over a multiple
+    // of `channels`); with no values there are no chunks.
+    let y = unsafe { par_filled(len, chunk, fill) };
     (y, mean, var)
 }
 
@@ -161,14 +171,16 @@ pub fn backward(
     slope: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "bn1d::backward";
-    let len = check_rows(WHAT, x.len(), rows, channels);
+    let (len, chunk) = check_rows(WHAT, x.len(), rows, channels);
     assert!(dy.len() == len, "{WHAT}: output gradient of {} values for an input of {len}", dy.len());
     check_channels(WHAT, channels, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
+    if len == 0 {
+        // No rows (or no channels): no input gradient, and sums of nothing.
+        return (Vec::new(), vec![0.0; channels], vec![0.0; channels]);
+    }
     let (scale, shift) = affine(channels, mean, var, gamma, beta, eps);
     let (scale, shift, mean) = (&scale[..channels], &shift[..channels], &mean[..channels]);
-    // `move` closures here and in `fill` below: they hold `slope` itself, not a reference to
-    // it. Read through a reference, the compiler did not vectorise their loops (15 times
-    // slower, measured).
+    // `move` closures here and in `fill` below, as in `forward`.
     let sums = column_sums(rows, 2 * channels, move |r, acc| {
         let (v, d) = (&x[r * channels..][..channels], &dy[r * channels..][..channels]);
         let (sg, sgx) = acc.split_at_mut(channels);
@@ -182,8 +194,8 @@ pub fn backward(
     let sums: Vec<(f64, f64)> = (0..channels).map(|c| (sums[c], sums[channels + c])).collect();
     let coef = GradCoefficients::new(rows, var, gamma, eps, &sums);
     let (k, md, mdx, is) = (&coef.k[..channels], &coef.md[..channels], &coef.mdx[..channels], &coef.is[..channels]);
-    let fill = move |chunk: usize, out: &mut [MaybeUninit<f32>]| {
-        let start = chunk * ROWS * channels;
+    let fill = move |i: usize, out: &mut [MaybeUninit<f32>]| {
+        let start = i * chunk;
         let (xs, ds) = (&x[start..][..out.len()], &dy[start..][..out.len()]);
         for ((o, v), d) in out.chunks_exact_mut(channels).zip(xs.chunks_exact(channels)).zip(ds.chunks_exact(channels))
         {
@@ -194,9 +206,10 @@ pub fn backward(
             }
         }
     };
-    // SAFETY: `x` and `dy` are `rows` rows of `channels` values (checked above): as in
-    // `forward`, `fill` writes every value of every row of its chunk.
-    let dx = unsafe { par_filled(len, ROWS * channels, fill) };
+    // SAFETY: `x` and `dy` are `rows` rows of `channels` values (checked above), and `chunk`
+    // is `min(ROWS, rows)` rows: as in `forward`, `fill` writes every value of every row of its
+    // chunk.
+    let dx = unsafe { par_filled(len, chunk, fill) };
     (dx, coef.dgamma, coef.dbeta)
 }
 
@@ -277,13 +290,13 @@ impl<C: CheckpointStrategy> FastBatchNormRows for Autodiff<Flex, C> {
 /// [`FastBatchNormRows`] where [`crate::fastbn::batch_norm`] takes its fused path (burn-flex,
 /// autodiff, training mode, f32, relnet's kernels on), with the running statistics updated as
 /// burn-nn's `BatchNorm` does; `None` elsewhere (the caller runs its own operations).
-pub fn batch_norm_leaky_relu(bn: &BatchNorm, x: Tensor<2>, slope: f64) -> Option<Tensor<2>> {
-    if !fast_path(bn, &x) {
+pub fn batch_norm_leaky_relu(bn: &BatchNorm, x: &Tensor<2>, slope: f64) -> Option<Tensor<2>> {
+    if !fast_path(bn, x) {
         return None;
     }
     let device = x.device();
     let out = <Dispatch as FastBatchNormRows>::fast_batch_norm_rows_leaky(
-        x.into_dispatch(),
+        x.clone().into_dispatch(),
         bn.gamma.val().into_dispatch(),
         bn.beta.val().into_dispatch(),
         bn.epsilon,
@@ -294,12 +307,13 @@ pub fn batch_norm_leaky_relu(bn: &BatchNorm, x: Tensor<2>, slope: f64) -> Option
 
 #[cfg(test)]
 mod tests {
+    use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use burn::tensor::TensorData;
 
     use super::*;
 
-    /// Pseudo-random values in about [-scale, scale] around `offset` per column.
+    /// Pseudo-random values, column `c` spread over about `±(1 + c)` around `c / 2 - 1`.
     fn values_for(rows: usize, channels: usize, seed: u64) -> Vec<f32> {
         let mut state = seed;
         (0..rows * channels)
@@ -336,9 +350,14 @@ mod tests {
                 let is = 1.0 / (v + eps).sqrt();
                 let xhat: Vec<f64> = col.iter().map(|a| (a - mu) * is).collect();
                 let z: Vec<f64> = xhat.iter().map(|h| h * gamma[c] as f64 + beta[c] as f64).collect();
-                // The gradient through the LeakyReLU, then batch norm's.
+                // The gradient through the LeakyReLU, then batch norm's. Its mask as the forward
+                // pass decides it, in f32 from the (checked) statistics: a value within rounding of
+                // 0 in `z` may fall on either side.
+                let a = gamma[c] / ((var[c] as f64 + eps).sqrt() as f32);
+                let b = beta[c] - mean[c] * a;
+                let negative = |r: usize| x[r * channels + c] * a + b < 0.0;
                 let g: Vec<f64> = (0..rows)
-                    .map(|r| dy[r * channels + c] as f64 * if z[r] < 0.0 { slope as f64 } else { 1.0 })
+                    .map(|r| dy[r * channels + c] as f64 * if negative(r) { slope as f64 } else { 1.0 })
                     .collect();
                 let (sg, sgx) = (g.iter().sum::<f64>(), g.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>());
                 let tol = 1e-4 * (1.0 + g.iter().map(|g| g.abs()).sum::<f64>());
@@ -385,6 +404,27 @@ mod tests {
         forward(&[0.0; 20], 3, 7, &[1.0; 7], &[0.0; 7], 1e-5, 0.01);
     }
 
+    #[test]
+    #[should_panic(expected = "bn1d::backward: output gradient of 20 values for an input of 21")]
+    fn a_gradient_of_the_wrong_length_panics_naming_the_function() {
+        let one = [1.0; 7];
+        backward(&[0.0; 21], &[0.0; 20], 3, 7, &one, &one, &one, &one, 1e-5, 0.01);
+    }
+
+    /// No rows, or rows of no channels: empty outputs, statistics and weight gradients of 0.
+    #[test]
+    fn no_values_give_empty_outputs() {
+        let (g, b) = ([1.0; 3], [0.0; 3]);
+        let (y, mean, var) = forward(&[], 0, 3, &g, &b, 1e-5, 0.01);
+        assert!(y.is_empty() && mean == [0.0; 3] && var == [0.0; 3]);
+        let (dx, dg, db) = backward(&[], &[], 0, 3, &mean, &var, &g, &b, 1e-5, 0.01);
+        assert!(dx.is_empty() && dg == [0.0; 3] && db == [0.0; 3]);
+        let (y, mean, var) = forward(&[], usize::MAX, 0, &[], &[], 1e-5, 0.01);
+        assert!(y.is_empty() && mean.is_empty() && var.is_empty());
+        let (dx, dg, db) = backward(&[], &[], usize::MAX, 0, &[], &[], &[], &[], 1e-5, 0.01);
+        assert!(dx.is_empty() && dg.is_empty() && db.is_empty());
+    }
+
     /// The operation under autodiff on burn-flex against burn's `BatchNorm` and `leaky_relu`:
     /// output, the gradients of the input, gamma and beta, and the running statistics.
     #[test]
@@ -394,13 +434,18 @@ mod tests {
         let x0 = values_for(rows, channels, 13);
         let w0 = values_for(rows, channels, 17);
         let run = |ours: bool| {
-            let bn = BatchNormConfig::new(channels).init(&device);
+            let mut bn = BatchNormConfig::new(channels).init(&device);
+            // Scales of both signs (a negative one flips the mask's side), non-zero shifts.
+            let gamma: Vec<f32> = (0..channels).map(|c| if c % 5 == 2 { -1.5 } else { 0.5 + 0.1 * c as f32 }).collect();
+            let beta: Vec<f32> = (0..channels).map(|c| 0.05 * c as f32 - 0.4).collect();
+            bn.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [channels]), &device));
+            bn.beta = Param::from_tensor(Tensor::from_data(TensorData::new(beta, [channels]), &device));
             let x = Tensor::<2>::from_data(TensorData::new(x0.clone(), [rows, channels]), &device).require_grad();
             let y = if ours {
-                batch_norm_leaky_relu(&bn, x.clone(), 0.01).expect("the fused path on flex under autodiff")
+                batch_norm_leaky_relu(&bn, &x, 0.01).expect("the fused path on flex under autodiff")
             } else {
                 crate::fastconv::with_burn_conv(|| {
-                    assert!(batch_norm_leaky_relu(&bn, x.clone(), 0.01).is_none(), "burn's path when forced");
+                    assert!(batch_norm_leaky_relu(&bn, &x, 0.01).is_none(), "burn's path when forced");
                     burn::tensor::activation::leaky_relu(bn.forward(x.clone()), 0.01)
                 })
             };

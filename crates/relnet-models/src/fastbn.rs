@@ -353,14 +353,14 @@ impl GradCoefficients {
     pub(crate) fn new(count: usize, var: &[f32], gamma: &[f32], eps: f64, sums: &[(f64, f64)]) -> Self {
         let inv_std: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
         let count = count.max(1) as f64;
-        let per_channel = |f: &dyn Fn(usize) -> f64| (0..sums.len()).map(|c| f(c) as f32).collect::<Vec<f32>>();
+        let each = |f: &dyn Fn(usize) -> f64| (0..sums.len()).map(|c| f(c) as f32).collect::<Vec<f32>>();
         GradCoefficients {
-            dgamma: per_channel(&|c| sums[c].1 * inv_std[c]),
-            dbeta: per_channel(&|c| sums[c].0),
-            k: per_channel(&|c| gamma[c] as f64 * inv_std[c]),
-            md: per_channel(&|c| sums[c].0 / count),
-            mdx: per_channel(&|c| sums[c].1 * inv_std[c] / count),
-            is: per_channel(&|c| inv_std[c]),
+            dgamma: each(&|c| sums[c].1 * inv_std[c]),
+            dbeta: each(&|c| sums[c].0),
+            k: each(&|c| gamma[c] as f64 * inv_std[c]),
+            md: each(&|c| sums[c].0 / count),
+            mdx: each(&|c| sums[c].1 * inv_std[c] / count),
+            is: each(&|c| inv_std[c]),
         }
     }
 }

@@ -58,9 +58,10 @@ impl MlpHead {
     }
 
     /// `LeakyReLU(0.01)(bn(h))` on the hidden layer `[rows, hidden]`: one fused operation in
-    /// training on burn-flex ([`crate::bn1d`]), burn's batch norm and [`leaky_relu`] elsewhere.
+    /// training on burn-flex under autodiff ([`crate::bn1d`]), burn's batch norm and LeakyReLU
+    /// elsewhere.
     pub fn bn_leaky_relu(&self, h: Tensor<2>) -> Tensor<2> {
-        match crate::bn1d::batch_norm_leaky_relu(&self.bn, h.clone(), 0.01) {
+        match crate::bn1d::batch_norm_leaky_relu(&self.bn, &h, 0.01) {
             Some(y) => y,
             None => leaky_relu(self.bn.forward(h), 0.01),
         }
@@ -221,6 +222,22 @@ mod tests {
             (bits(y), bits(dx))
         };
         (run(&|x| leaky_relu(x, slope)), run(&|x| leaky_relu_by_mask(x, slope)))
+    }
+
+    /// In training on burn-flex under autodiff, the head's batch norm + LeakyReLU is
+    /// `bn1d`'s kernel: the same bits.
+    #[test]
+    fn the_head_takes_the_fused_batch_norm_in_training() {
+        let device = Device::flex().autodiff();
+        let head = MlpHead::new(8, 256, 1, &device);
+        let (rows, width) = (70, 256);
+        let v: Vec<f32> = (0..rows * width).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect();
+        let h = Tensor::<2>::from_data(TensorData::new(v.clone(), [rows, width]), &device).require_grad();
+        let got = head.bn_leaky_relu(h).into_data().try_to_vec::<f32>().unwrap();
+        let gamma = head.bn.gamma.val().into_data().try_to_vec::<f32>().unwrap();
+        let beta = head.bn.beta.val().into_data().try_to_vec::<f32>().unwrap();
+        let (want, _, _) = crate::bn1d::forward(&v, rows, width, &gamma, &beta, head.bn.epsilon, 0.01);
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "bn1d's bits");
     }
 
     #[test]
