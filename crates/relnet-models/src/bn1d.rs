@@ -20,10 +20,7 @@
 use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
@@ -31,7 +28,9 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::fastbn::{GradCoefficients, affine, check_channels, fast_path, outputs, register_bn, trained};
+use crate::fastbn::{
+    BnKernels, FlexOut, GradCoefficients, Saved, affine, bn_autodiff, check_channels, fast_path, outputs, trained,
+};
 use crate::fastconv::{mul, par_filled, values};
 
 /// Rows per chunk of the statistics and of the parallel passes.
@@ -226,19 +225,6 @@ pub trait FastBatchNormRows: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn flex_forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    eps: f64,
-    slope: f32,
-) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
-    assert!(shape.len() == 2, "fast_batch_norm_rows_leaky: input of shape {shape:?} is not [rows, channels]");
-    let (y, mean, var) = forward(&xv, shape[0], shape[1], &gv, &bv, eps, slope);
-    outputs(y, shape, mean, var)
-}
-
 impl FastBatchNormRows for Flex {
     fn fast_batch_norm_rows_leaky(
         x: FlexTensor,
@@ -247,7 +233,27 @@ impl FastBatchNormRows for Flex {
         epsilon: f64,
         slope: f32,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_forward(&x, &gamma, &beta, epsilon, slope)
+        Rows { slope }.forward(&x, &gamma, &beta, epsilon)
+    }
+}
+
+/// The batch norm + LeakyReLU of rows, for [`bn_autodiff`].
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    slope: f32,
+}
+
+impl BnKernels for Rows {
+    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
+        let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
+        assert!(shape.len() == 2, "fast_batch_norm_rows_leaky: input of shape {shape:?} is not [rows, channels]");
+        let (y, mean, var) = forward(&xv, shape[0], shape[1], &gv, &bv, eps, self.slope);
+        outputs(y, shape, mean, var)
+    }
+
+    fn backward(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // The forward pass checked the rank; `backward` checks the lengths.
+        backward(s.x, s.dy, s.shape[0], s.shape[1], s.mean, s.var, s.gamma, s.beta, s.eps, self.slope)
     }
 }
 
@@ -259,30 +265,7 @@ impl<C: CheckpointStrategy> FastBatchNormRows for Autodiff<Flex, C> {
         epsilon: f64,
         slope: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct RowsBackward;
-        impl Backward<Flex, 3> for RowsBackward {
-            /// x, gamma, beta, mean, variance, epsilon, slope.
-            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, f32);
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let dy = grads.consume::<Flex>(&ops.node);
-                let (x, gamma, beta, mean, var, eps, slope) = ops.state;
-                let ((shape, xv), (_, dyv), (_, gv), (_, bv), (_, mv), (_, vv)) =
-                    (values(&x), values(&dy), values(&gamma), values(&beta), values(&mean), values(&var));
-                // The forward pass checked the rank; `backward` checks the lengths.
-                let grad = backward(&xv, &dyv, shape[0], shape[1], &mv, &vv, &gv, &bv, eps, slope);
-                let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
-                register_bn(grads, ids, shape, grad);
-            }
-        }
-        let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
-        let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon, slope);
-        let output = match RowsBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon, slope), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
+        bn_autodiff::<C, _>(Rows { slope }, x, gamma, beta, epsilon)
     }
 }
 

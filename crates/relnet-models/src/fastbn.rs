@@ -528,20 +528,6 @@ pub trait FastBatchNorm: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn flex_forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    eps: f64,
-    relu: bool,
-) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
-    let (n, c, plane) = bn_shape("fast_batch_norm_train", &shape, &gv, &bv);
-    let (mean, var) = statistics(&xv, n, c, plane);
-    let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, relu);
-    outputs(y, shape, mean, var)
-}
-
 /// A batch norm's output of `shape` and its per-channel mean and variance as flex tensors.
 pub(crate) fn outputs(
     y: Vec<f32>,
@@ -594,7 +580,94 @@ impl FastBatchNorm for Flex {
         epsilon: f64,
         relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_forward(&x, &gamma, &beta, epsilon, relu)
+        Images { relu }.forward(&x, &gamma, &beta, epsilon)
+    }
+}
+
+/// The two halves of a batch-norm-like operation of `(x, gamma, beta)` on burn-flex, for
+/// [`bn_autodiff`]: `fastbn`'s batch norm (+ ReLU) of NCHW images and `bn1d`'s batch norm +
+/// LeakyReLU of rows. `self` carries the operation's own parameter (the ReLU's flag, the slope).
+pub(crate) trait BnKernels: Copy + Send + std::fmt::Debug + 'static {
+    /// `(output, mean, biased variance)`, checking the shapes.
+    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut;
+    /// `(dx, dgamma, dbeta)` from what the forward pass kept and the output gradient.
+    fn backward(self, saved: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+}
+
+/// Three flex tensors: a batch norm's output, mean and variance.
+pub(crate) type FlexOut = (FlexTensor, FlexTensor, FlexTensor);
+
+/// What a batch norm's backward step reads: the forward pass's input `x` (of `shape`, as the
+/// forward pass checked it), parameters, statistics and epsilon, and the output gradient `dy`.
+pub(crate) struct Saved<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) shape: &'a [usize],
+    pub(crate) dy: &'a [f32],
+    pub(crate) gamma: &'a [f32],
+    pub(crate) beta: &'a [f32],
+    pub(crate) mean: &'a [f32],
+    pub(crate) var: &'a [f32],
+    pub(crate) eps: f64,
+}
+
+/// `kernels` under burn's autodiff: the forward pass, and a backward step that registers the
+/// gradients of `x`, `gamma` and `beta` (those that are tracked). `(output, mean, var)`.
+pub(crate) fn bn_autodiff<C: CheckpointStrategy, K: BnKernels>(
+    kernels: K,
+    x: AdTensor<C>,
+    gamma: AdTensor<C>,
+    beta: AdTensor<C>,
+    eps: f64,
+) -> (AdTensor<C>, AdTensor<C>, AdTensor<C>) {
+    #[derive(Debug)]
+    struct BnBackward<K>(K);
+    impl<K: BnKernels> Backward<Flex, 3> for BnBackward<K> {
+        /// x, gamma, beta, mean, variance, epsilon.
+        type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let dy = grads.consume::<Flex>(&ops.node);
+            let (x, gamma, beta, mean, var, eps) = ops.state;
+            let ((shape, xv), (_, dyv), (_, gv), (_, bv), (_, mv), (_, vv)) =
+                (values(&x), values(&dy), values(&gamma), values(&beta), values(&mean), values(&var));
+            let saved = Saved { x: &xv, shape: &shape, dy: &dyv, gamma: &gv, beta: &bv, mean: &mv, var: &vv, eps };
+            let grad = self.0.backward(&saved);
+            let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+            register_bn(grads, ids, shape, grad);
+        }
+    }
+    let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
+    let (y, mean, var) = kernels.forward(&xp, &gp, &bp, eps);
+    let output =
+        match BnBackward(kernels).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), eps), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+    (output, <AdTensor<C>>::new(mean), <AdTensor<C>>::new(var))
+}
+
+/// A float tensor of burn-flex under autodiff.
+pub(crate) type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+/// Batch norm of NCHW images, followed by a ReLU where `relu` is set.
+#[derive(Clone, Copy, Debug)]
+struct Images {
+    relu: bool,
+}
+
+impl BnKernels for Images {
+    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
+        let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
+        let (n, c, plane) = bn_shape("fast_batch_norm_train", &shape, &gv, &bv);
+        let (mean, var) = statistics(&xv, n, c, plane);
+        let y = normalise(&xv, c, plane, &mean, &var, &gv, &bv, eps, self.relu);
+        outputs(y, shape, mean, var)
+    }
+
+    fn backward(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // The forward pass checked the input's shape; `backward` checks the rest.
+        let (n, c, plane) = images(s.shape);
+        backward(s.x, s.dy, n, c, plane, s.mean, s.var, s.gamma, s.eps, self.relu.then_some(s.beta))
     }
 }
 
@@ -606,33 +679,7 @@ impl<C: CheckpointStrategy> FastBatchNorm for Autodiff<Flex, C> {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct BatchNormBackward;
-        impl Backward<Flex, 3> for BatchNormBackward {
-            /// x, gamma, beta (read only with `relu`), mean, variance, epsilon, relu.
-            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let dy = grads.consume::<Flex>(&ops.node);
-                let (x, gamma, beta, mean, var, eps, relu) = ops.state;
-                let ((shape, xv), (_, dyv), (_, gv), (_, mv), (_, vv)) =
-                    (values(&x), values(&dy), values(&gamma), values(&mean), values(&var));
-                // The forward pass checked the input's shape; `backward` checks the rest.
-                let (n, c, plane) = images(&shape);
-                let (_, bv) = values(&beta);
-                let grad = backward(&xv, &dyv, n, c, plane, &mv, &vv, &gv, eps, relu.then_some(&bv[..]));
-                let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
-                register_bn(grads, ids, shape, grad);
-            }
-        }
-        let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
-        let (y, mean, var) = flex_forward(&xp, &gp, &bp, epsilon, relu);
-        let output =
-            match BatchNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon, relu), y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-        (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
+        bn_autodiff::<C, _>(Images { relu }, x, gamma, beta, epsilon)
     }
 }
 
