@@ -233,7 +233,7 @@ impl FastBatchNormRows for Flex {
         epsilon: f64,
         slope: f32,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        Rows { slope }.forward(&x, &gamma, &beta, epsilon)
+        Rows { slope }.outputs(&x, &gamma, &beta, epsilon)
     }
 }
 
@@ -244,15 +244,15 @@ struct Rows {
 }
 
 impl BnKernels for Rows {
-    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
+    fn outputs(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
         let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
         assert!(shape.len() == 2, "fast_batch_norm_rows_leaky: input of shape {shape:?} is not [rows, channels]");
         let (y, mean, var) = forward(&xv, shape[0], shape[1], &gv, &bv, eps, self.slope);
         outputs(y, shape, mean, var)
     }
 
-    fn backward(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        // The forward pass checked the rank; `backward` checks the lengths.
+    fn grads(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // The forward pass checked the rank; the kernel `backward` checks the lengths.
         backward(s.x, s.dy, s.shape[0], s.shape[1], s.mean, s.var, s.gamma, s.beta, s.eps, self.slope)
     }
 }

@@ -11,6 +11,9 @@
 //! biased variance, which burn-nn feeds its running statistics) and updates the running
 //! statistics as `BatchNorm::forward` does. Inference, other backends, `RELNET_CONV=burn` and
 //! `RELNET_BN=burn` (this one alone) keep burn's path.
+//!
+//! [`bn_autodiff`] is the autodiff step shared by the batch-norm-like operations of `(x, gamma,
+//! beta)` ([`BnKernels`]: this module's batch norm, `bn1d`'s batch norm + LeakyReLU of rows).
 
 use std::mem::MaybeUninit;
 
@@ -580,25 +583,30 @@ impl FastBatchNorm for Flex {
         epsilon: f64,
         relu: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        Images { relu }.forward(&x, &gamma, &beta, epsilon)
+        Images { relu }.outputs(&x, &gamma, &beta, epsilon)
     }
 }
 
 /// The two halves of a batch-norm-like operation of `(x, gamma, beta)` on burn-flex, for
-/// [`bn_autodiff`]: `fastbn`'s batch norm (+ ReLU) of NCHW images and `bn1d`'s batch norm +
-/// LeakyReLU of rows. `self` carries the operation's own parameter (the ReLU's flag, the slope).
+/// [`bn_autodiff`]: the output and statistics from flex tensors, and the three gradients from
+/// slices. `self` carries the operation's own parameter (a ReLU's flag, a LeakyReLU's slope).
 pub(crate) trait BnKernels: Copy + Send + std::fmt::Debug + 'static {
     /// `(output, mean, biased variance)`, checking the shapes.
-    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut;
+    fn outputs(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut;
     /// `(dx, dgamma, dbeta)` from what the forward pass kept and the output gradient.
-    fn backward(self, saved: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+    fn grads(self, saved: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>);
 }
 
 /// Three flex tensors: a batch norm's output, mean and variance.
 pub(crate) type FlexOut = (FlexTensor, FlexTensor, FlexTensor);
 
+/// A float tensor of burn-flex under autodiff. The same type for every checkpoint strategy `C`
+/// (burn's autodiff tensor does not name it), so callers of [`bn_autodiff`] name `C`.
+pub(crate) type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
 /// What a batch norm's backward step reads: the forward pass's input `x` (of `shape`, as the
 /// forward pass checked it), parameters, statistics and epsilon, and the output gradient `dy`.
+/// `beta` is always there; an operation reads it where its mask needs it.
 pub(crate) struct Saved<'a> {
     pub(crate) x: &'a [f32],
     pub(crate) shape: &'a [usize],
@@ -631,13 +639,13 @@ pub(crate) fn bn_autodiff<C: CheckpointStrategy, K: BnKernels>(
             let ((shape, xv), (_, dyv), (_, gv), (_, bv), (_, mv), (_, vv)) =
                 (values(&x), values(&dy), values(&gamma), values(&beta), values(&mean), values(&var));
             let saved = Saved { x: &xv, shape: &shape, dy: &dyv, gamma: &gv, beta: &bv, mean: &mv, var: &vv, eps };
-            let grad = self.0.backward(&saved);
+            let grad = self.0.grads(&saved);
             let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
             register_bn(grads, ids, shape, grad);
         }
     }
     let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
-    let (y, mean, var) = kernels.forward(&xp, &gp, &bp, eps);
+    let (y, mean, var) = kernels.outputs(&xp, &gp, &bp, eps);
     let output =
         match BnBackward(kernels).prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), eps), y),
@@ -646,9 +654,6 @@ pub(crate) fn bn_autodiff<C: CheckpointStrategy, K: BnKernels>(
     (output, <AdTensor<C>>::new(mean), <AdTensor<C>>::new(var))
 }
 
-/// A float tensor of burn-flex under autodiff.
-pub(crate) type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
-
 /// Batch norm of NCHW images, followed by a ReLU where `relu` is set.
 #[derive(Clone, Copy, Debug)]
 struct Images {
@@ -656,7 +661,7 @@ struct Images {
 }
 
 impl BnKernels for Images {
-    fn forward(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
+    fn outputs(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
         let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
         let (n, c, plane) = bn_shape("fast_batch_norm_train", &shape, &gv, &bv);
         let (mean, var) = statistics(&xv, n, c, plane);
@@ -664,8 +669,8 @@ impl BnKernels for Images {
         outputs(y, shape, mean, var)
     }
 
-    fn backward(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        // The forward pass checked the input's shape; `backward` checks the rest.
+    fn grads(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // The forward pass checked the input's shape; the kernel `backward` checks the rest.
         let (n, c, plane) = images(s.shape);
         backward(s.x, s.dy, n, c, plane, s.mean, s.var, s.gamma, s.eps, self.relu.then_some(s.beta))
     }
