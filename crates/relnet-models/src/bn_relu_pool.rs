@@ -19,10 +19,7 @@
 use std::mem::MaybeUninit;
 
 use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
@@ -32,8 +29,8 @@ use burn::nn::pool::AvgPool2d;
 use burn::prelude::*;
 
 use crate::fastbn::{
-    GradPlanes, GradSums, affine, batch_norm_relu, bn_shape, check_channels, check_images, fast_path, finish,
-    grad_sums, images, outputs, register_bn, statistics, trained,
+    BnKernels, FlexOut, GradPlanes, GradSums, Saved, affine, batch_norm_relu, bn_autodiff, bn_shape, check_channels,
+    check_images, fast_path, finish, grad_sums, images, outputs, statistics, trained,
 };
 use crate::fastconv::{mul, par_filled, values};
 use crate::fastpool::avg_pool2d;
@@ -228,18 +225,26 @@ pub trait FastBatchNormReluPool: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn flex_forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    eps: f64,
-) -> (FlexTensor, FlexTensor, FlexTensor) {
-    const WHAT: &str = "fast_batch_norm_relu_pool";
-    let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
-    assert!(shape.len() == 4, "{WHAT}: input of shape {shape:?} is not NCHW");
-    let (n, c, _) = bn_shape(WHAT, &shape, &gv, &bv);
-    let (pooled, mean, var) = forward(&xv, n, c, shape[2], shape[3], &gv, &bv, eps);
-    outputs(pooled, vec![n, c, shape[2] / 2, shape[3] / 2], mean, var)
+/// Batch norm + ReLU + 2x2 average pool, for [`bn_autodiff`]: its output gradient is the pooled
+/// one, spread over the blocks by [`backward`].
+#[derive(Clone, Copy, Debug)]
+struct Pool;
+
+impl BnKernels for Pool {
+    fn outputs(self, x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, eps: f64) -> FlexOut {
+        const WHAT: &str = "fast_batch_norm_relu_pool";
+        let ((shape, xv), (_, gv), (_, bv)) = (values(x), values(gamma), values(beta));
+        assert!(shape.len() == 4, "{WHAT}: input of shape {shape:?} is not NCHW");
+        let (n, c, _) = bn_shape(WHAT, &shape, &gv, &bv);
+        let (pooled, mean, var) = forward(&xv, n, c, shape[2], shape[3], &gv, &bv, eps);
+        outputs(pooled, vec![n, c, shape[2] / 2, shape[3] / 2], mean, var)
+    }
+
+    fn grads(self, s: &Saved) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        // The forward pass checked the shape; the kernel `backward` checks the lengths.
+        let (n, c, _) = images(s.shape);
+        backward(s.x, s.dy, n, c, s.shape[2], s.shape[3], s.mean, s.var, s.gamma, s.beta, s.eps)
+    }
 }
 
 impl FastBatchNormReluPool for Flex {
@@ -249,7 +254,7 @@ impl FastBatchNormReluPool for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_forward(&x, &gamma, &beta, epsilon)
+        Pool.outputs(&x, &gamma, &beta, epsilon)
     }
 }
 
@@ -260,32 +265,7 @@ impl<C: CheckpointStrategy> FastBatchNormReluPool for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct BatchNormReluPoolBackward;
-        impl Backward<Flex, 3> for BatchNormReluPoolBackward {
-            /// x, gamma, beta, mean, variance, epsilon.
-            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
-            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let dpool = grads.consume::<Flex>(&ops.node);
-                let (x, gamma, beta, mean, var, eps) = ops.state;
-                let ((shape, xv), (_, dv), (_, gv), (_, bv), (_, mv), (_, vv)) =
-                    (values(&x), values(&dpool), values(&gamma), values(&beta), values(&mean), values(&var));
-                // The forward pass checked the shape; `backward` checks the lengths.
-                let (n, c, _) = images(&shape);
-                let grad = backward(&xv, &dv, n, c, shape[2], shape[3], &mv, &vv, &gv, &bv, eps);
-                let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
-                register_bn(grads, ids, shape, grad);
-            }
-        }
-        let (xp, gp, bp) = (x.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone());
-        let (pooled, mean, var) = flex_forward(&xp, &gp, &bp, epsilon);
-        let parents = [x.node(), gamma.node(), beta.node()];
-        let output = match BatchNormReluPoolBackward.prepare::<C>(parents).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xp, gp, bp, mean.clone(), var.clone(), epsilon), pooled),
-            OpsKind::UnTracked(prep) => prep.finish(pooled),
-        };
-        (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
+        bn_autodiff::<C, _>(Pool, x, gamma, beta, epsilon)
     }
 }
 

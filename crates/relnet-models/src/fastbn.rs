@@ -13,7 +13,8 @@
 //! `RELNET_BN=burn` (this one alone) keep burn's path.
 //!
 //! [`bn_autodiff`] is the autodiff step shared by the batch-norm-like operations of `(x, gamma,
-//! beta)` ([`BnKernels`]: this module's batch norm, `bn1d`'s batch norm + LeakyReLU of rows).
+//! beta)` ([`BnKernels`]: this module's batch norm, `bn1d`'s batch norm + LeakyReLU of rows,
+//! `bn_relu_pool`'s batch norm + ReLU + pool).
 
 use std::mem::MaybeUninit;
 
@@ -605,8 +606,9 @@ pub(crate) type FlexOut = (FlexTensor, FlexTensor, FlexTensor);
 pub(crate) type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
 /// What a batch norm's backward step reads: the forward pass's input `x` (of `shape`, as the
-/// forward pass checked it), parameters, statistics and epsilon, and the output gradient `dy`.
-/// `beta` is always there; an operation reads it where its mask needs it.
+/// forward pass checked it), parameters, statistics and epsilon, and the gradient `dy` of the
+/// operation's output (of `x`'s shape, or the pooled one's for `bn_relu_pool`). `beta` is always
+/// there; an operation reads it where its mask needs it.
 pub(crate) struct Saved<'a> {
     pub(crate) x: &'a [f32],
     pub(crate) shape: &'a [usize],
