@@ -201,13 +201,16 @@ fn bf16_precision_is_recorded_and_a_resume_cannot_change_it() {
     let cfg = std::fs::read_to_string(fp32.join("config.toml")).unwrap();
     assert!(!cfg.contains("precision"), "{cfg}");
     // The trainer ran the bf16 run at bf16: the same seed's losses differ from fp32's, by little.
+    // Both runs start from the same weights (drawn under the generator lock, whatever the other
+    // tests of this binary draw meanwhile); the notebook run's per-epoch gap is at most 0.0054
+    // (docs/performance.md), this first epoch's about 1e-4.
     let loss_of = |dir: &std::path::Path| -> f64 {
         let m = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
         first["loss"].as_f64().unwrap()
     };
     let (l16, l32) = (loss_of(&out), loss_of(&fp32));
-    assert!(l16 != l32 && (l16 - l32).abs() < 0.02, "first-epoch loss bf16 {l16} against fp32 {l32}");
+    assert!(l16 != l32 && (l16 - l32).abs() < 0.005, "first-epoch loss bf16 {l16} against fp32 {l32}");
     // An evaluation of the bf16 backbone says so in its record.
     let r =
         relnet(&["eval", "knn", "--backbone", out.join("backbone.bpk").to_str().unwrap(), "--dataset", "synthetic"]);

@@ -114,13 +114,14 @@ pub fn bench_pretrain(cfg: &BenchConfig, report: &mut dyn FnMut(&str)) -> crate:
     let augment_only = cfg.steps as f64 * per_step / t.elapsed().as_secs_f64();
 
     let device = cfg.device.device()?.autodiff();
-    device.seed(cfg.seed);
     let _precision = relnet_models::precision::scoped(cfg.precision);
     if cfg.precision == relnet_models::Precision::Bf16 {
         report(&format!("precision bf16: {}", relnet_models::precision::bf16_note()));
     }
     let (agg, loss) = (Aggregation::Cat, cfg.loss);
-    let mut model = RelationalModel::new(cfg.backbone, agg, &device);
+    let mut model = crate::streams::with_device_seed(&device, cfg.seed, || {
+        crate::streams::materialise(RelationalModel::new(cfg.backbone, agg, &device))
+    });
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let fixed = views_of(0, &plan[0]);
     report("step only ...");

@@ -370,9 +370,8 @@ fn backbone_checks(s: &Sides, kind: BackboneKind, opts: &Options, tmp: &std::pat
     let (batch, side) = (8, spec.check_side);
     let ra = s.reference.clone().autodiff();
     let ta = s.target.clone().autodiff();
-    ra.seed(seed);
-    let model = kind.init(&ra);
-    params(&model); // draw every parameter on the reference
+    // Every parameter drawn on the reference, under the process's generator lock.
+    let model = crate::streams::with_device_seed(&ra, seed, || crate::streams::materialise(kind.init(&ra)));
     let spec_check = spec_check(kind, &model, side, &s.reference);
     if !spec_check.passed() {
         // The numerical checks are shaped by the spec; against a network that contradicts it
@@ -496,8 +495,8 @@ fn step_checks<T: Method>(
         out: tmp,
         report: &mut lines,
     };
-    ra.seed(opts.seed);
-    let model = method.model(&ctx, &ra);
+    let model =
+        crate::streams::with_device_seed(&ra, opts.seed, || crate::streams::materialise(method.model(&ctx, &ra)));
     let model = method.begin_epoch(model, &mut ctx)?; // DeepCluster clusters here, on the reference
     let before = params(&model);
     let model_t = model.clone().fork(&ta);

@@ -246,7 +246,6 @@ pub fn pretrain(
         Some(DeviceList(list)) => (list[0].device()?.autodiff(), Vec::new()),
         None => (cfg.device.device()?.autodiff(), Vec::new()),
     };
-    device.seed(cfg.seed);
     let info = lookup(&cfg.dataset)?;
     let root = DataRoot::resolve(cfg.data_root.as_deref());
     let t = Instant::now();

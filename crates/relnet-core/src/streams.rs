@@ -30,12 +30,50 @@ pub enum Purpose {
     RetrievalQueries = 8,
     /// Deep InfoMax's prior samples of one batch: parts `[epoch, first image, images]`.
     Prior = 9,
+    /// DeepCluster's re-initialisation of its last layer after a clustering: parts `[epoch]`
+    /// (drawn by burn's generator, seeded through [`with_device_seed`]).
+    HeadReinit = 10,
 }
 
 /// The version of the derivation below, stored in checkpoints and in the grid's cell hash so that
 /// runs and results made with another derivation are never resumed or trusted as the same.
 /// Version 1 is the XOR derivation `seed ^ (epoch << 32) ^ batch` with XORed constants.
 pub const VERSION: u32 = 2;
+
+/// burn keeps one random generator per process (per backend): the parameter initialisers and
+/// `Tensor::random` draw from it. Every draw relnet makes from it goes through
+/// [`with_device_seed`], which holds this lock while it seeds the generator and draws, so two runs
+/// in one process (tests running in parallel, a program training two models at once) cannot
+/// interleave their draws and each gets the values its seed gives alone.
+static DEVICE_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Seeds burn's generator for `device` with `seed` and runs `f`, while no other thread of this
+/// process draws through this function.
+///
+/// burn initialises parameters lazily (on first use), so a model returned by `init` has drawn
+/// nothing yet: `f` returns it through [`materialise`], which draws them before the lock is
+/// released. `f` must not call `with_device_seed` itself (the lock is not re-entrant).
+pub fn with_device_seed<R>(device: &burn::prelude::Device, seed: u64, f: impl FnOnce() -> R) -> R {
+    let _held = DEVICE_GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(seed);
+    f()
+}
+
+/// `module` with every float parameter drawn (burn draws them lazily, on first use), in the
+/// module's visiting order.
+pub fn materialise<M: burn::module::Module>(module: M) -> M {
+    module.visit(&mut Materialise);
+    module
+}
+
+/// Draws every float parameter a module has not drawn yet (burn's lazy initialisation).
+struct Materialise;
+
+impl burn::module::ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::prelude::Tensor<D>>) {
+        let _ = param.val();
+    }
+}
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -63,6 +101,38 @@ pub fn stream(seed: u64, purpose: Purpose, parts: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model's parameters drawn under [`with_device_seed`] are those its seed gives alone, while
+    /// another thread draws with another seed as fast as it can (without the lock the two
+    /// threads' seeding and draws interleave).
+    #[test]
+    fn draws_under_the_lock_are_the_seeds_alone_while_another_thread_draws() {
+        use burn::module::Module;
+        let device = burn::prelude::Device::flex();
+        let draw = |seed: u64| -> Vec<f32> {
+            let layer =
+                with_device_seed(&device, seed, || materialise(burn::nn::LinearConfig::new(32, 32).init(&device)));
+            layer.weight.val().into_data().iter::<f32>().collect()
+        };
+        let alone = draw(1);
+        assert_ne!(alone, draw(2));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    draw(2);
+                }
+            });
+            let same = (0..1000).filter(|_| draw(1) == alone).count();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(same, 1000, "draws of seed 1 equal to its draw alone");
+        });
+        // Lazy parameters are drawn by `materialise`, not on first use after the lock is gone.
+        let lazy = burn::nn::LinearConfig::new(4, 4).init(&device);
+        assert!(!lazy.weight.is_initialized());
+        let _ = Module::num_params(&lazy);
+        assert!(materialise(lazy).weight.is_initialized());
+    }
 
     #[test]
     fn no_two_of_the_first_triples_share_a_view_stream() {

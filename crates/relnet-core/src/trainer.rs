@@ -321,7 +321,11 @@ fn train_at_precision<T: Method + Sync>(
 
 /// The method's model, with its backbone from `run.init` when the run starts from an artifact.
 fn initial_model<T: Method>(method: &T, run: &Run, report: &mut dyn Reporter) -> Result<T::Model> {
-    let model = method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device);
+    // Drawn under the process's generator lock, so a run in parallel in this process cannot
+    // interleave its draws with these.
+    let model = crate::streams::with_device_seed(&run.device, run.seed, || {
+        crate::streams::materialise(method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device))
+    });
     let Some(init) = &run.init else { return Ok(model) };
     let (backbone, kind) = relnet_models::io::load_backbone(init, &run.device)?;
     if kind != run.backbone {

@@ -213,7 +213,6 @@ impl EvaluatorOptions for FinetuneOptions {
             test_accuracy: None,
         };
         let device = ctx.device.clone().autodiff();
-        device.seed(ctx.seed);
         let run = RunBuilder::new(spec, ctx.kind, &out, &cfg.dataset, data, device)
             .init(Some(cfg.backbone.clone()))
             .batch_size(self.batch_size)

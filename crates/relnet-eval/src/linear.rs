@@ -160,12 +160,13 @@ pub fn probe(
     report: &mut dyn FnMut(&str),
 ) -> (f64, f64) {
     let ad = device.clone().autodiff();
-    ad.seed(seed);
     let (n, dim) = (train.n, train.dim);
     let classes = train.classes.max(eval.classes);
     let x_train = Tensor::<2>::from_data(TensorData::new(train.data.clone(), [n, dim]), &ad);
     let y_train = Tensor::<1, Int>::from_data(TensorData::new(train.labels.clone(), [n]), &ad);
-    let mut head = linear_head(dim, classes, &ad);
+    let mut head = relnet_core::streams::with_device_seed(&ad, seed, || {
+        relnet_core::streams::materialise(linear_head(dim, classes, &ad))
+    });
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let ce = CrossEntropyLoss::new(None, &ad);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(relnet_core::streams::stream(

@@ -200,9 +200,15 @@ impl Method for DeepCluster {
         ));
         // Re-initialise the last layer: weights N(0, 0.01), bias 0 (reference).
         // Same parameter ids, so the optimiser keeps its state for them, as in the reference.
+        // Drawn from burn's generator seeded by (seed, epoch): a resumed run redraws what the
+        // interrupted one drew, and a run in parallel in this process cannot interleave.
+        let reinit = crate::streams::stream(ctx.seed, crate::streams::Purpose::HeadReinit, &[ctx.epoch as u64]);
         model.head.fc2.weight = model.head.fc2.weight.map(|w| {
             let grad = w.is_require_grad();
-            Tensor::<2>::random(w.shape(), Distribution::Normal(0.0, 0.01), &w.device()).set_require_grad(grad)
+            crate::streams::with_device_seed(&w.device(), reinit, || {
+                Tensor::<2>::random(w.shape(), Distribution::Normal(0.0, 0.01), &w.device())
+            })
+            .set_require_grad(grad)
         });
         model.head.fc2.bias = model.head.fc2.bias.map(|b| {
             b.map(|b| {

@@ -54,7 +54,10 @@ impl MethodOptions for RandomOptions {
         _monitor: Option<&mut dyn Monitor>,
     ) -> Result<Outcome> {
         let backbone = run.out.join("backbone.bpk");
-        relnet_models::io::save_backbone(&run.backbone.init(&run.device).valid(), run.backbone, &backbone)?;
+        let weights = crate::streams::with_device_seed(&run.device, run.seed, || {
+            crate::streams::materialise(run.backbone.init(&run.device))
+        });
+        relnet_models::io::save_backbone(&weights.valid(), run.backbone, &backbone)?;
         report.line(&format!("random-weights backbone saved to {}", backbone.display()));
         Ok(Outcome::Finished { backbone })
     }
