@@ -67,7 +67,7 @@ pub fn forward(
     assert!(direct3x3::covers_mapped(&g), "bn_relu_conv::forward: {g:?} is not a shape the direct kernels cover here");
     let (mean, var) = statistics(y, n, ci, h * w);
     let (scale, shift) = affine(ci, &mean, &var, gamma, beta, eps);
-    let out = direct3x3::forward_mapped(&g, y, weight, BnRelu { scale: &scale, shift: &shift });
+    let out = direct3x3::forward_mapped(&g, y, weight, BnRelu { scale: &scale, shift: &shift }.into());
     (out, mean, var)
 }
 
@@ -100,7 +100,7 @@ pub fn backward(
     assert!(direct3x3::covers_mapped(&g), "{WHAT}: {g:?} is not a shape the direct kernels cover here");
     let (scale, shift) = affine(ci, mean, var, gamma, beta, eps);
     let map = BnRelu { scale: &scale, shift: &shift };
-    let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map, true, want_w);
+    let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map.into(), true, want_w);
     let da = da.expect("asked for");
     let (dy, dgamma, dbeta) = crate::fastbn::backward(y, &da, n, ci, h * w, mean, var, gamma, eps, Some(beta));
     (dy, dgamma, dbeta, dweight)

@@ -548,22 +548,49 @@ impl BnRelu<'_> {
     }
 }
 
+/// What a convolution's bordered copy does to each value of its input, so that the convolution
+/// of `map(x)` reads `x` and `map(x)` is never written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Map<'a> {
+    /// Batch norm + ReLU ([`BnRelu`]; `bn_relu_conv`).
+    BnRelu(BnRelu<'a>),
+    /// Rounded to bf16 (`fastconv::round_value`): the emulated bf16 convolution's rounded
+    /// operand (`fastconv::forward_emulated`). In the weight gradient it rounds `dy` as well
+    /// ([`weight_grad_image_with`]).
+    Bf16,
+}
+
+impl<'a> From<BnRelu<'a>> for Map<'a> {
+    fn from(m: BnRelu<'a>) -> Self {
+        Map::BnRelu(m)
+    }
+}
+
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
 /// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped as it
 /// is copied (the border stays zero: the padding of the mapped image).
-fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>) {
+fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>) {
     border_as(g, x, buf, map, g.sw != 1)
 }
 
 /// [`border`], each bordered row stored as its even columns, then its odd columns, where `split`
 /// is set (the stride-2 walk's order, and the Winograd tiles' at stride 1: `winograd.rs`), in
 /// column order otherwise.
-pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<BnRelu>, split: bool) {
-    // Two instantiations of one body (one body choosing per row compiled the plain rows into a
-    // `memcpy` call each).
+pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>, split: bool) {
+    // One instantiation of one body per map (one body choosing per row compiled the plain rows
+    // into a `memcpy` call each).
+    use super::fastconv::round_value;
     match map {
         None => border_with(g, x, buf, split, |_, dst, src| copy_short(dst, src), |_, v| v),
-        Some(m) => {
+        Some(Map::Bf16) => border_with(
+            g,
+            x,
+            buf,
+            split,
+            |_, dst, src| dst.iter_mut().zip(src).for_each(|(d, &v)| *d = round_value(v)),
+            |_, v| round_value(v),
+        ),
+        Some(Map::BnRelu(m)) => {
             assert!(
                 m.scale.len() == g.ci && m.shift.len() == g.ci,
                 "border: a map of {} and {} values for {} channels",
@@ -739,17 +766,17 @@ pub(crate) fn covers_mapped(g: &Geometry) -> bool {
     covers_weight_grad(g) && shape_ok(g)
 }
 
-/// The convolution of `map(x)` ([`BnRelu`], applied in the bordered copy) with `weight`, for a
+/// The convolution of `map(x)` ([`Map`], applied in the bordered copy) with `weight`, for a
 /// `g` that [`covers`] and [`shape_ok`] accept, in the widest build this CPU runs: the bits of
 /// [`forward`] on the mapped input, without writing it.
-pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: BnRelu) -> Vec<f32> {
+pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: Map) -> Vec<f32> {
     assert!(covers(g) && shape_ok(g), "{g:?} is not a shape the bordered walk covers");
     forward_with(Kernel::pick_plane(Isa::detect().expect("covers checked it"), g.ow(), g.oh()), g, x, weight, Some(map))
 }
 
 /// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
 /// runs fit the output plane ([`Kernel::fits`]).
-pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
+pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
     if super::winograd::runs(g) {
         return super::winograd::forward_with(kernel, g, x, weight, map);
     }
@@ -758,7 +785,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
 
 /// [`forward_with`] on the direct kernel, also where Winograd's tiles would run
 /// (`RELNET_WINOGRAD=on`).
-pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
+pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
     assert!(kernel.fits(g.ow(), g.oh()), "{kernel:?}'s runs do not tile {}x{} output planes", g.oh(), g.ow());
@@ -790,7 +817,7 @@ fn forward_image(
     packed: &[f32],
     out: &mut [MaybeUninit<f32>],
     buf: &mut Vec<f32>,
-    map: Option<BnRelu>,
+    map: Option<Map>,
 ) {
     assert!(shape_ok(g) && kernel.runs_here());
     assert_eq!(x.len(), g.ci * g.h * g.w);
@@ -950,7 +977,7 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// image and `dy` as `[oh*ow, co]`), in the build `kernel`, which must run here and whose width
 /// divides `g.co`; only for a `g` that [`shape_ok`] accepts ([`weight_grad_images`] chooses the
 /// build and takes the [`small_ok`] shapes too). With `map`, the gradient for the input
-/// `map(x)` ([`BnRelu`], applied in the bordered copy).
+/// `map(x)` ([`Map`], applied in the bordered copy); with [`Map::Bf16`], for the rounded `dy` too.
 ///
 /// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
 /// channels, each pixel's `dy` values loaded as vectors, each tap's input value broadcast (a
@@ -967,7 +994,7 @@ pub(crate) fn weight_grad_image_with(
     dwt: &mut [f32],
     buf: &mut Vec<f32>,
     dyt: &mut Vec<f32>,
-    map: Option<BnRelu>,
+    map: Option<Map>,
 ) {
     assert!(shape_ok(g), "{g:?} is not a shape the direct kernel covers");
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
@@ -985,6 +1012,10 @@ pub(crate) fn weight_grad_image_with(
         dyt.resize(p * g.co, 0.0);
     }
     transpose(dy, g.co, p, dyt);
+    if let Some(Map::Bf16) = map {
+        // The rounded `dy` (rounding and transposing commute).
+        dyt.iter_mut().for_each(|v| *v = super::fastconv::round_value(*v));
+    }
     // SAFETY: the asserts give what `Kernel::weight_grad` requires: a CPU that runs the build,
     // the shape, `co` a multiple of its lanes, the length of `dwt`, the forward walk reading
     // inside `buf` (the weight gradient reads what the forward tiles read); `border` and the
@@ -998,7 +1029,7 @@ pub(crate) fn weight_grad_image_with(
 /// ([`weight_grad_small_with`]). Each value of `dwt` receives the same products in the same
 /// order either way. In the widest build this CPU runs; only for a `g` that
 /// [`covers_weight_grad`] accepts. `buf` and `dyt` are scratch. With `map` (a [`shape_ok`]
-/// shape only), the gradient for the input `map(x)` ([`BnRelu`]).
+/// shape only), as [`weight_grad_image_with`].
 pub(crate) fn weight_grad_images(
     g: &Geometry,
     x: &[f32],
@@ -1006,7 +1037,7 @@ pub(crate) fn weight_grad_images(
     dwt: &mut [f32],
     buf: &mut Vec<f32>,
     dyt: &mut Vec<f32>,
-    map: Option<BnRelu>,
+    map: Option<Map>,
 ) {
     assert!(covers_weight_grad(g));
     assert!(map.is_none() || shape_ok(g), "{g:?}: a mapped input needs the bordered walk");
@@ -1495,7 +1526,7 @@ mod tests {
             assert!(mapped.contains(&0.0) && mapped.iter().any(|&v| v > 0.0), "a ReLU that does something");
             let (mut want, mut got) = (Vec::new(), vec![f32::NAN; ci * (h + 2) * (w + 2)]);
             border(&g, &mapped, &mut want, None);
-            border(&g, &x, &mut got, Some(BnRelu { scale: &scale, shift: &shift }));
+            border(&g, &x, &mut got, Some(BnRelu { scale: &scale, shift: &shift }.into()));
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{g:?}");
         }
@@ -1505,7 +1536,7 @@ mod tests {
     #[should_panic(expected = "border: a map of 1 and 2 values for 2 channels")]
     fn a_map_of_the_wrong_length_is_refused() {
         let g = Geometry { n: 1, ci: 2, h: 2, w: 8, co: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
-        border(&g, &[0.0; 32], &mut Vec::new(), Some(BnRelu { scale: &[1.0], shift: &[0.0; 2] }));
+        border(&g, &[0.0; 32], &mut Vec::new(), Some(BnRelu { scale: &[1.0], shift: &[0.0; 2] }.into()));
     }
 
     #[test]

@@ -408,15 +408,23 @@ impl Build {
 }
 
 /// Whether `RELNET_BF16=emulate` asks for bf16's emulated numerics (the rounding around the fp32
-/// kernels) on a CPU that has the bf16 kernels: to compare the two on one host. Read once.
+/// kernels) on a CPU that has the bf16 kernels. Read once.
 pub(crate) fn emulation_asked() -> bool {
     static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ASKED.get_or_init(|| std::env::var("RELNET_BF16").is_ok_and(|v| v == "emulate"))
 }
 
-/// Whether this CPU has AVX512-BF16 and AVX-512VL (and AVX-512F), unless `RELNET_DIRECT_CONV`
-/// is `off`, `RELNET_SIMD` caps the width below AVX-512 or `RELNET_BF16=emulate`
-/// ([`emulation_asked`]). Read once.
+/// Whether `RELNET_BF16=native` asks for the bf16 kernels wherever the CPU runs them, whatever
+/// [`measured_faster`] says. Read once.
+pub(crate) fn native_asked() -> bool {
+    static ASKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| std::env::var("RELNET_BF16").is_ok_and(|v| v == "native"))
+}
+
+/// Whether this CPU runs the bf16 kernels: AVX512-BF16 and AVX-512VL (and AVX-512F), unless
+/// `RELNET_DIRECT_CONV` is `off`, `RELNET_SIMD` caps the width below AVX-512 or
+/// `RELNET_BF16=emulate` ([`emulation_asked`]). The kernels' own tests run where this holds;
+/// the convolutions use them where [`chosen`] holds. Read once.
 pub(crate) fn hardware() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
@@ -434,10 +442,40 @@ pub(crate) fn hardware() -> bool {
     })
 }
 
+/// How many times the fp32 FMA's arithmetic `vdpbf16ps` must have on this CPU for the bf16
+/// kernels to be used: at equal peaks the fp32 kernels on rounded values are as fast (their
+/// rounding costs about what the bf16 kernels' layouts do), and on the Intel Xeon measured
+/// (`vdpbf16ps` at half the fp32 peak) they are 13-33% faster (docs/performance.md). The hosts
+/// measured sit at 0.5 and 2.0: 1.5 leaves a margin either way that the measurement's noise
+/// does not cross.
+pub(crate) const BF16_OVER_FP32: f64 = 1.5;
+
+/// This CPU's fp32 FMA and `vdpbf16ps` peaks on one thread (GFLOP/s), measured once
+/// ([`crate::peaks::fp32_and_bf16_per_thread`], about 30 ms) where the CPU runs the bf16 kernels.
+pub(crate) fn peaks() -> Option<(f64, f64)> {
+    static PEAKS: std::sync::OnceLock<Option<(f64, f64)>> = std::sync::OnceLock::new();
+    *PEAKS.get_or_init(|| if hardware() { crate::peaks::fp32_and_bf16_per_thread() } else { None })
+}
+
+/// Whether `vdpbf16ps` has at least [`BF16_OVER_FP32`] times the fp32 FMA's arithmetic here.
+fn measured_faster() -> bool {
+    peaks().is_some_and(|(fp32, bf16)| bf16 >= BF16_OVER_FP32 * fp32)
+}
+
+/// Whether bf16 convolutions run the bf16 kernels: where the CPU runs them ([`hardware`]) and
+/// `RELNET_BF16=native` asks for them or they are measured to pay ([`measured_faster`]);
+/// elsewhere bf16's numerics run on the fp32 kernels with rounded operands
+/// (`fastconv::forward_emulated`). Decided once per process.
+pub(crate) fn chosen() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| hardware() && (native_asked() || measured_faster()))
+}
+
 /// Whether the bf16 forward kernel handles `g` on this CPU (the stride-1 shapes of `direct3x3`,
-/// `stride_one_ok`: these layouts have no strided form).
+/// `stride_one_ok`: these layouts have no strided form), where bf16 convolutions use the bf16
+/// kernels ([`chosen`]).
 pub(crate) fn covers(g: &Geometry) -> bool {
-    super::direct3x3::stride_one_ok(g) && hardware()
+    super::direct3x3::stride_one_ok(g) && chosen()
 }
 
 /// Whether the bf16 weight-gradient kernel handles `g` on this CPU: also `co` a multiple of 8.

@@ -646,7 +646,7 @@ pub(crate) fn backward_mapped(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
-    map: direct3x3::BnRelu,
+    map: direct3x3::Map,
     want_x: bool,
     want_w: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
@@ -655,9 +655,19 @@ pub(crate) fn backward_mapped(
         (g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1) && direct3x3::covers_mapped(g),
         "backward_mapped: {g:?} is not a stride-1 shape the direct kernels cover"
     );
+    let gt = g.transposed();
     rayon::join(
-        // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped kernel.
-        || want_x.then(|| forward_at(&g.transposed(), dy, &flipped(g, weight), false)),
+        // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped
+        // kernel; with `Map::Bf16`, of the rounded `dy` (rounded in its bordered copy) with the
+        // rounded kernel.
+        || {
+            want_x.then(|| match map {
+                direct3x3::Map::BnRelu(_) => forward_at(&gt, dy, &flipped(g, weight), false),
+                direct3x3::Map::Bf16 => {
+                    direct3x3::forward_mapped(&gt, dy, &rounded(&flipped(g, weight)), direct3x3::Map::Bf16)
+                }
+            })
+        },
         || {
             // As `backward_at`'s direct weight gradient: chunks of `chunk(g)` images, summed in order.
             let b = chunk(g);
@@ -677,24 +687,34 @@ pub(crate) fn backward_mapped(
     )
 }
 
-/// `v` rounded to the nearest bf16 value (ties to even), in place: what a cast to bf16 and back
-/// gives. Branch-free, so the compiler vectorises it.
-fn round_bf16(v: &mut [f32]) {
-    v.par_chunks_mut(1 << 15).for_each(|c| {
-        for x in c {
-            let b = x.to_bits();
-            let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
-            // A NaN stays a (quiet) NaN.
-            *x = f32::from_bits(if x.is_nan() { (b | 0x0040_0000) & 0xffff_0000 } else { r });
-        }
-    });
+/// `x` rounded to the nearest bf16 value (ties to even): what a cast to bf16 and back gives. A
+/// NaN stays a (quiet) NaN. Branch-free, so the compiler vectorises loops of it.
+#[inline]
+pub(crate) fn round_value(x: f32) -> f32 {
+    let b = x.to_bits();
+    let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+    f32::from_bits(if x.is_nan() { (b | 0x0040_0000) & 0xffff_0000 } else { r })
 }
 
-/// A copy of `v` rounded to bf16 ([`round_bf16`]).
+/// Values a rayon task rounds at a time.
+const ROUND_CHUNK: usize = 1 << 15;
+
+/// `v` rounded to bf16 ([`round_value`]), in place.
+fn round_bf16(v: &mut [f32]) {
+    v.par_chunks_mut(ROUND_CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = round_value(*x)));
+}
+
+/// A copy of `v` rounded to bf16 ([`round_value`]), written in one pass.
 fn rounded(v: &[f32]) -> Vec<f32> {
-    let mut r = v.to_vec();
-    round_bf16(&mut r);
-    r
+    // SAFETY: chunk `i` of the output is `ROUND_CHUNK` values from `i * ROUND_CHUNK` (the last
+    // one shorter), the same range of `v`, and the zip writes each of its values.
+    unsafe {
+        par_filled(v.len(), ROUND_CHUNK, |i, out| {
+            for (o, &x) in out.iter_mut().zip(&v[i * ROUND_CHUNK..]) {
+                o.write(round_value(x));
+            }
+        })
+    }
 }
 
 /// The convolution at bf16 precision as autocast defines it: `x` and `weight` rounded to bf16,
@@ -711,7 +731,20 @@ pub fn forward_bf16(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     if direct_bf16::covers(g) {
         return forward_at(g, x, weight, true);
     }
-    let mut out = forward_at(g, &rounded(x), &rounded(weight), true);
+    forward_emulated(g, x, weight)
+}
+
+/// [`forward_bf16`]'s emulated numerics, what it runs where the bf16 kernels do not: the fp32
+/// kernels on `x` and `weight` rounded to bf16, the output rounded. Where the direct kernels'
+/// bordered walk covers `g` the input is rounded as its bordered copy is made
+/// ([`direct3x3::Map::Bf16`]); elsewhere the kernels get a rounded copy. The same bits either way.
+pub(crate) fn forward_emulated(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    g.check("fastconv::forward", x.len(), weight.len(), None);
+    let mut out = if direct3x3::covers(g) && direct3x3::shape_ok(g) {
+        direct3x3::forward_mapped(g, x, &rounded(weight), direct3x3::Map::Bf16)
+    } else {
+        forward_at(g, &rounded(x), &rounded(weight), false)
+    };
     round_bf16(&mut out);
     out
 }
@@ -737,18 +770,52 @@ pub fn backward_bf16(
     let stride1 = g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw;
     let direct =
         stride1 && (!want_x || direct_bf16::covers(&g.transposed())) && (!want_w || direct_bf16::covers_weight_grad(g));
-    let (mut dx, mut dw) = if direct {
-        backward_at(g, x, weight, dy, want_x, want_w, true)
+    if !direct {
+        return backward_emulated(g, x, weight, dy, want_x, want_w);
+    }
+    let (dx, mut dw) = backward_at(g, x, weight, dy, want_x, want_w, true);
+    // The input gradient is the bf16 forward kernel's output, rounded as it was stored: `direct`
+    // with `want_x` means `backward_at` takes its stride-1 path, the forward of the transposed
+    // geometry, which `direct_bf16::covers` (checked in `direct`).
+    debug_assert!(!want_x || (stride1 && !g.pointwise() && direct_bf16::covers(&g.transposed())));
+    if let Some(d) = dw.as_mut() {
+        round_bf16(d);
+    }
+    (dx, dw)
+}
+
+/// [`backward_bf16`]'s emulated numerics, what it runs where the bf16 kernels do not: the
+/// gradients of the fp32 convolution of the rounded operands for the rounded `dy`, each rounded.
+/// At stride 1 where the direct kernels' bordered walks cover the forward and transposed
+/// shapes, `x` and `dy` are rounded as their bordered copies are made ([`backward_mapped`]
+/// with [`direct3x3::Map::Bf16`]); elsewhere the kernels get rounded copies (`x` only for the
+/// weight gradient, `weight` only for the input gradient), and where the bf16 kernels cover one
+/// of the two gradients (not both: [`backward_bf16`] takes those) they take it, as
+/// [`backward_bf16`] has always done. The fp32 kernels give the same bits either way.
+pub(crate) fn backward_emulated(
+    g: &Geometry,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    want_x: bool,
+    want_w: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
+    let mapped = (g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1)
+        && direct3x3::covers_mapped(g)
+        && (!want_x || {
+            let gt = g.transposed();
+            direct3x3::covers(&gt) && direct3x3::shape_ok(&gt) && !direct_bf16::covers(&gt)
+        })
+        && (!want_w || !direct_bf16::covers_weight_grad(g));
+    let (mut dx, mut dw) = if mapped {
+        backward_mapped(g, x, weight, dy, direct3x3::Map::Bf16, want_x, want_w)
     } else {
         let xr = if want_w { std::borrow::Cow::Owned(rounded(x)) } else { std::borrow::Cow::Borrowed(x) };
         let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
         backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true)
     };
-    // In the direct branch the input gradient is the bf16 forward kernel's output, rounded as
-    // it was stored: `direct` with `want_x` means `backward_at` takes its stride-1 path, the
-    // forward of the transposed geometry, which `direct_bf16::covers` (checked in `direct`).
-    debug_assert!(!(direct && want_x) || (stride1 && !g.pointwise() && direct_bf16::covers(&g.transposed())));
-    for d in [dx.as_mut().filter(|_| !direct), dw.as_mut()].into_iter().flatten() {
+    for d in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);
     }
     (dx, dw)
@@ -1069,6 +1136,66 @@ pub(crate) mod tests {
             let (only_x, none) = backward(&g, &x, &wt, &dy, true, false);
             assert!(none.is_none());
             close(&only_x.unwrap(), &dx, "input gradient alone");
+        }
+    }
+
+    #[test]
+    fn the_emulated_bf16_convolution_rounds_in_its_bordered_copies_with_the_bits_of_rounded_copies() {
+        // One-pass rounded copies: every value, across chunk edges, and an empty slice.
+        let v = noise(2 * ROUND_CHUNK + 3, 9);
+        assert!(rounded(&v).iter().zip(&v).all(|(r, x)| r.to_bits() == round_value(*x).to_bits()));
+        assert_eq!(rounded(&v).len(), v.len());
+        assert!(rounded(&[]).is_empty());
+        let probe = Geometry { n: 1, ci: 2, h: 8, w: 8, co: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1 };
+        if !direct3x3::covers(&probe) {
+            eprintln!("SKIP the bordered copies' rounding: the direct kernels do not run on this CPU");
+            return;
+        }
+        // The emulation's definition: the fp32 kernels on rounded copies, their results rounded.
+        // (ci, h, w, co, stride): ResNet-32's 3x3 stride-1 shapes (16x16, and 8x8 planes: split
+        // runs); 5 input channels (the input gradient's transposed shape has 5 outputs, so the
+        // input gradient takes rounded copies, the weight gradient the rounding border);
+        // stride 2 (the forward's strided bordered copy; its gradients on copies); a 4x4 plane
+        // (column-shifted copies: copies throughout); 8 output channels (no bf16 weight
+        // gradient kernel).
+        let cases = [(16, 16, 16, 16, 1), (5, 16, 16, 8, 1), (32, 8, 8, 32, 1), (16, 16, 16, 32, 2), (8, 4, 4, 16, 1)];
+        let round = |mut v: Vec<f32>| {
+            round_bf16(&mut v);
+            v
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (i, &(ci, h, w, co, s)) in cases.iter().enumerate() {
+            let g = Geometry { n: 5, ci, h, w, co, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
+            let mut x = noise(g.n * g.input_len(), 10 + i as u32);
+            // Exact ties between two bf16 values: to the even one (down, then up).
+            x[0] = f32::from_bits(0x3f80_8000);
+            x[1] = f32::from_bits(0x3f81_8000);
+            let wt = noise(g.co * g.rows(), 20 + i as u32);
+            let dy = noise(g.n * g.output_len(), 30 + i as u32);
+            let (xr, wr, dyr) = (rounded(&x), rounded(&wt), rounded(&dy));
+            let want_y = round(forward_at(&g, &xr, &wr, false));
+            assert_eq!(bits(&forward_emulated(&g, &x, &wt)), bits(&want_y), "{g:?} forward");
+            if direct3x3::shape_ok(&g) {
+                let y = round(direct3x3::forward_mapped(&g, &x, &wr, direct3x3::Map::Bf16));
+                assert_eq!(bits(&y), bits(&want_y), "{g:?} forward through the rounding border");
+            }
+            let (dx, dw) = backward_at(&g, &xr, &wr, &dyr, true, true, false);
+            let (want_dx, want_dw) = (round(dx.unwrap()), round(dw.unwrap()));
+            if s == 1 && direct3x3::covers_mapped(&g) {
+                let gt = g.transposed();
+                let want_x = direct3x3::covers(&gt) && direct3x3::shape_ok(&gt);
+                let (mx, mw) = backward_mapped(&g, &x, &wt, &dy, direct3x3::Map::Bf16, want_x, true);
+                assert_eq!(bits(&round(mw.unwrap())), bits(&want_dw), "{g:?} weight gradient through the border");
+                if want_x {
+                    assert_eq!(bits(&round(mx.unwrap())), bits(&want_dx), "{g:?} input gradient through the border");
+                }
+            }
+            // Where bf16 convolutions use the bf16 kernels they take part of the gradients.
+            if !direct_bf16::chosen() {
+                let (ex, ew) = backward_emulated(&g, &x, &wt, &dy, true, true);
+                assert_eq!(bits(&ex.unwrap()), bits(&want_dx), "{g:?} input gradient");
+                assert_eq!(bits(&ew.unwrap()), bits(&want_dw), "{g:?} weight gradient");
+            }
         }
     }
 

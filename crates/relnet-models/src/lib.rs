@@ -25,6 +25,7 @@ pub mod io;
 mod lanes;
 pub mod layers;
 pub mod params;
+pub mod peaks;
 pub mod plan;
 pub mod precision;
 pub mod registry;

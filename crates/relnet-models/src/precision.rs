@@ -10,10 +10,12 @@
 //! Values stay in f32 tensors holding bf16-representable numbers (the rounding is a cast to bf16
 //! and back, with burn's own operations, on any backend), so every kernel computes what a bf16
 //! kernel with fp32 accumulation computes, up to summation order: the numerics of the bf16 path
-//! on every host. On a CPU with AVX512-BF16 (and AVX-512VL), burn-flex's 3x3 stride-1
+//! on every host. On a CPU with AVX512-BF16 (and AVX-512VL) whose `vdpbf16ps` has at least 1.5x
+//! the fp32 FMA's arithmetic (measured once per process, `peaks.rs`), burn-flex's 3x3 stride-1
 //! convolutions (the bulk of the backbones' work) read their operands as bf16 and multiply them
-//! with `vdpbf16ps` (`direct_bf16.rs`); everything else runs fp32 kernels on the rounded values,
-//! so elsewhere bf16 is emulated and not faster ([`bf16_hardware`] says which).
+//! with `vdpbf16ps` (`direct_bf16.rs`); everything else runs fp32 kernels on the rounded values
+//! (rounded as the kernels' bordered copies are made where they can be), so elsewhere bf16 is
+//! not faster than fp32 ([`bf16_hardware`] says which path runs and why).
 //!
 //! The precision belongs to a thread: the trainer runs a run's steps at the run's precision
 //! ([`with_precision`]) and data-parallel replicas take it to their threads.
@@ -92,27 +94,41 @@ pub fn with_precision<R>(p: Precision, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether relnet's bf16 kernels run here: AVX512-BF16 with AVX-512VL, the direct kernels on and
-/// not capped below AVX-512, and `RELNET_BF16=emulate` not set; `Err` names what is missing.
-pub fn bf16_hardware() -> Result<(), &'static str> {
-    if crate::direct_bf16::hardware() {
+/// Whether relnet's bf16 convolutions run its bf16 kernels here: AVX512-BF16 with AVX-512VL, the
+/// direct kernels on and not capped below AVX-512, `RELNET_BF16=emulate` not set, and either
+/// `RELNET_BF16=native` set or `vdpbf16ps` measured at 1.5x the fp32 FMA's arithmetic or more
+/// (the bf16 kernels are slower than the fp32 kernels on rounded values below that); `Err` says
+/// why not.
+pub fn bf16_hardware() -> Result<(), String> {
+    use crate::direct_bf16;
+    if direct_bf16::chosen() {
         return Ok(());
     }
-    if crate::direct_bf16::emulation_asked() {
-        return Err("RELNET_BF16=emulate asked for the emulated numerics");
+    if direct_bf16::emulation_asked() {
+        return Err("RELNET_BF16=emulate asked for the emulated numerics".into());
+    }
+    if direct_bf16::hardware() {
+        return Err(match direct_bf16::peaks() {
+            Some((fp32, bf16)) => format!(
+                "this CPU's vdpbf16ps peak ({bf16:.0} GFLOP/s a thread) is under {}x its fp32 FMA peak ({fp32:.0}), \
+                 where the fp32 kernels on bf16-rounded values are the faster (RELNET_BF16=native uses the bf16 kernels)",
+                direct_bf16::BF16_OVER_FP32
+            ),
+            None => "the bf16 kernels' peak could not be measured".into(),
+        });
     }
     #[cfg(target_arch = "x86_64")]
     {
         if !std::is_x86_feature_detected!("avx512bf16") {
-            return Err("this CPU has no AVX512-BF16 (avx512_bf16)");
+            return Err("this CPU has no AVX512-BF16 (avx512_bf16)".into());
         }
         if !std::is_x86_feature_detected!("avx512vl") {
-            return Err("this CPU has no AVX-512VL (avx512vl)");
+            return Err("this CPU has no AVX-512VL (avx512vl)".into());
         }
-        Err("RELNET_SIMD or RELNET_DIRECT_CONV switched the AVX-512 kernels off")
+        Err("RELNET_SIMD or RELNET_DIRECT_CONV switched the AVX-512 kernels off".into())
     }
     #[cfg(not(target_arch = "x86_64"))]
-    Err("relnet has bf16 kernels for x86-64 with AVX512-BF16 only")
+    Err("relnet has bf16 kernels for x86-64 with AVX512-BF16 only".into())
 }
 
 /// What bf16 means on this host, for the line a run prints once.
@@ -121,7 +137,9 @@ pub fn bf16_note() -> String {
         Ok(()) => {
             "bf16 on AVX512-BF16: 3x3 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values".to_string()
         }
-        Err(missing) => format!("bf16 numerics emulated, not faster: {missing}"),
+        Err(why) => {
+            format!("bf16 numerics on the fp32 kernels (operands rounded to bf16), not faster than fp32: {why}")
+        }
     }
 }
 

@@ -34,7 +34,7 @@
 
 use rayon::prelude::*;
 
-use super::direct3x3::{self, BnRelu, Kernel};
+use super::direct3x3::{self, Kernel, Map};
 use super::fastconv::Geometry;
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
@@ -120,7 +120,7 @@ fn pack(g: &Geometry, weight: &[f32], rows: usize) -> Vec<f32> {
 /// (`[co, ci, 3, 3]`), stride 1, padding 1, for a `g` that [`shape_ok`] accepts, in the
 /// direct build `kernel` (which must run here) or its 8-lane sibling ([`build`]): `[n, co, h, w]`,
 /// one image per rayon task.
-pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<BnRelu>) -> Vec<f32> {
+pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
     assert!(shape_ok(g), "{g:?} is not a shape the Winograd tiles cover");
     let kernel = build(kernel, g);
     assert!(kernel.runs_here(), "{kernel:?} does not run on this CPU");
@@ -434,6 +434,7 @@ unsafe fn tile<S: Simd, const RR: usize, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direct3x3::BnRelu;
     use crate::simd::Isa;
 
     fn geometry(n: usize, ci: usize, h: usize, w: usize, co: usize) -> Geometry {
@@ -537,7 +538,7 @@ mod tests {
             x.iter().enumerate().map(|(i, v)| (v * scale[i / 64 % 4] + shift[i / 64 % 4]).max(0.0)).collect();
         let map = BnRelu { scale: &scale, shift: &shift };
         assert_eq!(
-            forward_with(Kernel::Portable8, &g, &x, &wt, Some(map)),
+            forward_with(Kernel::Portable8, &g, &x, &wt, Some(map.into())),
             forward_with(Kernel::Portable8, &g, &mapped, &wt, None)
         );
     }
