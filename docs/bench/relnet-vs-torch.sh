@@ -32,6 +32,8 @@ for spec in "conv4 4 30 5" "conv4 16 10 2" "resnet32 4 20 2" "resnet32 16 6 1"; 
   /usr/bin/time -f "relnet bf16 wall %e s peak_rss_kb %M" target/release/relnet bench pretrain --dataset cifar10 \
     --data-root "$root" --backbone "$1" --k "$2" --batch-size 64 --steps "$3" --warmup "$4" --precision bf16 \
     > /tmp/relnet-bench.out 2>/tmp/relnet-bench.err || true
+  # Which bf16 path ran and why (vdpbf16ps or the fp32 kernels on rounded values).
+  grep -m1 '^precision bf16:' /tmp/relnet-bench.err >> "$out" || true
   cat /tmp/relnet-bench.out >> "$out"; tail -1 /tmp/relnet-bench.err >> "$out"
   r16_step=$(value step_only_views_per_s /tmp/relnet-bench.out); r16_e2e=$(value end_to_end_views_per_s /tmp/relnet-bench.out)
   best_step=0; best_e2e=0; best=""; best_e2e_by=""; bf16_step=0; bf16_e2e=0; bf16_skipped=0

@@ -102,38 +102,6 @@ pub fn stream(seed: u64, purpose: Purpose, parts: &[u64]) -> u64 {
 mod tests {
     use super::*;
 
-    /// A model's parameters drawn under [`with_device_seed`] are those its seed gives alone, while
-    /// another thread draws with another seed as fast as it can (without the lock the two
-    /// threads' seeding and draws interleave).
-    #[test]
-    fn draws_under_the_lock_are_the_seeds_alone_while_another_thread_draws() {
-        use burn::module::Module;
-        let device = burn::prelude::Device::flex();
-        let draw = |seed: u64| -> Vec<f32> {
-            let layer =
-                with_device_seed(&device, seed, || materialise(burn::nn::LinearConfig::new(32, 32).init(&device)));
-            layer.weight.val().into_data().iter::<f32>().collect()
-        };
-        let alone = draw(1);
-        assert_ne!(alone, draw(2));
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    draw(2);
-                }
-            });
-            let same = (0..1000).filter(|_| draw(1) == alone).count();
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            assert_eq!(same, 1000, "draws of seed 1 equal to its draw alone");
-        });
-        // Lazy parameters are drawn by `materialise`, not on first use after the lock is gone.
-        let lazy = burn::nn::LinearConfig::new(4, 4).init(&device);
-        assert!(!lazy.weight.is_initialized());
-        let _ = Module::num_params(&lazy);
-        assert!(materialise(lazy).weight.is_initialized());
-    }
-
     #[test]
     fn no_two_of_the_first_triples_share_a_view_stream() {
         // 8 seeds x 250 epochs x 800 batches = 1.6 M triples (CIFAR-10 at M = 64 has 782 batches).

@@ -321,21 +321,30 @@ fn train_at_precision<T: Method + Sync>(
 
 /// The method's model, with its backbone from `run.init` when the run starts from an artifact.
 fn initial_model<T: Method>(method: &T, run: &Run, report: &mut dyn Reporter) -> Result<T::Model> {
+    let backbone = match &run.init {
+        None => None,
+        Some(init) => {
+            let (backbone, kind) = relnet_models::io::load_backbone(init, &run.device)?;
+            if kind != run.backbone {
+                return Err(Error::artifact(
+                    init,
+                    format!("holds a {kind} backbone, but the run is configured for {}", run.backbone),
+                ));
+            }
+            report.line(&format!("starting from the backbone in {}", init.display()));
+            Some(backbone)
+        }
+    };
     // Drawn under the process's generator lock, so a run in parallel in this process cannot
-    // interleave its draws with these.
-    let model = crate::streams::with_device_seed(&run.device, run.seed, || {
-        crate::streams::materialise(method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device))
-    });
-    let Some(init) = &run.init else { return Ok(model) };
-    let (backbone, kind) = relnet_models::io::load_backbone(init, &run.device)?;
-    if kind != run.backbone {
-        return Err(Error::artifact(
-            init,
-            format!("holds a {kind} backbone, but the run is configured for {}", run.backbone),
-        ));
-    }
-    report.line(&format!("starting from the backbone in {}", init.display()));
-    Ok(T::with_backbone(model, backbone))
+    // interleave its draws with these; a loaded backbone replaces the drawn one before anything
+    // is drawn (burn draws parameters lazily), so the rest draws what it draws without one.
+    Ok(crate::streams::with_device_seed(&run.device, run.seed, || {
+        let model = method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device);
+        crate::streams::materialise(match backbone {
+            Some(b) => T::with_backbone(model, b),
+            None => model,
+        })
+    }))
 }
 
 enum Resumed<M> {

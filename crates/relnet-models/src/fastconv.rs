@@ -1190,12 +1190,13 @@ pub(crate) mod tests {
                     assert_eq!(bits(&round(mx.unwrap())), bits(&want_dx), "{g:?} input gradient through the border");
                 }
             }
-            // Where bf16 convolutions use the bf16 kernels they take part of the gradients.
-            if !direct_bf16::chosen() {
-                let (ex, ew) = backward_emulated(&g, &x, &wt, &dy, true, true);
-                assert_eq!(bits(&ex.unwrap()), bits(&want_dx), "{g:?} input gradient");
-                assert_eq!(bits(&ew.unwrap()), bits(&want_dw), "{g:?} weight gradient");
-            }
+            // `backward_emulated` against what `backward_bf16` computed before the rounding
+            // border: the kernels on rounded copies (the bf16 kernels where bf16 convolutions
+            // use them and they cover a gradient, the fp32 kernels elsewhere), then rounded.
+            let (bx, bw) = backward_at(&g, &xr, &wr, &dyr, true, true, true);
+            let (ex, ew) = backward_emulated(&g, &x, &wt, &dy, true, true);
+            assert_eq!(bits(&ex.unwrap()), bits(&round(bx.unwrap())), "{g:?} input gradient");
+            assert_eq!(bits(&ew.unwrap()), bits(&round(bw.unwrap())), "{g:?} weight gradient");
         }
     }
 

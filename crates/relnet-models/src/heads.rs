@@ -40,13 +40,6 @@ impl MlpHead {
         Self::new(features, 256, k, device)
     }
 
-    /// Re-initialises the last layer (DeepCluster does so after every clustering).
-    pub fn reset_last(mut self, device: &Device) -> Self {
-        let [i, o] = self.fc2.weight.dims();
-        self.fc2 = LinearConfig::new(i, o).init(device);
-        self
-    }
-
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.forward_after_fc1(linear(&self.fc1, x))
     }
