@@ -765,8 +765,7 @@ pub fn backward_bf16(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     g.check("fastconv::backward", x.len(), weight.len(), Some(dy.len()));
     // Where the bf16 kernels take both gradients (stride 1, see `backward_at`), they round the
-    // operands as they lay them out; elsewhere the kernels get rounded copies of what they read
-    // (`x` only for the weight gradient, `weight` only for the input gradient).
+    // operands as they lay them out; elsewhere the emulated numerics (`backward_emulated`).
     let stride1 = g.sh == 1 && g.sw == 1 && g.ph < g.kh && g.pw < g.kw;
     let direct =
         stride1 && (!want_x || direct_bf16::covers(&g.transposed())) && (!want_w || direct_bf16::covers_weight_grad(g));
