@@ -336,8 +336,8 @@ fn initial_model<T: Method>(method: &T, run: &Run, report: &mut dyn Reporter) ->
         }
     };
     // Drawn under the process's generator lock, so a run in parallel in this process cannot
-    // interleave its draws with these; a loaded backbone replaces the drawn one before anything
-    // is drawn (burn draws parameters lazily), so the rest draws what it draws without one.
+    // interleave its draws with these. A loaded backbone goes in before anything is drawn (burn
+    // draws parameters lazily), so the rest of the model takes the generator's first values.
     Ok(crate::streams::with_device_seed(&run.device, run.seed, || {
         let model = method.model(&context(run, 0, &mut |s: &str| report.line(s)), &run.device);
         crate::streams::materialise(match backbone {

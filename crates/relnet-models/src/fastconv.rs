@@ -1192,6 +1192,9 @@ pub(crate) mod tests {
             // `backward_emulated` against what `backward_bf16` computed before the rounding
             // border: the kernels on rounded copies (the bf16 kernels where bf16 convolutions
             // use them and they cover a gradient, the fp32 kernels elsewhere), then rounded.
+            // It tests the rounding border where the bf16 kernels are not chosen (there the
+            // reference is `want_dx`, `want_dw`); where they are, and for the shapes the border
+            // does not take, `backward_emulated` makes the reference's own call.
             let (bx, bw) = backward_at(&g, &xr, &wr, &dyr, true, true, true);
             let (ex, ew) = backward_emulated(&g, &x, &wt, &dy, true, true);
             assert_eq!(bits(&ex.unwrap()), bits(&round(bx.unwrap())), "{g:?} input gradient");

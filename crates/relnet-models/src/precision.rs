@@ -135,7 +135,7 @@ pub fn bf16_hardware() -> Result<(), String> {
 pub fn bf16_note() -> String {
     match bf16_hardware() {
         Ok(()) => format!(
-            "bf16 on AVX512-BF16: 3x3 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values{}",
+            "bf16 on AVX512-BF16: 3x3 stride-1 convolutions in vdpbf16ps, the rest fp32 kernels on bf16 values{}",
             if crate::direct_bf16::native_asked() {
                 " (RELNET_BF16=native)".to_string()
             } else if let Some((fp32, bf16)) = crate::direct_bf16::peaks() {
