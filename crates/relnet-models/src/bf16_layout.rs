@@ -9,6 +9,7 @@
 //! one serves the emulated builds (the tests) and `RELNET_SIMD` capped below AVX-512. Before
 //! these, the layouts took 16% of a ResNet-32 bf16 step (docs/performance.md).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::direct_bf16::to_bf16;
@@ -33,6 +34,60 @@ pub(crate) fn round_row(src: &[f32], dst: &mut [u16]) {
         return;
     }
     plain_round_row(src, dst);
+}
+
+/// `dst[i] = round_value(src[i])` (`fastconv::round_value`: bf16 rounding, kept as an f32):
+/// the emulated bf16 numerics' rounded copies, 16 values an instruction on AVX-512F, 8 on AVX2,
+/// one at a time elsewhere (`RELNET_SIMD` caps it as the kernels'). The same bits every way.
+///
+/// # Panics
+///
+/// Unless the lengths are equal.
+pub(crate) fn round_f32_into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    assert_eq!(src.len(), dst.len(), "round_f32_into: {} values into {}", src.len(), dst.len());
+    // SAFETY: `src` holds `len` values to read and `dst` as many to write (the assert); the
+    // borrows keep them apart and keep anything else from touching `dst`.
+    unsafe { round_f32_raw(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) }
+}
+
+/// Each value of `v` rounded as [`round_f32_into`] rounds it, in place.
+pub(crate) fn round_f32_in_place(v: &mut [f32]) {
+    let p = v.as_mut_ptr();
+    // SAFETY: `v` holds `len` values, read and written at the same positions (each read before
+    // its write), borrowed mutably.
+    unsafe { round_f32_raw(p, p, v.len()) }
+}
+
+/// [`round_f32_into`] on pointers, the widest way this CPU runs.
+///
+/// # Safety
+///
+/// `src` is valid for `n` reads and `dst` for `n` writes that nothing else accesses during the
+/// call; `dst` is `src` (in place) or the two ranges do not overlap.
+unsafe fn round_f32_raw(src: *const f32, dst: *mut f32, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    match super::simd::Isa::detect() {
+        // SAFETY: the set was detected; the caller's contract.
+        Some(super::simd::Isa::Avx512) => return unsafe { x86::round_f32_avx512(src, dst, n) },
+        // SAFETY: as above.
+        Some(super::simd::Isa::Avx2) => return unsafe { x86::round_f32_avx2(src, dst, n) },
+        _ => {}
+    }
+    // SAFETY: the caller's contract.
+    unsafe { plain_round_f32(src, dst, 0, n) }
+}
+
+/// Values `from .. n` of [`round_f32_raw`], one at a time.
+///
+/// # Safety
+///
+/// As [`round_f32_raw`].
+unsafe fn plain_round_f32(src: *const f32, dst: *mut f32, from: usize, n: usize) {
+    for i in from..n {
+        // SAFETY: `i < n`: inside both ranges (the caller's contract); each value read before
+        // its write.
+        unsafe { dst.add(i).write(super::fastconv::round_value(src.add(i).read())) };
+    }
 }
 
 fn plain_round_row(src: &[f32], dst: &mut [u16]) {
@@ -135,6 +190,44 @@ pub(crate) mod x86 {
     /// The first `n` lanes of 16 (all of them from 16 on).
     fn first(n: usize) -> __mmask16 {
         if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as __mmask16 }
+    }
+
+    /// [`super::round_f32_raw`] on AVX-512F: 16 values an instruction, the tail masked.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F; [`super::round_f32_raw`]'s contract.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn round_f32_avx512(src: *const f32, dst: *mut f32, n: usize) {
+        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for i in (0..n).step_by(16) {
+            let k = first(n - i);
+            // SAFETY: lanes `i .. i + min(16, n - i)` only (the mask), inside `src`.
+            let v = unsafe { _mm512_maskz_loadu_ps(k, src.add(i)) };
+            let r = _mm512_castsi512_ps(_mm512_and_si512(rounded16(v), high));
+            // SAFETY: the same lanes of `dst`.
+            unsafe { _mm512_mask_storeu_ps(dst.add(i), k, r) };
+        }
+    }
+
+    /// [`super::round_f32_raw`] on AVX2: 8 values an instruction, the tail one at a time.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; [`super::round_f32_raw`]'s contract.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn round_f32_avx2(src: *const f32, dst: *mut f32, n: usize) {
+        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let body = n - n % 8;
+        for i in (0..body).step_by(8) {
+            // SAFETY: values `i .. i + 8 <= n` of `src` and `dst`.
+            unsafe {
+                let r = _mm256_and_si256(rounded8(_mm256_loadu_ps(src.add(i))), high);
+                _mm256_storeu_ps(dst.add(i), _mm256_castsi256_ps(r));
+            }
+        }
+        // SAFETY: the caller's contract, values `body .. n`.
+        unsafe { super::plain_round_f32(src, dst, body, n) }
     }
 
     /// [`super::round_row`] of `n` values.
@@ -297,6 +390,42 @@ mod tests {
             eprintln!("SKIP: no AVX-512F here (or RELNET_SIMD caps it): the vector build is not run, the plain one is");
         }
         wide()
+    }
+
+    #[test]
+    fn f32_rows_round_as_round_value_at_every_tail_and_in_place() {
+        use crate::fastconv::round_value;
+        let isa = crate::simd::Isa::detect();
+        for n in (0..40).chain([64, 100]) {
+            let src = awkward(n, n as u32 + 11);
+            let want: Vec<u32> = src.iter().map(|&v| round_value(v).to_bits()).collect();
+            // One guard value past the end: the masked stores must not touch it.
+            let mut got = vec![MaybeUninit::new(7f32); n + 1];
+            round_f32_into(&src, &mut got[..n]);
+            // SAFETY: every value was initialised above (and overwritten by `round_f32_into`).
+            let got: Vec<u32> = got.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
+            assert_eq!(&got[..n], &want[..], "round_f32_into, {n} values ({isa:?})");
+            assert_eq!(got[n], 7f32.to_bits(), "round_f32_into wrote past {n} values");
+            let mut v = src.clone();
+            round_f32_in_place(&mut v);
+            assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "in place, {n} values ({isa:?})");
+            let mut plain = src.clone();
+            let p = plain.as_mut_ptr();
+            // SAFETY: `plain` holds `n` values, rounded in place.
+            unsafe { plain_round_f32(p, p, 0, n) };
+            assert_eq!(plain.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "plain, {n} values");
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::Isa::hardware().is_some() {
+                let mut v = src.clone();
+                let p = v.as_mut_ptr();
+                // SAFETY: the CPU has AVX2 (`hardware`); `v` holds `n` values, in place.
+                unsafe { x86::round_f32_avx2(p, p, n) };
+                assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "AVX2, {n} values");
+            }
+        }
+        if isa != Some(crate::simd::Isa::Avx512) {
+            eprintln!("SKIP the AVX-512F rounding of f32 rows: {isa:?} here (no AVX-512F, or RELNET_SIMD caps it)");
+        }
     }
 
     #[test]

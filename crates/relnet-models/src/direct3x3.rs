@@ -555,8 +555,9 @@ pub(crate) enum Map<'a> {
     /// Batch norm + ReLU ([`BnRelu`]; `bn_relu_conv`).
     BnRelu(BnRelu<'a>),
     /// Rounded to bf16 (`fastconv::round_value`): the emulated bf16 convolution's rounded
-    /// operand (`fastconv::forward_emulated`). In the weight gradient it rounds `dy` as well
-    /// ([`weight_grad_image_with`]).
+    /// operand (`fastconv::forward_emulated`). The forward convolution ([`forward_mapped`])
+    /// also rounds its output, each image's as soon as the kernel has written it (still in the
+    /// caches); in the weight gradient it rounds `dy` as well ([`weight_grad_image_with`]).
     Bf16,
 }
 
@@ -579,17 +580,15 @@ fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>) {
 pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>, split: bool) {
     // One instantiation of one body per map (one body choosing per row compiled the plain rows
     // into a `memcpy` call each).
-    use super::fastconv::round_value;
     match map {
         None => border_with(g, x, buf, split, |_, dst, src| copy_short(dst, src), |_, v| v),
-        Some(Map::Bf16) => border_with(
-            g,
-            x,
-            buf,
-            split,
-            |_, dst, src| dst.iter_mut().zip(src).for_each(|(d, &v)| *d = round_value(v)),
-            |_, v| round_value(v),
-        ),
+        Some(Map::Bf16) => {
+            // The plain copy, then the whole bordered buffer rounded in place while it is in the
+            // caches: one vector pass an image (a rounding call a row cost more than the
+            // rounding; the border's zeros stay zeros).
+            border_with(g, x, buf, split, |_, dst, src| copy_short(dst, src), |_, v| v);
+            super::bf16_layout::round_f32_in_place(buf);
+        }
         Some(Map::BnRelu(m)) => {
             assert!(
                 m.scale.len() == g.ci && m.shift.len() == g.ci,
@@ -768,7 +767,8 @@ pub(crate) fn covers_mapped(g: &Geometry) -> bool {
 
 /// The convolution of `map(x)` ([`Map`], applied in the bordered copy) with `weight`, for a
 /// `g` that [`covers`] and [`shape_ok`] accept, in the widest build this CPU runs: the bits of
-/// [`forward`] on the mapped input, without writing it.
+/// [`forward`] on the mapped input, without writing it; with [`Map::Bf16`], those bits rounded
+/// to bf16 (`fastconv::round_value`).
 pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: Map) -> Vec<f32> {
     assert!(covers(g) && shape_ok(g), "{g:?} is not a shape the bordered walk covers");
     forward_with(Kernel::pick_plane(Isa::detect().expect("covers checked it"), g.ow(), g.oh()), g, x, weight, Some(map))
@@ -778,7 +778,12 @@ pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: Map) 
 /// runs fit the output plane ([`Kernel::fits`]).
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
     if super::winograd::runs(g) {
-        return super::winograd::forward_with(kernel, g, x, weight, map);
+        let mut out = super::winograd::forward_with(kernel, g, x, weight, map);
+        if matches!(map, Some(Map::Bf16)) {
+            // The tiles store fp32 sums; `Map::Bf16`'s output is rounded (as `direct_with`'s).
+            out.par_chunks_mut(g.co * g.oh() * g.ow()).for_each(super::bf16_layout::round_f32_in_place);
+        }
+        return out;
     }
     direct_with(kernel, g, x, weight, map)
 }
@@ -831,6 +836,13 @@ fn forward_image(
     // and `out` (that the build's runs fit the output plane `Kernel::image` asserts); `out` is borrowed
     // mutably, so nothing else accesses it.
     unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
+    if matches!(map, Some(Map::Bf16)) {
+        // `Map::Bf16`'s output rounded while this image's is still in the caches (a pass over
+        // the whole batch afterwards would read and write it from memory).
+        // SAFETY: `Kernel::image` wrote every value of `out` (its contract: the runs tile the
+        // output plane and `tiles` covers every channel), so all of them are initialised.
+        super::bf16_layout::round_f32_in_place(unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) });
+    }
 }
 
 /// Whether the shape is one [`input_grad_with`] handles: a 3x3 kernel, stride 2, padding 1, an
@@ -1014,7 +1026,7 @@ pub(crate) fn weight_grad_image_with(
     transpose(dy, g.co, p, dyt);
     if let Some(Map::Bf16) = map {
         // The rounded `dy` (rounding and transposing commute).
-        dyt.iter_mut().for_each(|v| *v = super::fastconv::round_value(*v));
+        super::bf16_layout::round_f32_in_place(dyt);
     }
     // SAFETY: the asserts give what `Kernel::weight_grad` requires: a CPU that runs the build,
     // the shape, `co` a multiple of its lanes, the length of `dwt`, the forward walk reading

@@ -638,7 +638,9 @@ fn sum_chunks(g: &Geometry, parts: &[Vec<f32>]) -> Vec<f32> {
 /// The gradients of the stride-1 direct convolution of `map(x)` ([`direct3x3::BnRelu`], which
 /// [`direct3x3::forward_mapped`] applies in its bordered copies) for `dy`: of its input `map(x)`
 /// (`want_x`) and of `weight` (`want_w`), with the bits [`backward`] gives on the mapped input,
-/// which is never written. Only where `g` is 3x3, stride 1, padding 1, and the direct kernels
+/// which is never written; with [`direct3x3::Map::Bf16`], the gradients of the convolution of
+/// the rounded operands for the rounded `dy`, the input gradient rounded as it is stored (the
+/// weight gradient is left to the caller to round). Only where `g` is 3x3, stride 1, padding 1, and the direct kernels
 /// cover the forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
 /// [`direct3x3::shape_ok`]).
 pub(crate) fn backward_mapped(
@@ -659,7 +661,7 @@ pub(crate) fn backward_mapped(
     rayon::join(
         // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped
         // kernel; with `Map::Bf16`, of the rounded `dy` (rounded in its bordered copy) with the
-        // rounded kernel.
+        // rounded kernel, each output rounded as it is stored.
         || {
             want_x.then(|| match map {
                 direct3x3::Map::BnRelu(_) => forward_at(&gt, dy, &flipped(g, weight), false),
@@ -701,18 +703,17 @@ const ROUND_CHUNK: usize = 1 << 15;
 
 /// `v` rounded to bf16 ([`round_value`]), in place.
 fn round_bf16(v: &mut [f32]) {
-    v.par_chunks_mut(ROUND_CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x = round_value(*x)));
+    v.par_chunks_mut(ROUND_CHUNK).for_each(crate::bf16_layout::round_f32_in_place);
 }
 
 /// A copy of `v` rounded to bf16 ([`round_value`]), written in one pass.
 fn rounded(v: &[f32]) -> Vec<f32> {
     // SAFETY: chunk `i` of the output is `ROUND_CHUNK` values from `i * ROUND_CHUNK` (the last
-    // one shorter), the same range of `v`, and the zip writes each of its values.
+    // one shorter), the same range of `v`, and `round_f32_into` writes each of its values.
     unsafe {
         par_filled(v.len(), ROUND_CHUNK, |i, out| {
-            for (o, &x) in out.iter_mut().zip(&v[i * ROUND_CHUNK..]) {
-                o.write(round_value(x));
-            }
+            let n = out.len();
+            crate::bf16_layout::round_f32_into(&v[i * ROUND_CHUNK..][..n], out);
         })
     }
 }
@@ -740,11 +741,11 @@ pub fn forward_bf16(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// ([`direct3x3::Map::Bf16`]); elsewhere the kernels get a rounded copy. The same bits either way.
 pub(crate) fn forward_emulated(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
-    let mut out = if direct3x3::covers(g) && direct3x3::shape_ok(g) {
-        direct3x3::forward_mapped(g, x, &rounded(weight), direct3x3::Map::Bf16)
-    } else {
-        forward_at(g, &rounded(x), &rounded(weight), false)
-    };
+    if direct3x3::covers(g) && direct3x3::shape_ok(g) {
+        // Rounds the input in its bordered copy and each output as it is stored.
+        return direct3x3::forward_mapped(g, x, &rounded(weight), direct3x3::Map::Bf16);
+    }
+    let mut out = forward_at(g, &rounded(x), &rounded(weight), false);
     round_bf16(&mut out);
     out
 }
@@ -807,13 +808,17 @@ pub(crate) fn backward_emulated(
             direct3x3::covers(&gt) && direct3x3::shape_ok(&gt) && !direct_bf16::covers(&gt)
         })
         && (!want_w || !direct_bf16::covers_weight_grad(g));
-    let (mut dx, mut dw) = if mapped {
-        backward_mapped(g, x, weight, dy, direct3x3::Map::Bf16, want_x, want_w)
-    } else {
-        let xr = if want_w { std::borrow::Cow::Owned(rounded(x)) } else { std::borrow::Cow::Borrowed(x) };
-        let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
-        backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true)
-    };
+    if mapped {
+        // The input gradient comes out of `forward_mapped` rounded (`Map::Bf16`).
+        let (dx, mut dw) = backward_mapped(g, x, weight, dy, direct3x3::Map::Bf16, want_x, want_w);
+        if let Some(d) = dw.as_mut() {
+            round_bf16(d);
+        }
+        return (dx, dw);
+    }
+    let xr = if want_w { std::borrow::Cow::Owned(rounded(x)) } else { std::borrow::Cow::Borrowed(x) };
+    let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
+    let (mut dx, mut dw) = backward_at(g, &xr, &wr, &rounded(dy), want_x, want_w, true);
     for d in [dx.as_mut(), dw.as_mut()].into_iter().flatten() {
         round_bf16(d);
     }
@@ -1175,7 +1180,8 @@ pub(crate) mod tests {
             let want_y = round(forward_at(&g, &xr, &wr, false));
             assert_eq!(bits(&forward_emulated(&g, &x, &wt)), bits(&want_y), "{g:?} forward");
             if direct3x3::shape_ok(&g) {
-                let y = round(direct3x3::forward_mapped(&g, &x, &wr, direct3x3::Map::Bf16));
+                // Not rounded here: the kernels round each output as they store it.
+                let y = direct3x3::forward_mapped(&g, &x, &wr, direct3x3::Map::Bf16);
                 assert_eq!(bits(&y), bits(&want_y), "{g:?} forward through the rounding border");
             }
             let (dx, dw) = backward_at(&g, &xr, &wr, &dyr, true, true, false);
@@ -1186,7 +1192,8 @@ pub(crate) mod tests {
                 let (mx, mw) = backward_mapped(&g, &x, &wt, &dy, direct3x3::Map::Bf16, want_x, true);
                 assert_eq!(bits(&round(mw.unwrap())), bits(&want_dw), "{g:?} weight gradient through the border");
                 if want_x {
-                    assert_eq!(bits(&round(mx.unwrap())), bits(&want_dx), "{g:?} input gradient through the border");
+                    // Rounded as stored, as the forward's outputs.
+                    assert_eq!(bits(&mx.unwrap()), bits(&want_dx), "{g:?} input gradient through the border");
                 }
             }
             // `backward_emulated` against what `backward_bf16` computed before the rounding
