@@ -8,6 +8,12 @@
 //! bf16 kernels run only on CPUs with AVX-512F, so they always get the vector build; the plain
 //! one serves the emulated builds (the tests) and `RELNET_SIMD` capped below AVX-512. Before
 //! these, the layouts took 16% of a ResNet-32 bf16 step (docs/performance.md).
+//!
+//! Also the rounding of the emulated bf16 convolution (`fastconv::forward_emulated`: the fp32
+//! kernels on bf16-rounded values, which bf16 runs where `vdpbf16ps` does not pay): fp32 values
+//! rounded to bf16 and kept as fp32 ([`round_f32_into`], [`round_f32_in_place`]), on AVX-512F,
+//! AVX2 or plain, the same bits as `fastconv::round_value`. Scalar, that rounding took more of
+//! the step than the copies it rides on (docs/performance.md, 2026-12-05).
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -36,9 +42,11 @@ pub(crate) fn round_row(src: &[f32], dst: &mut [u16]) {
     plain_round_row(src, dst);
 }
 
-/// `dst[i] = round_value(src[i])` (`fastconv::round_value`: bf16 rounding, kept as an f32):
-/// the emulated bf16 numerics' rounded copies, 16 values an instruction on AVX-512F, 8 on AVX2,
-/// one at a time elsewhere (`RELNET_SIMD` caps it as the kernels'). The same bits every way.
+/// `dst[i] = round_value(src[i])` (`fastconv::round_value`: bf16 rounding, kept as an f32) for
+/// every `i`: each value of `dst` is written. The emulated bf16 numerics' rounded copies, 16
+/// values an instruction on AVX-512F, 8 on AVX2, one at a time elsewhere: the set the direct
+/// kernels use (`simd::Isa::detect`: `RELNET_SIMD` caps it, and with `RELNET_DIRECT_CONV=off`
+/// the rounding is plain too). The same bits every way.
 ///
 /// # Panics
 ///
@@ -373,6 +381,9 @@ mod tests {
             f32::MAX,
             f32::MIN,
             f32::from_bits(0x7f7f_8000),
+            // NaNs whose plain rounding would carry into the exponent or wrap.
+            f32::from_bits(0x7fff_ffff),
+            f32::from_bits(0xffff_8000),
         ];
         let mut s = seed.wrapping_mul(2_654_435_761).max(1);
         (0..len)
@@ -422,9 +433,20 @@ mod tests {
                 unsafe { x86::round_f32_avx2(p, p, n) };
                 assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "AVX2, {n} values");
             }
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::Isa::hardware() == Some(crate::simd::Isa::Avx512) {
+                let mut v = src.clone();
+                v.push(7.0);
+                let p = v.as_mut_ptr();
+                // SAFETY: the CPU has AVX-512F (`hardware`); `v` holds `n + 1` values, the first
+                // `n` rounded in place.
+                unsafe { x86::round_f32_avx512(p, p, n) };
+                assert_eq!(v[..n].iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want, "AVX-512, {n} values");
+                assert_eq!(v[n], 7.0, "AVX-512 wrote past {n} values");
+            }
         }
-        if isa != Some(crate::simd::Isa::Avx512) {
-            eprintln!("SKIP the AVX-512F rounding of f32 rows: {isa:?} here (no AVX-512F, or RELNET_SIMD caps it)");
+        if crate::simd::Isa::hardware() != Some(crate::simd::Isa::Avx512) {
+            eprintln!("SKIP the AVX-512F rounding of f32 rows: this CPU has no AVX-512F");
         }
     }
 

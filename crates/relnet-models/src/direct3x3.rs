@@ -557,7 +557,8 @@ pub(crate) enum Map<'a> {
     /// Rounded to bf16 (`fastconv::round_value`): the emulated bf16 convolution's rounded
     /// operand (`fastconv::forward_emulated`). The forward convolution ([`forward_mapped`])
     /// also rounds its output, each image's as soon as the kernel has written it (still in the
-    /// caches); in the weight gradient it rounds `dy` as well ([`weight_grad_image_with`]).
+    /// caches; Winograd's tiles the same); in the weight gradient it rounds `dy` as well
+    /// ([`weight_grad_image_with`]). The rounding is `bf16_layout`'s vector code.
     Bf16,
 }
 
@@ -568,8 +569,9 @@ impl<'a> From<BnRelu<'a>> for Map<'a> {
 }
 
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
-/// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped as it
-/// is copied (the border stays zero: the padding of the mapped image).
+/// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped (the
+/// border stays zero: the padding of the mapped image): [`Map::BnRelu`] as it is copied,
+/// [`Map::Bf16`] in one pass over the copy.
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>) {
     border_as(g, x, buf, map, g.sw != 1)
 }
@@ -586,7 +588,7 @@ pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option
             // The plain copy, then the whole bordered buffer rounded in place while it is in the
             // caches: one vector pass an image (a rounding call a row cost more than the
             // rounding; the border's zeros stay zeros).
-            border_with(g, x, buf, split, |_, dst, src| copy_short(dst, src), |_, v| v);
+            border_as(g, x, buf, None, split);
             super::bf16_layout::round_f32_in_place(buf);
         }
         Some(Map::BnRelu(m)) => {
@@ -774,16 +776,12 @@ pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: Map) 
     forward_with(Kernel::pick_plane(Isa::detect().expect("covers checked it"), g.ow(), g.oh()), g, x, weight, Some(map))
 }
 
-/// [`forward`] (of `map(x)` with `map`) in the build `kernel`, which must run here and whose
-/// runs fit the output plane ([`Kernel::fits`]).
+/// [`forward`] (of `map(x)` with `map`, the output rounded with [`Map::Bf16`]) in the build
+/// `kernel`, which must run here and whose runs fit the output plane ([`Kernel::fits`]).
+/// Winograd's tiles take it where `RELNET_WINOGRAD=on` asks for them.
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
     if super::winograd::runs(g) {
-        let mut out = super::winograd::forward_with(kernel, g, x, weight, map);
-        if matches!(map, Some(Map::Bf16)) {
-            // The tiles store fp32 sums; `Map::Bf16`'s output is rounded (as `direct_with`'s).
-            out.par_chunks_mut(g.co * g.oh() * g.ow()).for_each(super::bf16_layout::round_f32_in_place);
-        }
-        return out;
+        return super::winograd::forward_with(kernel, g, x, weight, map);
     }
     direct_with(kernel, g, x, weight, map)
 }
@@ -814,7 +812,8 @@ pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32
 
 /// The convolution of one image `x` (`[ci, h, w]`) with the weights `packed` ([`pack`] for
 /// `kernel`'s tiles), into `out` (`[co, oh, ow]`): every value of `out` is written ([`forward`]
-/// relies on it). `buf` is scratch (the bordered image).
+/// relies on it), and with [`Map::Bf16`] rounded to bf16 right after. `buf` is scratch (the
+/// bordered image).
 fn forward_image(
     kernel: Kernel,
     g: &Geometry,
@@ -841,7 +840,8 @@ fn forward_image(
         // the whole batch afterwards would read and write it from memory).
         // SAFETY: `Kernel::image` wrote every value of `out` (its contract: the runs tile the
         // output plane and `tiles` covers every channel), so all of them are initialised.
-        super::bf16_layout::round_f32_in_place(unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) });
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len()) };
+        super::bf16_layout::round_f32_in_place(out);
     }
 }
 

@@ -639,9 +639,9 @@ fn sum_chunks(g: &Geometry, parts: &[Vec<f32>]) -> Vec<f32> {
 /// [`direct3x3::forward_mapped`] applies in its bordered copies) for `dy`: of its input `map(x)`
 /// (`want_x`) and of `weight` (`want_w`), with the bits [`backward`] gives on the mapped input,
 /// which is never written; with [`direct3x3::Map::Bf16`], the gradients of the convolution of
-/// the rounded operands for the rounded `dy`, the input gradient rounded as it is stored (the
-/// weight gradient is left to the caller to round). Only where `g` is 3x3, stride 1, padding 1, and the direct kernels
-/// cover the forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
+/// the rounded operands for the rounded `dy`, each rounded to bf16 ([`backward_emulated`]'s
+/// numerics). Only where `g` is 3x3, stride 1, padding 1, and the direct kernels cover the
+/// forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
 /// [`direct3x3::shape_ok`]).
 pub(crate) fn backward_mapped(
     g: &Geometry,
@@ -661,7 +661,7 @@ pub(crate) fn backward_mapped(
     rayon::join(
         // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped
         // kernel; with `Map::Bf16`, of the rounded `dy` (rounded in its bordered copy) with the
-        // rounded kernel, each output rounded as it is stored.
+        // rounded kernel, each output rounded right after the kernel wrote its image.
         || {
             want_x.then(|| match map {
                 direct3x3::Map::BnRelu(_) => forward_at(&gt, dy, &flipped(g, weight), false),
@@ -683,7 +683,11 @@ pub(crate) fn backward_mapped(
                         dw
                     })
                     .collect();
-                sum_chunks(g, &parts)
+                let mut dw = sum_chunks(g, &parts);
+                if let direct3x3::Map::Bf16 = map {
+                    round_bf16(&mut dw);
+                }
+                dw
             })
         },
     )
@@ -742,7 +746,7 @@ pub fn forward_bf16(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
 pub(crate) fn forward_emulated(g: &Geometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
     g.check("fastconv::forward", x.len(), weight.len(), None);
     if direct3x3::covers(g) && direct3x3::shape_ok(g) {
-        // Rounds the input in its bordered copy and each output as it is stored.
+        // Rounds the input in its bordered copy and each image's output right after the kernel.
         return direct3x3::forward_mapped(g, x, &rounded(weight), direct3x3::Map::Bf16);
     }
     let mut out = forward_at(g, &rounded(x), &rounded(weight), false);
@@ -809,12 +813,8 @@ pub(crate) fn backward_emulated(
         })
         && (!want_w || !direct_bf16::covers_weight_grad(g));
     if mapped {
-        // The input gradient comes out of `forward_mapped` rounded (`Map::Bf16`).
-        let (dx, mut dw) = backward_mapped(g, x, weight, dy, direct3x3::Map::Bf16, want_x, want_w);
-        if let Some(d) = dw.as_mut() {
-            round_bf16(d);
-        }
-        return (dx, dw);
+        // Both gradients come out rounded (`Map::Bf16`).
+        return backward_mapped(g, x, weight, dy, direct3x3::Map::Bf16, want_x, want_w);
     }
     let xr = if want_w { std::borrow::Cow::Owned(rounded(x)) } else { std::borrow::Cow::Borrowed(x) };
     let wr = if want_x { std::borrow::Cow::Owned(rounded(weight)) } else { std::borrow::Cow::Borrowed(weight) };
@@ -1163,10 +1163,9 @@ pub(crate) mod tests {
         // (column-shifted copies: copies throughout); 8 output channels (no bf16 weight
         // gradient kernel).
         let cases = [(16, 16, 16, 16, 1), (5, 16, 16, 8, 1), (32, 8, 8, 32, 1), (16, 16, 16, 32, 2), (8, 4, 4, 16, 1)];
-        let round = |mut v: Vec<f32>| {
-            round_bf16(&mut v);
-            v
-        };
+        // The reference rounds one value at a time (`round_value`), not through the vector code
+        // (`bf16_layout`) that the path under test uses.
+        let round = |v: Vec<f32>| v.into_iter().map(round_value).collect::<Vec<_>>();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (i, &(ci, h, w, co, s)) in cases.iter().enumerate() {
             let g = Geometry { n: 5, ci, h, w, co, kh: 3, kw: 3, sh: s, sw: s, ph: 1, pw: 1 };
@@ -1176,7 +1175,7 @@ pub(crate) mod tests {
             x[1] = f32::from_bits(0x3f81_8000);
             let wt = noise(g.co * g.rows(), 20 + i as u32);
             let dy = noise(g.n * g.output_len(), 30 + i as u32);
-            let (xr, wr, dyr) = (rounded(&x), rounded(&wt), rounded(&dy));
+            let (xr, wr, dyr) = (round(x.clone()), round(wt.clone()), round(dy.clone()));
             let want_y = round(forward_at(&g, &xr, &wr, false));
             assert_eq!(bits(&forward_emulated(&g, &x, &wt)), bits(&want_y), "{g:?} forward");
             if direct3x3::shape_ok(&g) {
@@ -1190,9 +1189,9 @@ pub(crate) mod tests {
                 let gt = g.transposed();
                 let want_x = direct3x3::covers(&gt) && direct3x3::shape_ok(&gt);
                 let (mx, mw) = backward_mapped(&g, &x, &wt, &dy, direct3x3::Map::Bf16, want_x, true);
-                assert_eq!(bits(&round(mw.unwrap())), bits(&want_dw), "{g:?} weight gradient through the border");
+                assert_eq!(bits(&mw.unwrap()), bits(&want_dw), "{g:?} weight gradient through the border");
                 if want_x {
-                    // Rounded as stored, as the forward's outputs.
+                    // Not rounded here: `backward_mapped` rounds both gradients.
                     assert_eq!(bits(&mx.unwrap()), bits(&want_dx), "{g:?} input gradient through the border");
                 }
             }

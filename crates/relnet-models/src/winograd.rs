@@ -147,6 +147,14 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
             // `packed` is `pack`'s for the build's rows, `v` and `m` have the lengths set just
             // above, and `o` holds `co * h * w` values, borrowed mutably.
             unsafe { dispatch(kernel, g, buf, &packed, v, m, o.as_mut_ptr().cast::<f32>()) };
+            if matches!(map, Some(Map::Bf16)) {
+                // `Map::Bf16`'s output rounded while the image is in the caches, as the direct
+                // kernel's (`direct3x3::Map::Bf16`).
+                // SAFETY: `image` wrote every value of `o` (its contract, with the asserts
+                // above), so all of them are initialised.
+                let o = unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<f32>(), o.len()) };
+                crate::bf16_layout::round_f32_in_place(o);
+            }
         },
     );
     // SAFETY: the capacity is `n * len_out`; `len_in` and `len_out` are non-zero (`shape_ok`) and
@@ -540,6 +548,14 @@ mod tests {
         assert_eq!(
             forward_with(Kernel::Portable8, &g, &x, &wt, Some(map.into())),
             forward_with(Kernel::Portable8, &g, &mapped, &wt, None)
+        );
+        // Rounded to bf16: the tiles of the rounded input, each output rounded.
+        let round = |v: &[f32]| v.iter().map(|&v| crate::fastconv::round_value(v).to_bits()).collect::<Vec<_>>();
+        let rounded_x: Vec<f32> = x.iter().map(|&v| crate::fastconv::round_value(v)).collect();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(forward_with(Kernel::Portable8, &g, &x, &wt, Some(Map::Bf16))),
+            round(&forward_with(Kernel::Portable8, &g, &rounded_x, &wt, None))
         );
     }
 }
