@@ -116,8 +116,9 @@ fn main() {
             drop((dw, fastbn::backward(&y, &da.expect("asked"), n, c, plane, &mean, &var, &gamma, 1e-5, Some(&beta))));
         };
         let dims = [n, c, side, side];
-        let fused_fwd = || drop(bn_relu_conv::forward(&y, dims, &gamma, &beta, 1e-5, &w, c));
-        let fused_bwd = || drop(bn_relu_conv::backward(&y, dims, &dout, &mean, &var, &gamma, &beta, 1e-5, &w, c, true));
+        let fused_fwd = || drop(bn_relu_conv::forward(&y, dims, &gamma, &beta, 1e-5, &w, c, false));
+        let fused_bwd =
+            || drop(bn_relu_conv::backward(&y, dims, &dout, &mean, &var, &gamma, &beta, 1e-5, &w, c, true, false));
         let mut t = [f64::INFINITY; 4];
         for _ in 0..5 {
             for (k, f) in [&apart_fwd as &dyn Fn(), &fused_fwd, &apart_bwd, &fused_bwd].into_iter().enumerate() {

@@ -29,7 +29,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-use crate::direct3x3::{self, BnRelu};
+use crate::direct3x3::{self, BnRelu, Map};
 use crate::fastbn::{
     affine, batch_norm_relu, bn_shape, check_channels, fast_path, images, outputs, register_bn, statistics, trained,
 };
@@ -44,7 +44,9 @@ fn geometry(n: usize, ci: usize, h: usize, w: usize, co: usize) -> Geometry {
 
 /// `conv3x3(relu(batch_norm(y)))` of `y` (`n` images of `ci` planes of `h x w`) in training
 /// mode, with `weight` (`[co, ci, 3, 3]`), padding 1, no bias: `(output, mean, var)`, the output
-/// `n` images of `co` planes of `h x w`, the biased batch variance.
+/// `n` images of `co` planes of `h x w`, the biased batch variance. With `bf16`, the convolution
+/// at bf16 precision on the emulated numerics (`fastconv::forward_emulated`: the normalised,
+/// rectified input and the weights rounded to bf16, the output rounded); batch norm stays fp32.
 ///
 /// # Panics
 ///
@@ -59,6 +61,7 @@ pub fn forward(
     eps: f64,
     weight: &[f32],
     co: usize,
+    bf16: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     const WHAT: &str = "bn_relu_conv::forward";
     let g = geometry(n, ci, h, w, co);
@@ -67,13 +70,19 @@ pub fn forward(
     assert!(direct3x3::covers_mapped(&g), "bn_relu_conv::forward: {g:?} is not a shape the direct kernels cover here");
     let (mean, var) = statistics(y, n, ci, h * w);
     let (scale, shift) = affine(ci, &mean, &var, gamma, beta, eps);
-    let out = direct3x3::forward_mapped(&g, y, weight, BnRelu { scale: &scale, shift: &shift }.into());
+    let m = BnRelu { scale: &scale, shift: &shift };
+    let out = if bf16 {
+        direct3x3::forward_mapped(&g, y, &fastconv::rounded(weight), Map::BnReluBf16(m))
+    } else {
+        direct3x3::forward_mapped(&g, y, weight, m.into())
+    };
     (out, mean, var)
 }
 
 /// The gradients of [`forward`] for the output gradient `dout`: `(dy, dgamma, dbeta, dweight)`,
 /// `dweight` only where `want_w` (batch norm's three gradients all need the convolution's input
-/// gradient, so they are computed together).
+/// gradient, so they are computed together); with `bf16`, of [`forward`] with `bf16` (the
+/// convolution's gradients rounded as `fastconv::backward_emulated` rounds them).
 ///
 /// # Panics
 ///
@@ -92,6 +101,7 @@ pub fn backward(
     weight: &[f32],
     co: usize,
     want_w: bool,
+    bf16: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     const WHAT: &str = "bn_relu_conv::backward";
     let g = geometry(n, ci, h, w, co);
@@ -99,8 +109,9 @@ pub fn backward(
     check_channels(WHAT, ci, &[("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)]);
     assert!(direct3x3::covers_mapped(&g), "{WHAT}: {g:?} is not a shape the direct kernels cover here");
     let (scale, shift) = affine(ci, mean, var, gamma, beta, eps);
-    let map = BnRelu { scale: &scale, shift: &shift };
-    let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map.into(), true, want_w);
+    let m = BnRelu { scale: &scale, shift: &shift };
+    let map = if bf16 { Map::BnReluBf16(m) } else { m.into() };
+    let (da, dweight) = fastconv::backward_mapped(&g, y, weight, dout, map, true, want_w);
     let da = da.expect("asked for");
     let (dy, dgamma, dbeta) = crate::fastbn::backward(y, &da, n, ci, h * w, mean, var, gamma, eps, Some(beta));
     (dy, dgamma, dbeta, dweight)
@@ -109,13 +120,14 @@ pub fn backward(
 #[backend_extension(Flex, Autodiff)]
 pub trait FastBatchNormReluConv: Backend {
     /// (output, mean, biased variance) of `conv3x3(relu(batch_norm(y)))`, NCHW, stride 1,
-    /// padding 1, no bias.
+    /// padding 1, no bias; with `bf16`, the convolution at bf16 precision ([`forward`]).
     fn fast_batch_norm_relu_conv(
         y: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         epsilon: f64,
+        bf16: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -125,13 +137,14 @@ fn flex_forward(
     beta: &FlexTensor,
     weight: &FlexTensor,
     eps: f64,
+    bf16: bool,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
     const WHAT: &str = "fast_batch_norm_relu_conv";
     let ((shape, yv), (_, gv), (_, bv), (ws, wv)) = (values(y), values(gamma), values(beta), values(weight));
     assert!(shape.len() == 4 && ws.len() == 4, "{WHAT}: input {shape:?} and weight {ws:?} are not NCHW");
     bn_shape(WHAT, &shape, &gv, &bv);
     let dims = [shape[0], shape[1], shape[2], shape[3]];
-    let (out, mean, var) = forward(&yv, dims, &gv, &bv, eps, &wv, ws[0]);
+    let (out, mean, var) = forward(&yv, dims, &gv, &bv, eps, &wv, ws[0], bf16);
     outputs(out, vec![dims[0], ws[0], dims[2], dims[3]], mean, var)
 }
 
@@ -142,8 +155,9 @@ impl FastBatchNormReluConv for Flex {
         beta: FlexTensor,
         weight: FlexTensor,
         epsilon: f64,
+        bf16: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        flex_forward(&y, &gamma, &beta, &weight, epsilon)
+        flex_forward(&y, &gamma, &beta, &weight, epsilon, bf16)
     }
 }
 
@@ -154,16 +168,17 @@ impl<C: CheckpointStrategy> FastBatchNormReluConv for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         epsilon: f64,
+        bf16: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
         struct BatchNormReluConvBackward;
         impl Backward<Flex, 4> for BatchNormReluConvBackward {
-            /// y, gamma, beta, weight, mean, variance, epsilon.
-            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+            /// y, gamma, beta, weight, mean, variance, epsilon, bf16.
+            type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64, bool);
             fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [node_y, node_gamma, node_beta, node_w] = ops.parents;
                 let dout = grads.consume::<Flex>(&ops.node);
-                let (y, gamma, beta, weight, mean, var, eps) = ops.state;
+                let (y, gamma, beta, weight, mean, var, eps, bf16) = ops.state;
                 let ((shape, yv), (_, dv), (_, gv), (_, bv), (ws, wv), (_, mv), (_, vv)) = (
                     values(&y),
                     values(&dout),
@@ -177,7 +192,7 @@ impl<C: CheckpointStrategy> FastBatchNormReluConv for Autodiff<Flex, C> {
                 let (n, c, _) = images(&shape);
                 let dims = [n, c, shape[2], shape[3]];
                 let (dy, dgamma, dbeta, dw) =
-                    backward(&yv, dims, &dv, &mv, &vv, &gv, &bv, eps, &wv, ws[0], node_w.is_some());
+                    backward(&yv, dims, &dv, &mv, &vv, &gv, &bv, eps, &wv, ws[0], node_w.is_some(), bf16);
                 let ids = [node_y, node_gamma, node_beta].map(|node| node.map(|n| n.id));
                 register_bn(grads, ids, shape, (dy, dgamma, dbeta));
                 if let (Some(node), Some(dw)) = (node_w, dw) {
@@ -187,10 +202,10 @@ impl<C: CheckpointStrategy> FastBatchNormReluConv for Autodiff<Flex, C> {
         }
         let (yp, gp, bp, wp) =
             (y.primitive().clone(), gamma.primitive().clone(), beta.primitive().clone(), weight.primitive().clone());
-        let (out, mean, var) = flex_forward(&yp, &gp, &bp, &wp, epsilon);
+        let (out, mean, var) = flex_forward(&yp, &gp, &bp, &wp, epsilon, bf16);
         let parents = [y.node(), gamma.node(), beta.node(), weight.node()];
         let output = match BatchNormReluConvBackward.prepare::<C>(parents).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((yp, gp, bp, wp, mean.clone(), var.clone(), epsilon), out),
+            OpsKind::Tracked(prep) => prep.finish((yp, gp, bp, wp, mean.clone(), var.clone(), epsilon, bf16), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         (output, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(var))
@@ -198,7 +213,9 @@ impl<C: CheckpointStrategy> FastBatchNormReluConv for Autodiff<Flex, C> {
 }
 
 /// Whether [`batch_norm_relu_conv`] runs `bn`, ReLU and `conv` on `y` as one operation: where
-/// [`batch_norm_relu`] takes relnet's path, at fp32 precision, `conv` is 3x3 with stride 1,
+/// [`batch_norm_relu`] takes relnet's path, at fp32 precision or at bf16 where bf16
+/// convolutions run the emulated numerics (`direct_bf16::chosen` false: the fused operation
+/// has their bits, not the `vdpbf16ps` kernels'), `conv` is 3x3 with stride 1,
 /// padding 1, no dilation, groups or bias, and the direct kernels cover the shape in this process
 /// (forward and weight gradient through the bordered copy: an output width and a number of output
 /// channels that are multiples of 8, on a CPU with AVX2 and FMA or with `RELNET_SIMD=portable`,
@@ -213,7 +230,10 @@ pub fn fuses(bn: &BatchNorm, conv: &Conv2d, y: &Tensor<4>) -> bool {
         && conv.bias.is_none()
         && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
         && wci == ci
-        && current() == Precision::Fp32
+        && match current() {
+            Precision::Fp32 => true,
+            Precision::Bf16 => !crate::direct_bf16::chosen(),
+        }
         && fast_path(bn, y)
         && direct3x3::covers_mapped(&geometry(n, ci, h, w, co))
 }
@@ -232,6 +252,7 @@ pub fn batch_norm_relu_conv(bn: &BatchNorm, conv: &Conv2d, y: Tensor<4>) -> Tens
         bn.beta.val().into_dispatch(),
         conv.weight.val().into_dispatch(),
         bn.epsilon,
+        current() == Precision::Bf16,
     );
     trained(bn, &device, out)
 }
@@ -246,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_has_the_bits_of_batch_norm_relu_then_the_convolution() {
+    fn fused_has_the_bits_of_batch_norm_relu_then_the_convolution_at_fp32_and_bf16() {
         if !fastconv::direct_kernels_run_here() {
             eprintln!("SKIP: the direct kernels do not run on this CPU (no AVX2 + FMA, or RELNET_DIRECT_CONV=off)");
             return;
@@ -271,27 +292,40 @@ mod tests {
             let gamma: Vec<f32> = (0..ci).map(|c| [0.5, -1.5, 2.0][c % 3]).collect();
             let beta: Vec<f32> = (0..ci).map(|c| [0.1, -0.2, 0.3, 0.0][c % 4]).collect();
             let g = geometry(n, ci, h, w, co);
-            // Apart: batch norm + ReLU, the convolution; backward the convolution's, then batch norm's.
+            // Apart: batch norm + ReLU, the convolution; backward the convolution's, then batch
+            // norm's. At bf16, the convolution's emulated numerics by their definition: the fp32
+            // kernels on operands rounded one value at a time, each result rounded.
             let (mean, var) = statistics(&y, n, ci, plane);
             let a = fastbn::normalise(&y, ci, plane, &mean, &var, &gamma, &beta, eps, true);
             assert!(a.contains(&0.0) && a.iter().any(|&v| v > 0.0), "a ReLU that does something");
-            let out = fastconv::forward(&g, &a, &weight);
-            let (da, dw) = fastconv::backward(&g, &a, &weight, &dout, true, true);
-            let (dy, dgamma, dbeta) =
-                fastbn::backward(&y, &da.expect("asked"), n, ci, plane, &mean, &var, &gamma, eps, Some(&beta));
-            // Fused.
-            let dims = [n, ci, h, w];
-            let (got, got_mean, got_var) = forward(&y, dims, &gamma, &beta, eps, &weight, co);
-            let (gdy, gdgamma, gdbeta, gdw) =
-                backward(&y, dims, &dout, &mean, &var, &gamma, &beta, eps, &weight, co, true);
-            let shape = (n, ci, co, h, w);
-            assert_eq!(bits(&got), bits(&out), "output, {shape:?}");
-            assert_eq!(bits(&got_mean), bits(&mean), "mean, {shape:?}");
-            assert_eq!(bits(&got_var), bits(&var), "variance, {shape:?}");
-            assert_eq!(bits(&gdy), bits(&dy), "dy, {shape:?}");
-            assert_eq!(bits(&gdgamma), bits(&dgamma), "dgamma, {shape:?}");
-            assert_eq!(bits(&gdbeta), bits(&dbeta), "dbeta, {shape:?}");
-            assert_eq!(bits(&gdw.expect("asked")), bits(&dw.expect("asked")), "dweight, {shape:?}");
+            let round = |v: &[f32]| v.iter().map(|&x| fastconv::round_value(x)).collect::<Vec<_>>();
+            for bf16 in [false, true] {
+                let (out, da, dw) = if bf16 {
+                    let (ar, wr, dr) = (round(&a), round(&weight), round(&dout));
+                    let out = round(&fastconv::forward_at(&g, &ar, &wr, false));
+                    let (da, dw) = fastconv::backward_at(&g, &ar, &wr, &dr, true, true, false);
+                    (out, round(&da.expect("asked")), round(&dw.expect("asked")))
+                } else {
+                    let out = fastconv::forward(&g, &a, &weight);
+                    let (da, dw) = fastconv::backward(&g, &a, &weight, &dout, true, true);
+                    (out, da.expect("asked"), dw.expect("asked"))
+                };
+                let (dy, dgamma, dbeta) =
+                    fastbn::backward(&y, &da, n, ci, plane, &mean, &var, &gamma, eps, Some(&beta));
+                // Fused.
+                let dims = [n, ci, h, w];
+                let (got, got_mean, got_var) = forward(&y, dims, &gamma, &beta, eps, &weight, co, bf16);
+                let (gdy, gdgamma, gdbeta, gdw) =
+                    backward(&y, dims, &dout, &mean, &var, &gamma, &beta, eps, &weight, co, true, bf16);
+                let shape = (n, ci, co, h, w, bf16);
+                assert_eq!(bits(&got), bits(&out), "output, {shape:?}");
+                assert_eq!(bits(&got_mean), bits(&mean), "mean, {shape:?}");
+                assert_eq!(bits(&got_var), bits(&var), "variance, {shape:?}");
+                assert_eq!(bits(&gdy), bits(&dy), "dy, {shape:?}");
+                assert_eq!(bits(&gdgamma), bits(&dgamma), "dgamma, {shape:?}");
+                assert_eq!(bits(&gdbeta), bits(&dbeta), "dbeta, {shape:?}");
+                assert_eq!(bits(&gdw.expect("asked")), bits(&dw), "dweight, {shape:?}");
+            }
         }
     }
 
@@ -299,18 +333,18 @@ mod tests {
     #[should_panic(expected = "not a shape the direct kernels cover")]
     fn a_width_the_kernels_do_not_cover_is_refused() {
         // A 6-wide plane: no run of 8 outputs fits a row.
-        let _ = forward(&[0.5; 2 * 36], [1, 2, 6, 6], &[1.0; 2], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8);
+        let _ = forward(&[0.5; 2 * 36], [1, 2, 6, 6], &[1.0; 2], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8, false);
     }
 
     #[test]
     #[should_panic(expected = "bn_relu_conv::forward: input of 127 values")]
     fn an_input_of_the_wrong_length_is_refused() {
-        let _ = forward(&[0.5; 2 * 64 - 1], [1, 2, 8, 8], &[1.0; 2], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8);
+        let _ = forward(&[0.5; 2 * 64 - 1], [1, 2, 8, 8], &[1.0; 2], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8, false);
     }
 
     #[test]
     #[should_panic(expected = "bn_relu_conv::forward: gamma has 3 values for 2 channels")]
     fn a_gamma_of_the_wrong_length_is_refused() {
-        let _ = forward(&[0.5; 2 * 64], [1, 2, 8, 8], &[1.0; 3], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8);
+        let _ = forward(&[0.5; 2 * 64], [1, 2, 8, 8], &[1.0; 3], &[0.0; 2], 1e-5, &[0.1; 8 * 2 * 9], 8, false);
     }
 }

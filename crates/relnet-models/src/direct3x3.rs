@@ -560,6 +560,16 @@ pub(crate) enum Map<'a> {
     /// caches; Winograd's tiles the same); in the weight gradient it rounds `dy` as well
     /// ([`weight_grad_image_with`]). The rounding is `bf16_layout`'s vector code.
     Bf16,
+    /// [`Map::BnRelu`], then rounded to bf16 as [`Map::Bf16`] rounds (the output and, in the
+    /// weight gradient, `dy` too): `bn_relu_conv` at bf16 precision, on the emulated numerics.
+    BnReluBf16(BnRelu<'a>),
+}
+
+impl Map<'_> {
+    /// Whether the map rounds to bf16 ([`Map::Bf16`], [`Map::BnReluBf16`]).
+    pub(crate) fn bf16(&self) -> bool {
+        matches!(self, Map::Bf16 | Map::BnReluBf16(_))
+    }
 }
 
 impl<'a> From<BnRelu<'a>> for Map<'a> {
@@ -589,6 +599,11 @@ pub(crate) fn border_as(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option
             // caches: one vector pass an image (a rounding call a row cost more than the
             // rounding; the border's zeros stay zeros).
             border_as(g, x, buf, None, split);
+            super::bf16_layout::round_f32_in_place(buf);
+        }
+        Some(Map::BnReluBf16(m)) => {
+            // As `Map::Bf16`: the mapped copy, then one rounding pass over it.
+            border_as(g, x, buf, Some(Map::BnRelu(m)), split);
             super::bf16_layout::round_f32_in_place(buf);
         }
         Some(Map::BnRelu(m)) => {
@@ -835,7 +850,7 @@ fn forward_image(
     // and `out` (that the build's runs fit the output plane `Kernel::image` asserts); `out` is borrowed
     // mutably, so nothing else accesses it.
     unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
-    if matches!(map, Some(Map::Bf16)) {
+    if map.is_some_and(|m| m.bf16()) {
         // `Map::Bf16`'s output rounded while this image's is still in the caches (a pass over
         // the whole batch afterwards would read and write it from memory).
         // SAFETY: `Kernel::image` wrote every value of `out` (its contract: the runs tile the
@@ -1024,7 +1039,7 @@ pub(crate) fn weight_grad_image_with(
         dyt.resize(p * g.co, 0.0);
     }
     transpose(dy, g.co, p, dyt);
-    if let Some(Map::Bf16) = map {
+    if map.is_some_and(|m| m.bf16()) {
         // The rounded `dy` (rounding and transposing commute).
         super::bf16_layout::round_f32_in_place(dyt);
     }

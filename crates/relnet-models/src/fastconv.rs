@@ -638,9 +638,10 @@ fn sum_chunks(g: &Geometry, parts: &[Vec<f32>]) -> Vec<f32> {
 /// The gradients of the stride-1 direct convolution of `map(x)` ([`direct3x3::BnRelu`], which
 /// [`direct3x3::forward_mapped`] applies in its bordered copies) for `dy`: of its input `map(x)`
 /// (`want_x`) and of `weight` (`want_w`), with the bits [`backward`] gives on the mapped input,
-/// which is never written; with [`direct3x3::Map::Bf16`], the gradients of the convolution of
-/// the rounded operands for the rounded `dy`, each rounded to bf16 ([`backward_emulated`]'s
-/// numerics). Only where `g` is 3x3, stride 1, padding 1, and the direct kernels cover the
+/// which is never written; with a bf16 map ([`direct3x3::Map::Bf16`], `BnReluBf16`), the
+/// gradients of the convolution of the rounded (mapped) input and the rounded weights for the
+/// rounded `dy`, each rounded to bf16 ([`backward_emulated`]'s numerics). `weight` is the
+/// unrounded weight either way. Only where `g` is 3x3, stride 1, padding 1, and the direct kernels cover the
 /// forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
 /// [`direct3x3::shape_ok`]).
 pub(crate) fn backward_mapped(
@@ -660,14 +661,21 @@ pub(crate) fn backward_mapped(
     let gt = g.transposed();
     rayon::join(
         // As `backward_at`'s stride-1 input gradient: the convolution of `dy` with the flipped
-        // kernel; with `Map::Bf16`, of the rounded `dy` (rounded in its bordered copy) with the
-        // rounded kernel, each output rounded right after the kernel wrote its image.
+        // kernel; with a bf16 map, of the rounded `dy` (rounded in its bordered copy where the
+        // bordered walk covers the transposed shape, a rounded copy elsewhere) with the rounded
+        // kernel, each output rounded right after the kernel wrote its image.
         || {
-            want_x.then(|| match map {
-                direct3x3::Map::BnRelu(_) => forward_at(&gt, dy, &flipped(g, weight), false),
-                direct3x3::Map::Bf16 => {
-                    direct3x3::forward_mapped(&gt, dy, &rounded(&flipped(g, weight)), direct3x3::Map::Bf16)
+            want_x.then(|| {
+                if !map.bf16() {
+                    return forward_at(&gt, dy, &flipped(g, weight), false);
                 }
+                let wf = rounded(&flipped(g, weight));
+                if direct3x3::covers(&gt) && direct3x3::shape_ok(&gt) {
+                    return direct3x3::forward_mapped(&gt, dy, &wf, direct3x3::Map::Bf16);
+                }
+                let mut dx = forward_at(&gt, &rounded(dy), &wf, false);
+                round_bf16(&mut dx);
+                dx
             })
         },
         || {
@@ -684,7 +692,7 @@ pub(crate) fn backward_mapped(
                     })
                     .collect();
                 let mut dw = sum_chunks(g, &parts);
-                if let direct3x3::Map::Bf16 = map {
+                if map.bf16() {
                     round_bf16(&mut dw);
                 }
                 dw
@@ -711,7 +719,7 @@ fn round_bf16(v: &mut [f32]) {
 }
 
 /// A copy of `v` rounded to bf16 ([`round_value`]), written in one pass.
-fn rounded(v: &[f32]) -> Vec<f32> {
+pub(crate) fn rounded(v: &[f32]) -> Vec<f32> {
     // SAFETY: chunk `i` of the output is `ROUND_CHUNK` values from `i * ROUND_CHUNK` (the last
     // one shorter), the same range of `v`, and `round_f32_into` writes each of its values.
     unsafe {

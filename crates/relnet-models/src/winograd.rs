@@ -147,7 +147,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
             // `packed` is `pack`'s for the build's rows, `v` and `m` have the lengths set just
             // above, and `o` holds `co * h * w` values, borrowed mutably.
             unsafe { dispatch(kernel, g, buf, &packed, v, m, o.as_mut_ptr().cast::<f32>()) };
-            if matches!(map, Some(Map::Bf16)) {
+            if map.is_some_and(|m| m.bf16()) {
                 // `Map::Bf16`'s output rounded while the image is in the caches, as the direct
                 // kernel's (`direct3x3::Map::Bf16`).
                 // SAFETY: `image` wrote every value of `o` (its contract, with the asserts

@@ -592,9 +592,20 @@ fn batch_norm_relu_pool_has_the_bits_of_the_separate_operations() {
 /// of every residual block) against the operations apart on relnet's path: output, the input's,
 /// gamma's, beta's and the weight's gradients and the running statistics, bit for bit. Shapes the
 /// direct kernels do not cover (a width that is not a multiple of 8, 6 output channels) fall back
-/// to the operations apart; so does burn's convolution.
+/// to the operations apart; so does burn's convolution. Also at bf16 precision, where bf16
+/// convolutions run the emulated numerics (where they run the `vdpbf16ps` kernels, the fused
+/// operation is not used: `fuses` is false, and both runs are the operations apart).
 #[test]
 fn batch_norm_relu_conv_has_the_bits_of_the_separate_operations() {
+    use relnet_models::precision::{Precision, bf16_hardware, scoped};
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        let _p = scoped(precision);
+        let fused_here = precision == Precision::Fp32 || bf16_hardware().is_err();
+        batch_norm_relu_conv_bits(fused_here, &format!("{precision:?}"));
+    }
+}
+
+fn batch_norm_relu_conv_bits(fused_here: bool, precision: &str) {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
     let direct = relnet_models::fastconv::direct_kernels_run_here();
@@ -610,8 +621,8 @@ fn batch_norm_relu_conv_has_the_bits_of_the_separate_operations() {
         let t = Tensor::<4>::random([n, co, h, w], Distribution::Normal(0.0, 1.0), &device);
         let gamma = Tensor::<1>::random([ci], Distribution::Normal(0.0, 1.0), &device);
         let beta = Tensor::<1>::random([ci], Distribution::Normal(0.0, 0.5), &device);
-        let covered = direct && w % 8 == 0 && co % 8 == 0;
-        let shape = format!("{n}x{ci}x{h}x{w} -> {co}");
+        let covered = direct && w % 8 == 0 && co % 8 == 0 && fused_here;
+        let shape = format!("{n}x{ci}x{h}x{w} -> {co}, {precision}");
         let run = |fused: bool| {
             let mut bn = burn::nn::BatchNormConfig::new(ci).init(&device);
             bn.gamma = Param::from_tensor(gamma.clone());
