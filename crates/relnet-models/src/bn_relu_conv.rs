@@ -14,6 +14,12 @@
 //! ReLU's `max` is compiled separately here; the convolution's products with either zero are
 //! zeros whose sum is the same value. The fused path runs where [`fuses`] says so; everywhere
 //! else the two operations run as before.
+//!
+//! At bf16 precision it runs where bf16 convolutions take the emulated numerics (the fp32
+//! kernels on bf16-rounded operands, `fastconv::forward_emulated`): the mapped copy is rounded
+//! ([`direct3x3::Map::BnReluBf16`]), the weights, outputs and gradients as the emulation rounds
+//! them; batch norm stays fp32. Where bf16 convolutions run the `vdpbf16ps` kernels
+//! (`direct_bf16::chosen`) the operations run apart, so the kernels' own bits are kept.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
