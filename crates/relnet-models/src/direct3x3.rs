@@ -552,7 +552,7 @@ impl BnRelu<'_> {
 /// of `map(x)` reads `x` and `map(x)` is never written.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Map<'a> {
-    /// Batch norm + ReLU ([`BnRelu`]; `bn_relu_conv`).
+    /// Batch norm + ReLU ([`BnRelu`]; `bn_relu_conv` at fp32).
     BnRelu(BnRelu<'a>),
     /// Rounded to bf16 (`fastconv::round_value`): the emulated bf16 convolution's rounded
     /// operand (`fastconv::forward_emulated`). The forward convolution ([`forward_mapped`])
@@ -581,7 +581,7 @@ impl<'a> From<BnRelu<'a>> for Map<'a> {
 /// The bordered copy of one image `x` (`[ci, h, w]`) into `buf` (`[ci, h+2, w+2]`, zero border),
 /// each row in [`Walk::forward`]'s order for `g`'s stride; with `map`, each value mapped (the
 /// border stays zero: the padding of the mapped image): [`Map::BnRelu`] as it is copied,
-/// [`Map::Bf16`] in one pass over the copy.
+/// [`Map::Bf16`] in one pass over the copy, [`Map::BnReluBf16`] both.
 fn border(g: &Geometry, x: &[f32], buf: &mut Vec<f32>, map: Option<Map>) {
     border_as(g, x, buf, map, g.sw != 1)
 }
@@ -784,14 +784,14 @@ pub(crate) fn covers_mapped(g: &Geometry) -> bool {
 
 /// The convolution of `map(x)` ([`Map`], applied in the bordered copy) with `weight`, for a
 /// `g` that [`covers`] and [`shape_ok`] accept, in the widest build this CPU runs: the bits of
-/// [`forward`] on the mapped input, without writing it; with [`Map::Bf16`], those bits rounded
-/// to bf16 (`fastconv::round_value`).
+/// [`forward`] on the mapped input, without writing it; with a bf16 map ([`Map::bf16`]), those
+/// bits rounded to bf16 (`fastconv::round_value`).
 pub(crate) fn forward_mapped(g: &Geometry, x: &[f32], weight: &[f32], map: Map) -> Vec<f32> {
     assert!(covers(g) && shape_ok(g), "{g:?} is not a shape the bordered walk covers");
     forward_with(Kernel::pick_plane(Isa::detect().expect("covers checked it"), g.ow(), g.oh()), g, x, weight, Some(map))
 }
 
-/// [`forward`] (of `map(x)` with `map`, the output rounded with [`Map::Bf16`]) in the build
+/// [`forward`] (of `map(x)` with `map`, the output rounded with a bf16 map) in the build
 /// `kernel`, which must run here and whose runs fit the output plane ([`Kernel::fits`]).
 /// Winograd's tiles take it where `RELNET_WINOGRAD=on` asks for them.
 pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32], map: Option<Map>) -> Vec<f32> {
@@ -827,7 +827,7 @@ pub(crate) fn direct_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f32
 
 /// The convolution of one image `x` (`[ci, h, w]`) with the weights `packed` ([`pack`] for
 /// `kernel`'s tiles), into `out` (`[co, oh, ow]`): every value of `out` is written ([`forward`]
-/// relies on it), and with [`Map::Bf16`] rounded to bf16 right after. `buf` is scratch (the
+/// relies on it), and with a bf16 map rounded to bf16 right after. `buf` is scratch (the
 /// bordered image).
 fn forward_image(
     kernel: Kernel,
@@ -851,7 +851,7 @@ fn forward_image(
     // mutably, so nothing else accesses it.
     unsafe { kernel.image(&walk, buf, packed, out.as_mut_ptr().cast::<f32>()) }
     if map.is_some_and(|m| m.bf16()) {
-        // `Map::Bf16`'s output rounded while this image's is still in the caches (a pass over
+        // A bf16 map's output rounded while this image's is still in the caches (a pass over
         // the whole batch afterwards would read and write it from memory).
         // SAFETY: `Kernel::image` wrote every value of `out` (its contract: the runs tile the
         // output plane and `tiles` covers every channel), so all of them are initialised.
@@ -1004,7 +1004,7 @@ pub(crate) fn covers_weight_grad(g: &Geometry) -> bool {
 /// image and `dy` as `[oh*ow, co]`), in the build `kernel`, which must run here and whose width
 /// divides `g.co`; only for a `g` that [`shape_ok`] accepts ([`weight_grad_images`] chooses the
 /// build and takes the [`small_ok`] shapes too). With `map`, the gradient for the input
-/// `map(x)` ([`Map`], applied in the bordered copy); with [`Map::Bf16`], for the rounded `dy` too.
+/// `map(x)` ([`Map`], applied in the bordered copy); with a bf16 map, for the rounded `dy` too.
 ///
 /// The kernel is the forward's turned around: a tile of `TAPS` taps by two vectors of output
 /// channels, each pixel's `dy` values loaded as vectors, each tap's input value broadcast (a

@@ -148,7 +148,7 @@ pub(crate) fn forward_with(kernel: Kernel, g: &Geometry, x: &[f32], weight: &[f3
             // above, and `o` holds `co * h * w` values, borrowed mutably.
             unsafe { dispatch(kernel, g, buf, &packed, v, m, o.as_mut_ptr().cast::<f32>()) };
             if map.is_some_and(|m| m.bf16()) {
-                // `Map::Bf16`'s output rounded while the image is in the caches, as the direct
+                // A bf16 map's output rounded while the image is in the caches, as the direct
                 // kernel's (`direct3x3::Map::Bf16`).
                 // SAFETY: `image` wrote every value of `o` (its contract, with the asserts
                 // above), so all of them are initialised.
