@@ -641,8 +641,8 @@ fn sum_chunks(g: &Geometry, parts: &[Vec<f32>]) -> Vec<f32> {
 /// which is never written; with a bf16 map ([`direct3x3::Map::Bf16`], `BnReluBf16`), the
 /// gradients of the convolution of the rounded (mapped) input and the rounded weights for the
 /// rounded `dy`, each rounded to bf16 ([`backward_emulated`]'s numerics). `weight` is the
-/// unrounded weight either way. Only where `g` is 3x3, stride 1, padding 1, and the direct kernels cover the
-/// forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
+/// unrounded weight either way. Only where `g` is 3x3, stride 1, padding 1, and the direct
+/// kernels cover the forward pass and the weight gradient ([`direct3x3::covers_weight_grad`],
 /// [`direct3x3::shape_ok`]).
 pub(crate) fn backward_mapped(
     g: &Geometry,
@@ -1187,7 +1187,7 @@ pub(crate) mod tests {
             let want_y = round(forward_at(&g, &xr, &wr, false));
             assert_eq!(bits(&forward_emulated(&g, &x, &wt)), bits(&want_y), "{g:?} forward");
             if direct3x3::shape_ok(&g) {
-                // Not rounded here: the kernels round each output as they store it.
+                // Not rounded here: each image's output is rounded right after the kernel wrote it.
                 let y = direct3x3::forward_mapped(&g, &x, &wr, direct3x3::Map::Bf16);
                 assert_eq!(bits(&y), bits(&want_y), "{g:?} forward through the rounding border");
             }
